@@ -1,0 +1,19 @@
+//! The tapstream packet engine.
+//!
+//! Sources yield [`source::Batch`]es of frames; the [`pipeline`] shards them by
+//! a symmetric flow hash over worker threads; each worker decodes
+//! ([`decode`]), tracks flows ([`flow`]), runs protocol analyzers ([`proto`])
+//! and appends records to Arrow builders ([`records`]), handing finished
+//! record batches to a sink.
+//!
+//! Architecture Invariant: this crate depends on no other tapstream crate.
+
+pub mod decode;
+pub mod flow;
+pub mod pipeline;
+pub mod proto;
+pub mod records;
+pub mod source;
+pub mod stats;
+
+pub use arrow;

@@ -1,0 +1,443 @@
+//! Source → shard → workers → record sink.
+//!
+//! One reader (the calling thread) fills batches from a [`PacketSource`],
+//! hashes every frame's flow symmetrically and appends its descriptor to the
+//! batch of the owning worker. Full batches move to workers over bounded
+//! single-producer channels (one send per batch, never per packet) and come
+//! back empty for reuse. Workers own their flow tables and builders, and send
+//! finished record batches to the output thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use crate::decode::{AnomalyCounters, DecodeConfig, Decoded, decode};
+use crate::flow::key::shard_hashes;
+use crate::flow::{FlowConfig, FlowStats, FlowTracker};
+use crate::records::{Output, Sinks, Table};
+use crate::source::{Batch, Desc, Layers, PacketSource, Region, SourceError, SourceStats};
+use crate::stats::StatsAcc;
+
+/// Pipeline settings.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub workers: usize,
+    /// Frames per batch.
+    pub batch_size: usize,
+    /// Rows per record batch.
+    pub record_batch_rows: usize,
+    /// Flush partly filled record builders at least this often.
+    pub flush_interval: Duration,
+    pub decode: DecodeConfig,
+    pub flow: FlowConfig,
+    /// Pin workers to cores (worker i → core i+1 when there are enough).
+    pub pin_cores: bool,
+    /// Drop (and count) record batches when the sink falls behind, instead
+    /// of waiting. On for live capture; off for files, where waiting loses nothing.
+    pub drop_when_behind: bool,
+    /// Batches queued per worker.
+    pub queue_depth: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 1,
+            batch_size: 256,
+            record_batch_rows: 8192,
+            flush_interval: Duration::from_secs(10),
+            decode: DecodeConfig::default(),
+            flow: FlowConfig::default(),
+            pin_cores: false,
+            drop_when_behind: false,
+            queue_depth: 16,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    pub source: SourceStats,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: FlowStats,
+    pub anomalies: AnomalyCounters,
+    pub non_ip: u64,
+    pub records: u64,
+    pub dropped_batches: u64,
+    pub dropped_records: u64,
+    pub rows_per_table: [u64; 6],
+    pub elapsed: Duration,
+}
+
+/// Shared progress counters, readable while a run is going.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub position: AtomicU64,
+}
+
+/// One worker: decode, flows, protocols, records.
+pub struct Worker {
+    pub id: u16,
+    decode_cfg: DecodeConfig,
+    pub tracker: FlowTracker,
+    pub sinks: Sinks,
+    stats: StatsAcc,
+    decoded: Decoded,
+    pub packets: u64,
+    pub bytes: u64,
+    pub non_ip: u64,
+    batch_rows: usize,
+    last_flush: Instant,
+    flush_interval: Duration,
+}
+
+impl Worker {
+    pub fn new(id: u16, cfg: &PipelineConfig) -> Worker {
+        Worker {
+            id,
+            decode_cfg: cfg.decode,
+            tracker: FlowTracker::new(cfg.flow, id),
+            sinks: Sinks::new(cfg.record_batch_rows),
+            stats: StatsAcc::new(id),
+            decoded: Decoded::default(),
+            packets: 0,
+            bytes: 0,
+            non_ip: 0,
+            batch_rows: cfg.record_batch_rows.max(1),
+            last_flush: Instant::now(),
+            flush_interval: cfg.flush_interval,
+        }
+    }
+
+    /// Process every frame of a batch (frames are borrowed, never copied).
+    pub fn process(&mut self, batch: &Batch) {
+        for d in &batch.descs {
+            let frame = batch.frame(d);
+            self.packet(d, frame);
+        }
+        if self.stats.rows() >= self.batch_rows {
+            let b = self.stats.finish();
+            self.sinks.ready.push((Table::Stats, b));
+        }
+        if self.last_flush.elapsed() >= self.flush_interval {
+            self.flush_builders();
+        }
+    }
+
+    #[inline]
+    pub fn packet(&mut self, d: &Desc, frame: &[u8]) {
+        decode(d.link, frame, &self.decode_cfg, &mut self.decoded);
+        if d.layers != Layers::InnerOnly {
+            self.packets += 1;
+            self.bytes += d.wire_len as u64;
+            self.stats
+                .packet(d.ts_ns, d.iface, d.wire_len, &self.decoded);
+            self.sinks.anomalies.record(self.decoded.anomalies);
+            if self.decoded.non_ip {
+                self.non_ip += 1;
+            }
+        }
+        self.tracker
+            .packet(d, frame, &self.decoded, &mut self.sinks);
+    }
+
+    /// Move partly filled builders downstream.
+    pub fn flush_builders(&mut self) {
+        self.last_flush = Instant::now();
+        self.sinks.flush_all();
+        if self.stats.rows() > 0 {
+            let b = self.stats.finish();
+            self.sinks.ready.push((Table::Stats, b));
+        }
+    }
+
+    /// End of input: flush every flow and builder.
+    pub fn finish(&mut self) {
+        self.tracker.flush(&mut self.sinks);
+        self.stats.close_second();
+        self.flush_builders();
+    }
+}
+
+enum Msg {
+    Batch(Batch),
+}
+
+/// Run a source to its end through the pipeline. `sink` receives every
+/// record batch on a separate thread. `stop` ends the run early (flows are
+/// still flushed). Returns the summary, or the source's error after all
+/// records before the bad spot have been written.
+pub fn run<S, F>(
+    mut source: S,
+    cfg: &PipelineConfig,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    sink: F,
+) -> (RunSummary, Option<SourceError>)
+where
+    S: PacketSource,
+    F: FnMut(Output) + Send + 'static,
+{
+    let start = Instant::now();
+    let n = cfg.workers.max(1);
+    let (out_tx, out_rx) = bounded::<Vec<Output>>(64);
+    let dropped_batches = Arc::new(AtomicU64::new(0));
+    let dropped_records = Arc::new(AtomicU64::new(0));
+    let out_thread = {
+        let mut sink = sink;
+        std::thread::Builder::new()
+            .name("tapstream-out".into())
+            .spawn(move || {
+                let mut rows = [0u64; 6];
+                for v in out_rx {
+                    for (t, b) in v {
+                        rows[t as usize] += b.num_rows() as u64;
+                        sink((t, b));
+                    }
+                }
+                rows
+            })
+            .expect("spawn output thread")
+    };
+
+    let mut txs: Vec<Sender<Msg>> = Vec::with_capacity(n);
+    let (ret_tx, ret_rx) = bounded::<Batch>(n * (cfg.queue_depth + 2));
+    let mut handles = Vec::with_capacity(n);
+    let cores = if cfg.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    for i in 0..n {
+        let (tx, rx) = bounded::<Msg>(cfg.queue_depth.max(1));
+        txs.push(tx);
+        let out_tx = out_tx.clone();
+        let ret_tx = ret_tx.clone();
+        let wcfg = cfg.clone();
+        let core = if cores.len() > 1 {
+            Some(cores[(i + 1) % cores.len()])
+        } else {
+            cores.first().copied()
+        };
+        let dropped_b = dropped_batches.clone();
+        let dropped_r = dropped_records.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("tapstream-w{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    worker_loop(i as u16, &wcfg, rx, ret_tx, out_tx, dropped_b, dropped_r)
+                })
+                .expect("spawn worker"),
+        );
+    }
+    drop(out_tx);
+    drop(ret_tx);
+
+    // Reader.
+    let mut src_batch = Batch::with_capacity(cfg.batch_size);
+    let mut per: Vec<Batch> = (0..n)
+        .map(|_| Batch::with_capacity(cfg.batch_size))
+        .collect();
+    let mut decoded = Decoded::default();
+    let mut err = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        src_batch.clear();
+        match source.fill(&mut src_batch, cfg.batch_size) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                err = Some(e);
+                // frames already in the batch are good: deliver them
+            }
+        }
+        let region = match std::mem::take(&mut src_batch.region) {
+            Region::Owned(v) => Region::Shared(Arc::new(v)),
+            r => r,
+        };
+        for d in &src_batch.descs {
+            let (ho, hi) = if n == 1 {
+                (0, 0)
+            } else {
+                let frame = src_batch_frame(&region, d);
+                decode(d.link, frame, &cfg.decode, &mut decoded);
+                shard_hashes(&decoded).unwrap_or((0, 0))
+            };
+            let wo = (ho % n as u64) as usize;
+            let wi = (hi % n as u64) as usize;
+            if wo == wi {
+                push(&mut per, wo, &region, *d, cfg, &txs, &ret_rx);
+            } else {
+                push(
+                    &mut per,
+                    wo,
+                    &region,
+                    Desc {
+                        layers: Layers::OuterOnly,
+                        ..*d
+                    },
+                    cfg,
+                    &txs,
+                    &ret_rx,
+                );
+                push(
+                    &mut per,
+                    wi,
+                    &region,
+                    Desc {
+                        layers: Layers::InnerOnly,
+                        ..*d
+                    },
+                    cfg,
+                    &txs,
+                    &ret_rx,
+                );
+            }
+        }
+        let st = source.stats();
+        progress.packets.store(st.packets, Ordering::Relaxed);
+        progress.bytes.store(st.bytes, Ordering::Relaxed);
+        progress.position.store(st.position, Ordering::Relaxed);
+        // Hand partial batches over so workers never wait on a slow source.
+        for w in 0..n {
+            if !per[w].is_empty() {
+                send(&mut per, w, cfg, &txs, &ret_rx);
+            }
+        }
+        if err.is_some() {
+            break;
+        }
+    }
+    drop(txs);
+    let mut summary = RunSummary {
+        source: source.stats(),
+        ..RunSummary::default()
+    };
+    for h in handles {
+        if let Ok(w) = h.join() {
+            summary.packets += w.packets;
+            summary.bytes += w.bytes;
+            summary.non_ip += w.non_ip;
+            summary.anomalies.merge(&w.anomalies);
+            let f = w.flows;
+            summary.flows.created += f.created;
+            summary.flows.expired += f.expired;
+            summary.flows.evicted += f.evicted;
+            summary.flows.interim += f.interim;
+        }
+    }
+    if let Ok(rows) = out_thread.join() {
+        summary.rows_per_table = rows;
+        summary.records = rows.iter().sum();
+    }
+    summary.dropped_batches = dropped_batches.load(Ordering::Relaxed);
+    summary.dropped_records = dropped_records.load(Ordering::Relaxed);
+    summary.elapsed = start.elapsed();
+    (summary, err)
+}
+
+fn src_batch_frame<'a>(region: &'a Region, d: &Desc) -> &'a [u8] {
+    let b = region.bytes();
+    let s = d.offset as usize;
+    b.get(s..s.saturating_add(d.caplen as usize)).unwrap_or(&[])
+}
+
+#[inline]
+fn push(
+    per: &mut [Batch],
+    w: usize,
+    region: &Region,
+    d: Desc,
+    cfg: &PipelineConfig,
+    txs: &[Sender<Msg>],
+    ret: &Receiver<Batch>,
+) {
+    let b = &mut per[w];
+    if b.descs.is_empty() {
+        b.region = region.clone();
+    }
+    b.descs.push(d);
+    if b.descs.len() >= cfg.batch_size {
+        send(per, w, cfg, txs, ret);
+    }
+}
+
+fn send(
+    per: &mut [Batch],
+    w: usize,
+    cfg: &PipelineConfig,
+    txs: &[Sender<Msg>],
+    ret: &Receiver<Batch>,
+) {
+    let mut fresh = ret
+        .try_recv()
+        .unwrap_or_else(|_| Batch::with_capacity(cfg.batch_size));
+    fresh.clear();
+    let full = std::mem::replace(&mut per[w], fresh);
+    // Files: wait for the worker. (Live sources count drops at the RX ring.)
+    let _ = txs[w].send(Msg::Batch(full));
+}
+
+struct WorkerResult {
+    packets: u64,
+    bytes: u64,
+    non_ip: u64,
+    anomalies: AnomalyCounters,
+    flows: FlowStats,
+}
+
+fn worker_loop(
+    id: u16,
+    cfg: &PipelineConfig,
+    rx: Receiver<Msg>,
+    ret: Sender<Batch>,
+    out: Sender<Vec<Output>>,
+    dropped_batches: Arc<AtomicU64>,
+    dropped_records: Arc<AtomicU64>,
+) -> WorkerResult {
+    let mut w = Worker::new(id, cfg);
+    let deliver = |w: &mut Worker| {
+        if w.sinks.ready.is_empty() {
+            return;
+        }
+        let v = std::mem::take(&mut w.sinks.ready);
+        if cfg.drop_when_behind {
+            if let Err(TrySendError::Full(v)) = out.try_send(v) {
+                dropped_batches.fetch_add(v.len() as u64, Ordering::Relaxed);
+                dropped_records.fetch_add(
+                    v.iter().map(|(_, b)| b.num_rows() as u64).sum(),
+                    Ordering::Relaxed,
+                );
+            }
+        } else {
+            let _ = out.send(v);
+        }
+    };
+    for m in rx {
+        let Msg::Batch(mut b) = m;
+        w.process(&b);
+        b.clear();
+        let _ = ret.try_send(b);
+        deliver(&mut w);
+    }
+    w.finish();
+    deliver(&mut w);
+    WorkerResult {
+        packets: w.packets,
+        bytes: w.bytes,
+        non_ip: w.non_ip,
+        anomalies: w.sinks.anomalies.clone(),
+        flows: w.tracker.stats,
+    }
+}

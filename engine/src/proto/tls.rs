@@ -1,0 +1,440 @@
+//! TLS handshakes: ClientHello (SNI, versions, ALPN, cipher suites, JA4) and
+//! ServerHello (negotiated version and cipher). One record per connection.
+
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+
+use super::{ProtoCtx, Reassembly, conn_id, malformed};
+use crate::decode::Anomaly;
+use crate::flow::FlowKey;
+use crate::records::{Sinks, TlsRecord};
+
+/// Handshake bytes buffered per direction before giving up.
+const LIMIT: usize = 32 * 1024;
+
+#[derive(Clone, Debug, Default)]
+pub struct TlsFlow {
+    bufs: [Reassembly; 2],
+    /// Offset of the next unparsed TLS record in each buffer.
+    pos: [usize; 2],
+    done: [bool; 2],
+    first_ts: u64,
+    client_version: Option<u16>,
+    version: Option<u16>,
+    cipher: Option<u16>,
+    server_name: Option<String>,
+    alpn: Vec<String>,
+    suites: Vec<u16>,
+    ja4: Option<String>,
+    saw_client_hello: bool,
+    saw_server_hello: bool,
+    app_data: [bool; 2],
+    ccs: [bool; 2],
+    bad: bool,
+    emitted: bool,
+}
+
+pub fn looks_like(p: &[u8]) -> bool {
+    p.len() >= 6 && p[0] == 22 && p[1] == 3 && p[2] <= 4 && (p[5] == 1 || p[5] == 2)
+}
+
+fn is_grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
+}
+
+impl TlsFlow {
+    pub fn is_tls(&self) -> bool {
+        self.saw_client_hello || self.saw_server_hello
+    }
+
+    pub fn feed(&mut self, ctx: &ProtoCtx, payload: &[u8], sinks: &mut Sinks) {
+        let d = ctx.is_orig as usize;
+        if self.first_ts == 0 {
+            self.first_ts = ctx.ts;
+        }
+        if self.bad || self.done[d] {
+            return;
+        }
+        if !self.bufs[d].push(ctx.layer.seq, payload, LIMIT) {
+            // a gap before the handshake finished: stop this direction
+            self.done[d] = true;
+            return;
+        }
+        // parse complete records
+        loop {
+            let b = &self.bufs[d].buf;
+            let p = self.pos[d];
+            if b.len() < p + 5 {
+                break;
+            }
+            let ct = b[p];
+            let len = u16::from_be_bytes([b[p + 3], b[p + 4]]) as usize;
+            if !(20..=24).contains(&ct) || b[p + 1] != 3 {
+                self.bad = !self.is_tls();
+                if self.bad {
+                    malformed(sinks, Anomaly::TlsMalformed);
+                }
+                self.done[d] = true;
+                break;
+            }
+            if b.len() < p + 5 + len {
+                if self.bufs[d].overflow {
+                    self.done[d] = true;
+                }
+                break;
+            }
+            let body = b[p + 5..p + 5 + len].to_vec();
+            self.pos[d] = p + 5 + len;
+            match ct {
+                22 => self.handshake(d == 1, &body, sinks),
+                20 => self.ccs[d] = true,
+                23 => {
+                    self.app_data[d] = true;
+                    self.done[d] = true;
+                }
+                _ => {}
+            }
+            if self.saw_server_hello && self.ccs[0] && self.ccs[1] {
+                self.done = [true, true];
+            }
+        }
+        if self.done[d] {
+            self.bufs[d] = Reassembly::default();
+            self.pos[d] = 0;
+        }
+    }
+
+    fn handshake(&mut self, from_client: bool, body: &[u8], sinks: &mut Sinks) {
+        // A record may hold several handshake messages; a message spanning
+        // records is rare for hellos, which is all we need.
+        let mut p = 0;
+        while p + 4 <= body.len() {
+            let ht = body[p];
+            let len = u32::from_be_bytes([0, body[p + 1], body[p + 2], body[p + 3]]) as usize;
+            let end = (p + 4 + len).min(body.len());
+            let msg = &body[p + 4..end];
+            match (ht, from_client) {
+                (1, true) if !self.saw_client_hello => {
+                    if self.client_hello(msg).is_none() {
+                        malformed(sinks, Anomaly::TlsMalformed);
+                    }
+                }
+                (2, false) if !self.saw_server_hello => {
+                    if self.server_hello(msg).is_none() {
+                        malformed(sinks, Anomaly::TlsMalformed);
+                    }
+                }
+                _ => {}
+            }
+            p = end;
+        }
+    }
+
+    fn client_hello(&mut self, m: &[u8]) -> Option<()> {
+        let mut r = Rd(m);
+        let legacy = r.u16()?;
+        r.skip(32)?;
+        let sid = r.u8()? as usize;
+        r.skip(sid)?;
+        let cs_len = r.u16()? as usize;
+        let cs = r.take(cs_len)?;
+        self.suites = cs
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        let comp = r.u8()? as usize;
+        r.skip(comp)?;
+        self.saw_client_hello = true;
+        self.client_version = Some(legacy);
+        let mut exts: Vec<u16> = Vec::new();
+        let mut sig_algs: Vec<u16> = Vec::new();
+        let mut best_version = legacy;
+        let mut has_sni = false;
+        if r.0.len() >= 2 {
+            let ext_len = r.u16()? as usize;
+            let mut e = Rd(r.take(ext_len.min(r.0.len()))?);
+            while e.0.len() >= 4 {
+                let ty = e.u16()?;
+                let len = e.u16()? as usize;
+                let data = e.take(len)?;
+                exts.push(ty);
+                let mut d = Rd(data);
+                match ty {
+                    0 => {
+                        has_sni = true;
+                        let _list = d.u16()?;
+                        while d.0.len() >= 3 {
+                            let nt = d.u8()?;
+                            let nl = d.u16()? as usize;
+                            let name = d.take(nl)?;
+                            if nt == 0 && self.server_name.is_none() {
+                                self.server_name = Some(String::from_utf8_lossy(name).into_owned());
+                            }
+                        }
+                    }
+                    16 => {
+                        let _list = d.u16()?;
+                        while !d.0.is_empty() {
+                            let l = d.u8()? as usize;
+                            let v = d.take(l)?;
+                            self.alpn.push(String::from_utf8_lossy(v).into_owned());
+                        }
+                    }
+                    13 => {
+                        let l = d.u16()? as usize;
+                        let v = d.take(l)?;
+                        sig_algs = v
+                            .chunks_exact(2)
+                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                            .collect();
+                    }
+                    43 => {
+                        let l = d.u8()? as usize;
+                        let v = d.take(l)?;
+                        best_version = v
+                            .chunks_exact(2)
+                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                            .filter(|v| !is_grease(*v))
+                            .max()
+                            .unwrap_or(legacy);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.ja4 = Some(ja4(
+            best_version,
+            has_sni,
+            &self.suites,
+            &exts,
+            &self.alpn,
+            &sig_algs,
+        ));
+        Some(())
+    }
+
+    fn server_hello(&mut self, m: &[u8]) -> Option<()> {
+        let mut r = Rd(m);
+        let legacy = r.u16()?;
+        r.skip(32)?;
+        let sid = r.u8()? as usize;
+        r.skip(sid)?;
+        let cipher = r.u16()?;
+        let _comp = r.u8()?;
+        self.saw_server_hello = true;
+        self.version = Some(legacy);
+        self.cipher = Some(cipher);
+        if r.0.len() >= 2 {
+            let ext_len = r.u16()? as usize;
+            let mut e = Rd(r.take(ext_len.min(r.0.len()))?);
+            while e.0.len() >= 4 {
+                let ty = e.u16()?;
+                let len = e.u16()? as usize;
+                let data = e.take(len)?;
+                if ty == 43 && data.len() == 2 {
+                    self.version = Some(u16::from_be_bytes([data[0], data[1]]));
+                }
+            }
+        }
+        Some(())
+    }
+
+    pub fn finish(&mut self, uid: u64, key: &FlowKey, orig_is_lo: bool, sinks: &mut Sinks) {
+        if self.emitted || !self.is_tls() {
+            return;
+        }
+        self.emitted = true;
+        let c = conn_id(self.first_ts, uid, key, orig_is_lo);
+        let established = self.saw_server_hello
+            && ((self.ccs[0] && self.ccs[1]) || (self.app_data[0] && self.app_data[1]));
+        let r = TlsRecord {
+            client_version: self.client_version,
+            version: self.version,
+            cipher: self.cipher,
+            server_name: self.server_name.as_deref(),
+            alpn: &self.alpn,
+            cipher_suites: &self.suites,
+            ja3: None,
+            ja4: self.ja4.as_deref(),
+            established,
+        };
+        sinks.tls(&c, &r);
+    }
+}
+
+/// The JA4 TLS client fingerprint (FoxIO's JA4 specification, TCP variant).
+pub fn ja4(
+    version: u16,
+    sni: bool,
+    suites: &[u16],
+    exts: &[u16],
+    alpn: &[String],
+    sig_algs: &[u16],
+) -> String {
+    let v = match version {
+        0x0304 => "13",
+        0x0303 => "12",
+        0x0302 => "11",
+        0x0301 => "10",
+        0x0300 => "s3",
+        0x0002 => "s2",
+        0xfeff => "d1",
+        0xfefd => "d2",
+        0xfefc => "d3",
+        _ => "00",
+    };
+    let ciphers: Vec<u16> = suites.iter().copied().filter(|c| !is_grease(*c)).collect();
+    let ext: Vec<u16> = exts.iter().copied().filter(|c| !is_grease(*c)).collect();
+    let a = match alpn.first().map(|s| s.as_bytes()) {
+        Some(b) if !b.is_empty() => {
+            let (f, l) = (b[0], b[b.len() - 1]);
+            if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric() {
+                format!("{}{}", f as char, l as char)
+            } else {
+                let hx = format!("{:02x}{:02x}", f, l);
+                format!("{}{}", &hx[0..1], &hx[3..4])
+            }
+        }
+        _ => "00".to_string(),
+    };
+    let mut out = format!(
+        "t{}{}{:02}{:02}{}_",
+        v,
+        if sni { 'd' } else { 'i' },
+        ciphers.len().min(99),
+        ext.len().min(99),
+        a
+    );
+    let mut cs = ciphers.clone();
+    cs.sort_unstable();
+    out.push_str(&hash12(&join_hex(&cs)));
+    out.push('_');
+    let mut es: Vec<u16> = ext.into_iter().filter(|e| *e != 0 && *e != 16).collect();
+    es.sort_unstable();
+    let mut s = join_hex(&es);
+    if !sig_algs.is_empty() {
+        s.push('_');
+        s.push_str(&join_hex(sig_algs));
+    }
+    out.push_str(&if es.is_empty() {
+        "000000000000".to_string()
+    } else {
+        hash12(&s)
+    });
+    out
+}
+
+fn join_hex(v: &[u16]) -> String {
+    let mut s = String::new();
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{x:04x}");
+    }
+    s
+}
+
+fn hash12(s: &str) -> String {
+    if s.is_empty() {
+        return "000000000000".into();
+    }
+    let d = Sha256::digest(s.as_bytes());
+    let mut o = String::with_capacity(12);
+    for b in &d[..6] {
+        let _ = write!(o, "{b:02x}");
+    }
+    o
+}
+
+struct Rd<'a>(&'a [u8]);
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.take(n).map(|_| ())
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+}
+
+pub fn version_name(v: u16) -> &'static str {
+    match v {
+        0x0300 => "SSLv3",
+        0x0301 => "TLSv10",
+        0x0302 => "TLSv11",
+        0x0303 => "TLSv12",
+        0x0304 => "TLSv13",
+        0xfeff => "DTLSv10",
+        0xfefd => "DTLSv12",
+        0xfefc => "DTLSv13",
+        0x0002 => "SSLv2",
+        _ => "unknown",
+    }
+}
+
+/// IANA names of common cipher suites (as Zeek logs them).
+pub fn cipher_name(c: u16) -> Option<&'static str> {
+    Some(match c {
+        0x1301 => "TLS_AES_128_GCM_SHA256",
+        0x1302 => "TLS_AES_256_GCM_SHA384",
+        0x1303 => "TLS_CHACHA20_POLY1305_SHA256",
+        0xc02b => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        0xc02c => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        0xc02f => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        0xc030 => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        0xcca8 => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        0xcca9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        0xc013 => "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+        0xc014 => "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+        0xc009 => "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+        0xc00a => "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+        0xc027 => "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+        0xc028 => "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
+        0x009c => "TLS_RSA_WITH_AES_128_GCM_SHA256",
+        0x009d => "TLS_RSA_WITH_AES_256_GCM_SHA384",
+        0x002f => "TLS_RSA_WITH_AES_128_CBC_SHA",
+        0x0035 => "TLS_RSA_WITH_AES_256_CBC_SHA",
+        0x003c => "TLS_RSA_WITH_AES_128_CBC_SHA256",
+        0x003d => "TLS_RSA_WITH_AES_256_CBC_SHA256",
+        0x000a => "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+        0x0005 => "TLS_RSA_WITH_RC4_128_SHA",
+        0x0004 => "TLS_RSA_WITH_RC4_128_MD5",
+        0x0033 => "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
+        0x0039 => "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
+        0x009e => "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
+        0x009f => "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
+        0x0016 => "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ja4_shape() {
+        let j = ja4(
+            0x0304,
+            true,
+            &[0x1301, 0x1302, 0x0a0a],
+            &[0, 16, 43, 13, 0x1a1a],
+            &["h2".into()],
+            &[0x0403],
+        );
+        assert!(j.starts_with("t13d0204h2_"), "{j}");
+        assert_eq!(j.len(), "t13d0203h2_".len() + 12 + 1 + 12);
+    }
+}

@@ -1,0 +1,236 @@
+//! Packet sources: anything that yields batches of frames.
+//!
+//! A source hands out [`Batch`]es. A batch is a list of [`Desc`] descriptors
+//! (offset, lengths, timestamp, link type, interface) into a [`Region`] of
+//! bytes the batch keeps alive: a memory-mapped capture file shared by every
+//! batch cut from it, or an arena the batch owns (the synthetic source). An
+//! AF_XDP source fits the same shape: the region is the UMEM and the frames
+//! go back to the fill ring when the batch is recycled.
+
+mod file;
+mod pcap;
+mod pcapng;
+pub mod synth;
+mod writer;
+
+use std::sync::Arc;
+
+pub use file::{CaptureFile, CaptureFormat, open_capture};
+pub use synth::{AttackMix, SynthConfig, SynthSource};
+pub use writer::PcapWriter;
+
+/// Link-layer types we understand (values are the pcap LINKTYPE_ numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct LinkType(pub u16);
+
+impl LinkType {
+    pub const NULL: LinkType = LinkType(0);
+    pub const ETHERNET: LinkType = LinkType(1);
+    pub const PPP: LinkType = LinkType(9);
+    pub const FDDI: LinkType = LinkType(10);
+    pub const RAW_LEGACY: LinkType = LinkType(12);
+    pub const RAW_LEGACY14: LinkType = LinkType(14);
+    pub const PPP_HDLC: LinkType = LinkType(50);
+    pub const PPP_ETHER: LinkType = LinkType(51);
+    pub const RAW: LinkType = LinkType(101);
+    pub const IEEE802_11: LinkType = LinkType(105);
+    pub const LOOP: LinkType = LinkType(108);
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    pub const IEEE802_11_RADIOTAP: LinkType = LinkType(127);
+    pub const NFLOG: LinkType = LinkType(239);
+    pub const IPV4: LinkType = LinkType(228);
+    pub const IPV6: LinkType = LinkType(229);
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+
+    /// Map the pcap file-header network value (DLT) to the LINKTYPE value.
+    pub fn from_pcap(v: u32) -> LinkType {
+        LinkType((v & 0x0fff_ffff) as u16)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkType::NULL => "null",
+            LinkType::ETHERNET => "ethernet",
+            LinkType::PPP | LinkType::PPP_HDLC => "ppp",
+            LinkType::FDDI => "fddi",
+            LinkType::RAW | LinkType::RAW_LEGACY | LinkType::RAW_LEGACY14 => "raw",
+            LinkType::IPV4 => "ipv4",
+            LinkType::IPV6 => "ipv6",
+            LinkType::LOOP => "loop",
+            LinkType::LINUX_SLL => "linux_sll",
+            LinkType::LINUX_SLL2 => "linux_sll2",
+            LinkType::IEEE802_11 => "ieee802_11",
+            LinkType::IEEE802_11_RADIOTAP => "radiotap",
+            LinkType::NFLOG => "nflog",
+            LinkType::PPP_ETHER => "pppoe",
+            _ => "unknown",
+        }
+    }
+}
+
+/// One frame of a batch: where its bytes lie in the batch's region, plus metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Desc {
+    /// Byte offset of the captured bytes inside the region.
+    pub offset: u64,
+    /// Captured length (bytes present in the region).
+    pub caplen: u32,
+    /// Original length on the wire.
+    pub wire_len: u32,
+    /// Capture timestamp, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub link: LinkType,
+    /// Interface index (pcapng interface id, or capture interface number).
+    pub iface: u16,
+    /// Which layers the receiving worker accounts (see [`Layers`]).
+    pub layers: Layers,
+}
+
+/// When a tunnelled packet's outer and inner flows hash to different workers,
+/// the packet's descriptor goes to both, each accounting only its part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layers {
+    /// Account every layer (the usual case).
+    #[default]
+    All,
+    /// Account only the outermost (tunnel) flow.
+    OuterOnly,
+    /// Account only the inner flows (not the outermost tunnel flow).
+    InnerOnly,
+}
+
+/// The bytes a batch's descriptors point into.
+#[derive(Clone)]
+pub enum Region {
+    /// Shared, read-only memory (a memory-mapped capture file). Cloning costs
+    /// one reference-count increment per batch, never per packet.
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
+    /// Bytes the batch owns (synthetic traffic), reused when recycled.
+    Owned(Vec<u8>),
+}
+
+impl Region {
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Region::Shared(a) => (**a).as_ref(),
+            Region::Owned(v) => v,
+        }
+    }
+}
+
+impl Default for Region {
+    fn default() -> Self {
+        Region::Owned(Vec::new())
+    }
+}
+
+/// A batch of frames. Preallocated and recycled: clearing keeps capacity.
+#[derive(Default)]
+pub struct Batch {
+    pub region: Region,
+    pub descs: Vec<Desc>,
+}
+
+impl Batch {
+    pub fn with_capacity(n: usize) -> Batch {
+        Batch {
+            region: Region::default(),
+            descs: Vec::with_capacity(n),
+        }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.descs.len()
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.descs.is_empty()
+    }
+
+    /// The captured bytes of descriptor `d` (empty if it points outside the region).
+    #[inline]
+    pub fn frame(&self, d: &Desc) -> &[u8] {
+        let b = self.region.bytes();
+        let start = d.offset as usize;
+        let end = start.saturating_add(d.caplen as usize);
+        b.get(start..end).unwrap_or(&[])
+    }
+
+    /// Iterate over (descriptor, bytes).
+    pub fn frames(&self) -> impl Iterator<Item = (&Desc, &[u8])> {
+        self.descs.iter().map(move |d| (d, self.frame(d)))
+    }
+
+    /// Forget the frames, keep the allocations (for an owned region).
+    pub fn clear(&mut self) {
+        self.descs.clear();
+        match &mut self.region {
+            Region::Owned(v) => v.clear(),
+            r @ Region::Shared(_) => *r = Region::Owned(Vec::new()),
+        }
+    }
+}
+
+/// Counters every source keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets whose link type we cannot decode (counted, skipped).
+    pub unknown_link: u64,
+    /// Bytes of the input consumed so far (file offset).
+    pub position: u64,
+}
+
+/// Errors from packet sources.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a pcap or pcapng capture (magic {magic:#010x} at byte offset 0)")]
+    BadMagic { path: String, magic: u32 },
+    #[error("{path}: corrupt capture at byte offset {offset}: {reason}")]
+    Corrupt {
+        path: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{path}: capture truncated at byte offset {offset}: {reason}")]
+    Truncated {
+        path: String,
+        offset: u64,
+        reason: String,
+    },
+}
+
+impl SourceError {
+    /// Byte offset at which the capture went bad, when there is one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            SourceError::Corrupt { offset, .. } | SourceError::Truncated { offset, .. } => {
+                Some(*offset)
+            }
+            SourceError::BadMagic { .. } => Some(0),
+            SourceError::Io { .. } => None,
+        }
+    }
+}
+
+/// A producer of frame batches.
+///
+/// `fill` appends up to `max` frames to `batch` (which the caller has cleared
+/// and which may still hold a region from a previous round). It returns the
+/// number of frames added; zero means end of input. An error comes after all
+/// frames before the bad spot have been handed out.
+pub trait PacketSource: Send {
+    fn fill(&mut self, batch: &mut Batch, max: usize) -> Result<usize, SourceError>;
+    fn stats(&self) -> SourceStats;
+    /// A name for messages (file path, interface, "synthetic").
+    fn name(&self) -> &str;
+}

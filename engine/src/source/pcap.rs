@@ -1,0 +1,136 @@
+//! Classic libpcap files: micro- and nanosecond magic, both byte orders.
+
+use super::{Batch, Desc, Layers, LinkType, SourceError};
+
+pub(crate) struct PcapState {
+    pub big_endian: bool,
+    pub nanos: bool,
+    pub link: LinkType,
+    pub snaplen: u32,
+    pub pos: usize,
+}
+
+pub(crate) const MAGIC_US: u32 = 0xa1b2_c3d4;
+pub(crate) const MAGIC_NS: u32 = 0xa1b2_3c4d;
+
+impl PcapState {
+    /// Parse the 24-byte global header.
+    pub fn open(path: &str, data: &[u8]) -> Result<PcapState, SourceError> {
+        if data.len() < 24 {
+            return Err(SourceError::Truncated {
+                path: path.to_string(),
+                offset: data.len() as u64,
+                reason: "pcap file header needs 24 bytes".into(),
+            });
+        }
+        let le = u32::from_le_bytes(data[0..4].try_into().unwrap_or_default());
+        let (big_endian, nanos) = match le {
+            MAGIC_US => (false, false),
+            MAGIC_NS => (false, true),
+            x if x.swap_bytes() == MAGIC_US => (true, false),
+            x if x.swap_bytes() == MAGIC_NS => (true, true),
+            x => {
+                return Err(SourceError::BadMagic {
+                    path: path.to_string(),
+                    magic: x,
+                });
+            }
+        };
+        let rd = |o: usize| read_u32(data, o, big_endian);
+        let snaplen = rd(16);
+        let link = LinkType::from_pcap(rd(20));
+        Ok(PcapState {
+            big_endian,
+            nanos,
+            link,
+            snaplen,
+            pos: 24,
+        })
+    }
+
+    /// Append up to `max` records to `batch`. Returns Ok(n) (0 = end).
+    pub fn fill(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        batch: &mut Batch,
+        max: usize,
+    ) -> Result<usize, SourceError> {
+        let mut n = 0;
+        while n < max {
+            let p = self.pos;
+            if p == data.len() {
+                break;
+            }
+            if data.len() - p < 16 {
+                return Err(SourceError::Truncated {
+                    path: path.to_string(),
+                    offset: p as u64,
+                    reason: format!("record header needs 16 bytes, {} left", data.len() - p),
+                });
+            }
+            let sec = read_u32(data, p, self.big_endian) as u64;
+            let frac = read_u32(data, p + 4, self.big_endian) as u64;
+            let caplen = read_u32(data, p + 8, self.big_endian);
+            let wire = read_u32(data, p + 12, self.big_endian);
+            let limit = self.snaplen.max(262_144);
+            if caplen > limit || (frac >= 1_000_000_000) || (!self.nanos && frac >= 1_000_000) {
+                return Err(SourceError::Corrupt {
+                    path: path.to_string(),
+                    offset: p as u64,
+                    reason: format!(
+                        "implausible record header (caplen {caplen}, snaplen {}, fraction {frac})",
+                        self.snaplen
+                    ),
+                });
+            }
+            let start = p + 16;
+            if data.len() - start < caplen as usize {
+                return Err(SourceError::Truncated {
+                    path: path.to_string(),
+                    offset: p as u64,
+                    reason: format!("record needs {caplen} bytes, {} left", data.len() - start),
+                });
+            }
+            let ts_ns = sec * 1_000_000_000 + if self.nanos { frac } else { frac * 1000 };
+            batch.descs.push(Desc {
+                offset: start as u64,
+                caplen,
+                wire_len: wire.max(caplen),
+                ts_ns,
+                link: self.link,
+                iface: 0,
+                layers: Layers::All,
+            });
+            self.pos = start + caplen as usize;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[inline]
+pub(crate) fn read_u32(d: &[u8], o: usize, be: bool) -> u32 {
+    let b: [u8; 4] = d
+        .get(o..o + 4)
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or_default();
+    if be {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    }
+}
+
+#[inline]
+pub(crate) fn read_u16(d: &[u8], o: usize, be: bool) -> u16 {
+    let b: [u8; 2] = d
+        .get(o..o + 2)
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or_default();
+    if be {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    }
+}

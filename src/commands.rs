@@ -1,0 +1,325 @@
+//! Subcommands.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tapstream_engine::arrow::array::RecordBatch;
+use tapstream_engine::pipeline::{self, PipelineConfig, Progress, RunSummary};
+use tapstream_engine::records::Table;
+use tapstream_engine::source::{
+    Batch, LinkType, PacketSource, PcapWriter, SynthConfig, SynthSource, open_capture,
+};
+use tapstream_query::HourlyWriter;
+
+use crate::cli::{Cli, Cmd, FlowsArgs, IngestArgs, LogKind, RunArgs, SynthArgs};
+use crate::config::{self, Config};
+use crate::output;
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(cli.config.as_deref())?;
+    match cli.cmd.unwrap_or(Cmd::Run(RunArgs::default())) {
+        Cmd::Run(a) => run(cfg, a),
+        Cmd::Ingest(a) => ingest(cfg, a),
+        Cmd::Flows(a) => flows(cfg, a),
+        Cmd::Synth(a) => synth(a),
+    }
+}
+
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    // Second signal: leave at once.
+    let _ = ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    stop
+}
+
+/// A sink that writes record batches into hourly Parquet; errors are kept.
+fn parquet_sink(
+    data: &Path,
+    cfg: &Config,
+) -> anyhow::Result<(
+    impl FnMut((Table, RecordBatch)) + Send + 'static,
+    Arc<Mutex<Option<HourlyWriter>>>,
+    Arc<Mutex<Vec<String>>>,
+)> {
+    let w = HourlyWriter::new(data, cfg.writer.clone())
+        .with_context(|| format!("opening data dir {}", data.display()))?;
+    let writer = Arc::new(Mutex::new(Some(w)));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let (wr, er) = (writer.clone(), errors.clone());
+    let sink = move |(t, b): (Table, RecordBatch)| {
+        let mut g = wr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = g.as_mut()
+            && let Err(e) = w.write(t, &b)
+        {
+            tracing::error!(table = t.name(), error = %e, "writing history failed");
+            er.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.to_string());
+        }
+    };
+    Ok((sink, writer, errors))
+}
+
+fn close_writer(
+    writer: &Arc<Mutex<Option<HourlyWriter>>>,
+) -> anyhow::Result<tapstream_query::WriterStats> {
+    let mut g = writer.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = g.take().context("writer already closed")?;
+    w.close()?;
+    Ok(w.stats.clone())
+}
+
+fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+    let mut pcfg = cfg.pipeline.clone();
+    if let Some(w) = a.workers {
+        pcfg.workers = w.max(1);
+    }
+    pcfg.drop_when_behind = true;
+    let pps = a.pps.unwrap_or(cfg.demo_pps);
+    let src = SynthSource::new(SynthConfig {
+        seed: cfg.demo_seed,
+        pps,
+        realtime: true,
+        start_ns: now_ns(),
+        attacks: cfg.attacks,
+        ..SynthConfig::default()
+    });
+    tracing::info!(data = %data.display(), pps, workers = pcfg.workers, "no interface configured: running on built-in demo traffic (Ctrl-C to stop)");
+    let stop = stop_flag();
+    if let Some(d) = a.duration {
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(d));
+            s.store(true, Ordering::SeqCst);
+        });
+    }
+    let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
+    let progress = Arc::new(Progress::default());
+    let (summary, err) = pipeline::run(src, &pcfg, stop, progress, sink);
+    let ws = close_writer(&writer)?;
+    print_summary(&summary, &ws);
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    if !errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn print_summary(s: &RunSummary, w: &tapstream_query::WriterStats) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "packets {} ({} bytes) in {:.2}s = {:.0} packets/s; flows {} (evicted {}); records {} \
+         [flows {} dns {} tls {} http {} dhcp {} stats {}]; files {} ({} bytes); non-IP {}; dropped record batches {}",
+        s.packets,
+        s.bytes,
+        secs,
+        s.packets as f64 / secs,
+        s.flows.created,
+        s.flows.evicted,
+        s.records,
+        s.rows_per_table[0],
+        s.rows_per_table[1],
+        s.rows_per_table[2],
+        s.rows_per_table[3],
+        s.rows_per_table[4],
+        s.rows_per_table[5],
+        w.files,
+        w.bytes,
+        s.non_ip,
+        s.dropped_batches,
+    );
+    let anomalies: Vec<String> = s
+        .anomalies
+        .nonzero()
+        .map(|(n, c)| format!("{n}={c}"))
+        .collect();
+    if !anomalies.is_empty() {
+        eprintln!("anomalies: {}", anomalies.join(" "));
+    }
+}
+
+fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
+    let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+    let mut pcfg = cfg.pipeline.clone();
+    if let Some(w) = a.workers {
+        pcfg.workers = w.max(1);
+    }
+    if a.verify_checksums {
+        pcfg.decode.verify_checksums = true;
+    }
+    let mut failed = false;
+    for f in &a.files {
+        let path = f.display().to_string();
+        let src = match open_capture(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tapstream: error: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let total = src.len();
+        let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
+        let progress = Arc::new(Progress::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let bar_thread = (!a.quiet).then(|| {
+            let (p, d) = (progress.clone(), done.clone());
+            let name = path.clone();
+            std::thread::spawn(move || {
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(name);
+                while !d.load(Ordering::Relaxed) {
+                    bar.set_position(p.position.load(Ordering::Relaxed));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                bar.finish_and_clear();
+            })
+        });
+        let (summary, err) = pipeline::run(src, &pcfg, stop_flag(), progress, sink);
+        done.store(true, Ordering::Relaxed);
+        if let Some(t) = bar_thread {
+            let _ = t.join();
+        }
+        let ws = close_writer(&writer)?;
+        eprintln!("{path}:");
+        print_summary(&summary, &ws);
+        if let Some(e) = err {
+            eprintln!("tapstream: error: {e} (everything before it was written)");
+            failed = true;
+        }
+        if !errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn flows(cfg: Config, a: FlowsArgs) -> anyhow::Result<ExitCode> {
+    let mut pcfg: PipelineConfig = cfg.pipeline.clone();
+    pcfg.flow.active_timeout_ns = 0; // one record per connection, as Zeek
+    if let Some(w) = a.workers {
+        pcfg.workers = w.max(1);
+    }
+    if a.verify_checksums {
+        pcfg.decode.verify_checksums = true;
+    }
+    let want = match a.log {
+        LogKind::Conn => Table::Flows,
+        LogKind::Dns => Table::Dns,
+        LogKind::Tls => Table::Tls,
+        LogKind::Http => Table::Http,
+        LogKind::Dhcp => Table::Dhcp,
+    };
+    let mut failed = false;
+    let mut all: Vec<RecordBatch> = Vec::new();
+    for f in &a.files {
+        let path = f.display().to_string();
+        let src = match open_capture(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tapstream: error: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let sink = move |(t, b): (Table, RecordBatch)| {
+            if t == want {
+                g.lock().unwrap_or_else(|p| p.into_inner()).push(b);
+            }
+        };
+        let (_summary, err) = pipeline::run(
+            src,
+            &pcfg,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Progress::default()),
+            sink,
+        );
+        all.append(&mut got.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(e) = err {
+            eprintln!("tapstream: error: {e} (records before it are printed)");
+            failed = true;
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    output::print(&mut out, a.log, a.format, &all)?;
+    out.flush()?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
+    let attacks = match &a.attacks {
+        Some(s) => config::parse_attacks(s)?,
+        None => Default::default(),
+    };
+    let mut src = SynthSource::new(SynthConfig {
+        seed: a.seed,
+        packets: a.packets,
+        pps: a.pps,
+        attacks,
+        ..SynthConfig::default()
+    });
+    let f =
+        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut w = PcapWriter::new(
+        std::io::BufWriter::with_capacity(1 << 20, f),
+        LinkType::ETHERNET,
+        65535,
+    )?;
+    let mut b = Batch::with_capacity(1024);
+    loop {
+        b.clear();
+        let n = src.fill(&mut b, 1024)?;
+        if n == 0 {
+            break;
+        }
+        for (d, frame) in b.frames() {
+            w.write(d.ts_ns, frame, d.wire_len)?;
+        }
+    }
+    w.into_inner()?;
+    let st = src.stats();
+    eprintln!(
+        "wrote {} packets ({} bytes) to {}",
+        st.packets,
+        st.bytes,
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,311 @@
+//! Configuration: the TOML file is parsed raw (every field optional,
+//! unknown keys rejected), then validated into the typed settings the
+//! library crates take. Command-line flags override the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tapstream_engine::decode::DecodeConfig;
+use tapstream_engine::flow::FlowConfig;
+use tapstream_engine::pipeline::PipelineConfig;
+use tapstream_engine::source::AttackMix;
+use tapstream_query::WriterConfig;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub pipeline: RawPipeline,
+    #[serde(default)]
+    pub flows: RawFlows,
+    #[serde(default)]
+    pub decode: RawDecode,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub demo: RawDemo,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    pub workers: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub pin_cores: Option<bool>,
+    pub queue_depth: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlows {
+    pub tcp_idle_timeout_secs: Option<f64>,
+    pub udp_idle_timeout_secs: Option<f64>,
+    pub other_idle_timeout_secs: Option<f64>,
+    pub active_timeout_secs: Option<f64>,
+    pub max_flows_per_worker: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecode {
+    pub verify_checksums: Option<bool>,
+    pub tunnels: Option<bool>,
+    pub vxlan_port: Option<u16>,
+    pub geneve_port: Option<u16>,
+    pub gtpu_port: Option<u16>,
+    pub teredo_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub data_dir: Option<PathBuf>,
+    pub flush_interval_secs: Option<f64>,
+    pub max_rows_per_file: Option<usize>,
+    pub record_batch_rows: Option<usize>,
+    pub zstd_level: Option<i32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    pub seed: Option<u64>,
+    pub pps: Option<u64>,
+    pub syn_flood: Option<f64>,
+    pub udp_flood: Option<f64>,
+    pub port_scan: Option<f64>,
+    pub dns_tunnel: Option<f64>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub pipeline: PipelineConfig,
+    pub writer: WriterConfig,
+    pub data_dir: PathBuf,
+    pub demo_seed: u64,
+    pub demo_pps: u64,
+    pub attacks: AttackMix,
+}
+
+pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    let raw = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str::<RawConfig>(&text).with_context(|| format!("config {}", p.display()))?
+        }
+        None => RawConfig::default(),
+    };
+    validate(raw)
+}
+
+fn secs(
+    name: &str,
+    v: Option<f64>,
+    default: Duration,
+    min: f64,
+    max: f64,
+) -> anyhow::Result<Duration> {
+    match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && (min..=max).contains(&x) => Ok(Duration::from_secs_f64(x)),
+        Some(x) => bail!("{name} = {x}: must be between {min} and {max} seconds"),
+    }
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    v: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> anyhow::Result<T> {
+    match v {
+        None => Ok(default),
+        Some(x) if x >= min && x <= max => Ok(x),
+        Some(x) => bail!("{name} = {x}: must be between {min} and {max}"),
+    }
+}
+
+fn frac(name: &str, v: Option<f64>) -> anyhow::Result<f64> {
+    match v {
+        None => Ok(0.0),
+        Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Some(x) => bail!("{name} = {x}: must be a fraction between 0 and 1"),
+    }
+}
+
+pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let fd = FlowConfig::default();
+    let ns = |d: Duration| d.as_nanos() as u64;
+    let flow = FlowConfig {
+        tcp_idle_ns: ns(secs(
+            "flows.tcp_idle_timeout_secs",
+            raw.flows.tcp_idle_timeout_secs,
+            Duration::from_nanos(fd.tcp_idle_ns),
+            1.0,
+            86_400.0,
+        )?),
+        udp_idle_ns: ns(secs(
+            "flows.udp_idle_timeout_secs",
+            raw.flows.udp_idle_timeout_secs,
+            Duration::from_nanos(fd.udp_idle_ns),
+            1.0,
+            86_400.0,
+        )?),
+        other_idle_ns: ns(secs(
+            "flows.other_idle_timeout_secs",
+            raw.flows.other_idle_timeout_secs,
+            Duration::from_nanos(fd.other_idle_ns),
+            1.0,
+            86_400.0,
+        )?),
+        active_timeout_ns: ns(secs(
+            "flows.active_timeout_secs",
+            raw.flows.active_timeout_secs,
+            Duration::from_secs(300),
+            0.0,
+            86_400.0,
+        )?),
+        max_flows: range(
+            "flows.max_flows_per_worker",
+            raw.flows.max_flows_per_worker,
+            fd.max_flows,
+            16,
+            1 << 28,
+        )?,
+        ..fd
+    };
+    let dd = DecodeConfig::default();
+    let decode = DecodeConfig {
+        verify_checksums: raw.decode.verify_checksums.unwrap_or(false),
+        tunnels: raw.decode.tunnels.unwrap_or(true),
+        vxlan_port: raw.decode.vxlan_port.unwrap_or(dd.vxlan_port),
+        geneve_port: raw.decode.geneve_port.unwrap_or(dd.geneve_port),
+        gtpu_port: raw.decode.gtpu_port.unwrap_or(dd.gtpu_port),
+        teredo_port: raw.decode.teredo_port.unwrap_or(dd.teredo_port),
+        ..dd
+    };
+    let flush = secs(
+        "storage.flush_interval_secs",
+        raw.storage.flush_interval_secs,
+        Duration::from_secs(30),
+        0.1,
+        3600.0,
+    )?;
+    let pipeline = PipelineConfig {
+        workers: range(
+            "pipeline.workers",
+            raw.pipeline.workers,
+            cores.clamp(1, 8),
+            1,
+            256,
+        )?,
+        batch_size: range(
+            "pipeline.batch_size",
+            raw.pipeline.batch_size,
+            256,
+            1,
+            65_536,
+        )?,
+        pin_cores: raw.pipeline.pin_cores.unwrap_or(false),
+        queue_depth: range(
+            "pipeline.queue_depth",
+            raw.pipeline.queue_depth,
+            16,
+            1,
+            4096,
+        )?,
+        record_batch_rows: range(
+            "storage.record_batch_rows",
+            raw.storage.record_batch_rows,
+            8192,
+            1,
+            1 << 22,
+        )?,
+        flush_interval: flush,
+        decode,
+        flow,
+        drop_when_behind: false,
+    };
+    let writer = WriterConfig {
+        max_rows_per_file: range(
+            "storage.max_rows_per_file",
+            raw.storage.max_rows_per_file,
+            1_000_000,
+            1,
+            1 << 30,
+        )?,
+        max_file_age: flush,
+        zstd_level: range("storage.zstd_level", raw.storage.zstd_level, 3, 1, 22)?,
+    };
+    Ok(Config {
+        pipeline,
+        writer,
+        data_dir: raw
+            .storage
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("data")),
+        demo_seed: raw.demo.seed.unwrap_or(1),
+        demo_pps: range("demo.pps", raw.demo.pps, 2_000, 1, 100_000_000)?,
+        attacks: AttackMix {
+            syn_flood: frac("demo.syn_flood", raw.demo.syn_flood)?,
+            udp_flood: frac("demo.udp_flood", raw.demo.udp_flood)?,
+            port_scan: frac("demo.port_scan", raw.demo.port_scan)?,
+            dns_tunnel: frac("demo.dns_tunnel", raw.demo.dns_tunnel)?,
+        },
+    })
+}
+
+/// Parse `syn-flood=0.05,port-scan=0.01` into an attack mix.
+pub fn parse_attacks(s: &str) -> anyhow::Result<AttackMix> {
+    let mut m = AttackMix::default();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("attack `{part}`: expected NAME=FRACTION"))?;
+        let v: f64 = v
+            .parse()
+            .with_context(|| format!("attack `{part}`: bad fraction"))?;
+        if !(0.0..=1.0).contains(&v) {
+            bail!("attack `{part}`: fraction must be between 0 and 1");
+        }
+        match k {
+            "syn-flood" => m.syn_flood = v,
+            "udp-flood" => m.udp_flood = v,
+            "port-scan" => m.port_scan = v,
+            "dns-tunnel" => m.dns_tunnel = v,
+            _ => bail!("attack `{k}`: unknown (syn-flood, udp-flood, port-scan, dns-tunnel)"),
+        }
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_values_and_unknown_keys() {
+        let e =
+            validate(toml::from_str("[flows]\ntcp_idle_timeout_secs = -3").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("flows.tcp_idle_timeout_secs"), "{e}");
+        let e = toml::from_str::<RawConfig>("[flows]\ntcp_idle = 3").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        assert!(parse_attacks("syn-flood=2").is_err());
+        assert_eq!(parse_attacks("port-scan=0.5").unwrap().port_scan, 0.5);
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = include_str!("../configs/tapstream.toml");
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        validate(raw).unwrap();
+    }
+}
