@@ -330,7 +330,11 @@ pub fn print(
                 let cells: Vec<String> = cols
                     .iter()
                     .map(|c| {
-                        if c.kind == Kind::DurationGated && gated {
+                        if c.ours == "history"
+                            && matches!(get("history"), Val::Str(ref h) if h.is_empty())
+                        {
+                            "-".into()
+                        } else if c.kind == Kind::DurationGated && gated {
                             "-".into()
                         } else {
                             zeek_cell(&get(c.ours), c.kind)

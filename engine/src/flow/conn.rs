@@ -75,6 +75,9 @@ pub struct Endpoint {
     hist_last_fin: u32,
     hist_last_rst: u32,
     rxmit: Scaled,
+    gap: Scaled,
+    /// Bytes acknowledged by the peer that we never saw.
+    pub missed: u64,
     zero_win: Scaled,
     bad_csum: Scaled,
     pub did_close: bool,
@@ -339,7 +342,7 @@ impl Conn {
                     self.check_hist(is_orig, H_DATA, b'd');
                 }
             }
-            _ => {
+            PROTO_ICMP | PROTO_ICMP6 => {
                 self.last_ts = ts;
                 let ep = if is_orig {
                     &mut self.orig
@@ -348,6 +351,16 @@ impl Conn {
                 };
                 ep.active = true;
                 ep.payload += l.payload_len as u64;
+            }
+            // Other IP protocols: Zeek counts packets and IP bytes, no payload.
+            _ => {
+                self.last_ts = ts;
+                let ep = if is_orig {
+                    &mut self.orig
+                } else {
+                    &mut self.resp
+                };
+                ep.active = true;
             }
         }
     }
@@ -530,7 +543,9 @@ impl Conn {
                 }
             }
             EpState::Closed => {
-                if rst {
+                // A RST after both sides closed changes nothing: the
+                // connection already ended normally.
+                if rst && peer.state != EpState::Closed {
                     ep.set_state(EpState::Reset);
                 }
             }
@@ -540,11 +555,19 @@ impl Conn {
             ep.did_close = true;
         }
         // ack of the peer's data
+        let mut peer_gap = false;
         if ackf && peer.state != EpState::Inactive {
             let a = peer.rel(l.ack);
             let d = l.ack.wrapping_sub(peer.last_seq32) as i32;
             // ignore acks wildly beyond anything the peer sent
             if a > peer.ack_rel && (d as i64) < (1 << 30) {
+                // Acked bytes we never saw: a content gap (not flagged on
+                // FIN/RST packets, whose acks are unreliable, as in Zeek).
+                let seen = peer.last_rel.max(peer.ack_rel);
+                if a > seen && !fin && !rst && peer.last_rel > 1 {
+                    self_missed_add(peer, a - seen);
+                    peer_gap = peer.gap.hit();
+                }
                 peer.ack_rel = a;
             }
         }
@@ -556,6 +579,9 @@ impl Conn {
         }
         if rx {
             self.add_hist(is_orig, b't');
+        }
+        if peer_gap {
+            self.add_hist(!is_orig, b'g');
         }
         if zw {
             self.add_hist(is_orig, b'w');
@@ -571,6 +597,11 @@ impl Conn {
             ),
             _ => (self.orig.payload, self.resp.payload),
         }
+    }
+
+    /// Content gap bytes in both directions (Zeek's missed_bytes).
+    pub fn missed_bytes(&self) -> u64 {
+        self.orig.missed + self.resp.missed
     }
 
     pub fn duration_ns(&self) -> u64 {
@@ -651,6 +682,10 @@ impl Conn {
             && l.tcp_flags & F::ACK == 0
             && self.tcp_closed()
     }
+}
+
+fn self_missed_add(ep: &mut Endpoint, n: u64) {
+    ep.missed = ep.missed.saturating_add(n);
 }
 
 /// `^?S[^HAFGIQ]*R` matched against the start of the history.

@@ -379,7 +379,7 @@ impl FlowTracker {
             resp_ip_bytes: c.resp.ip_bytes - r.resp_ip_bytes,
             conn_state: c.conn_state(),
             history: c.history(),
-            missed_bytes: 0,
+            missed_bytes: c.missed_bytes(),
             vlan: key.vlan,
             iface: f.iface,
             orig_flags: f.orig_flags,

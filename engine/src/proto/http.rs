@@ -130,6 +130,26 @@ fn find_crlfcrlf(b: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// Decode %XX escapes for logging (invalid escapes stay as they are).
+fn percent_decode(b: &[u8]) -> String {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h << 4) | l);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -373,7 +393,7 @@ impl HttpFlow {
                 ts: ctx.ts,
                 depth: self.depth,
                 method: text(a),
-                uri: text(trim(b)),
+                uri: percent_decode(trim(b)),
                 version,
                 host: hs.get("host").map(text),
                 ua: hs.get("user-agent").map(text),

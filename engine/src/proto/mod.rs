@@ -90,6 +90,12 @@ impl Analyzers {
     ) -> Option<Service> {
         if matches!(st, AppState::Unknown) {
             *st = classify(ctx, payload);
+        } else if matches!(st, AppState::Ignored)
+            && ctx.layer.proto == PROTO_TCP
+            && tls::looks_like(payload)
+        {
+            // STARTTLS: a TLS handshake after a plaintext start (SMTP, IMAP, POP3, IRC, FTP …)
+            *st = AppState::Tls(Box::default());
         }
         match st {
             AppState::Unknown | AppState::Ignored => None,
