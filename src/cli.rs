@@ -94,6 +94,9 @@ pub struct FlowsArgs {
     /// Verify checksums as Zeek does by default (bad packets get history c/C).
     #[arg(long)]
     pub verify_checksums: bool,
+    /// Seed of Community ID hashes (overrides the config).
+    #[arg(long)]
+    pub community_id_seed: Option<u16>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -233,6 +233,9 @@ fn flows(cfg: Config, a: FlowsArgs) -> anyhow::Result<ExitCode> {
     if a.verify_checksums {
         pcfg.decode.verify_checksums = true;
     }
+    if let Some(s) = a.community_id_seed {
+        pcfg.community_id_seed = s;
+    }
     let want = match a.log {
         LogKind::Conn => Table::Flows,
         LogKind::Dns => Table::Dns,

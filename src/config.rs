@@ -45,6 +45,7 @@ pub struct RawFlows {
     pub other_idle_timeout_secs: Option<f64>,
     pub active_timeout_secs: Option<f64>,
     pub max_flows_per_worker: Option<usize>,
+    pub community_id_seed: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +234,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         decode,
         flow,
         drop_when_behind: false,
+        community_id_seed: raw.flows.community_id_seed.unwrap_or(0),
     };
     let writer = WriterConfig {
         max_rows_per_file: range(

@@ -39,6 +39,8 @@ pub struct PipelineConfig {
     pub drop_when_behind: bool,
     /// Batches queued per worker.
     pub queue_depth: usize,
+    /// Seed of Community ID flow hashes.
+    pub community_id_seed: u16,
 }
 
 impl Default for PipelineConfig {
@@ -53,6 +55,7 @@ impl Default for PipelineConfig {
             pin_cores: false,
             drop_when_behind: false,
             queue_depth: 16,
+            community_id_seed: 0,
         }
     }
 }
@@ -103,7 +106,11 @@ impl Worker {
             id,
             decode_cfg: cfg.decode,
             tracker: FlowTracker::new(cfg.flow, id),
-            sinks: Sinks::new(cfg.record_batch_rows),
+            sinks: {
+                let mut s = Sinks::new(cfg.record_batch_rows);
+                s.community_id_seed = cfg.community_id_seed;
+                s
+            },
             stats: StatsAcc::new(id),
             decoded: Decoded::default(),
             packets: 0,

@@ -193,8 +193,8 @@ pub fn is_local(v6: bool, a: &[u8; 16]) -> bool {
 }
 
 /// The community ID of a canonical key.
-pub fn key_community_id(k: &FlowKey) -> String {
-    community_id_v1(0, k.v6, &k.lo, &k.hi, k.proto, k.lo_port, k.hi_port)
+pub fn key_community_id(seed: u16, k: &FlowKey) -> String {
+    community_id_v1(seed, k.v6, &k.lo, &k.hi, k.proto, k.lo_port, k.hi_port)
 }
 
 /// Builders of the `flows` table.
@@ -282,11 +282,11 @@ pub fn write_addr(buf: &mut String, v6: bool, a: &[u8; 16]) {
 }
 
 impl FlowBuilder {
-    pub fn append(&mut self, r: &FlowRecord, scratch: &mut String) {
+    pub fn append(&mut self, r: &FlowRecord, seed: u16, scratch: &mut String) {
         self.ts.append_value(r.ts as i64);
         self.last_ts.append_value(r.last_ts as i64);
         self.uid.append_value(uid_string(r.uid));
-        self.cid.append_value(key_community_id(&r.key));
+        self.cid.append_value(key_community_id(seed, &r.key));
         write_addr(scratch, r.v6, &r.orig_h);
         self.orig_h.append_value(&*scratch);
         self.orig_p.append_value(r.orig_p);
@@ -311,7 +311,9 @@ impl FlowBuilder {
         self.resp_ip_bytes.append_value(r.resp_ip_bytes);
         if r.parents[0].is_some() {
             for p in r.parents.iter().flatten() {
-                self.parents.values().append_value(key_community_id(p));
+                self.parents
+                    .values()
+                    .append_value(key_community_id(seed, p));
             }
             self.parents.append(true);
         } else {
@@ -889,6 +891,8 @@ pub struct Sinks {
     pub ready: Vec<Output>,
     batch_rows: usize,
     scratch: String,
+    /// Community ID seed (0 unless configured).
+    pub community_id_seed: u16,
 }
 
 impl Sinks {
@@ -903,11 +907,13 @@ impl Sinks {
             ready: Vec::with_capacity(8),
             batch_rows: batch_rows.max(1),
             scratch: String::with_capacity(64),
+            community_id_seed: 0,
         }
     }
 
     pub fn flow(&mut self, r: &FlowRecord) {
-        self.flows.append(r, &mut self.scratch);
+        self.flows
+            .append(r, self.community_id_seed, &mut self.scratch);
         if self.flows.len() >= self.batch_rows {
             let b = self.flows.finish();
             self.ready.push((Table::Flows, b));

@@ -193,7 +193,10 @@ fn message(
     if h.qd > 0 {
         match read_name(m, p, &mut pend.name) {
             Ok(np) if np + 4 <= m.len() => {
-                normalize_query(&mut pend.name, ctx.key.lo_port == 137 || ctx.key.hi_port == 137);
+                normalize_query(
+                    &mut pend.name,
+                    ctx.key.lo_port == 137 || ctx.key.hi_port == 137,
+                );
                 qtype = u16::from_be_bytes([m[np], m[np + 1]]);
                 qclass = u16::from_be_bytes([m[np + 2], m[np + 3]]);
                 p = np + 4;
@@ -403,9 +406,7 @@ pub fn read_name(m: &[u8], off: usize, out: &mut String) -> Result<usize, NameEr
 /// Query names are logged in lower case (as Zeek does); NetBIOS names are
 /// decoded from their first-level encoding.
 fn normalize_query(name: &mut String, netbios: bool) {
-    if netbios
-        && let Some(n) = decode_netbios(name)
-    {
+    if netbios && let Some(n) = decode_netbios(name) {
         *name = n;
         return;
     }
@@ -420,9 +421,15 @@ pub fn decode_netbios(s: &str) -> Option<String> {
     if b.len() != 32 || !b.iter().all(|c| (b'A'..=b'P').contains(c)) {
         return None;
     }
-    let bytes: Vec<u8> = b.chunks_exact(2).map(|p| ((p[0] - b'A') << 4) | (p[1] - b'A')).collect();
+    let bytes: Vec<u8> = b
+        .chunks_exact(2)
+        .map(|p| ((p[0] - b'A') << 4) | (p[1] - b'A'))
+        .collect();
     let name = &bytes[..15];
-    let end = name.iter().rposition(|&c| c != b' ' && c != 0).map_or(0, |i| i + 1);
+    let end = name
+        .iter()
+        .rposition(|&c| c != b' ' && c != 0)
+        .map_or(0, |i| i + 1);
     let mut out = String::new();
     escape_into(&mut out, &name[..end]);
     Some(out)

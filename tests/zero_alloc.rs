@@ -1,0 +1,130 @@
+//! Steady state costs no heap allocation per packet: a counting allocator
+//! watches a worker process a long run of packets of established flows.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tapstream_engine::pipeline::{PipelineConfig, Worker};
+use tapstream_engine::source::{Desc, Layers, LinkType};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // Safety: forwarding to the system allocator with the caller's layout.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // Safety: `p` came from `alloc` above with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // Safety: forwarding a block obtained from this allocator.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn frame(flow: u16, from_client: bool, seq: u32, ack: u32, payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    f[12] = 0x08;
+    let total = (20 + 20 + payload) as u16;
+    let (s, d) = if from_client {
+        ([10, 0, (flow >> 8) as u8, flow as u8], [10, 9, 0, 1])
+    } else {
+        ([10, 9, 0, 1], [10, 0, (flow >> 8) as u8, flow as u8])
+    };
+    let (sp, dp) = if from_client {
+        (40000 + flow, 9999)
+    } else {
+        (9999, 40000 + flow)
+    };
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&s);
+    ip.extend_from_slice(&d);
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&sp.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dp.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = 0x50;
+    tcp[13] = 0x18;
+    tcp[14] = 0xff;
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&tcp);
+    f.extend(std::iter::repeat_n(0x5a, payload));
+    f
+}
+
+#[test]
+fn no_allocation_per_packet_in_steady_state() {
+    const FLOWS: u16 = 512;
+    const ROUNDS: u32 = 400;
+    let cfg = PipelineConfig {
+        record_batch_rows: 1 << 20,
+        flush_interval: std::time::Duration::from_secs(3600),
+        ..PipelineConfig::default()
+    };
+    let mut w = Worker::new(0, &cfg);
+    let mut ts = 1_767_225_600_000_000_000u64;
+    let mut run = |w: &mut Worker, round: u32| {
+        for fl in 0..FLOWS {
+            let c = frame(fl, true, 1000 + round * 100, 5000 + round * 200, 100);
+            let s = frame(fl, false, 5000 + round * 200, 1000 + (round + 1) * 100, 200);
+            for (f, _) in [(c, 0), (s, 1)] {
+                ts += 1_000;
+                let d = Desc {
+                    offset: 0,
+                    caplen: f.len() as u32,
+                    wire_len: f.len() as u32,
+                    ts_ns: ts,
+                    link: LinkType::ETHERNET,
+                    iface: 0,
+                    layers: Layers::All,
+                };
+                w.packet(&d, &f);
+            }
+        }
+    };
+    // Warm up: flows are created, analyzers classify them, counters fill.
+    for r in 0..4 {
+        run(&mut w, r);
+    }
+    // Build every frame up front so the measured loop only processes.
+    let mut frames = Vec::new();
+    for r in 4..ROUNDS {
+        for fl in 0..FLOWS {
+            frames.push(frame(fl, true, 1000 + r * 100, 5000 + r * 200, 100));
+            frames.push(frame(fl, false, 5000 + r * 200, 1000 + (r + 1) * 100, 200));
+        }
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for f in &frames {
+        ts += 1_000;
+        let d = Desc {
+            offset: 0,
+            caplen: f.len() as u32,
+            wire_len: f.len() as u32,
+            ts_ns: ts,
+            link: LinkType::ETHERNET,
+            iface: 0,
+            layers: Layers::All,
+        };
+        w.packet(&d, f);
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(w.tracker.len(), FLOWS as usize, "every flow stays open");
+    assert!(frames.len() > 400_000);
+    assert_eq!(
+        allocs,
+        0,
+        "{allocs} allocations over {} packets",
+        frames.len()
+    );
+}
