@@ -42,14 +42,19 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
+type SharedWriter = Arc<Mutex<Option<HourlyWriter>>>;
+type SharedErrors = Arc<Mutex<Vec<String>>>;
+
 /// A sink that writes record batches into hourly Parquet; errors are kept.
+// The sink closure's type cannot be named, so the tuple stays inline.
+#[allow(clippy::type_complexity)]
 fn parquet_sink(
     data: &Path,
     cfg: &Config,
 ) -> anyhow::Result<(
     impl FnMut((Table, RecordBatch)) + Send + 'static,
-    Arc<Mutex<Option<HourlyWriter>>>,
-    Arc<Mutex<Vec<String>>>,
+    SharedWriter,
+    SharedErrors,
 )> {
     let w = HourlyWriter::new(data, cfg.writer.clone())
         .with_context(|| format!("opening data dir {}", data.display()))?;

@@ -330,11 +330,9 @@ pub fn print(
                 let cells: Vec<String> = cols
                     .iter()
                     .map(|c| {
-                        if c.ours == "history"
-                            && matches!(get("history"), Val::Str(ref h) if h.is_empty())
-                        {
-                            "-".into()
-                        } else if c.kind == Kind::DurationGated && gated {
+                        let empty_history = c.ours == "history"
+                            && matches!(get("history"), Val::Str(ref h) if h.is_empty());
+                        if empty_history || (c.kind == Kind::DurationGated && gated) {
                             "-".into()
                         } else {
                             zeek_cell(&get(c.ours), c.kind)

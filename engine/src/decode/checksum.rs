@@ -25,7 +25,7 @@ pub fn fold(mut acc: u64) -> u16 {
 pub fn l4_ok(l: &IpLayer, seg: &[u8]) -> bool {
     let mut acc = 0u64;
     // ICMPv4 has no pseudo-header.
-    if !(l.proto == PROTO_ICMP && !l.v6) {
+    if l.proto != PROTO_ICMP || l.v6 {
         if l.v6 {
             acc = sum(&l.src, acc);
             acc = sum(&l.dst, acc);

@@ -98,10 +98,7 @@ impl Endpoint {
         if self.state == EpState::Inactive {
             return 0;
         }
-        let mut size = self.last_rel.max(self.ack_rel);
-        if size > 0 {
-            size -= 1;
-        }
+        let mut size = self.last_rel.max(self.ack_rel).saturating_sub(1);
         if self.fin_cnt > 0 && size > 0 {
             size -= 1;
         }
@@ -239,10 +236,8 @@ pub fn flip_first(l: &IpLayer) -> bool {
         PROTO_TCP if l.l4_ok => {
             let syn = l.tcp_flags & F::SYN != 0;
             let ack = l.tcp_flags & F::ACK != 0;
-            if !syn || ack {
-                if likely_server_port(PROTO_TCP, l.sport) {
-                    return !likely_server_port(PROTO_TCP, l.dport) || l.sport < l.dport;
-                }
+            if (!syn || ack) && likely_server_port(PROTO_TCP, l.sport) {
+                return !likely_server_port(PROTO_TCP, l.dport) || l.sport < l.dport;
             }
             false
         }

@@ -133,8 +133,7 @@ pub fn analyze(
         r.push(ctx.layer.seq, payload, TCP_LIMIT);
     }
     let mut any = false;
-    loop {
-        let Some(r) = st.tcp[dir].as_mut() else { break };
+    while let Some(r) = st.tcp[dir].as_mut() {
         if r.buf.len() < 2 {
             break;
         }

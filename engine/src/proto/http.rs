@@ -283,14 +283,15 @@ impl HttpFlow {
                         }
                         None => {
                             // HTTP/0.9 simple request: "GET /path\r\n" with no version
-                            if d == 0 && !dir.hbuf.windows(5).any(|w| w == b"HTTP/") {
-                                if let Some(nl) = dir.hbuf.iter().position(|&b| b == b'\n') {
-                                    let h = std::mem::take(&mut dir.hbuf);
-                                    let used = (nl + 1).saturating_sub(before);
-                                    data = &data[used.min(data.len())..];
-                                    self.headers(d, &h[..nl + 1], ctx, sinks);
-                                    continue;
-                                }
+                            if d == 0
+                                && !dir.hbuf.windows(5).any(|w| w == b"HTTP/")
+                                && let Some(nl) = dir.hbuf.iter().position(|&b| b == b'\n')
+                            {
+                                let h = std::mem::take(&mut dir.hbuf);
+                                let used = (nl + 1).saturating_sub(before);
+                                data = &data[used.min(data.len())..];
+                                self.headers(d, &h[..nl + 1], ctx, sinks);
+                                continue;
                             }
                             if take < data.len() {
                                 malformed(sinks, Anomaly::HttpMalformed);
@@ -439,11 +440,7 @@ impl HttpFlow {
                 msg: text(trim(c)),
                 version,
             });
-            let req_method = self
-                .reqs
-                .iter()
-                .find(|r| r.complete || !r.complete)
-                .map(|r| r.method.clone());
+            let req_method = self.reqs.front().map(|r| r.method.clone());
             let no_body = req_method.as_deref() == Some("HEAD") || code == 204 || code == 304;
             let connect_ok = req_method.as_deref() == Some("CONNECT") && (200..300).contains(&code);
             self.dirs[1].state = if no_body {

@@ -115,15 +115,11 @@ impl TlsFlow {
             let end = (p + 4 + len).min(body.len());
             let msg = &body[p + 4..end];
             match (ht, from_client) {
-                (1, true) if !self.saw_client_hello => {
-                    if self.client_hello(msg).is_none() {
-                        malformed(sinks, Anomaly::TlsMalformed);
-                    }
+                (1, true) if !self.saw_client_hello && self.client_hello(msg).is_none() => {
+                    malformed(sinks, Anomaly::TlsMalformed);
                 }
-                (2, false) if !self.saw_server_hello => {
-                    if self.server_hello(msg).is_none() {
-                        malformed(sinks, Anomaly::TlsMalformed);
-                    }
+                (2, false) if !self.saw_server_hello && self.server_hello(msg).is_none() => {
+                    malformed(sinks, Anomaly::TlsMalformed);
                 }
                 _ => {}
             }

@@ -63,7 +63,7 @@ impl PcapngState {
             }
         };
         let len = read_u32(data, p + 4, self.big_endian) as usize;
-        if len < 28 || len % 4 != 0 || data.len() - p < len {
+        if len < 28 || !len.is_multiple_of(4) || data.len() - p < len {
             return Err(SourceError::Corrupt {
                 path: path.into(),
                 offset: p as u64,
@@ -103,7 +103,7 @@ impl PcapngState {
                 continue;
             }
             let len = read_u32(data, p + 4, be) as usize;
-            if len < 12 || len % 4 != 0 {
+            if len < 12 || !len.is_multiple_of(4) {
                 return Err(SourceError::Corrupt {
                     path: path.into(),
                     offset: p as u64,

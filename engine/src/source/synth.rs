@@ -349,7 +349,7 @@ impl SynthSource {
             }
             Dhcp => {
                 let m = dhcp_msg(s.step as u8 + 1, s.cseq, &s);
-                let from_client = s.step % 2 == 0;
+                let from_client = s.step.is_multiple_of(2);
                 self.dhcp(from_client, &m);
                 s.step += 1;
                 if s.step >= 4 {
@@ -361,7 +361,7 @@ impl SynthSource {
                 for (j, b) in p.iter_mut().enumerate() {
                     *b = j as u8;
                 }
-                self.icmp_echo(&s, s.step % 2 == 0, s.step as u16 / 2, &p);
+                self.icmp_echo(&s, s.step.is_multiple_of(2), s.step as u16 / 2, &p);
                 s.step += 1;
                 if s.step >= 8 {
                     s.done = true;

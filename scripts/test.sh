@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with Rust. Installs what it
+# needs itself (Python's pyarrow reads our Parquet as an outside engine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/target}"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add x86_64-unknown-linux-gnu >/dev/null
+python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet pyarrow
+test -d ../shared/corpus/zeek || { echo "missing ../shared/corpus (the golden captures)" >&2; exit 1; }
+cargo test --workspace --all-targets
