@@ -30,6 +30,18 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+fn desc(f: &[u8], ts: u64) -> Desc {
+    Desc {
+        offset: 0,
+        caplen: f.len() as u32,
+        wire_len: f.len() as u32,
+        ts_ns: ts,
+        link: LinkType::ETHERNET,
+        iface: 0,
+        layers: Layers::All,
+    }
+}
+
 fn frame(flow: u16, from_client: bool, seq: u32, ack: u32, payload: usize) -> Vec<u8> {
     let mut f = vec![0u8; 14];
     f[12] = 0x08;
@@ -79,16 +91,7 @@ fn no_allocation_per_packet_in_steady_state() {
             let s = frame(fl, false, 5000 + round * 200, 1000 + (round + 1) * 100, 200);
             for (f, _) in [(c, 0), (s, 1)] {
                 ts += 1_000;
-                let d = Desc {
-                    offset: 0,
-                    caplen: f.len() as u32,
-                    wire_len: f.len() as u32,
-                    ts_ns: ts,
-                    link: LinkType::ETHERNET,
-                    iface: 0,
-                    layers: Layers::All,
-                };
-                w.packet(&d, &f);
+                w.packet(&desc(&f, ts), &f);
             }
         }
     };
@@ -107,16 +110,7 @@ fn no_allocation_per_packet_in_steady_state() {
     let before = ALLOCS.load(Ordering::Relaxed);
     for f in &frames {
         ts += 1_000;
-        let d = Desc {
-            offset: 0,
-            caplen: f.len() as u32,
-            wire_len: f.len() as u32,
-            ts_ns: ts,
-            link: LinkType::ETHERNET,
-            iface: 0,
-            layers: Layers::All,
-        };
-        w.packet(&d, f);
+        w.packet(&desc(f, ts), f);
     }
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!(w.tracker.len(), FLOWS as usize, "every flow stays open");

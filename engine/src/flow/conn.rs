@@ -299,64 +299,38 @@ impl Conn {
 
     /// Account one packet of this connection. `l` is the IP layer the
     /// connection lives at; `is_orig` the packet's direction.
-    pub fn update(&mut self, l: &IpLayer, is_orig: bool, ts: u64) {
-        {
-            let ep = if is_orig {
-                &mut self.orig
-            } else {
-                &mut self.resp
-            };
-            ep.pkts += 1;
-            ep.ip_bytes += l.ip_len as u64;
+    fn ep(&mut self, is_orig: bool) -> &mut Endpoint {
+        if is_orig {
+            &mut self.orig
+        } else {
+            &mut self.resp
         }
+    }
+
+    pub fn update(&mut self, l: &IpLayer, is_orig: bool, ts: u64) {
+        let ep = self.ep(is_orig);
+        ep.pkts += 1;
+        ep.ip_bytes += l.ip_len as u64;
         if l.bad_checksum {
-            let ep = if is_orig {
-                &mut self.orig
-            } else {
-                &mut self.resp
-            };
-            if ep.bad_csum.hit() {
+            if self.ep(is_orig).bad_csum.hit() {
                 self.add_hist(is_orig, b'c');
             }
             return;
         }
-        match self.proto {
-            PROTO_TCP if l.l4_ok => self.tcp(l, is_orig, ts),
-            PROTO_UDP => {
-                if !(self.orig.did_close && self.resp.did_close) {
-                    self.last_ts = ts;
-                }
-                let ep = if is_orig {
-                    &mut self.orig
-                } else {
-                    &mut self.resp
-                };
-                ep.active = true;
-                ep.payload += l.payload_len as u64;
-                if l.l4_ok {
-                    self.check_hist(is_orig, H_DATA, b'd');
-                }
-            }
-            PROTO_ICMP | PROTO_ICMP6 => {
-                self.last_ts = ts;
-                let ep = if is_orig {
-                    &mut self.orig
-                } else {
-                    &mut self.resp
-                };
-                ep.active = true;
-                ep.payload += l.payload_len as u64;
-            }
-            // Other IP protocols: Zeek counts packets and IP bytes, no payload.
-            _ => {
-                self.last_ts = ts;
-                let ep = if is_orig {
-                    &mut self.orig
-                } else {
-                    &mut self.resp
-                };
-                ep.active = true;
-            }
+        if self.proto == PROTO_TCP && l.l4_ok {
+            return self.tcp(l, is_orig, ts);
+        }
+        self.last_ts = ts;
+        let proto = self.proto;
+        let ep = self.ep(is_orig);
+        ep.active = true;
+        // Payload for UDP and ICMP; other IP protocols (and TCP without a
+        // readable header) count packets and IP bytes only, as in Zeek.
+        if matches!(proto, PROTO_UDP | PROTO_ICMP | PROTO_ICMP6) {
+            ep.payload += l.payload_len as u64;
+        }
+        if self.proto == PROTO_UDP && l.l4_ok {
+            self.check_hist(is_orig, H_DATA, b'd');
         }
     }
 
