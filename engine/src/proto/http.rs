@@ -44,8 +44,9 @@ struct Dir {
 struct Req {
     ts: u64,
     depth: u32,
-    method: String,
-    uri: String,
+    /// None for a request line we could not parse (still logged, as Zeek does).
+    method: Option<String>,
+    uri: Option<String>,
     version: String,
     host: Option<String>,
     ua: Option<String>,
@@ -63,6 +64,8 @@ struct Resp {
 
 #[derive(Clone, Debug, Default)]
 pub struct HttpFlow {
+    /// Chosen by port (80, 8080 …): log even a first request we cannot parse.
+    by_port: bool,
     dirs: [Dir; 2],
     reqs: VecDeque<Req>,
     resp: Option<Resp>,
@@ -97,6 +100,10 @@ pub fn looks_like_request(p: &[u8]) -> bool {
     if METHODS.iter().any(|m| p.starts_with(m)) {
         return true;
     }
+    // A request sent a few bytes at a time: a prefix of a known method.
+    if !p.is_empty() && p.len() < 10 && METHODS.iter().any(|m| m.starts_with(p)) {
+        return true;
+    }
     // an unusual method token, if the line ends with an HTTP version
     let line_end = p.iter().position(|&b| b == b'\n').unwrap_or(p.len());
     let line = &p[..line_end];
@@ -128,6 +135,57 @@ fn find_crlfcrlf(b: &[u8], from: usize) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// A request line split into method, URI and version. `method` is None
+/// when the line is not a request line at all; `version` is None for an
+/// HTTP/0.9 simple request.
+struct RequestLine<'a> {
+    method: Option<&'a [u8]>,
+    uri: Option<&'a [u8]>,
+    version: Option<&'a [u8]>,
+}
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn parse_request_line(line: &[u8]) -> RequestLine<'_> {
+    let bad = RequestLine {
+        method: None,
+        uri: None,
+        version: None,
+    };
+    let line = trim(line);
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return bad;
+    };
+    let method = &line[..sp];
+    if method.is_empty() || !method.iter().all(|&b| is_token(b)) {
+        return bad;
+    }
+    let rest = trim(&line[sp + 1..]);
+    if let Some(v) = rest.strip_prefix(b"HTTP/")
+        && !v.contains(&b' ')
+    {
+        return RequestLine {
+            method: Some(method),
+            uri: Some(&[]),
+            version: Some(v),
+        };
+    }
+    match rest.windows(6).rposition(|w| w == b" HTTP/") {
+        Some(i) => RequestLine {
+            method: Some(method),
+            uri: Some(trim(&rest[..i])),
+            version: Some(&rest[i + 6..]),
+        },
+        None => RequestLine {
+            method: Some(method),
+            uri: Some(rest),
+            version: None,
+        },
+    }
 }
 
 /// Decode %XX escapes for logging (invalid escapes stay as they are).
@@ -216,6 +274,14 @@ impl Headers<'_> {
 }
 
 impl HttpFlow {
+    /// A flow on an HTTP port, analysed whatever its first bytes look like.
+    pub fn on_http_port() -> HttpFlow {
+        HttpFlow {
+            by_port: true,
+            ..HttpFlow::default()
+        }
+    }
+
     pub fn is_http(&self) -> bool {
         self.seen
     }
@@ -260,7 +326,9 @@ impl HttpFlow {
                             return;
                         }
                         let ok = if d == 0 {
-                            looks_like_request(data)
+                            // once a connection spoke HTTP (or sits on an HTTP
+                            // port), even a bad request line is logged
+                            looks_like_request(data) || self.seen || self.by_port
                         } else {
                             looks_like_response(data)
                         };
@@ -386,23 +454,23 @@ impl HttpFlow {
         self.dirs[d].body = 0;
         if d == 0 {
             self.depth += 1;
-            let version = c
-                .strip_prefix(b"HTTP/")
-                .map(text)
-                .unwrap_or_else(|| "0.9".into());
+            let rl = parse_request_line(hs.first);
+            if rl.method.is_none() {
+                malformed(sinks, Anomaly::HttpMalformed);
+            }
+            let http09 = rl.method.is_some() && rl.version.is_none();
             let r = Req {
                 ts: ctx.ts,
                 depth: self.depth,
-                method: text(a),
-                uri: percent_decode(trim(b)),
-                version,
-                host: hs.get("host").map(text),
-                ua: hs.get("user-agent").map(text),
-                referrer: hs.get("referer").map(text),
+                method: rl.method.map(text),
+                uri: rl.uri.map(percent_decode),
+                version: rl.version.map(text).unwrap_or_else(|| "0.9".into()),
+                host: rl.method.and(hs.get("host")).map(text),
+                ua: rl.method.and(hs.get("user-agent")).map(text),
+                referrer: rl.method.and(hs.get("referer")).map(text),
                 body: 0,
                 complete: false,
             };
-            let http09 = r.version == "0.9";
             if self.reqs.len() >= MAX_PENDING
                 && let Some(old) = self.reqs.pop_front()
             {
@@ -419,7 +487,14 @@ impl HttpFlow {
             self.reqs.push_back(r);
             self.dirs[0].state = if http09 { State::Dead } else { hs.body_state() };
             if http09 {
+                // An HTTP/0.9 response is the raw body, up to the close.
                 self.dirs[1].state = State::UntilClose;
+                self.dirs[1].body = 0;
+                self.resp = Some(Resp {
+                    code: 0,
+                    msg: String::new(),
+                    version: "0.9".into(),
+                });
             }
             if self.dirs[0].state == State::Headers {
                 self.message_done(0, ctx, sinks);
@@ -440,7 +515,7 @@ impl HttpFlow {
                 msg: text(trim(c)),
                 version,
             });
-            let req_method = self.reqs.front().map(|r| r.method.clone());
+            let req_method = self.reqs.front().and_then(|r| r.method.clone());
             let no_body = req_method.as_deref() == Some("HEAD") || code == 204 || code == 304;
             let connect_ok = req_method.as_deref() == Some("CONNECT") && (200..300).contains(&code);
             self.dirs[1].state = if no_body {
@@ -513,9 +588,9 @@ impl HttpFlow {
         });
         let r = HttpRecord {
             trans_depth: depth,
-            method: req.map(|r| r.method.as_str()),
+            method: req.and_then(|r| r.method.as_deref()),
             host: req.and_then(|r| r.host.as_deref()),
-            uri: req.map(|r| r.uri.as_str()),
+            uri: req.and_then(|r| r.uri.as_deref()),
             referrer: req.and_then(|r| r.referrer.as_deref()),
             version: resp
                 .map(|r| r.version.as_str())
@@ -559,8 +634,25 @@ mod tests {
     fn request_detection() {
         assert!(looks_like_request(b"GET / HTTP/1.1\r\n"));
         assert!(looks_like_request(b"FOOBAR /x HTTP/1.0\r\n"));
+        assert!(looks_like_request(b"G"));
+        assert!(looks_like_request(b"POS"));
+        assert!(!looks_like_request(b"X"));
         assert!(!looks_like_request(b"EHLO mail.example.com\r\n"));
         assert!(looks_like_response(b"HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[test]
+    fn request_lines() {
+        let p = |l: &'static [u8]| {
+            let r = parse_request_line(l);
+            (r.method, r.uri, r.version)
+        };
+        let s = |b: &'static [u8]| Some(b);
+        assert_eq!(p(b"GET /a b HTTP/1.1"), (s(b"GET"), s(b"/a b"), s(b"1.1")));
+        assert_eq!(p(b"OPTIONS HTTP/1.1"), (s(b"OPTIONS"), s(b""), s(b"1.1")));
+        assert_eq!(p(b"GET /HTTP/1.1"), (s(b"GET"), s(b"/HTTP/1.1"), None));
+        assert_eq!(p(b"GET/ HTTP/1.1"), (None, None, None));
+        assert_eq!(p(b"OPTIONS"), (None, None, None));
     }
 
     #[test]
@@ -570,5 +662,114 @@ mod tests {
             Some(27)
         );
         assert_eq!(find_crlfcrlf(b"GET / HTTP/1.0\n\nX", 0), Some(16));
+    }
+}
+
+#[cfg(test)]
+mod flow_tests {
+    use super::*;
+    use crate::decode::IpLayer;
+    use crate::flow::FlowKey;
+
+    fn feed(h: &mut HttpFlow, sinks: &mut Sinks, is_orig: bool, seq: u32, data: &[u8]) {
+        let layer = IpLayer {
+            seq,
+            proto: 6,
+            ..IpLayer::default()
+        };
+        let key = FlowKey {
+            lo_port: 80,
+            hi_port: 40000,
+            proto: 6,
+            ..FlowKey::default()
+        };
+        let ctx = ProtoCtx {
+            ts: 1,
+            uid: 1,
+            key,
+            orig_is_lo: false,
+            is_orig,
+            layer: &layer,
+        };
+        h.feed(&ctx, data, sinks);
+    }
+
+    fn rows(sinks: &mut Sinks) -> Vec<(Option<String>, Option<String>, Option<u16>)> {
+        use arrow::array::{Array, StringArray, UInt16Array};
+        let b = sinks.http.finish();
+        let m = b
+            .column_by_name("method")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        let u = b
+            .column_by_name("uri")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone();
+        let s = b
+            .column_by_name("status_code")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<UInt16Array>()
+            .unwrap()
+            .clone();
+        (0..b.num_rows())
+            .map(|i| {
+                (
+                    (!m.is_null(i)).then(|| m.value(i).to_string()),
+                    (!u.is_null(i)).then(|| u.value(i).to_string()),
+                    (!s.is_null(i)).then(|| s.value(i)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn http09_request_gets_a_raw_response() {
+        let mut sinks = Sinks::new(100);
+        let mut h = HttpFlow::on_http_port();
+        feed(
+            &mut h,
+            &mut sinks,
+            true,
+            1,
+            b"CCM_POST /HTTP/1.1\nHost: www.google.com\n\n",
+        );
+        feed(
+            &mut h,
+            &mut sinks,
+            false,
+            1,
+            b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        h.finish(1, &FlowKey::default(), false, &mut sinks);
+        assert_eq!(
+            rows(&mut sinks),
+            vec![(Some("CCM_POST".into()), Some("/HTTP/1.1".into()), Some(0))]
+        );
+    }
+
+    #[test]
+    fn pipelined_chunked_and_content_length() {
+        let mut sinks = Sinks::new(100);
+        let mut h = HttpFlow::default();
+        let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody";
+        feed(&mut h, &mut sinks, true, 1, req);
+        let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+        feed(&mut h, &mut sinks, false, 1, &resp[..40]);
+        feed(&mut h, &mut sinks, false, 41, &resp[40..]);
+        h.finish(1, &FlowKey::default(), false, &mut sinks);
+        assert_eq!(
+            rows(&mut sinks),
+            vec![
+                (Some("GET".into()), Some("/a".into()), Some(200)),
+                (Some("POST".into()), Some("/b".into()), Some(201))
+            ]
+        );
     }
 }

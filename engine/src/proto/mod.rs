@@ -172,6 +172,8 @@ fn classify(ctx: &ProtoCtx, payload: &[u8]) -> AppState {
                 AppState::Http(Box::default())
             } else if has(53) {
                 AppState::Dns(dns::DnsFlow::default())
+            } else if ctx.is_orig && (has(80) || has(8080) || has(8000) || has(3128)) {
+                AppState::Http(Box::new(http::HttpFlow::on_http_port()))
             } else {
                 // the first payload of a flow tells: SSH, a midstream pickup, …
                 AppState::Ignored

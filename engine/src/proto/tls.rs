@@ -36,7 +36,13 @@ pub struct TlsFlow {
 }
 
 pub fn looks_like(p: &[u8]) -> bool {
-    p.len() >= 6 && p[0] == 22 && p[1] == 3 && p[2] <= 4 && (p[5] == 1 || p[5] == 2)
+    match p {
+        [22, 3, v, _, _, ht, ..] => *v <= 4 && (*ht == 1 || *ht == 2),
+        // a handshake record header split over segments
+        [22] | [22, 3] => true,
+        [22, 3, v, ..] => *v <= 4,
+        _ => false,
+    }
 }
 
 fn is_grease(v: u16) -> bool {
