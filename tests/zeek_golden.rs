@@ -246,5 +246,5 @@ fn ssl_log_server_names_agree_with_zeek() {
 
 #[test]
 fn http_log_agrees_with_zeek() {
-    compare_proto("http.log", "http", XX);
+    compare_proto("http.log", "http", &["host", "uri", "status_code"], 95.0);
 }
