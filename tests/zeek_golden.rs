@@ -236,7 +236,7 @@ fn compare_proto(zeek_log: &str, our_log: &str, fields: &[&str], min_pct: f64) {
 
 #[test]
 fn dns_log_agrees_with_zeek() {
-    compare_proto("dns.log", "dns", &["query", "rcode"], 80.0);
+    compare_proto("dns.log", "dns", &["query", "rcode"], 95.0);
 }
 
 #[test]

@@ -293,6 +293,28 @@ impl Conn {
         false
     }
 
+    /// Swap originator and responder (an analyzer found them reversed):
+    /// history letters change case and gain Zeek's `^` mark.
+    pub fn flip(&mut self) {
+        std::mem::swap(&mut self.orig, &mut self.resp);
+        let n = self.history_len as usize;
+        for c in &mut self.history[..n] {
+            if c.is_ascii_uppercase() {
+                c.make_ascii_lowercase();
+            } else {
+                c.make_ascii_uppercase();
+            }
+        }
+        if self.history[..n].first() != Some(&b'^') {
+            if n == self.history.len() {
+                self.history_len -= 1;
+            }
+            self.history.copy_within(0..self.history_len as usize, 1);
+            self.history[0] = b'^';
+            self.history_len += 1;
+        }
+    }
+
     pub fn history(&self) -> &str {
         std::str::from_utf8(&self.history[..self.history_len as usize]).unwrap_or("")
     }

@@ -219,6 +219,11 @@ impl FlowTracker {
                 {
                     f.service = s;
                 }
+                if self.proto.take_flip() {
+                    f.orig_is_lo = !f.orig_is_lo;
+                    f.conn.flip();
+                    std::mem::swap(&mut f.orig_flags, &mut f.resp_flags);
+                }
             }
             // choose expiry list
             let (list, deadline) = self.deadline_for(e, ts);

@@ -19,6 +19,9 @@ const TCP_LIMIT: usize = 65_536 + 2;
 pub struct DnsFlow {
     tcp: [Option<Box<Reassembly>>; 2],
     pub messages: u32,
+    /// The first message came from the originator but was a response: the
+    /// flow's roles are reversed (the tracker flips them, as Zeek does).
+    pub flip: bool,
 }
 
 /// A query waiting for its response.
@@ -58,13 +61,20 @@ impl DnsPending {
         }
     }
 
-    fn take(&mut self, uid: u64, trans_id: u16) -> Option<Pending> {
+    /// The pending query a response answers: same flow and transaction id,
+    /// and the same name when the response names one (multicast DNS uses id 0
+    /// for everything, so the id alone would pair unrelated messages).
+    fn take(&mut self, uid: u64, trans_id: u16, name: Option<&str>) -> Option<Pending> {
         // Most recent first.
         let n = self.slots.len();
         for i in 0..n {
             let j = (self.next + n - 1 - i) % n;
             let s = &mut self.slots[j];
-            if s.live && s.uid == uid && s.trans_id == trans_id {
+            if s.live
+                && s.uid == uid
+                && s.trans_id == trans_id
+                && name.is_none_or(|n| n.eq_ignore_ascii_case(&s.query))
+            {
                 s.live = false;
                 return Some(std::mem::take(s));
             }
@@ -184,7 +194,11 @@ fn message(
         qd: u16::from_be_bytes([m[4], m[5]]),
         an: u16::from_be_bytes([m[6], m[7]]),
     };
+    if st.messages == 0 && h.qr && ctx.is_orig && !is_group_addr(ctx.layer.v6, &ctx.layer.dst) {
+        st.flip = true;
+    }
     st.messages += 1;
+    let orig_is_lo = ctx.orig_is_lo != st.flip;
     let mut p = 12;
     let mut qname_ok = false;
     let (mut qtype, mut qclass) = (0u16, 0u16);
@@ -225,7 +239,7 @@ fn message(
             trans_id: h.id,
             ts: ctx.ts,
             key: ctx.key,
-            orig_is_lo: ctx.orig_is_lo,
+            orig_is_lo,
             tcp,
             query: if qname_ok {
                 pend.name.clone()
@@ -245,6 +259,7 @@ fn message(
     pend.answers.clear();
     pend.ttls.clear();
     let mut name = String::new();
+    let mut first_answer: Option<String> = None;
     for _ in 0..h.an {
         if pend.answers.len() >= MAX_ANSWERS {
             break;
@@ -257,6 +272,11 @@ fn message(
         if np + 10 > m.len() {
             malformed(sinks, Anomaly::DnsMalformed);
             break;
+        }
+        if first_answer.is_none() {
+            let mut n = name.clone();
+            n.make_ascii_lowercase();
+            first_answer = Some(n);
         }
         let rtype = u16::from_be_bytes([m[np], m[np + 1]]);
         let ttl = u32::from_be_bytes([m[np + 4], m[np + 5], m[np + 6], m[np + 7]]);
@@ -314,21 +334,23 @@ fn message(
         pend.ttls.push(ttl);
         p = rd + rdlen;
     }
-    let matched = pend.take(ctx.uid, h.id);
-    let (ts, rtt, query) = match &matched {
-        Some(q) => (
-            q.ts,
-            Some(ctx.ts.saturating_sub(q.ts)),
-            if qname_ok { query } else { q.query.clone() },
-        ),
-        None => (ctx.ts, None, query),
+    // A response without a question (multicast DNS) is named by its first answer.
+    let name_for_match = if qname_ok {
+        Some(query.as_str())
+    } else {
+        first_answer.as_deref()
     };
-    let c = ctx.conn_id(ts);
+    let matched = pend.take(ctx.uid, h.id, name_for_match);
+    let (ts, rtt, query) = match &matched {
+        Some(q) => (q.ts, Some(ctx.ts.saturating_sub(q.ts)), q.query.clone()),
+        None => (ctx.ts, None, name_for_match.unwrap_or_default().to_string()),
+    };
+    let c = conn_id(ts, ctx.uid, &ctx.key, orig_is_lo);
     let r = DnsRecord {
         proto: if tcp { "tcp" } else { "udp" },
         trans_id: h.id,
         rtt_ns: rtt,
-        query: (qname_ok || matched.is_some()).then_some(query.as_str()),
+        query: (qname_ok || matched.is_some() || first_answer.is_some()).then_some(query.as_str()),
         qclass: if qname_ok {
             Some(qclass)
         } else {
@@ -351,6 +373,16 @@ fn message(
     };
     sinks.dns(&c, &r);
     true
+}
+
+/// Multicast or broadcast: a response sent to a group answers nobody in
+/// particular, so it says nothing about who originated the flow.
+fn is_group_addr(v6: bool, a: &[u8; 16]) -> bool {
+    if v6 {
+        a[0] == 0xff
+    } else {
+        (a[0] & 0xf0) == 0xe0 || a[..4] == [255; 4]
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -65,6 +65,9 @@ pub enum AppState {
 /// One worker's analyzers and their shared state.
 pub struct Analyzers {
     pub dns: dns::DnsPending,
+    /// Set when an analyzer found the flow's roles reversed; the tracker
+    /// takes it (see [`Analyzers::take_flip`]).
+    flip: bool,
 }
 
 impl Default for Analyzers {
@@ -77,7 +80,13 @@ impl Analyzers {
     pub fn new() -> Analyzers {
         Analyzers {
             dns: dns::DnsPending::new(1024),
+            flip: false,
         }
+    }
+
+    /// Did the last packet show that originator and responder are swapped?
+    pub fn take_flip(&mut self) -> bool {
+        std::mem::take(&mut self.flip)
     }
 
     /// Feed one packet's payload. Returns the service if the flow was (or is) classified.
@@ -100,11 +109,12 @@ impl Analyzers {
         match st {
             AppState::Unknown | AppState::Ignored => None,
             AppState::Dns(d) => {
-                if dns::analyze(&mut self.dns, d, ctx, payload, sinks) {
-                    Some(Service::Dns)
-                } else {
-                    None
+                let was_flipped = d.flip;
+                let ok = dns::analyze(&mut self.dns, d, ctx, payload, sinks);
+                if d.flip && !was_flipped {
+                    self.flip = true;
                 }
+                ok.then_some(Service::Dns)
             }
             AppState::Tls(t) => {
                 t.feed(ctx, payload, sinks);
