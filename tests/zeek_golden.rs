@@ -241,7 +241,7 @@ fn dns_log_agrees_with_zeek() {
 
 #[test]
 fn ssl_log_server_names_agree_with_zeek() {
-    compare_proto("ssl.log", "tls", &["server_name"], 70.0);
+    compare_proto("ssl.log", "tls", &["server_name"], 80.0);
 }
 
 #[test]

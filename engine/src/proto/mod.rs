@@ -166,6 +166,8 @@ fn classify(ctx: &ProtoCtx, payload: &[u8]) -> AppState {
                 AppState::Dns(dns::DnsFlow::default())
             } else if (has(67) || has(68)) && dhcp::looks_like(payload) {
                 AppState::Dhcp
+            } else if tls::looks_like_dtls(payload) {
+                AppState::Tls(Box::new(tls::TlsFlow::dtls()))
             } else if dns::looks_like(payload) && (has(53) || k.lo_port > 1023 && k.hi_port > 1023)
             {
                 AppState::Unknown // too weak a signal: wait

@@ -33,6 +33,12 @@ pub struct TlsFlow {
     ccs: [bool; 2],
     bad: bool,
     emitted: bool,
+    dtls: bool,
+}
+
+/// A DTLS handshake record (DTLS 1.0/1.2 versions are 0xfeff/0xfefd).
+pub fn looks_like_dtls(p: &[u8]) -> bool {
+    p.len() >= 25 && p[0] == 22 && p[1] == 0xfe && p[2] >= 0xfc && (p[13] == 1 || p[13] == 2)
 }
 
 pub fn looks_like(p: &[u8]) -> bool {
@@ -54,6 +60,14 @@ impl TlsFlow {
         self.saw_client_hello || self.saw_server_hello
     }
 
+    /// A DTLS flow (TLS over UDP): every datagram holds whole records.
+    pub fn dtls() -> TlsFlow {
+        TlsFlow {
+            dtls: true,
+            ..TlsFlow::default()
+        }
+    }
+
     pub fn feed(&mut self, ctx: &ProtoCtx, payload: &[u8], sinks: &mut Sinks) {
         let d = ctx.is_orig as usize;
         if self.first_ts == 0 {
@@ -61,6 +75,9 @@ impl TlsFlow {
         }
         if self.bad || self.done[d] {
             return;
+        }
+        if self.dtls {
+            return self.feed_dtls(d, payload, sinks);
         }
         if !self.bufs[d].push(ctx.layer.seq, payload, LIMIT) {
             // a gap before the handshake finished: stop this direction
@@ -111,6 +128,53 @@ impl TlsFlow {
         }
     }
 
+    fn feed_dtls(&mut self, d: usize, mut p: &[u8], sinks: &mut Sinks) {
+        // record: type(1) version(2) epoch(2) sequence(6) length(2)
+        while p.len() >= 13 {
+            let ct = p[0];
+            let len = u16::from_be_bytes([p[11], p[12]]) as usize;
+            if p[1] != 0xfe || p.len() < 13 + len {
+                if !self.is_tls() {
+                    malformed(sinks, Anomaly::TlsMalformed);
+                    self.bad = true;
+                }
+                return;
+            }
+            let body = &p[13..13 + len];
+            let epoch = u16::from_be_bytes([p[3], p[4]]);
+            match ct {
+                // handshake header: type(1) length(3) message_seq(2) fragment_offset(3) fragment_length(3)
+                22 if epoch == 0 && body.len() >= 12 => {
+                    let frag_off = u32::from_be_bytes([0, body[6], body[7], body[8]]);
+                    let frag_len = u32::from_be_bytes([0, body[9], body[10], body[11]]) as usize;
+                    let msg = &body[12..(12 + frag_len).min(body.len())];
+                    if frag_off == 0 {
+                        match (body[0], d == 1) {
+                            (1, true)
+                                if !self.saw_client_hello && self.client_hello(msg).is_none() =>
+                            {
+                                malformed(sinks, Anomaly::TlsMalformed)
+                            }
+                            (2, false)
+                                if !self.saw_server_hello && self.server_hello(msg).is_none() =>
+                            {
+                                malformed(sinks, Anomaly::TlsMalformed)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                20 => self.ccs[d] = true,
+                23 => {
+                    self.app_data[d] = true;
+                    self.done[d] = true;
+                }
+                _ => {}
+            }
+            p = &p[13 + len..];
+        }
+    }
+
     fn handshake(&mut self, from_client: bool, body: &[u8], sinks: &mut Sinks) {
         // A record may hold several handshake messages; a message spanning
         // records is rare for hellos, which is all we need.
@@ -139,6 +203,10 @@ impl TlsFlow {
         r.skip(32)?;
         let sid = r.u8()? as usize;
         r.skip(sid)?;
+        if self.dtls {
+            let cookie = r.u8()? as usize;
+            r.skip(cookie)?;
+        }
         let cs_len = r.u16()? as usize;
         let cs = r.take(cs_len)?;
         self.suites = cs
@@ -206,6 +274,7 @@ impl TlsFlow {
             }
         }
         self.ja4 = Some(ja4(
+            if self.dtls { 'd' } else { 't' },
             best_version,
             has_sni,
             &self.suites,
@@ -266,7 +335,9 @@ impl TlsFlow {
 }
 
 /// The JA4 TLS client fingerprint (FoxIO's JA4 specification, TCP variant).
+/// `transport` is 't' (TCP), 'q' (QUIC) or 'd' (DTLS).
 pub fn ja4(
+    transport: char,
     version: u16,
     sni: bool,
     suites: &[u16],
@@ -301,7 +372,8 @@ pub fn ja4(
         _ => "00".to_string(),
     };
     let mut out = format!(
-        "t{}{}{:02}{:02}{}_",
+        "{}{}{}{:02}{:02}{}_",
+        transport,
         v,
         if sni { 'd' } else { 'i' },
         ciphers.len().min(99),
@@ -429,6 +501,7 @@ mod tests {
     #[test]
     fn ja4_shape() {
         let j = ja4(
+            't',
             0x0304,
             true,
             &[0x1301, 0x1302, 0x0a0a],
