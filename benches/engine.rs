@@ -9,12 +9,7 @@ use tapstream_engine::pipeline::{PipelineConfig, Worker};
 use tapstream_engine::source::{Batch, PacketSource, SynthConfig, SynthSource};
 
 fn batches(n: u64) -> Vec<Batch> {
-    let mut src = SynthSource::new(SynthConfig {
-        seed: 3,
-        packets: n,
-        pps: 200_000,
-        ..SynthConfig::default()
-    });
+    let mut src = SynthSource::new(SynthConfig { seed: 3, packets: n, pps: 200_000, ..SynthConfig::default() });
     let mut out = Vec::new();
     loop {
         let mut b = Batch::with_capacity(256);

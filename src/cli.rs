@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "tapstream",
-    version,
-    about = "Network traffic analysis appliance"
-)]
+#[command(name = "tapstream", version, about = "Network traffic analysis appliance")]
 pub struct Cli {
     /// Configuration file (TOML). See configs/tapstream.toml for every setting.
     #[arg(long, global = true)]

@@ -11,9 +11,7 @@ use anyhow::Context;
 use tapstream_engine::arrow::array::RecordBatch;
 use tapstream_engine::pipeline::{self, PipelineConfig, Progress, RunSummary};
 use tapstream_engine::records::Table;
-use tapstream_engine::source::{
-    Batch, LinkType, PacketSource, PcapWriter, SynthConfig, SynthSource, open_capture,
-};
+use tapstream_engine::source::{Batch, LinkType, PacketSource, PcapWriter, SynthConfig, SynthSource, open_capture};
 use tapstream_query::HourlyWriter;
 
 use crate::cli::{Cli, Cmd, FlowsArgs, IngestArgs, LogKind, RunArgs, SynthArgs};
@@ -51,13 +49,9 @@ type SharedErrors = Arc<Mutex<Vec<String>>>;
 fn parquet_sink(
     data: &Path,
     cfg: &Config,
-) -> anyhow::Result<(
-    impl FnMut((Table, RecordBatch)) + Send + 'static,
-    SharedWriter,
-    SharedErrors,
-)> {
-    let w = HourlyWriter::new(data, cfg.writer.clone())
-        .with_context(|| format!("opening data dir {}", data.display()))?;
+) -> anyhow::Result<(impl FnMut((Table, RecordBatch)) + Send + 'static, SharedWriter, SharedErrors)> {
+    let w =
+        HourlyWriter::new(data, cfg.writer.clone()).with_context(|| format!("opening data dir {}", data.display()))?;
     let writer = Arc::new(Mutex::new(Some(w)));
     let errors = Arc::new(Mutex::new(Vec::new()));
     let (wr, er) = (writer.clone(), errors.clone());
@@ -67,17 +61,13 @@ fn parquet_sink(
             && let Err(e) = w.write(t, &b)
         {
             tracing::error!(table = t.name(), error = %e, "writing history failed");
-            er.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e.to_string());
+            er.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
         }
     };
     Ok((sink, writer, errors))
 }
 
-fn close_writer(
-    writer: &Arc<Mutex<Option<HourlyWriter>>>,
-) -> anyhow::Result<tapstream_query::WriterStats> {
+fn close_writer(writer: &Arc<Mutex<Option<HourlyWriter>>>) -> anyhow::Result<tapstream_query::WriterStats> {
     let mut g = writer.lock().unwrap_or_else(|p| p.into_inner());
     let mut w = g.take().context("writer already closed")?;
     w.close()?;
@@ -124,10 +114,7 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 fn print_summary(s: &RunSummary, w: &tapstream_query::WriterStats) {
@@ -153,11 +140,7 @@ fn print_summary(s: &RunSummary, w: &tapstream_query::WriterStats) {
         s.non_ip,
         s.dropped_batches,
     );
-    let anomalies: Vec<String> = s
-        .anomalies
-        .nonzero()
-        .map(|(n, c)| format!("{n}={c}"))
-        .collect();
+    let anomalies: Vec<String> = s.anomalies.nonzero().map(|(n, c)| format!("{n}={c}")).collect();
     if !anomalies.is_empty() {
         eprintln!("anomalies: {}", anomalies.join(" "));
     }
@@ -222,11 +205,7 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
             failed = true;
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn flows(cfg: Config, a: FlowsArgs) -> anyhow::Result<ExitCode> {
@@ -267,13 +246,8 @@ fn flows(cfg: Config, a: FlowsArgs) -> anyhow::Result<ExitCode> {
                 g.lock().unwrap_or_else(|p| p.into_inner()).push(b);
             }
         };
-        let (_summary, err) = pipeline::run(
-            src,
-            &pcfg,
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(Progress::default()),
-            sink,
-        );
+        let (_summary, err) =
+            pipeline::run(src, &pcfg, Arc::new(AtomicBool::new(false)), Arc::new(Progress::default()), sink);
         all.append(&mut got.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(e) = err {
             eprintln!("tapstream: error: {e} (records before it are printed)");
@@ -284,11 +258,7 @@ fn flows(cfg: Config, a: FlowsArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     output::print(&mut out, a.log, a.format, &all)?;
     out.flush()?;
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
@@ -303,13 +273,8 @@ fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
         attacks,
         ..SynthConfig::default()
     });
-    let f =
-        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut w = PcapWriter::new(
-        std::io::BufWriter::with_capacity(1 << 20, f),
-        LinkType::ETHERNET,
-        65535,
-    )?;
+    let f = std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut w = PcapWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), LinkType::ETHERNET, 65535)?;
     let mut b = Batch::with_capacity(1024);
     loop {
         b.clear();
@@ -323,11 +288,6 @@ fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
     }
     w.into_inner()?;
     let st = src.stats();
-    eprintln!(
-        "wrote {} packets ({} bytes) to {}",
-        st.packets,
-        st.bytes,
-        a.out.display()
-    );
+    eprintln!("wrote {} packets ({} bytes) to {}", st.packets, st.bytes, a.out.display());
     Ok(ExitCode::SUCCESS)
 }

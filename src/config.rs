@@ -94,8 +94,7 @@ pub struct Config {
 pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     let raw = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading config {}", p.display()))?;
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
             toml::from_str::<RawConfig>(&text).with_context(|| format!("config {}", p.display()))?
         }
         None => RawConfig::default(),
@@ -103,13 +102,7 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     validate(raw)
 }
 
-fn secs(
-    name: &str,
-    v: Option<f64>,
-    default: Duration,
-    min: f64,
-    max: f64,
-) -> anyhow::Result<Duration> {
+fn secs(name: &str, v: Option<f64>, default: Duration, min: f64, max: f64) -> anyhow::Result<Duration> {
     match v {
         None => Ok(default),
         Some(x) if x.is_finite() && (min..=max).contains(&x) => Ok(Duration::from_secs_f64(x)),
@@ -140,9 +133,7 @@ fn frac(name: &str, v: Option<f64>) -> anyhow::Result<f64> {
 }
 
 pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let fd = FlowConfig::default();
     let ns = |d: Duration| d.as_nanos() as u64;
     let flow = FlowConfig {
@@ -174,13 +165,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             0.0,
             86_400.0,
         )?),
-        max_flows: range(
-            "flows.max_flows_per_worker",
-            raw.flows.max_flows_per_worker,
-            fd.max_flows,
-            16,
-            1 << 28,
-        )?,
+        max_flows: range("flows.max_flows_per_worker", raw.flows.max_flows_per_worker, fd.max_flows, 16, 1 << 28)?,
         ..fd
     };
     let dd = DecodeConfig::default();
@@ -193,43 +178,14 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         teredo_port: raw.decode.teredo_port.unwrap_or(dd.teredo_port),
         ..dd
     };
-    let flush = secs(
-        "storage.flush_interval_secs",
-        raw.storage.flush_interval_secs,
-        Duration::from_secs(30),
-        0.1,
-        3600.0,
-    )?;
+    let flush =
+        secs("storage.flush_interval_secs", raw.storage.flush_interval_secs, Duration::from_secs(30), 0.1, 3600.0)?;
     let pipeline = PipelineConfig {
-        workers: range(
-            "pipeline.workers",
-            raw.pipeline.workers,
-            cores.clamp(1, 8),
-            1,
-            256,
-        )?,
-        batch_size: range(
-            "pipeline.batch_size",
-            raw.pipeline.batch_size,
-            256,
-            1,
-            65_536,
-        )?,
+        workers: range("pipeline.workers", raw.pipeline.workers, cores.clamp(1, 8), 1, 256)?,
+        batch_size: range("pipeline.batch_size", raw.pipeline.batch_size, 256, 1, 65_536)?,
         pin_cores: raw.pipeline.pin_cores.unwrap_or(false),
-        queue_depth: range(
-            "pipeline.queue_depth",
-            raw.pipeline.queue_depth,
-            16,
-            1,
-            4096,
-        )?,
-        record_batch_rows: range(
-            "storage.record_batch_rows",
-            raw.storage.record_batch_rows,
-            8192,
-            1,
-            1 << 22,
-        )?,
+        queue_depth: range("pipeline.queue_depth", raw.pipeline.queue_depth, 16, 1, 4096)?,
+        record_batch_rows: range("storage.record_batch_rows", raw.storage.record_batch_rows, 8192, 1, 1 << 22)?,
         flush_interval: flush,
         decode,
         flow,
@@ -237,23 +193,14 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         community_id_seed: raw.flows.community_id_seed.unwrap_or(0),
     };
     let writer = WriterConfig {
-        max_rows_per_file: range(
-            "storage.max_rows_per_file",
-            raw.storage.max_rows_per_file,
-            1_000_000,
-            1,
-            1 << 30,
-        )?,
+        max_rows_per_file: range("storage.max_rows_per_file", raw.storage.max_rows_per_file, 1_000_000, 1, 1 << 30)?,
         max_file_age: flush,
         zstd_level: range("storage.zstd_level", raw.storage.zstd_level, 3, 1, 22)?,
     };
     Ok(Config {
         pipeline,
         writer,
-        data_dir: raw
-            .storage
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("data")),
+        data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),
         demo_seed: raw.demo.seed.unwrap_or(1),
         demo_pps: range("demo.pps", raw.demo.pps, 2_000, 1, 100_000_000)?,
         attacks: AttackMix {
@@ -269,12 +216,8 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
 pub fn parse_attacks(s: &str) -> anyhow::Result<AttackMix> {
     let mut m = AttackMix::default();
     for part in s.split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .with_context(|| format!("attack `{part}`: expected NAME=FRACTION"))?;
-        let v: f64 = v
-            .parse()
-            .with_context(|| format!("attack `{part}`: bad fraction"))?;
+        let (k, v) = part.split_once('=').with_context(|| format!("attack `{part}`: expected NAME=FRACTION"))?;
+        let v: f64 = v.parse().with_context(|| format!("attack `{part}`: bad fraction"))?;
         if !(0.0..=1.0).contains(&v) {
             bail!("attack `{part}`: fraction must be between 0 and 1");
         }
@@ -295,8 +238,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_and_unknown_keys() {
-        let e =
-            validate(toml::from_str("[flows]\ntcp_idle_timeout_secs = -3").unwrap()).unwrap_err();
+        let e = validate(toml::from_str("[flows]\ntcp_idle_timeout_secs = -3").unwrap()).unwrap_err();
         assert!(e.to_string().contains("flows.tcp_idle_timeout_secs"), "{e}");
         let e = toml::from_str::<RawConfig>("[flows]\ntcp_idle = 3").unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");

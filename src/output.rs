@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, ListArray, RecordBatch, StringArray,
-    TimestampNanosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, ListArray, RecordBatch, StringArray, TimestampNanosecondArray,
+    UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::DataType;
 use tapstream_engine::arrow;
@@ -35,12 +35,7 @@ struct Col {
 }
 
 const fn c(zeek: &'static str, ours: &'static str, zeek_type: &'static str, kind: Kind) -> Col {
-    Col {
-        zeek,
-        ours,
-        zeek_type,
-        kind,
-    }
+    Col { zeek, ours, zeek_type, kind }
 }
 
 const CONN: &[Col] = &[
@@ -64,12 +59,7 @@ const CONN: &[Col] = &[
     c("orig_ip_bytes", "orig_ip_bytes", "count", Kind::Count),
     c("resp_pkts", "resp_pkts", "count", Kind::Count),
     c("resp_ip_bytes", "resp_ip_bytes", "count", Kind::Count),
-    c(
-        "tunnel_parents",
-        "tunnel_parents",
-        "set[string]",
-        Kind::List,
-    ),
+    c("tunnel_parents", "tunnel_parents", "set[string]", Kind::List),
     c("ip_proto", "ip_proto", "count", Kind::Count),
     c("community_id", "community_id", "string", Kind::Str),
 ];
@@ -122,12 +112,7 @@ const HTTP: &[Col] = &[
     c("version", "version", "string", Kind::Str),
     c("user_agent", "user_agent", "string", Kind::Str),
     c("request_body_len", "request_body_len", "count", Kind::Count),
-    c(
-        "response_body_len",
-        "response_body_len",
-        "count",
-        Kind::Count,
-    ),
+    c("response_body_len", "response_body_len", "count", Kind::Count),
     c("status_code", "status_code", "count", Kind::Count),
     c("status_msg", "status_msg", "string", Kind::Str),
 ];
@@ -173,39 +158,18 @@ fn value(a: &ArrayRef, row: usize) -> Val {
     }
     let any = a.as_any();
     match a.data_type() {
-        DataType::Utf8 => Val::Str(
-            any.downcast_ref::<StringArray>()
-                .map(|x| x.value(row).to_string())
-                .unwrap_or_default(),
-        ),
-        DataType::UInt8 => Val::U(
-            any.downcast_ref::<UInt8Array>()
-                .map_or(0, |x| x.value(row) as u64),
-        ),
-        DataType::UInt16 => Val::U(
-            any.downcast_ref::<UInt16Array>()
-                .map_or(0, |x| x.value(row) as u64),
-        ),
-        DataType::UInt32 => Val::U(
-            any.downcast_ref::<UInt32Array>()
-                .map_or(0, |x| x.value(row) as u64),
-        ),
-        DataType::UInt64 => Val::U(
-            any.downcast_ref::<UInt64Array>()
-                .map_or(0, |x| x.value(row)),
-        ),
-        DataType::Float64 => Val::F(
-            any.downcast_ref::<Float64Array>()
-                .map_or(0.0, |x| x.value(row)),
-        ),
-        DataType::Boolean => Val::B(
-            any.downcast_ref::<BooleanArray>()
-                .is_some_and(|x| x.value(row)),
-        ),
-        DataType::Timestamp(_, _) => Val::Time(
-            any.downcast_ref::<TimestampNanosecondArray>()
-                .map_or(0, |x| x.value(row)),
-        ),
+        DataType::Utf8 => {
+            Val::Str(any.downcast_ref::<StringArray>().map(|x| x.value(row).to_string()).unwrap_or_default())
+        }
+        DataType::UInt8 => Val::U(any.downcast_ref::<UInt8Array>().map_or(0, |x| x.value(row) as u64)),
+        DataType::UInt16 => Val::U(any.downcast_ref::<UInt16Array>().map_or(0, |x| x.value(row) as u64)),
+        DataType::UInt32 => Val::U(any.downcast_ref::<UInt32Array>().map_or(0, |x| x.value(row) as u64)),
+        DataType::UInt64 => Val::U(any.downcast_ref::<UInt64Array>().map_or(0, |x| x.value(row))),
+        DataType::Float64 => Val::F(any.downcast_ref::<Float64Array>().map_or(0.0, |x| x.value(row))),
+        DataType::Boolean => Val::B(any.downcast_ref::<BooleanArray>().is_some_and(|x| x.value(row))),
+        DataType::Timestamp(_, _) => {
+            Val::Time(any.downcast_ref::<TimestampNanosecondArray>().map_or(0, |x| x.value(row)))
+        }
         DataType::List(_) => {
             let l = any.downcast_ref::<ListArray>().map(|x| x.value(row));
             match l {
@@ -233,11 +197,7 @@ fn zeek_escape(s: &str) -> String {
 fn zeek_cell(v: &Val, kind: Kind) -> String {
     match (v, kind) {
         (Val::Null, _) => "-".into(),
-        (Val::Time(t), _) => format!(
-            "{}.{:06}",
-            t.div_euclid(1_000_000_000),
-            t.rem_euclid(1_000_000_000) / 1000
-        ),
+        (Val::Time(t), _) => format!("{}.{:06}", t.div_euclid(1_000_000_000), t.rem_euclid(1_000_000_000) / 1000),
         (Val::Str(s), _) if s.is_empty() => "(empty)".into(),
         (Val::Str(s), _) => zeek_escape(s),
         (Val::U(u), Kind::Interval | Kind::IntervalList) => format!("{u}.000000"),
@@ -245,11 +205,7 @@ fn zeek_cell(v: &Val, kind: Kind) -> String {
         (Val::F(f), _) => format!("{f:.6}"),
         (Val::B(b), _) => if *b { "T" } else { "F" }.into(),
         (Val::List(l), _) if l.is_empty() => "(empty)".into(),
-        (Val::List(l), k) => l
-            .iter()
-            .map(|x| zeek_cell(x, k))
-            .collect::<Vec<_>>()
-            .join(","),
+        (Val::List(l), k) => l.iter().map(|x| zeek_cell(x, k)).collect::<Vec<_>>().join(","),
     }
 }
 
@@ -272,28 +228,15 @@ fn csv_cell(v: &Val) -> String {
         Val::List(l) => l.iter().map(csv_cell).collect::<Vec<_>>().join(";"),
         other => zeek_cell(other, Kind::Str).replace("(empty)", ""),
     };
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
 
 /// Print `batches` (all of one table) sorted by time.
-pub fn print(
-    out: &mut dyn Write,
-    log: LogKind,
-    format: Format,
-    batches: &[RecordBatch],
-) -> std::io::Result<()> {
+pub fn print(out: &mut dyn Write, log: LogKind, format: Format, batches: &[RecordBatch]) -> std::io::Result<()> {
     let (path, cols) = columns(log);
     let mut rows: Vec<(i64, usize, usize)> = Vec::new();
     for (bi, b) in batches.iter().enumerate() {
-        let ts = b.column_by_name("ts").and_then(|c| {
-            c.as_any()
-                .downcast_ref::<TimestampNanosecondArray>()
-                .cloned()
-        });
+        let ts = b.column_by_name("ts").and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>().cloned());
         for r in 0..b.num_rows() {
             rows.push((ts.as_ref().map_or(0, |t| t.value(r)), bi, r));
         }
@@ -319,19 +262,15 @@ pub fn print(
     }
     for (_, bi, r) in rows {
         let b = &batches[bi];
-        let get = |name: &str| {
-            b.column_by_name(name)
-                .map(|a| value(a, r))
-                .unwrap_or(Val::Null)
-        };
+        let get = |name: &str| b.column_by_name(name).map(|a| value(a, r)).unwrap_or(Val::Null);
         let gated = log == LogKind::Conn && !matches!(get("duration"), Val::F(d) if d > 0.0);
         match format {
             Format::Zeek => {
                 let cells: Vec<String> = cols
                     .iter()
                     .map(|c| {
-                        let empty_history = c.ours == "history"
-                            && matches!(get("history"), Val::Str(ref h) if h.is_empty());
+                        let empty_history =
+                            c.ours == "history" && matches!(get("history"), Val::Str(ref h) if h.is_empty());
                         if empty_history || (c.kind == Kind::DurationGated && gated) {
                             "-".into()
                         } else {

@@ -9,18 +9,7 @@ fn bin() -> Command {
 }
 
 fn synth(out: &Path, packets: u64) {
-    let o = bin()
-        .args([
-            "synth",
-            "--packets",
-            &packets.to_string(),
-            "--seed",
-            "7",
-            "--out",
-        ])
-        .arg(out)
-        .output()
-        .unwrap();
+    let o = bin().args(["synth", "--packets", &packets.to_string(), "--seed", "7", "--out"]).arg(out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -30,12 +19,7 @@ fn ingest_writes_hourly_parquet_that_pyarrow_reads() {
     let pcap = dir.path().join("s.pcap");
     synth(&pcap, 50_000);
     let data = dir.path().join("data");
-    let o = bin()
-        .args(["ingest", "--quiet", "--workers", "2", "--data"])
-        .arg(&data)
-        .arg(&pcap)
-        .output()
-        .unwrap();
+    let o = bin().args(["ingest", "--quiet", "--workers", "2", "--data"]).arg(&data).arg(&pcap).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("packets 50000"), "{err}");
@@ -53,17 +37,8 @@ dns = ds.dataset(root + "/dns", format="parquet", partitioning="hive").to_table(
 pk = sum(flows.column("orig_pkts").to_pylist()) + sum(flows.column("resp_pkts").to_pylist())
 print(flows.num_rows, sum(stats.column("packets").to_pylist()), pk, dns.num_rows, sorted(set(flows.column("hour").to_pylist())))
 "#;
-    let o = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&data)
-        .output()
-        .expect("python3");
-    assert!(
-        o.status.success(),
-        "pyarrow failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = Command::new("python3").arg("-c").arg(script).arg(&data).output().expect("python3");
+    assert!(o.status.success(), "pyarrow failed: {}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     let v: Vec<&str> = out.split_whitespace().collect();
     let flows: u64 = v[0].parse().unwrap();
@@ -83,28 +58,13 @@ fn truncated_capture_keeps_what_came_before_and_names_the_offset() {
     let cut = dir.path().join("cut.pcap");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
     let data = dir.path().join("data");
-    let o = bin()
-        .args(["ingest", "--quiet", "--data"])
-        .arg(&data)
-        .arg(&cut)
-        .output()
-        .unwrap();
+    let o = bin().args(["ingest", "--quiet", "--data"]).arg(&data).arg(&cut).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(
-        err.contains("cut.pcap") && err.contains("truncated at byte offset"),
-        "{err}"
-    );
-    assert!(
-        data.join("flows").exists(),
-        "records before the cut were written"
-    );
+    assert!(err.contains("cut.pcap") && err.contains("truncated at byte offset"), "{err}");
+    assert!(data.join("flows").exists(), "records before the cut were written");
     // the flows command prints what it could and fails too
-    let o = bin()
-        .args(["flows", "--format", "json"])
-        .arg(&cut)
-        .output()
-        .unwrap();
+    let o = bin().args(["flows", "--format", "json"]).arg(&cut).output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).lines().count() > 10);
 }
@@ -117,20 +77,11 @@ fn garbage_and_missing_files_are_clear_errors() {
     let o = bin().args(["flows"]).arg(&junk).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(
-        err.contains("junk.pcap") && err.contains("not a pcap or pcapng"),
-        "{err}"
-    );
-    let o = bin()
-        .args(["flows", "/nonexistent/x.pcap"])
-        .output()
-        .unwrap();
+    assert!(err.contains("junk.pcap") && err.contains("not a pcap or pcapng"), "{err}");
+    let o = bin().args(["flows", "/nonexistent/x.pcap"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(
-        err.contains("/nonexistent/x.pcap") && !err.contains("panicked"),
-        "{err}"
-    );
+    assert!(err.contains("/nonexistent/x.pcap") && !err.contains("panicked"), "{err}");
 }
 
 #[test]
@@ -138,12 +89,7 @@ fn bad_config_value_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("t.toml");
     std::fs::write(&cfg, "[flows]\nudp_idle_timeout_secs = 0\n").unwrap();
-    let o = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["flows", "x.pcap"])
-        .output()
-        .unwrap();
+    let o = bin().arg("--config").arg(&cfg).args(["flows", "x.pcap"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("flows.udp_idle_timeout_secs"), "{err}");
@@ -153,31 +99,20 @@ fn bad_config_value_is_a_clear_error() {
 fn flows_formats_and_community_ids() {
     // Community IDs must equal Suricata's for the same flows.
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/suricata-verify");
-    for (dir, want) in [
-        ("community-id-ipv4", "1:IwiTNfuO7aCaamMijl+7/X9uLx0="),
-        ("community-id-ipv6", ""),
-    ] {
+    for (dir, want) in [("community-id-ipv4", "1:IwiTNfuO7aCaamMijl+7/X9uLx0="), ("community-id-ipv6", "")] {
         let pcap = base.join(dir).join("input.pcap");
-        let yaml_cfg =
-            std::fs::read_to_string(base.join(dir).join("suricata.yaml")).unwrap_or_default();
+        let yaml_cfg = std::fs::read_to_string(base.join(dir).join("suricata.yaml")).unwrap_or_default();
         let seed = yaml_cfg
             .lines()
             .find_map(|l| l.trim().strip_prefix("community-id-seed: "))
             .unwrap_or("0")
             .trim()
             .to_string();
-        let o = bin()
-            .args(["flows", "--format", "csv", "--community-id-seed", &seed])
-            .arg(&pcap)
-            .output()
-            .unwrap();
+        let o = bin().args(["flows", "--format", "csv", "--community-id-seed", &seed]).arg(&pcap).output().unwrap();
         assert!(o.status.success());
         let out = String::from_utf8_lossy(&o.stdout);
         let yaml = std::fs::read_to_string(base.join(dir).join("test.yaml")).unwrap();
-        let ids: Vec<&str> = yaml
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("community_id: "))
-            .collect();
+        let ids: Vec<&str> = yaml.lines().filter_map(|l| l.trim().strip_prefix("community_id: ")).collect();
         assert!(!ids.is_empty());
         for id in ids {
             assert!(out.contains(id), "{dir}: {id} not among our flows:\n{out}");

@@ -20,17 +20,11 @@ struct Entry {
 }
 
 fn index() -> Vec<Entry> {
-    let text = std::fs::read_to_string(corpus().join("INDEX.tsv"))
-        .expect("corpus INDEX.tsv (../shared/corpus/zeek)");
+    let text = std::fs::read_to_string(corpus().join("INDEX.tsv")).expect("corpus INDEX.tsv (../shared/corpus/zeek)");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
     let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
-    let (ni, pi, li, ci) = (
-        col("name"),
-        col("pcap"),
-        col("logs"),
-        col("zeek_ignored_checksums"),
-    );
+    let (ni, pi, li, ci) = (col("name"), col("pcap"), col("logs"), col("zeek_ignored_checksums"));
     lines
         .map(|l| l.split('\t').collect::<Vec<_>>())
         .map(|f| Entry {
@@ -62,55 +56,43 @@ impl Log {
         Log { fields, rows }
     }
     fn get<'a>(&self, row: &'a [String], name: &str) -> Option<&'a str> {
-        self.fields
-            .iter()
-            .position(|f| f == name)
-            .and_then(|i| row.get(i))
-            .map(|s| s.as_str())
+        self.fields.iter().position(|f| f == name).and_then(|i| row.get(i)).map(|s| s.as_str())
     }
 }
 
-fn ours(e: &Entry, log: &str) -> Log {
+fn ours(e: &Entry, log: &str, workers: usize) -> Log {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tapstream"));
-    cmd.args(["flows", "--format", "zeek", "--log", log, "--workers", "2"])
-        .arg(&e.pcap);
+    cmd.args(["flows", "--format", "zeek", "--log", log, "--workers", &workers.to_string()]).arg(&e.pcap);
     if e.verify_checksums {
         cmd.arg("--verify-checksums");
     }
     let out = cmd.output().expect("run tapstream");
-    assert!(
-        out.status.success() || !out.stdout.is_empty(),
-        "{}: {}",
-        e.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success() || !out.stdout.is_empty(), "{}: {}", e.name, String::from_utf8_lossy(&out.stderr));
     Log::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
-const COMPARED: [&str; 8] = [
-    "orig_pkts",
-    "orig_ip_bytes",
-    "resp_pkts",
-    "resp_ip_bytes",
-    "orig_bytes",
-    "resp_bytes",
-    "conn_state",
-    "history",
-];
+const COMPARED: [&str; 8] =
+    ["orig_pkts", "orig_ip_bytes", "resp_pkts", "resp_ip_bytes", "orig_bytes", "resp_bytes", "conn_state", "history"];
 
+/// One worker (no sharding reader) and two (sharded, fragments reassembled by
+/// the reader) must both agree.
 #[test]
 fn conn_log_agrees_with_zeek() {
+    for workers in [1, 2] {
+        conn_log_agreement(workers);
+    }
+}
+
+fn conn_log_agreement(workers: usize) {
     let mut total = 0usize;
     let mut agree = 0usize;
     let mut report = Vec::new();
     for e in index().iter().filter(|e| e.logs.contains("conn.log:full")) {
-        let zeek =
-            Log::parse(&std::fs::read_to_string(corpus().join(&e.name).join("conn.log")).unwrap());
-        let us = ours(e, "conn");
+        let zeek = Log::parse(&std::fs::read_to_string(corpus().join(&e.name).join("conn.log")).unwrap());
+        let us = ours(e, "conn", workers);
         // multiset of our rows by 5-tuple
         let key = |l: &Log, r: &[String]| {
-            ["id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto"]
-                .map(|f| l.get(r, f).unwrap_or("").to_string())
+            ["id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto"].map(|f| l.get(r, f).unwrap_or("").to_string())
         };
         let mut mine: HashMap<[String; 5], Vec<&Vec<String>>> = HashMap::new();
         for r in &us.rows {
@@ -135,20 +117,11 @@ fn conn_log_agrees_with_zeek() {
                     .iter()
                     .filter(|f| zeek.get(zr, f) != us.get(r, f))
                     .map(|f| {
-                        format!(
-                            "{f}: zeek {} ours {}",
-                            zeek.get(zr, f).unwrap_or("?"),
-                            us.get(r, f).unwrap_or("?")
-                        )
+                        format!("{f}: zeek {} ours {}", zeek.get(zr, f).unwrap_or("?"), us.get(r, f).unwrap_or("?"))
                     })
                     .collect()
             };
-            let (best, d) = cand
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (i, diff(r)))
-                .min_by_key(|(_, d)| d.len())
-                .unwrap();
+            let (best, d) = cand.iter().enumerate().map(|(i, r)| (i, diff(r))).min_by_key(|(_, d)| d.len()).unwrap();
             cand.remove(best);
             if d.is_empty() {
                 agree += 1;
@@ -158,14 +131,11 @@ fn conn_log_agrees_with_zeek() {
         }
     }
     let pct = 100.0 * agree as f64 / total.max(1) as f64;
-    eprintln!("conn.log agreement: {agree}/{total} rows ({pct:.2}%)");
+    eprintln!("conn.log agreement with {workers} worker(s): {agree}/{total} rows ({pct:.2}%)");
     for r in &report {
         eprintln!("  {r}");
     }
-    assert!(
-        total > 1400,
-        "corpus has {total} rows; expected the full set"
-    );
+    assert!(total > 1400, "corpus has {total} rows; expected the full set");
     assert!(pct >= 98.0, "agreement {pct:.2}% is below 98%");
 }
 
@@ -175,16 +145,11 @@ fn compare_proto(zeek_log: &str, our_log: &str, fields: &[&str], min_pct: f64) {
     let mut total = 0;
     let mut agree = 0;
     let mut report = Vec::new();
-    for e in index()
-        .iter()
-        .filter(|e| e.logs.contains(&format!("{zeek_log}:full")))
-    {
-        let zeek =
-            Log::parse(&std::fs::read_to_string(corpus().join(&e.name).join(zeek_log)).unwrap());
-        let us = ours(e, our_log);
+    for e in index().iter().filter(|e| e.logs.contains(&format!("{zeek_log}:full"))) {
+        let zeek = Log::parse(&std::fs::read_to_string(corpus().join(&e.name).join(zeek_log)).unwrap());
+        let us = ours(e, our_log, 2);
         let key = |l: &Log, r: &[String]| {
-            ["id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p"]
-                .map(|f| l.get(r, f).unwrap_or("").to_string())
+            ["id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p"].map(|f| l.get(r, f).unwrap_or("").to_string())
         };
         let mut mine: HashMap<[String; 4], Vec<&Vec<String>>> = HashMap::new();
         for r in &us.rows {
@@ -193,16 +158,10 @@ fn compare_proto(zeek_log: &str, our_log: &str, fields: &[&str], min_pct: f64) {
         for zr in &zeek.rows {
             total += 1;
             let Some(cand) = mine.get_mut(&key(&zeek, zr)).filter(|c| !c.is_empty()) else {
-                report.push(format!(
-                    "{}/{zeek_log}: {:?} missing",
-                    e.name,
-                    key(&zeek, zr)
-                ));
+                report.push(format!("{}/{zeek_log}: {:?} missing", e.name, key(&zeek, zr)));
                 continue;
             };
-            let pos = cand
-                .iter()
-                .position(|r| fields.iter().all(|f| zeek.get(zr, f) == us.get(r, f)));
+            let pos = cand.iter().position(|r| fields.iter().all(|f| zeek.get(zr, f) == us.get(r, f)));
             match pos {
                 Some(i) => {
                     cand.remove(i);
@@ -215,12 +174,7 @@ fn compare_proto(zeek_log: &str, our_log: &str, fields: &[&str], min_pct: f64) {
                         .filter(|f| zeek.get(zr, f) != us.get(r, f))
                         .map(|f| format!("{f}: zeek {:?} ours {:?}", zeek.get(zr, f), us.get(r, f)))
                         .collect();
-                    report.push(format!(
-                        "{}/{zeek_log}: {:?}: {}",
-                        e.name,
-                        key(&zeek, zr),
-                        d.join("; ")
-                    ));
+                    report.push(format!("{}/{zeek_log}: {:?}: {}", e.name, key(&zeek, zr), d.join("; ")));
                 }
             }
         }

@@ -39,6 +39,7 @@ fn desc(f: &[u8], ts: u64) -> Desc {
         link: LinkType::ETHERNET,
         iface: 0,
         layers: Layers::All,
+        in_aux: false,
     }
 }
 
@@ -51,11 +52,7 @@ fn frame(flow: u16, from_client: bool, seq: u32, ack: u32, payload: usize) -> Ve
     } else {
         ([10, 9, 0, 1], [10, 0, (flow >> 8) as u8, flow as u8])
     };
-    let (sp, dp) = if from_client {
-        (40000 + flow, 9999)
-    } else {
-        (9999, 40000 + flow)
-    };
+    let (sp, dp) = if from_client { (40000 + flow, 9999) } else { (9999, 40000 + flow) };
     let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip.extend_from_slice(&s);
@@ -115,10 +112,5 @@ fn no_allocation_per_packet_in_steady_state() {
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!(w.tracker.len(), FLOWS as usize, "every flow stays open");
     assert!(frames.len() > 400_000);
-    assert_eq!(
-        allocs,
-        0,
-        "{allocs} allocations over {} packets",
-        frames.len()
-    );
+    assert_eq!(allocs, 0, "{allocs} allocations over {} packets", frames.len());
 }

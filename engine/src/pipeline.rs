@@ -13,7 +13,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
+use crate::decode::defrag::Defrag;
 use crate::decode::{AnomalyCounters, DecodeConfig, Decoded, decode};
+
+/// Datagrams reassembled at once, per reassembler (64 KiB each).
+const DEFRAG_SLOTS: usize = 64;
+/// Fragments of a datagram must arrive within this time.
+const DEFRAG_TIMEOUT_NS: u64 = 30_000_000_000;
 use crate::flow::key::shard_hashes;
 use crate::flow::{FlowConfig, FlowStats, FlowTracker};
 use crate::records::{Output, Sinks, Table};
@@ -92,6 +98,7 @@ pub struct Worker {
     pub sinks: Sinks,
     stats: StatsAcc,
     decoded: Decoded,
+    defrag: Defrag,
     pub packets: u64,
     pub bytes: u64,
     pub non_ip: u64,
@@ -113,6 +120,7 @@ impl Worker {
             },
             stats: StatsAcc::new(id),
             decoded: Decoded::default(),
+            defrag: Defrag::new(DEFRAG_SLOTS, DEFRAG_TIMEOUT_NS),
             packets: 0,
             bytes: 0,
             non_ip: 0,
@@ -140,18 +148,28 @@ impl Worker {
     #[inline]
     pub fn packet(&mut self, d: &Desc, frame: &[u8]) {
         decode(d.link, frame, &self.decode_cfg, &mut self.decoded);
-        if d.layers != Layers::InnerOnly {
+        // A reassembled datagram was counted as its fragments; the inner
+        // half of a split tunnel packet is counted by the outer half's worker.
+        if d.layers != Layers::InnerOnly && !d.in_aux {
             self.packets += 1;
             self.bytes += d.wire_len as u64;
-            self.stats
-                .packet(d.ts_ns, d.iface, d.wire_len, &self.decoded);
+            self.stats.packet(d.ts_ns, d.iface, d.wire_len, &self.decoded);
             self.sinks.anomalies.record(self.decoded.anomalies);
             if self.decoded.non_ip {
                 self.non_ip += 1;
             }
         }
-        self.tracker
-            .packet(d, frame, &self.decoded, &mut self.sinks);
+        if d.layers == Layers::All && Defrag::wants(&self.decoded) {
+            // Fragments reach a worker unreassembled only when there is no
+            // sharding reader (one worker): reassemble here.
+            let Worker { defrag, decoded, decode_cfg, tracker, sinks, .. } = self;
+            if let Some(whole) = defrag.push(d.ts_ns, frame, decoded, &mut sinks.anomalies) {
+                decode(d.link, whole, decode_cfg, decoded);
+                tracker.packet(d, whole, decoded, sinks);
+            }
+            return;
+        }
+        self.tracker.packet(d, frame, &self.decoded, &mut self.sinks);
     }
 
     /// Move partly filled builders downstream.
@@ -216,22 +234,14 @@ where
     let mut txs: Vec<Sender<Msg>> = Vec::with_capacity(n);
     let (ret_tx, ret_rx) = bounded::<Batch>(n * (cfg.queue_depth + 2));
     let mut handles = Vec::with_capacity(n);
-    let cores = if cfg.pin_cores {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let cores = if cfg.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     for i in 0..n {
         let (tx, rx) = bounded::<Msg>(cfg.queue_depth.max(1));
         txs.push(tx);
         let out_tx = out_tx.clone();
         let ret_tx = ret_tx.clone();
         let wcfg = cfg.clone();
-        let core = if cores.len() > 1 {
-            Some(cores[(i + 1) % cores.len()])
-        } else {
-            cores.first().copied()
-        };
+        let core = if cores.len() > 1 { Some(cores[(i + 1) % cores.len()]) } else { cores.first().copied() };
         let dropped_b = dropped_batches.clone();
         let dropped_r = dropped_records.clone();
         handles.push(
@@ -251,10 +261,10 @@ where
 
     // Reader.
     let mut src_batch = Batch::with_capacity(cfg.batch_size);
-    let mut per: Vec<Batch> = (0..n)
-        .map(|_| Batch::with_capacity(cfg.batch_size))
-        .collect();
+    let mut per: Vec<Batch> = (0..n).map(|_| Batch::with_capacity(cfg.batch_size)).collect();
     let mut decoded = Decoded::default();
+    let mut defrag = Defrag::new(DEFRAG_SLOTS, DEFRAG_TIMEOUT_NS);
+    let mut reader_anomalies = AnomalyCounters::default();
     let mut err = None;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -279,6 +289,24 @@ where
             } else {
                 let frame = src_batch_frame(&region, d);
                 decode(d.link, frame, &cfg.decode, &mut decoded);
+                if Defrag::wants(&decoded) {
+                    // Fragments lack ports, so the reader reassembles and shards the whole datagram.
+                    let (ho, _) = shard_hashes(&decoded).unwrap_or((0, 0));
+                    let frag = Desc { layers: Layers::StatsOnly, ..*d };
+                    push(&mut per, (ho % n as u64) as usize, &region, frag, cfg, &txs, &ret_rx);
+                    if let Some(whole) = defrag.push(d.ts_ns, frame, &decoded, &mut reader_anomalies) {
+                        decode(d.link, whole, &cfg.decode, &mut decoded);
+                        let (ho, hi) = shard_hashes(&decoded).unwrap_or((0, 0));
+                        let (wo, wi) = ((ho % n as u64) as usize, (hi % n as u64) as usize);
+                        if wo == wi {
+                            push_aux(&mut per, wo, &region, whole, *d, Layers::All, cfg, &txs, &ret_rx);
+                        } else {
+                            push_aux(&mut per, wo, &region, whole, *d, Layers::OuterOnly, cfg, &txs, &ret_rx);
+                            push_aux(&mut per, wi, &region, whole, *d, Layers::InnerOnly, cfg, &txs, &ret_rx);
+                        }
+                    }
+                    continue;
+                }
                 shard_hashes(&decoded).unwrap_or((0, 0))
             };
             let wo = (ho % n as u64) as usize;
@@ -286,30 +314,8 @@ where
             if wo == wi {
                 push(&mut per, wo, &region, *d, cfg, &txs, &ret_rx);
             } else {
-                push(
-                    &mut per,
-                    wo,
-                    &region,
-                    Desc {
-                        layers: Layers::OuterOnly,
-                        ..*d
-                    },
-                    cfg,
-                    &txs,
-                    &ret_rx,
-                );
-                push(
-                    &mut per,
-                    wi,
-                    &region,
-                    Desc {
-                        layers: Layers::InnerOnly,
-                        ..*d
-                    },
-                    cfg,
-                    &txs,
-                    &ret_rx,
-                );
+                push(&mut per, wo, &region, Desc { layers: Layers::OuterOnly, ..*d }, cfg, &txs, &ret_rx);
+                push(&mut per, wi, &region, Desc { layers: Layers::InnerOnly, ..*d }, cfg, &txs, &ret_rx);
             }
         }
         let st = source.stats();
@@ -327,10 +333,8 @@ where
         }
     }
     drop(txs);
-    let mut summary = RunSummary {
-        source: source.stats(),
-        ..RunSummary::default()
-    };
+    let mut summary = RunSummary { source: source.stats(), ..RunSummary::default() };
+    summary.anomalies.merge(&reader_anomalies);
     for h in handles {
         if let Ok(w) = h.join() {
             summary.packets += w.packets;
@@ -380,16 +384,28 @@ fn push(
     }
 }
 
-fn send(
+/// Queue a frame the pipeline built (a reassembled datagram) for worker `w`.
+#[allow(clippy::too_many_arguments)]
+fn push_aux(
     per: &mut [Batch],
     w: usize,
+    region: &Region,
+    bytes: &[u8],
+    d: Desc,
+    layers: Layers,
     cfg: &PipelineConfig,
     txs: &[Sender<Msg>],
     ret: &Receiver<Batch>,
 ) {
-    let mut fresh = ret
-        .try_recv()
-        .unwrap_or_else(|_| Batch::with_capacity(cfg.batch_size));
+    let b = &mut per[w];
+    let offset = b.aux.len() as u64;
+    b.aux.extend_from_slice(bytes);
+    let d = Desc { offset, caplen: bytes.len() as u32, wire_len: bytes.len() as u32, layers, in_aux: true, ..d };
+    push(per, w, region, d, cfg, txs, ret);
+}
+
+fn send(per: &mut [Batch], w: usize, cfg: &PipelineConfig, txs: &[Sender<Msg>], ret: &Receiver<Batch>) {
+    let mut fresh = ret.try_recv().unwrap_or_else(|_| Batch::with_capacity(cfg.batch_size));
     fresh.clear();
     let full = std::mem::replace(&mut per[w], fresh);
     // Files: wait for the worker. (Live sources count drops at the RX ring.)
@@ -422,10 +438,7 @@ fn worker_loop(
         if cfg.drop_when_behind {
             if let Err(TrySendError::Full(v)) = out.try_send(v) {
                 dropped_batches.fetch_add(v.len() as u64, Ordering::Relaxed);
-                dropped_records.fetch_add(
-                    v.iter().map(|(_, b)| b.num_rows() as u64).sum(),
-                    Ordering::Relaxed,
-                );
+                dropped_records.fetch_add(v.iter().map(|(_, b)| b.num_rows() as u64).sum(), Ordering::Relaxed);
             }
         } else {
             let _ = out.send(v);

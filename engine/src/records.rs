@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, ListBuilder, RecordBatch, StringBuilder,
-    TimestampNanosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+    UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -30,14 +30,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
-        Table::Flows,
-        Table::Dns,
-        Table::Tls,
-        Table::Http,
-        Table::Dhcp,
-        Table::Stats,
-    ];
+    pub const ALL: [Table; 6] = [Table::Flows, Table::Dns, Table::Tls, Table::Http, Table::Dhcp, Table::Stats];
     pub fn name(self) -> &'static str {
         match self {
             Table::Flows => "flows",
@@ -296,8 +289,7 @@ impl FlowBuilder {
         self.proto.append_value(proto_name(r.ip_proto));
         self.ip_proto.append_value(r.ip_proto);
         self.service.append_option(r.service.name());
-        self.duration
-            .append_value(r.last_ts.saturating_sub(r.ts) as f64 / 1e9);
+        self.duration.append_value(r.last_ts.saturating_sub(r.ts) as f64 / 1e9);
         self.orig_bytes.append_value(r.orig_bytes);
         self.resp_bytes.append_value(r.resp_bytes);
         self.conn_state.append_value(r.conn_state);
@@ -311,9 +303,7 @@ impl FlowBuilder {
         self.resp_ip_bytes.append_value(r.resp_ip_bytes);
         if r.parents[0].is_some() {
             for p in r.parents.iter().flatten() {
-                self.parents
-                    .values()
-                    .append_value(key_community_id(seed, p));
+                self.parents.values().append_value(key_community_id(seed, p));
             }
             self.parents.append(true);
         } else {
@@ -645,8 +635,7 @@ impl TlsBuilder {
         use crate::proto::tls::{cipher_name, version_name};
         self.c.append(c, scratch);
         self.version.append_option(r.version.map(version_name));
-        self.client_version
-            .append_option(r.client_version.map(version_name));
+        self.client_version.append_option(r.client_version.map(version_name));
         match r.cipher {
             Some(c) => match cipher_name(c) {
                 Some(n) => self.cipher.append_value(n),
@@ -842,10 +831,7 @@ impl DhcpBuilder {
         self.xid.append_value(r.trans_id);
         self.msg.append_option(r.msg_type.map(msg_type_name));
         let m = r.mac;
-        self.mac.append_value(format!(
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        ));
+        self.mac.append_value(format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]));
         self.client.append_option(v4(r.client_addr));
         self.requested.append_option(v4(r.requested_addr));
         self.assigned.append_option(v4(r.assigned_addr));
@@ -912,8 +898,7 @@ impl Sinks {
     }
 
     pub fn flow(&mut self, r: &FlowRecord) {
-        self.flows
-            .append(r, self.community_id_seed, &mut self.scratch);
+        self.flows.append(r, self.community_id_seed, &mut self.scratch);
         if self.flows.len() >= self.batch_rows {
             let b = self.flows.finish();
             self.ready.push((Table::Flows, b));

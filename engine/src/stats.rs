@@ -3,9 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{
-    ArrayRef, RecordBatch, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder,
-};
+use arrow::array::{ArrayRef, RecordBatch, TimestampNanosecondBuilder, UInt16Builder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::decode::{Decoded, PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP};
@@ -28,11 +26,7 @@ pub fn stats_schema() -> SchemaRef {
     static S: OnceLock<SchemaRef> = OnceLock::new();
     S.get_or_init(|| {
         let mut v = vec![
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-                false,
-            ),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
             Field::new("interface", DataType::UInt16, false),
             Field::new("worker", DataType::UInt16, false),
         ];
@@ -137,11 +131,8 @@ impl StatsAcc {
 
     pub fn finish(&mut self) -> RecordBatch {
         self.rows = 0;
-        let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(self.ts.finish()),
-            Arc::new(self.iface.finish()),
-            Arc::new(self.wk.finish()),
-        ];
+        let mut cols: Vec<ArrayRef> =
+            vec![Arc::new(self.ts.finish()), Arc::new(self.iface.finish()), Arc::new(self.wk.finish())];
         for b in &mut self.cols {
             cols.push(Arc::new(b.finish()));
         }

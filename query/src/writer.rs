@@ -21,15 +21,9 @@ use tapstream_engine::records::Table;
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: parquet: {source}")]
-    Parquet {
-        path: PathBuf,
-        source: parquet::errors::ParquetError,
-    },
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
     #[error("batch for table {0} has no `ts` timestamp column")]
     NoTs(&'static str),
     #[error("arrow: {0}")]
@@ -47,11 +41,7 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig {
-            max_rows_per_file: 1_000_000,
-            max_file_age: Duration::from_secs(60),
-            zstd_level: 3,
-        }
+        WriterConfig { max_rows_per_file: 1_000_000, max_file_age: Duration::from_secs(60), zstd_level: 3 }
     }
 }
 
@@ -84,17 +74,9 @@ const HOUR_NS: i64 = 3_600_000_000_000;
 impl HourlyWriter {
     /// Open a writer under `root`, removing temporary files a crashed run left.
     pub fn new(root: &Path, cfg: WriterConfig) -> Result<HourlyWriter, WriterError> {
-        fs::create_dir_all(root).map_err(|e| WriterError::Io {
-            path: root.into(),
-            source: e,
-        })?;
+        fs::create_dir_all(root).map_err(|e| WriterError::Io { path: root.into(), source: e })?;
         clean_tmp(root);
-        Ok(HourlyWriter {
-            root: root.into(),
-            cfg,
-            open: BTreeMap::new(),
-            stats: WriterStats::default(),
-        })
+        Ok(HourlyWriter { root: root.into(), cfg, open: BTreeMap::new(), stats: WriterStats::default() })
     }
 
     /// Write a batch of `table`, splitting it by hour.
@@ -115,11 +97,7 @@ impl HourlyWriter {
             hours.sort_unstable();
             hours.dedup();
             for h in hours {
-                let mask: BooleanArray = ts
-                    .values()
-                    .iter()
-                    .map(|v| Some(v.div_euclid(HOUR_NS) == h))
-                    .collect();
+                let mask: BooleanArray = ts.values().iter().map(|v| Some(v.div_euclid(HOUR_NS) == h)).collect();
                 let part = filter_record_batch(batch, &mask)?;
                 self.write_hour(table, h, &part)?;
             }
@@ -128,22 +106,14 @@ impl HourlyWriter {
         Ok(())
     }
 
-    fn write_hour(
-        &mut self,
-        table: Table,
-        hour: i64,
-        batch: &RecordBatch,
-    ) -> Result<(), WriterError> {
+    fn write_hour(&mut self, table: Table, hour: i64, batch: &RecordBatch) -> Result<(), WriterError> {
         let key = (table, hour);
         if !self.open.contains_key(&key) {
             let part = self.open_part(table, hour, batch)?;
             self.open.insert(key, part);
         }
         let p = self.open.get_mut(&key).expect("just inserted");
-        p.writer.write(batch).map_err(|e| WriterError::Parquet {
-            path: p.tmp.clone(),
-            source: e,
-        })?;
+        p.writer.write(batch).map_err(|e| WriterError::Parquet { path: p.tmp.clone(), source: e })?;
         p.rows += batch.num_rows();
         self.stats.rows += batch.num_rows() as u64;
         if p.rows >= self.cfg.max_rows_per_file
@@ -154,83 +124,41 @@ impl HourlyWriter {
         Ok(())
     }
 
-    fn open_part(
-        &self,
-        table: Table,
-        hour: i64,
-        batch: &RecordBatch,
-    ) -> Result<OpenPart, WriterError> {
+    fn open_part(&self, table: Table, hour: i64, batch: &RecordBatch) -> Result<OpenPart, WriterError> {
         let secs = hour * 3600;
-        let dt = time::OffsetDateTime::from_unix_timestamp(secs)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let dt = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let dir = self
             .root
             .join(table.name())
-            .join(format!(
-                "date={:04}-{:02}-{:02}",
-                dt.year(),
-                dt.month() as u8,
-                dt.day()
-            ))
+            .join(format!("date={:04}-{:02}-{:02}", dt.year(), dt.month() as u8, dt.day()))
             .join(format!("hour={:02}", dt.hour()));
-        fs::create_dir_all(&dir).map_err(|e| WriterError::Io {
-            path: dir.clone(),
-            source: e,
-        })?;
+        fs::create_dir_all(&dir).map_err(|e| WriterError::Io { path: dir.clone(), source: e })?;
         let n = next_part_number(&dir);
         let tmp = dir.join(format!(".part-{n:05}.parquet.tmp"));
-        let f = File::create(&tmp).map_err(|e| WriterError::Io {
-            path: tmp.clone(),
-            source: e,
-        })?;
+        let f = File::create(&tmp).map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
         let level = ZstdLevel::try_new(self.cfg.zstd_level).unwrap_or_default();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(128 * 1024))
             .build();
-        let writer = ArrowWriter::try_new(f, batch.schema(), Some(props)).map_err(|e| {
-            WriterError::Parquet {
-                path: tmp.clone(),
-                source: e,
-            }
-        })?;
-        Ok(OpenPart {
-            writer,
-            tmp,
-            dir,
-            rows: 0,
-            opened: Instant::now(),
-        })
+        let writer = ArrowWriter::try_new(f, batch.schema(), Some(props))
+            .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+        Ok(OpenPart { writer, tmp, dir, rows: 0, opened: Instant::now() })
     }
 
     fn close_part(&mut self, p: OpenPart) -> Result<(), WriterError> {
-        let OpenPart {
-            writer, tmp, dir, ..
-        } = p;
-        let f = writer.into_inner().map_err(|e| WriterError::Parquet {
-            path: tmp.clone(),
-            source: e,
-        })?;
-        f.sync_all().map_err(|e| WriterError::Io {
-            path: tmp.clone(),
-            source: e,
-        })?;
+        let OpenPart { writer, tmp, dir, .. } = p;
+        let f = writer.into_inner().map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+        f.sync_all().map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         drop(f);
         let name = tmp
             .file_name()
             .and_then(|n| n.to_str())
-            .map(|n| {
-                n.trim_start_matches('.')
-                    .trim_end_matches(".tmp")
-                    .to_string()
-            })
+            .map(|n| n.trim_start_matches('.').trim_end_matches(".tmp").to_string())
             .unwrap_or_else(|| "part-00000.parquet".into());
         let dst = dir.join(name);
-        fs::rename(&tmp, &dst).map_err(|e| WriterError::Io {
-            path: dst.clone(),
-            source: e,
-        })?;
+        fs::rename(&tmp, &dst).map_err(|e| WriterError::Io { path: dst.clone(), source: e })?;
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
@@ -242,12 +170,7 @@ impl HourlyWriter {
     /// Close part files older than the flush interval.
     pub fn close_aged(&mut self) -> Result<(), WriterError> {
         let age = self.cfg.max_file_age;
-        let old: Vec<PartKey> = self
-            .open
-            .iter()
-            .filter(|(_, p)| p.opened.elapsed() >= age)
-            .map(|(k, _)| *k)
-            .collect();
+        let old: Vec<PartKey> = self.open.iter().filter(|(_, p)| p.opened.elapsed() >= age).map(|(k, _)| *k).collect();
         for k in old {
             if let Some(p) = self.open.remove(&k) {
                 self.close_part(p)?;
@@ -329,33 +252,17 @@ mod tests {
     fn splits_by_hour_and_renames_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-                false,
-            ),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
             Field::new("v", DataType::Int64, false),
         ]));
         let h = HOUR_NS;
         let ts = TimestampNanosecondArray::from(vec![0, 1, h, h + 5, 3 * h]).with_timezone("UTC");
-        let b = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(ts),
-                Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])),
-            ],
-        )
-        .unwrap();
+        let b =
+            RecordBatch::try_new(schema, vec![Arc::new(ts), Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5]))]).unwrap();
         let mut w = HourlyWriter::new(dir.path(), WriterConfig::default()).unwrap();
         w.write(Table::Flows, &b).unwrap();
         // nothing visible before close
-        let visible = |d: &str| {
-            dir.path()
-                .join("flows")
-                .join(d)
-                .join("part-00000.parquet")
-                .exists()
-        };
+        let visible = |d: &str| dir.path().join("flows").join(d).join("part-00000.parquet").exists();
         assert!(!visible("date=1970-01-01/hour=00"));
         w.close().unwrap();
         assert!(visible("date=1970-01-01/hour=00"));

@@ -80,10 +80,7 @@ impl AnomalySet {
         self.0 == 0
     }
     pub fn iter(self) -> impl Iterator<Item = Anomaly> {
-        Anomaly::ALL
-            .iter()
-            .copied()
-            .filter(move |a| self.contains(*a))
+        Anomaly::ALL.iter().copied().filter(move |a| self.contains(*a))
     }
 }
 
@@ -121,10 +118,7 @@ impl AnomalyCounters {
     }
     /// Non-zero counters by name.
     pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Anomaly::ALL
-            .iter()
-            .filter(|a| self.get(**a) > 0)
-            .map(|a| (a.name(), self.get(*a)))
+        Anomaly::ALL.iter().filter(|a| self.get(**a) > 0).map(|a| (a.name(), self.get(*a)))
     }
     pub fn total(&self) -> u64 {
         self.0.iter().sum()

@@ -13,9 +13,7 @@ impl Decoder<'_, '_> {
         let end = f.len();
         match link {
             LinkType::ETHERNET => self.ether(off, end),
-            LinkType::RAW | LinkType::RAW_LEGACY | LinkType::RAW_LEGACY14 => {
-                self.ip_by_version(off, end)
-            }
+            LinkType::RAW | LinkType::RAW_LEGACY | LinkType::RAW_LEGACY14 => self.ip_by_version(off, end),
             LinkType::IPV4 => self.ipv4(off, end),
             LinkType::IPV6 => self.ipv6(off, end),
             LinkType::NULL | LinkType::LOOP => {
@@ -59,10 +57,7 @@ impl Decoder<'_, '_> {
                 self.llc(off + 13, end, 0);
             }
             LinkType::IEEE802_11_RADIOTAP => {
-                let Some(len) = f
-                    .get(off + 2..off + 4)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                else {
+                let Some(len) = f.get(off + 2..off + 4).map(|b| u16::from_le_bytes([b[0], b[1]])) else {
                     return self.anomaly(Anomaly::TruncatedRadiotap);
                 };
                 let len = len as usize;
@@ -171,8 +166,8 @@ impl Decoder<'_, '_> {
                 // Cisco FabricPath: inner Ethernet follows a 16-byte header.
                 self.ether(off + 2, end)
             }
-            0x0806 | 0x8035 | 0x88cc | 0x8863 | 0x888e | 0x88f7 | 0x8809 | 0x9000 | 0x22f0
-            | 0x893a | 0x88e5 | 0x8902 => {
+            0x0806 | 0x8035 | 0x88cc | 0x8863 | 0x888e | 0x88f7 | 0x8809 | 0x9000 | 0x22f0 | 0x893a | 0x88e5
+            | 0x8902 => {
                 self.out.non_ip = true;
             }
             t if t <= 1500 => self.llc(off, end, steps + 1),

@@ -7,6 +7,7 @@
 
 pub mod anomaly;
 mod checksum;
+pub mod defrag;
 mod link;
 
 pub use anomaly::{Anomaly, AnomalyCounters, AnomalySet};
@@ -105,6 +106,10 @@ pub const PROTO_GRE: u8 = 47;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IpLayer {
     pub v6: bool,
+    /// Offset of this IP header in the frame.
+    pub ip_off: u32,
+    /// Offset of the IPv6 fragment header, when there is one.
+    pub frag_hdr_off: u32,
     /// Addresses; IPv4 uses the first four bytes.
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -196,11 +201,7 @@ impl Decoded {
     }
     #[inline]
     pub fn outer(&self) -> Option<&IpLayer> {
-        if self.depth > 0 {
-            Some(&self.layers[0])
-        } else {
-            None
-        }
+        if self.depth > 0 { Some(&self.layers[0]) } else { None }
     }
     /// First VLAN id (0 when untagged).
     pub fn vlan_id(&self) -> u16 {
@@ -233,12 +234,7 @@ fn be16(b: &[u8], o: usize) -> Option<u16> {
 
 #[inline]
 fn be32(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_be_bytes([
-        *b.get(o)?,
-        *b.get(o + 1)?,
-        *b.get(o + 2)?,
-        *b.get(o + 3)?,
-    ]))
+    Some(u32::from_be_bytes([*b.get(o)?, *b.get(o + 1)?, *b.get(o + 2)?, *b.get(o + 3)?]))
 }
 
 impl Decoder<'_, '_> {
@@ -289,10 +285,7 @@ impl Decoder<'_, '_> {
             self.anomaly(Anomaly::BadIpv4TotalLength);
             return;
         }
-        let mut l = IpLayer {
-            v6: false,
-            ..IpLayer::default()
-        };
+        let mut l = IpLayer { v6: false, ..IpLayer::default() };
         l.src[..4].copy_from_slice(&f[off + 12..off + 16]);
         l.dst[..4].copy_from_slice(&f[off + 16..off + 20]);
         l.proto = f[off + 9];
@@ -324,6 +317,7 @@ impl Decoder<'_, '_> {
         } else {
             ip_end
         };
+        l.ip_off = off as u32;
         l.l4_off = (off + hl) as u32;
         l.l4_len = (total - hl) as u32;
         let idx = self.out.depth as usize;
@@ -351,10 +345,7 @@ impl Decoder<'_, '_> {
             return;
         }
         let plen = be16(f, off + 4).unwrap_or(0) as usize;
-        let mut l = IpLayer {
-            v6: true,
-            ..IpLayer::default()
-        };
+        let mut l = IpLayer { v6: true, ip_off: off as u32, ..IpLayer::default() };
         l.src.copy_from_slice(&f[off + 8..off + 24]);
         l.dst.copy_from_slice(&f[off + 24..off + 40]);
         l.ttl = f[off + 7];
@@ -402,6 +393,7 @@ impl Decoder<'_, '_> {
                     l.frag_off = (fo & 0xfff8) as u32;
                     l.more_frags = fo & 1 != 0;
                     l.frag_id = be32(f, p + 4).unwrap_or(0);
+                    l.frag_hdr_off = p as u32;
                     l.frag = if l.frag_off > 0 {
                         Frag::Later
                     } else if l.more_frags {
@@ -559,11 +551,7 @@ impl Decoder<'_, '_> {
                 let o = &mut self.out.layers[idx];
                 o.encap = Tunnel::IpInIp;
                 set_payload(o, off, l.l4_len as usize, end);
-                if l.proto == 4 {
-                    self.ipv4(off, end)
-                } else {
-                    self.ipv6(off, end)
-                }
+                if l.proto == 4 { self.ipv4(off, end) } else { self.ipv6(off, end) }
             }
             PROTO_GRE if self.cfg.tunnels => {
                 set_payload(&mut self.out.layers[idx], off, l.l4_len as usize, end);
@@ -607,11 +595,7 @@ impl Decoder<'_, '_> {
             0x880b => self.ppp(p, end),
             0x88be => {
                 // ERSPAN type II: 8-byte header when the sequence bit is set.
-                if flags & 0x1000 != 0 {
-                    self.ether(p + 8, end)
-                } else {
-                    self.ether(p, end)
-                }
+                if flags & 0x1000 != 0 { self.ether(p + 8, end) } else { self.ether(p, end) }
             }
             0x22eb => {
                 // ERSPAN type III: 12 bytes, plus 8 when the O bit is set.

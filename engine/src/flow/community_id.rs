@@ -45,10 +45,7 @@ pub fn community_id_v1(
         h.update(dp.to_be_bytes());
     }
     let digest = h.finalize();
-    format!(
-        "1:{}",
-        base64::engine::general_purpose::STANDARD.encode(digest)
-    )
+    format!("1:{}", base64::engine::general_purpose::STANDARD.encode(digest))
 }
 
 /// The spec's ICMP mapping: (type, code) → (port1, port2, one_way).

@@ -34,10 +34,7 @@ struct Scaled {
 
 impl Default for Scaled {
     fn default() -> Self {
-        Scaled {
-            count: 0,
-            threshold: 1,
-        }
+        Scaled { count: 0, threshold: 1 }
     }
 }
 
@@ -241,21 +238,14 @@ pub fn flip_first(l: &IpLayer) -> bool {
             }
             false
         }
-        PROTO_UDP if l.l4_ok => {
-            likely_server_port(PROTO_UDP, l.sport) && !likely_server_port(PROTO_UDP, l.dport)
-        }
+        PROTO_UDP if l.l4_ok => likely_server_port(PROTO_UDP, l.sport) && !likely_server_port(PROTO_UDP, l.dport),
         _ => false,
     }
 }
 
 impl Conn {
     pub fn new(proto: u8, ts: u64, flipped: bool) -> Conn {
-        let mut c = Conn {
-            proto,
-            first_ts: ts,
-            last_ts: ts,
-            ..Conn::default()
-        };
+        let mut c = Conn { proto, first_ts: ts, last_ts: ts, ..Conn::default() };
         if flipped {
             c.push('^');
         }
@@ -270,21 +260,13 @@ impl Conn {
     }
 
     fn add_hist(&mut self, is_orig: bool, ch: u8) {
-        let c = if is_orig {
-            ch.to_ascii_uppercase()
-        } else {
-            ch.to_ascii_lowercase()
-        };
+        let c = if is_orig { ch.to_ascii_uppercase() } else { ch.to_ascii_lowercase() };
         self.push(c as char);
     }
 
     /// Returns true if already seen (no letter added).
     fn check_hist(&mut self, is_orig: bool, mask: u16, ch: u8) -> bool {
-        let ep = if is_orig {
-            &mut self.orig
-        } else {
-            &mut self.resp
-        };
+        let ep = if is_orig { &mut self.orig } else { &mut self.resp };
         if ep.hist_once & mask != 0 {
             return true;
         }
@@ -322,11 +304,7 @@ impl Conn {
     /// Account one packet of this connection. `l` is the IP layer the
     /// connection lives at; `is_orig` the packet's direction.
     fn ep(&mut self, is_orig: bool) -> &mut Endpoint {
-        if is_orig {
-            &mut self.orig
-        } else {
-            &mut self.resp
-        }
+        if is_orig { &mut self.orig } else { &mut self.resp }
     }
 
     pub fn update(&mut self, l: &IpLayer, is_orig: bool, ts: u64) {
@@ -367,11 +345,7 @@ impl Conn {
         let seg = len.wrapping_add(syn as u32).wrapping_add(fin as u32);
         let one_past = base.wrapping_add(seg);
 
-        let ep = if is_orig {
-            &mut self.orig
-        } else {
-            &mut self.resp
-        };
+        let ep = if is_orig { &mut self.orig } else { &mut self.resp };
         // init_endpoint
         match ep.state {
             EpState::Inactive => {
@@ -453,16 +427,11 @@ impl Conn {
         let zw = l.window == 0 && !rst && ep.zero_win.hit();
 
         let both_closed_before = self.orig.did_close && self.resp.did_close;
-        let (ep, peer) = if is_orig {
-            (&mut self.orig, &mut self.resp)
-        } else {
-            (&mut self.resp, &mut self.orig)
-        };
+        let (ep, peer) = if is_orig { (&mut self.orig, &mut self.resp) } else { (&mut self.resp, &mut self.orig) };
         // update_last_seq
         let delta_last = one_past.wrapping_sub(ep.last_seq32) as i32;
         let mut rx = false;
-        let huge =
-            (syn || rst) && (delta_last == i32::MIN || delta_last.unsigned_abs() > 0x7fff_ffff);
+        let huge = (syn || rst) && (delta_last == i32::MIN || delta_last.unsigned_abs() > 0x7fff_ffff);
         if !huge {
             if delta_last > 0 {
                 ep.last_rel = ep.rel(one_past);
@@ -480,11 +449,7 @@ impl Conn {
             EpState::Inactive => {
                 if syn {
                     if is_orig {
-                        ep.set_state(if ackf {
-                            EpState::SynAckSent
-                        } else {
-                            EpState::SynSent
-                        });
+                        ep.set_state(if ackf { EpState::SynAckSent } else { EpState::SynSent });
                     } else {
                         if peer.state == EpState::SynSent {
                             peer.set_state(EpState::Established);
@@ -582,10 +547,7 @@ impl Conn {
     /// Payload bytes of the originator and responder.
     pub fn bytes(&self) -> (u64, u64) {
         match self.proto {
-            PROTO_TCP => (
-                self.orig.tcp_size(&self.resp),
-                self.resp.tcp_size(&self.orig),
-            ),
+            PROTO_TCP => (self.orig.tcp_size(&self.resp), self.resp.tcp_size(&self.orig)),
             _ => (self.orig.payload, self.resp.payload),
         }
     }
@@ -615,15 +577,7 @@ impl Conn {
                         "RSTR"
                     }
                 } else if os == EpState::Reset {
-                    if r_inactive {
-                        if rstos0_history(self.history()) {
-                            "RSTOS0"
-                        } else {
-                            "OTH"
-                        }
-                    } else {
-                        "RSTO"
-                    }
+                    if r_inactive { if rstos0_history(self.history()) { "RSTOS0" } else { "OTH" } } else { "RSTO" }
                 } else if rs == EpState::Closed && os == EpState::Closed {
                     "SF"
                 } else if os == EpState::Closed {

@@ -77,37 +77,14 @@ pub fn layer_ports(l: &IpLayer) -> (u16, u16) {
 impl PacketKey {
     pub fn of_layer(l: &IpLayer, vlan: u16) -> PacketKey {
         let (sp, dp) = layer_ports(l);
-        let proto = if l.proto == PROTO_ICMP6 {
-            PROTO_ICMP6
-        } else {
-            l.proto
-        };
+        let proto = if l.proto == PROTO_ICMP6 { PROTO_ICMP6 } else { l.proto };
         let src_first = (l.src, sp) <= (l.dst, dp);
         let key = if src_first {
-            FlowKey {
-                lo: l.src,
-                hi: l.dst,
-                lo_port: sp,
-                hi_port: dp,
-                proto,
-                v6: l.v6,
-                vlan,
-            }
+            FlowKey { lo: l.src, hi: l.dst, lo_port: sp, hi_port: dp, proto, v6: l.v6, vlan }
         } else {
-            FlowKey {
-                lo: l.dst,
-                hi: l.src,
-                lo_port: dp,
-                hi_port: sp,
-                proto,
-                v6: l.v6,
-                vlan,
-            }
+            FlowKey { lo: l.dst, hi: l.src, lo_port: dp, hi_port: sp, proto, v6: l.v6, vlan }
         };
-        PacketKey {
-            key,
-            from_lo: src_first,
-        }
+        PacketKey { key, from_lo: src_first }
     }
 }
 
@@ -146,10 +123,6 @@ pub fn shard_hashes(d: &Decoded) -> Option<(u64, u64)> {
     let outer = d.outer()?;
     let inner = d.inner()?;
     let ho = PacketKey::of_layer(outer, d.vlan_id()).key.hash64();
-    let hi = if d.depth > 1 {
-        PacketKey::of_layer(inner, d.vlan_id()).key.hash64()
-    } else {
-        ho
-    };
+    let hi = if d.depth > 1 { PacketKey::of_layer(inner, d.vlan_id()).key.hash64() } else { ho };
     Some((ho, hi))
 }

@@ -171,13 +171,11 @@ impl FlowTracker {
             Layers::All => (0, depth),
             Layers::OuterOnly => (0, 1),
             Layers::InnerOnly => (1, depth),
+            Layers::StatsOnly => return,
         };
         let vlan = d.vlan_id();
-        let mut parent: Option<FlowKey> = if from > 0 {
-            Some(PacketKey::of_layer(&d.layers[from - 1], vlan).key)
-        } else {
-            None
-        };
+        let mut parent: Option<FlowKey> =
+            if from > 0 { Some(PacketKey::of_layer(&d.layers[from - 1], vlan).key) } else { None };
         for i in from..to {
             let l = &d.layers[i];
             let pk = PacketKey::of_layer(l, vlan);
@@ -203,17 +201,8 @@ impl FlowTracker {
             if l.encap != Tunnel::None {
                 f.service = Service::Tunnel(l.encap);
             } else if l.l4_ok && !l.bad_checksum && l.payload_cap > 0 {
-                let ctx = ProtoCtx {
-                    ts,
-                    uid: f.uid,
-                    key: pk.key,
-                    orig_is_lo: f.orig_is_lo,
-                    is_orig,
-                    layer: l,
-                };
-                let svc = self
-                    .proto
-                    .analyze(&mut f.app, &ctx, l.payload(frame), sinks);
+                let ctx = ProtoCtx { ts, uid: f.uid, key: pk.key, orig_is_lo: f.orig_is_lo, is_orig, layer: l };
+                let svc = self.proto.analyze(&mut f.app, &ctx, l.payload(frame), sinks);
                 if let Some(s) = svc
                     && f.service == Service::Unknown
                 {
@@ -289,9 +278,7 @@ impl FlowTracker {
                         self.emit(old, RecordKind::Evicted, sinks);
                         self.table.remove(old);
                         self.stats.evicted += 1;
-                        sinks
-                            .anomalies
-                            .bump(crate::decode::Anomaly::FlowTableEviction);
+                        sinks.anomalies.bump(crate::decode::Anomaly::FlowTableEviction);
                     }
                     slot = match self.table.lookup(&pk.key, hash) {
                         Lookup::Vacant(s) => s,
@@ -314,8 +301,7 @@ impl FlowTracker {
                     ..Flow::default()
                 };
                 self.stats.created += 1;
-                self.table
-                    .insert_at(slot, pk.key, hash, f, L_UDP_OTHER, desc.ts_ns)
+                self.table.insert_at(slot, pk.key, hash, f, L_UDP_OTHER, desc.ts_ns)
             }
         }
     }
@@ -351,8 +337,7 @@ impl FlowTracker {
         let key = *self.table.key(e);
         let f = self.table.get_mut(e);
         if kind != RecordKind::Interim {
-            self.proto
-                .finish(&mut f.app, f.uid, &key, f.orig_is_lo, sinks);
+            self.proto.finish(&mut f.app, f.uid, &key, f.orig_is_lo, sinks);
         }
         let c = &f.conn;
         let (orig_bytes, resp_bytes) = c.bytes();
@@ -410,10 +395,7 @@ impl FlowTracker {
 /// A flow uid: 'C' plus base62 of a hash of the key, start time and a
 /// per-worker sequence (unique per connection, stable for a given input).
 fn uid_for(hash: u64, ts: u64, worker: u16, seq: u64) -> u64 {
-    let mut x = hash
-        ^ ts.rotate_left(17)
-        ^ ((worker as u64) << 48)
-        ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut x = hash ^ ts.rotate_left(17) ^ ((worker as u64) << 48) ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     x ^= x >> 31;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 29;

@@ -62,15 +62,7 @@ impl<V: Default + Clone> FlowTable<V> {
             keys: vec![FlowKey::default(); capacity],
             hashes: vec![0; capacity],
             values: vec![V::default(); capacity],
-            links: vec![
-                Link {
-                    prev: NIL,
-                    next: NIL,
-                    list: 0,
-                    deadline: 0
-                };
-                capacity
-            ],
+            links: vec![Link { prev: NIL, next: NIL, list: 0, deadline: 0 }; capacity],
             free: (0..capacity as u32).rev().collect(),
             heads: [NIL; LISTS],
             tails: [NIL; LISTS],
@@ -128,20 +120,9 @@ impl<V: Default + Clone> FlowTable<V> {
     }
 
     /// Insert at a vacant slot returned by `lookup`. The table must not be full.
-    pub fn insert_at(
-        &mut self,
-        slot: usize,
-        key: FlowKey,
-        hash: u64,
-        v: V,
-        list: u8,
-        deadline: u64,
-    ) -> u32 {
+    pub fn insert_at(&mut self, slot: usize, key: FlowKey, hash: u64, v: V, list: u8, deadline: u64) -> u32 {
         let e = self.free.pop().expect("insert into a full flow table");
-        self.slots[slot] = Slot {
-            tag: Self::tag(hash),
-            entry: e,
-        };
+        self.slots[slot] = Slot { tag: Self::tag(hash), entry: e };
         self.keys[e as usize] = key;
         self.hashes[e as usize] = hash;
         self.values[e as usize] = v;
@@ -247,9 +228,7 @@ impl<V: Default + Clone> FlowTable<V> {
     }
 
     fn unlink(&mut self, e: u32) {
-        let Link {
-            prev, next, list, ..
-        } = self.links[e as usize];
+        let Link { prev, next, list, .. } = self.links[e as usize];
         let list = list as usize;
         if prev == NIL {
             self.heads[list] = next;
@@ -268,12 +247,7 @@ impl<V: Default + Clone> FlowTable<V> {
     fn link_tail(&mut self, e: u32, list: u8, deadline: u64) {
         let l = list as usize;
         let tail = self.tails[l];
-        self.links[e as usize] = Link {
-            prev: tail,
-            next: NIL,
-            list,
-            deadline,
-        };
+        self.links[e as usize] = Link { prev: tail, next: NIL, list, deadline };
         if tail == NIL {
             self.heads[l] = e;
         } else {
@@ -290,12 +264,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn key(i: u16) -> FlowKey {
-        FlowKey {
-            lo_port: i,
-            hi_port: i.wrapping_mul(7),
-            proto: 6,
-            ..FlowKey::default()
-        }
+        FlowKey { lo_port: i, hi_port: i.wrapping_mul(7), proto: 6, ..FlowKey::default() }
     }
 
     #[derive(Debug, Clone)]

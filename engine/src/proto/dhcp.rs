@@ -25,12 +25,7 @@ pub fn analyze(ctx: &ProtoCtx, p: &[u8], sinks: &mut Sinks) -> bool {
     let yiaddr = ip(16);
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&p[28..34]);
-    let mut r = DhcpRecord {
-        trans_id: xid,
-        mac,
-        client_addr: ciaddr,
-        ..DhcpRecord::default()
-    };
+    let mut r = DhcpRecord { trans_id: xid, mac, client_addr: ciaddr, ..DhcpRecord::default() };
     let mut host = None;
     let mut domain = None;
     let mut o = 240;

@@ -70,10 +70,7 @@ impl DnsPending {
         for i in 0..n {
             let j = (self.next + n - 1 - i) % n;
             let s = &mut self.slots[j];
-            if s.live
-                && s.uid == uid
-                && s.trans_id == trans_id
-                && name.is_none_or(|n| n.eq_ignore_ascii_case(&s.query))
+            if s.live && s.uid == uid && s.trans_id == trans_id && name.is_none_or(|n| n.eq_ignore_ascii_case(&s.query))
             {
                 s.live = false;
                 return Some(std::mem::take(s));
@@ -124,13 +121,7 @@ pub fn looks_like(p: &[u8]) -> bool {
 }
 
 /// Feed one payload. Returns true if it held a DNS message.
-pub fn analyze(
-    pend: &mut DnsPending,
-    st: &mut DnsFlow,
-    ctx: &ProtoCtx,
-    payload: &[u8],
-    sinks: &mut Sinks,
-) -> bool {
+pub fn analyze(pend: &mut DnsPending, st: &mut DnsFlow, ctx: &ProtoCtx, payload: &[u8], sinks: &mut Sinks) -> bool {
     if ctx.layer.proto != PROTO_TCP {
         return message(pend, st, ctx, payload, false, sinks);
     }
@@ -170,14 +161,7 @@ struct Header {
     an: u16,
 }
 
-fn message(
-    pend: &mut DnsPending,
-    st: &mut DnsFlow,
-    ctx: &ProtoCtx,
-    m: &[u8],
-    tcp: bool,
-    sinks: &mut Sinks,
-) -> bool {
+fn message(pend: &mut DnsPending, st: &mut DnsFlow, ctx: &ProtoCtx, m: &[u8], tcp: bool, sinks: &mut Sinks) -> bool {
     if m.len() < 12 {
         malformed(sinks, Anomaly::DnsMalformed);
         return false;
@@ -206,10 +190,7 @@ fn message(
     if h.qd > 0 {
         match read_name(m, p, &mut pend.name) {
             Ok(np) if np + 4 <= m.len() => {
-                normalize_query(
-                    &mut pend.name,
-                    ctx.key.lo_port == 137 || ctx.key.hi_port == 137,
-                );
+                normalize_query(&mut pend.name, ctx.key.lo_port == 137 || ctx.key.hi_port == 137);
                 qtype = u16::from_be_bytes([m[np], m[np + 1]]);
                 qclass = u16::from_be_bytes([m[np + 2], m[np + 3]]);
                 p = np + 4;
@@ -241,11 +222,7 @@ fn message(
             key: ctx.key,
             orig_is_lo,
             tcp,
-            query: if qname_ok {
-                pend.name.clone()
-            } else {
-                String::new()
-            },
+            query: if qname_ok { pend.name.clone() } else { String::new() },
             qclass,
             qtype,
             rd: h.rd,
@@ -290,11 +267,7 @@ fn message(
         let mut ans = String::new();
         match rtype {
             1 if rdlen == 4 => {
-                let _ = write!(
-                    ans,
-                    "{}",
-                    std::net::Ipv4Addr::new(data[0], data[1], data[2], data[3])
-                );
+                let _ = write!(ans, "{}", std::net::Ipv4Addr::new(data[0], data[1], data[2], data[3]));
             }
             28 if rdlen == 16 => {
                 let a: [u8; 16] = data.try_into().unwrap_or_default();
@@ -335,11 +308,7 @@ fn message(
         p = rd + rdlen;
     }
     // A response without a question (multicast DNS) is named by its first answer.
-    let name_for_match = if qname_ok {
-        Some(query.as_str())
-    } else {
-        first_answer.as_deref()
-    };
+    let name_for_match = if qname_ok { Some(query.as_str()) } else { first_answer.as_deref() };
     let matched = pend.take(ctx.uid, h.id, name_for_match);
     let (ts, rtt, query) = match &matched {
         Some(q) => (q.ts, Some(ctx.ts.saturating_sub(q.ts)), q.query.clone()),
@@ -351,16 +320,8 @@ fn message(
         trans_id: h.id,
         rtt_ns: rtt,
         query: (qname_ok || matched.is_some() || first_answer.is_some()).then_some(query.as_str()),
-        qclass: if qname_ok {
-            Some(qclass)
-        } else {
-            matched.as_ref().map(|q| q.qclass)
-        },
-        qtype: if qname_ok {
-            Some(qtype)
-        } else {
-            matched.as_ref().map(|q| q.qtype)
-        },
+        qclass: if qname_ok { Some(qclass) } else { matched.as_ref().map(|q| q.qclass) },
+        qtype: if qname_ok { Some(qtype) } else { matched.as_ref().map(|q| q.qtype) },
         rcode: Some(h.rcode),
         aa: h.aa,
         tc: h.tc,
@@ -378,11 +339,7 @@ fn message(
 /// Multicast or broadcast: a response sent to a group answers nobody in
 /// particular, so it says nothing about who originated the flow.
 fn is_group_addr(v6: bool, a: &[u8; 16]) -> bool {
-    if v6 {
-        a[0] == 0xff
-    } else {
-        (a[0] & 0xf0) == 0xe0 || a[..4] == [255; 4]
-    }
+    if v6 { a[0] == 0xff } else { (a[0] & 0xf0) == 0xe0 || a[..4] == [255; 4] }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -452,15 +409,9 @@ pub fn decode_netbios(s: &str) -> Option<String> {
     if b.len() != 32 || !b.iter().all(|c| (b'A'..=b'P').contains(c)) {
         return None;
     }
-    let bytes: Vec<u8> = b
-        .chunks_exact(2)
-        .map(|p| ((p[0] - b'A') << 4) | (p[1] - b'A'))
-        .collect();
+    let bytes: Vec<u8> = b.chunks_exact(2).map(|p| ((p[0] - b'A') << 4) | (p[1] - b'A')).collect();
     let name = &bytes[..15];
-    let end = name
-        .iter()
-        .rposition(|&c| c != b' ' && c != 0)
-        .map_or(0, |i| i + 1);
+    let end = name.iter().rposition(|&c| c != b' ' && c != 0).map_or(0, |i| i + 1);
     let mut out = String::new();
     escape_into(&mut out, &name[..end]);
     Some(out)

@@ -110,9 +110,7 @@ pub fn looks_like_request(p: &[u8]) -> bool {
     let tok = line.iter().position(|&b| b == b' ').unwrap_or(0);
     tok > 0
         && tok <= 32
-        && line[..tok]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        && line[..tok].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
         && line.windows(6).any(|w| w == b" HTTP/")
 }
 
@@ -151,11 +149,7 @@ fn is_token(b: u8) -> bool {
 }
 
 fn parse_request_line(line: &[u8]) -> RequestLine<'_> {
-    let bad = RequestLine {
-        method: None,
-        uri: None,
-        version: None,
-    };
+    let bad = RequestLine { method: None, uri: None, version: None };
     let line = trim(line);
     let Some(sp) = line.iter().position(|&b| b == b' ') else {
         return bad;
@@ -168,23 +162,11 @@ fn parse_request_line(line: &[u8]) -> RequestLine<'_> {
     if let Some(v) = rest.strip_prefix(b"HTTP/")
         && !v.contains(&b' ')
     {
-        return RequestLine {
-            method: Some(method),
-            uri: Some(&[]),
-            version: Some(v),
-        };
+        return RequestLine { method: Some(method), uri: Some(&[]), version: Some(v) };
     }
     match rest.windows(6).rposition(|w| w == b" HTTP/") {
-        Some(i) => RequestLine {
-            method: Some(method),
-            uri: Some(trim(&rest[..i])),
-            version: Some(&rest[i + 6..]),
-        },
-        None => RequestLine {
-            method: Some(method),
-            uri: Some(rest),
-            version: None,
-        },
+        Some(i) => RequestLine { method: Some(method), uri: Some(trim(&rest[..i])), version: Some(&rest[i + 6..]) },
+        None => RequestLine { method: Some(method), uri: Some(rest), version: None },
     }
 }
 
@@ -213,14 +195,8 @@ fn text(b: &[u8]) -> String {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let s = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let e = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(s, |e| e + 1);
+    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |e| e + 1);
     &b[s..e.max(s)]
 }
 
@@ -230,9 +206,7 @@ struct Headers<'a> {
 }
 
 fn parse_headers(b: &[u8]) -> Headers<'_> {
-    let mut it = b
-        .split(|&c| c == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut it = b.split(|&c| c == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = it.next().unwrap_or(&[]);
     let mut lines = Vec::new();
     for l in it {
@@ -248,10 +222,7 @@ fn parse_headers(b: &[u8]) -> Headers<'_> {
 
 impl Headers<'_> {
     fn get(&self, name: &str) -> Option<&[u8]> {
-        self.lines
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| *v)
+        self.lines.iter().find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v)
     }
     fn body_state(&self) -> State {
         if let Some(te) = self.get("transfer-encoding")
@@ -260,10 +231,7 @@ impl Headers<'_> {
             return State::Chunked(Chunk::Size);
         }
         if let Some(cl) = self.get("content-length") {
-            return match std::str::from_utf8(cl)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-            {
+            return match std::str::from_utf8(cl).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                 Some(0) => State::Headers,
                 Some(n) => State::Body(n),
                 None => State::Headers,
@@ -276,10 +244,7 @@ impl Headers<'_> {
 impl HttpFlow {
     /// A flow on an HTTP port, analysed whatever its first bytes look like.
     pub fn on_http_port() -> HttpFlow {
-        HttpFlow {
-            by_port: true,
-            ..HttpFlow::default()
-        }
+        HttpFlow { by_port: true, ..HttpFlow::default() }
     }
 
     pub fn is_http(&self) -> bool {
@@ -317,10 +282,7 @@ impl HttpFlow {
                     let dir = &mut self.dirs[d];
                     if dir.hbuf.is_empty() {
                         // skip blank lines between messages
-                        let n = data
-                            .iter()
-                            .take_while(|b| **b == b'\r' || **b == b'\n')
-                            .count();
+                        let n = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
                         data = &data[n..];
                         if data.is_empty() {
                             return;
@@ -412,9 +374,8 @@ impl HttpFlow {
                             }
                             Chunk::Size => {
                                 let hex = l.split(|&b| b == b';').next().unwrap_or(&[]);
-                                let n = std::str::from_utf8(hex)
-                                    .ok()
-                                    .and_then(|s| u64::from_str_radix(s.trim(), 16).ok());
+                                let n =
+                                    std::str::from_utf8(hex).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok());
                                 match n {
                                     Some(0) => dir.state = State::Chunked(Chunk::Trailer),
                                     Some(n) => dir.state = State::Chunked(Chunk::Data(n)),
@@ -474,15 +435,7 @@ impl HttpFlow {
             if self.reqs.len() >= MAX_PENDING
                 && let Some(old) = self.reqs.pop_front()
             {
-                self.emit(
-                    Some(&old),
-                    None,
-                    0,
-                    ctx.uid,
-                    &ctx.key,
-                    ctx.orig_is_lo,
-                    sinks,
-                );
+                self.emit(Some(&old), None, 0, ctx.uid, &ctx.key, ctx.orig_is_lo, sinks);
             }
             self.reqs.push_back(r);
             self.dirs[0].state = if http09 { State::Dead } else { hs.body_state() };
@@ -490,31 +443,20 @@ impl HttpFlow {
                 // An HTTP/0.9 response is the raw body, up to the close.
                 self.dirs[1].state = State::UntilClose;
                 self.dirs[1].body = 0;
-                self.resp = Some(Resp {
-                    code: 0,
-                    msg: String::new(),
-                    version: "0.9".into(),
-                });
+                self.resp = Some(Resp { code: 0, msg: String::new(), version: "0.9".into() });
             }
             if self.dirs[0].state == State::Headers {
                 self.message_done(0, ctx, sinks);
             }
         } else {
-            let code = std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse::<u16>().ok())
-                .unwrap_or(0);
+            let code = std::str::from_utf8(b).ok().and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
             let version = a.strip_prefix(b"HTTP/").map(text).unwrap_or_default();
             if (100..200).contains(&code) && code != 101 {
                 // interim response: the real one follows
                 self.dirs[1].state = State::Headers;
                 return;
             }
-            self.resp = Some(Resp {
-                code,
-                msg: text(trim(c)),
-                version,
-            });
+            self.resp = Some(Resp { code, msg: text(trim(c)), version });
             let req_method = self.reqs.front().and_then(|r| r.method.clone());
             let no_body = req_method.as_deref() == Some("HEAD") || code == 204 || code == 304;
             let connect_ok = req_method.as_deref() == Some("CONNECT") && (200..300).contains(&code);
@@ -558,15 +500,7 @@ impl HttpFlow {
         let resp = self.resp.take();
         let body = self.dirs[1].body;
         self.dirs[1].body = 0;
-        self.emit(
-            req.as_ref(),
-            resp.as_ref(),
-            body,
-            ctx.uid,
-            &ctx.key,
-            ctx.orig_is_lo,
-            sinks,
-        );
+        self.emit(req.as_ref(), resp.as_ref(), body, ctx.uid, &ctx.key, ctx.orig_is_lo, sinks);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -592,9 +526,7 @@ impl HttpFlow {
             host: req.and_then(|r| r.host.as_deref()),
             uri: req.and_then(|r| r.uri.as_deref()),
             referrer: req.and_then(|r| r.referrer.as_deref()),
-            version: resp
-                .map(|r| r.version.as_str())
-                .or(req.map(|r| r.version.as_str())),
+            version: resp.map(|r| r.version.as_str()).or(req.map(|r| r.version.as_str())),
             user_agent: req.and_then(|r| r.ua.as_deref()),
             request_body_len: req.map(|r| r.body).unwrap_or(0),
             response_body_len: resp_body,
@@ -610,15 +542,7 @@ impl HttpFlow {
             let req = self.reqs.pop_front();
             let resp = self.resp.take();
             let body = self.dirs[1].body;
-            self.emit(
-                req.as_ref(),
-                resp.as_ref(),
-                body,
-                uid,
-                key,
-                orig_is_lo,
-                sinks,
-            );
+            self.emit(req.as_ref(), resp.as_ref(), body, uid, key, orig_is_lo, sinks);
         }
         while let Some(req) = self.reqs.pop_front() {
             self.emit(Some(&req), None, 0, uid, key, orig_is_lo, sinks);
@@ -657,10 +581,7 @@ mod tests {
 
     #[test]
     fn header_end() {
-        assert_eq!(
-            find_crlfcrlf(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY", 0),
-            Some(27)
-        );
+        assert_eq!(find_crlfcrlf(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY", 0), Some(27));
         assert_eq!(find_crlfcrlf(b"GET / HTTP/1.0\n\nX", 0), Some(16));
     }
 }
@@ -672,52 +593,18 @@ mod flow_tests {
     use crate::flow::FlowKey;
 
     fn feed(h: &mut HttpFlow, sinks: &mut Sinks, is_orig: bool, seq: u32, data: &[u8]) {
-        let layer = IpLayer {
-            seq,
-            proto: 6,
-            ..IpLayer::default()
-        };
-        let key = FlowKey {
-            lo_port: 80,
-            hi_port: 40000,
-            proto: 6,
-            ..FlowKey::default()
-        };
-        let ctx = ProtoCtx {
-            ts: 1,
-            uid: 1,
-            key,
-            orig_is_lo: false,
-            is_orig,
-            layer: &layer,
-        };
+        let layer = IpLayer { seq, proto: 6, ..IpLayer::default() };
+        let key = FlowKey { lo_port: 80, hi_port: 40000, proto: 6, ..FlowKey::default() };
+        let ctx = ProtoCtx { ts: 1, uid: 1, key, orig_is_lo: false, is_orig, layer: &layer };
         h.feed(&ctx, data, sinks);
     }
 
     fn rows(sinks: &mut Sinks) -> Vec<(Option<String>, Option<String>, Option<u16>)> {
         use arrow::array::{Array, StringArray, UInt16Array};
         let b = sinks.http.finish();
-        let m = b
-            .column_by_name("method")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .clone();
-        let u = b
-            .column_by_name("uri")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .clone();
-        let s = b
-            .column_by_name("status_code")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<UInt16Array>()
-            .unwrap()
-            .clone();
+        let m = b.column_by_name("method").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+        let u = b.column_by_name("uri").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+        let s = b.column_by_name("status_code").unwrap().as_any().downcast_ref::<UInt16Array>().unwrap().clone();
         (0..b.num_rows())
             .map(|i| {
                 (
@@ -733,25 +620,10 @@ mod flow_tests {
     fn http09_request_gets_a_raw_response() {
         let mut sinks = Sinks::new(100);
         let mut h = HttpFlow::on_http_port();
-        feed(
-            &mut h,
-            &mut sinks,
-            true,
-            1,
-            b"CCM_POST /HTTP/1.1\nHost: www.google.com\n\n",
-        );
-        feed(
-            &mut h,
-            &mut sinks,
-            false,
-            1,
-            b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nabc",
-        );
+        feed(&mut h, &mut sinks, true, 1, b"CCM_POST /HTTP/1.1\nHost: www.google.com\n\n");
+        feed(&mut h, &mut sinks, false, 1, b"HTTP/1.0 400 Bad Request\r\nContent-Length: 3\r\n\r\nabc");
         h.finish(1, &FlowKey::default(), false, &mut sinks);
-        assert_eq!(
-            rows(&mut sinks),
-            vec![(Some("CCM_POST".into()), Some("/HTTP/1.1".into()), Some(0))]
-        );
+        assert_eq!(rows(&mut sinks), vec![(Some("CCM_POST".into()), Some("/HTTP/1.1".into()), Some(0))]);
     }
 
     #[test]

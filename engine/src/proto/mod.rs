@@ -31,21 +31,9 @@ impl ProtoCtx<'_> {
 }
 
 pub fn conn_id(ts: u64, uid: u64, k: &FlowKey, orig_is_lo: bool) -> ConnId {
-    let (oh, op, rh, rp) = if orig_is_lo {
-        (k.lo, k.lo_port, k.hi, k.hi_port)
-    } else {
-        (k.hi, k.hi_port, k.lo, k.lo_port)
-    };
-    ConnId {
-        ts,
-        uid,
-        v6: k.v6,
-        orig_h: oh,
-        orig_p: op,
-        resp_h: rh,
-        resp_p: rp,
-        ip_proto: k.proto,
-    }
+    let (oh, op, rh, rp) =
+        if orig_is_lo { (k.lo, k.lo_port, k.hi, k.hi_port) } else { (k.hi, k.hi_port, k.lo, k.lo_port) };
+    ConnId { ts, uid, v6: k.v6, orig_h: oh, orig_p: op, resp_h: rh, resp_p: rp, ip_proto: k.proto }
 }
 
 /// Per-flow application state.
@@ -78,10 +66,7 @@ impl Default for Analyzers {
 
 impl Analyzers {
     pub fn new() -> Analyzers {
-        Analyzers {
-            dns: dns::DnsPending::new(1024),
-            flip: false,
-        }
+        Analyzers { dns: dns::DnsPending::new(1024), flip: false }
     }
 
     /// Did the last packet show that originator and responder are swapped?
@@ -90,19 +75,10 @@ impl Analyzers {
     }
 
     /// Feed one packet's payload. Returns the service if the flow was (or is) classified.
-    pub fn analyze(
-        &mut self,
-        st: &mut AppState,
-        ctx: &ProtoCtx,
-        payload: &[u8],
-        sinks: &mut Sinks,
-    ) -> Option<Service> {
+    pub fn analyze(&mut self, st: &mut AppState, ctx: &ProtoCtx, payload: &[u8], sinks: &mut Sinks) -> Option<Service> {
         if matches!(st, AppState::Unknown) {
             *st = classify(ctx, payload);
-        } else if matches!(st, AppState::Ignored)
-            && ctx.layer.proto == PROTO_TCP
-            && tls::looks_like(payload)
-        {
+        } else if matches!(st, AppState::Ignored) && ctx.layer.proto == PROTO_TCP && tls::looks_like(payload) {
             // STARTTLS: a TLS handshake after a plaintext start (SMTP, IMAP, POP3, IRC, FTP …)
             *st = AppState::Tls(Box::default());
         }
@@ -122,11 +98,7 @@ impl Analyzers {
             }
             AppState::Http(h) => {
                 h.feed(ctx, payload, sinks);
-                if h.is_http() {
-                    Some(Service::Http)
-                } else {
-                    None
-                }
+                if h.is_http() { Some(Service::Http) } else { None }
             }
             AppState::Dhcp => {
                 if dhcp::analyze(ctx, payload, sinks) {
@@ -139,14 +111,7 @@ impl Analyzers {
     }
 
     /// The flow is over: emit whatever is pending for it.
-    pub fn finish(
-        &mut self,
-        st: &mut AppState,
-        uid: u64,
-        key: &FlowKey,
-        orig_is_lo: bool,
-        sinks: &mut Sinks,
-    ) {
+    pub fn finish(&mut self, st: &mut AppState, uid: u64, key: &FlowKey, orig_is_lo: bool, sinks: &mut Sinks) {
         match st {
             AppState::Dns(_) => self.dns.finish_flow(uid, key, orig_is_lo, sinks),
             AppState::Tls(t) => t.finish(uid, key, orig_is_lo, sinks),
@@ -168,8 +133,7 @@ fn classify(ctx: &ProtoCtx, payload: &[u8]) -> AppState {
                 AppState::Dhcp
             } else if tls::looks_like_dtls(payload) {
                 AppState::Tls(Box::new(tls::TlsFlow::dtls()))
-            } else if dns::looks_like(payload) && (has(53) || k.lo_port > 1023 && k.hi_port > 1023)
-            {
+            } else if dns::looks_like(payload) && (has(53) || k.lo_port > 1023 && k.hi_port > 1023) {
                 AppState::Unknown // too weak a signal: wait
             } else {
                 AppState::Ignored
@@ -178,9 +142,7 @@ fn classify(ctx: &ProtoCtx, payload: &[u8]) -> AppState {
         PROTO_TCP => {
             if tls::looks_like(payload) {
                 AppState::Tls(Box::default())
-            } else if http::looks_like_request(payload)
-                || (!ctx.is_orig && http::looks_like_response(payload))
-            {
+            } else if http::looks_like_request(payload) || (!ctx.is_orig && http::looks_like_response(payload)) {
                 AppState::Http(Box::default())
             } else if has(53) {
                 AppState::Dns(dns::DnsFlow::default())

@@ -62,10 +62,7 @@ impl TlsFlow {
 
     /// A DTLS flow (TLS over UDP): every datagram holds whole records.
     pub fn dtls() -> TlsFlow {
-        TlsFlow {
-            dtls: true,
-            ..TlsFlow::default()
-        }
+        TlsFlow { dtls: true, ..TlsFlow::default() }
     }
 
     pub fn feed(&mut self, ctx: &ProtoCtx, payload: &[u8], sinks: &mut Sinks) {
@@ -150,14 +147,10 @@ impl TlsFlow {
                     let msg = &body[12..(12 + frag_len).min(body.len())];
                     if frag_off == 0 {
                         match (body[0], d == 1) {
-                            (1, true)
-                                if !self.saw_client_hello && self.client_hello(msg).is_none() =>
-                            {
+                            (1, true) if !self.saw_client_hello && self.client_hello(msg).is_none() => {
                                 malformed(sinks, Anomaly::TlsMalformed)
                             }
-                            (2, false)
-                                if !self.saw_server_hello && self.server_hello(msg).is_none() =>
-                            {
+                            (2, false) if !self.saw_server_hello && self.server_hello(msg).is_none() => {
                                 malformed(sinks, Anomaly::TlsMalformed)
                             }
                             _ => {}
@@ -209,10 +202,7 @@ impl TlsFlow {
         }
         let cs_len = r.u16()? as usize;
         let cs = r.take(cs_len)?;
-        self.suites = cs
-            .chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]))
-            .collect();
+        self.suites = cs.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
         let comp = r.u8()? as usize;
         r.skip(comp)?;
         self.saw_client_hello = true;
@@ -254,10 +244,7 @@ impl TlsFlow {
                     13 => {
                         let l = d.u16()? as usize;
                         let v = d.take(l)?;
-                        sig_algs = v
-                            .chunks_exact(2)
-                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                            .collect();
+                        sig_algs = v.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
                     }
                     43 => {
                         let l = d.u8()? as usize;
@@ -317,8 +304,8 @@ impl TlsFlow {
         }
         self.emitted = true;
         let c = conn_id(self.first_ts, uid, key, orig_is_lo);
-        let established = self.saw_server_hello
-            && ((self.ccs[0] && self.ccs[1]) || (self.app_data[0] && self.app_data[1]));
+        let established =
+            self.saw_server_hello && ((self.ccs[0] && self.ccs[1]) || (self.app_data[0] && self.app_data[1]));
         let r = TlsRecord {
             client_version: self.client_version,
             version: self.version,
@@ -391,11 +378,7 @@ pub fn ja4(
         s.push('_');
         s.push_str(&join_hex(sig_algs));
     }
-    out.push_str(&if es.is_empty() {
-        "000000000000".to_string()
-    } else {
-        hash12(&s)
-    });
+    out.push_str(&if es.is_empty() { "000000000000".to_string() } else { hash12(&s) });
     out
 }
 
@@ -500,15 +483,7 @@ mod tests {
 
     #[test]
     fn ja4_shape() {
-        let j = ja4(
-            't',
-            0x0304,
-            true,
-            &[0x1301, 0x1302, 0x0a0a],
-            &[0, 16, 43, 13, 0x1a1a],
-            &["h2".into()],
-            &[0x0403],
-        );
+        let j = ja4('t', 0x0304, true, &[0x1301, 0x1302, 0x0a0a], &[0, 16, 43, 13, 0x1a1a], &["h2".into()], &[0x0403]);
         assert!(j.starts_with("t13d0204h2_"), "{j}");
         assert_eq!(j.len(), "t13d0203h2_".len() + 12 + 1 + 12);
     }

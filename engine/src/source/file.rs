@@ -44,10 +44,7 @@ impl AsRef<[u8]> for Empty {
 
 /// Open `path` as a pcap or pcapng capture.
 pub fn open_capture(path: &str) -> Result<CaptureFile, SourceError> {
-    let io = |e| SourceError::Io {
-        path: path.to_string(),
-        source: e,
-    };
+    let io = |e| SourceError::Io { path: path.to_string(), source: e };
     let f = File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     let map: Arc<dyn AsRef<[u8]> + Send + Sync> = if len == 0 {
@@ -70,10 +67,7 @@ impl CaptureFile {
         CaptureFile::from_shared(name, Arc::new(bytes))
     }
 
-    fn from_shared(
-        path: &str,
-        map: Arc<dyn AsRef<[u8]> + Send + Sync>,
-    ) -> Result<CaptureFile, SourceError> {
+    fn from_shared(path: &str, map: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Result<CaptureFile, SourceError> {
         let data = (*map).as_ref();
         if data.len() < 4 {
             return Err(SourceError::Truncated {
@@ -85,23 +79,12 @@ impl CaptureFile {
         let magic = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
         let reader = if magic == SHB {
             Reader::Pcapng(PcapngState::open(path, data)?)
-        } else if [MAGIC_US, MAGIC_NS].contains(&magic)
-            || [MAGIC_US, MAGIC_NS].contains(&magic.swap_bytes())
-        {
+        } else if [MAGIC_US, MAGIC_NS].contains(&magic) || [MAGIC_US, MAGIC_NS].contains(&magic.swap_bytes()) {
             Reader::Pcap(PcapState::open(path, data)?)
         } else {
-            return Err(SourceError::BadMagic {
-                path: path.to_string(),
-                magic,
-            });
+            return Err(SourceError::BadMagic { path: path.to_string(), magic });
         };
-        Ok(CaptureFile {
-            path: path.to_string(),
-            map,
-            reader,
-            stats: SourceStats::default(),
-            failed: false,
-        })
+        Ok(CaptureFile { path: path.to_string(), map, reader, stats: SourceStats::default(), failed: false })
     }
 
     pub fn format(&self) -> CaptureFormat {

@@ -84,6 +84,9 @@ pub struct Desc {
     pub iface: u16,
     /// Which layers the receiving worker accounts (see [`Layers`]).
     pub layers: Layers,
+    /// The bytes are in the batch's `aux` buffer (a reassembled datagram),
+    /// not in its region.
+    pub in_aux: bool,
 }
 
 /// When a tunnelled packet's outer and inner flows hash to different workers,
@@ -97,6 +100,9 @@ pub enum Layers {
     OuterOnly,
     /// Account only the inner flows (not the outermost tunnel flow).
     InnerOnly,
+    /// Count in traffic statistics only: an IP fragment whose reassembled
+    /// datagram is delivered separately.
+    StatsOnly,
 }
 
 /// The bytes a batch's descriptors point into.
@@ -130,14 +136,13 @@ impl Default for Region {
 pub struct Batch {
     pub region: Region,
     pub descs: Vec<Desc>,
+    /// Frames built by the pipeline itself (reassembled IP datagrams).
+    pub aux: Vec<u8>,
 }
 
 impl Batch {
     pub fn with_capacity(n: usize) -> Batch {
-        Batch {
-            region: Region::default(),
-            descs: Vec::with_capacity(n),
-        }
+        Batch { region: Region::default(), descs: Vec::with_capacity(n), aux: Vec::new() }
     }
 
     #[inline]
@@ -153,7 +158,7 @@ impl Batch {
     /// The captured bytes of descriptor `d` (empty if it points outside the region).
     #[inline]
     pub fn frame(&self, d: &Desc) -> &[u8] {
-        let b = self.region.bytes();
+        let b = if d.in_aux { &self.aux[..] } else { self.region.bytes() };
         let start = d.offset as usize;
         let end = start.saturating_add(d.caplen as usize);
         b.get(start..end).unwrap_or(&[])
@@ -167,6 +172,7 @@ impl Batch {
     /// Forget the frames, keep the allocations (for an owned region).
     pub fn clear(&mut self) {
         self.descs.clear();
+        self.aux.clear();
         match &mut self.region {
             Region::Owned(v) => v.clear(),
             r @ Region::Shared(_) => *r = Region::Owned(Vec::new()),
@@ -189,33 +195,20 @@ pub struct SourceStats {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}: not a pcap or pcapng capture (magic {magic:#010x} at byte offset 0)")]
     BadMagic { path: String, magic: u32 },
     #[error("{path}: corrupt capture at byte offset {offset}: {reason}")]
-    Corrupt {
-        path: String,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: String, offset: u64, reason: String },
     #[error("{path}: capture truncated at byte offset {offset}: {reason}")]
-    Truncated {
-        path: String,
-        offset: u64,
-        reason: String,
-    },
+    Truncated { path: String, offset: u64, reason: String },
 }
 
 impl SourceError {
     /// Byte offset at which the capture went bad, when there is one.
     pub fn offset(&self) -> Option<u64> {
         match self {
-            SourceError::Corrupt { offset, .. } | SourceError::Truncated { offset, .. } => {
-                Some(*offset)
-            }
+            SourceError::Corrupt { offset, .. } | SourceError::Truncated { offset, .. } => Some(*offset),
             SourceError::BadMagic { .. } => Some(0),
             SourceError::Io { .. } => None,
         }

@@ -30,32 +30,17 @@ impl PcapState {
             x if x.swap_bytes() == MAGIC_US => (true, false),
             x if x.swap_bytes() == MAGIC_NS => (true, true),
             x => {
-                return Err(SourceError::BadMagic {
-                    path: path.to_string(),
-                    magic: x,
-                });
+                return Err(SourceError::BadMagic { path: path.to_string(), magic: x });
             }
         };
         let rd = |o: usize| read_u32(data, o, big_endian);
         let snaplen = rd(16);
         let link = LinkType::from_pcap(rd(20));
-        Ok(PcapState {
-            big_endian,
-            nanos,
-            link,
-            snaplen,
-            pos: 24,
-        })
+        Ok(PcapState { big_endian, nanos, link, snaplen, pos: 24 })
     }
 
     /// Append up to `max` records to `batch`. Returns Ok(n) (0 = end).
-    pub fn fill(
-        &mut self,
-        path: &str,
-        data: &[u8],
-        batch: &mut Batch,
-        max: usize,
-    ) -> Result<usize, SourceError> {
+    pub fn fill(&mut self, path: &str, data: &[u8], batch: &mut Batch, max: usize) -> Result<usize, SourceError> {
         let mut n = 0;
         while n < max {
             let p = self.pos;
@@ -101,6 +86,7 @@ impl PcapState {
                 link: self.link,
                 iface: 0,
                 layers: Layers::All,
+                in_aux: false,
             });
             self.pos = start + caplen as usize;
             n += 1;
@@ -111,26 +97,12 @@ impl PcapState {
 
 #[inline]
 pub(crate) fn read_u32(d: &[u8], o: usize, be: bool) -> u32 {
-    let b: [u8; 4] = d
-        .get(o..o + 4)
-        .and_then(|s| s.try_into().ok())
-        .unwrap_or_default();
-    if be {
-        u32::from_be_bytes(b)
-    } else {
-        u32::from_le_bytes(b)
-    }
+    let b: [u8; 4] = d.get(o..o + 4).and_then(|s| s.try_into().ok()).unwrap_or_default();
+    if be { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
 }
 
 #[inline]
 pub(crate) fn read_u16(d: &[u8], o: usize, be: bool) -> u16 {
-    let b: [u8; 2] = d
-        .get(o..o + 2)
-        .and_then(|s| s.try_into().ok())
-        .unwrap_or_default();
-    if be {
-        u16::from_be_bytes(b)
-    } else {
-        u16::from_le_bytes(b)
-    }
+    let b: [u8; 2] = d.get(o..o + 2).and_then(|s| s.try_into().ok()).unwrap_or_default();
+    if be { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }
 }

@@ -32,12 +32,7 @@ pub(crate) struct PcapngState {
 
 impl PcapngState {
     pub fn open(path: &str, data: &[u8]) -> Result<PcapngState, SourceError> {
-        let mut st = PcapngState {
-            big_endian: false,
-            ifaces: Vec::new(),
-            iface_base: 0,
-            pos: 0,
-        };
+        let mut st = PcapngState { big_endian: false, ifaces: Vec::new(), iface_base: 0, pos: 0 };
         st.section_header(path, data, 0)?;
         Ok(st)
     }
@@ -76,13 +71,7 @@ impl PcapngState {
         Ok(len)
     }
 
-    pub fn fill(
-        &mut self,
-        path: &str,
-        data: &[u8],
-        batch: &mut Batch,
-        max: usize,
-    ) -> Result<usize, SourceError> {
+    pub fn fill(&mut self, path: &str, data: &[u8], batch: &mut Batch, max: usize) -> Result<usize, SourceError> {
         let mut n = 0;
         while n < max {
             let p = self.pos;
@@ -138,12 +127,7 @@ impl PcapngState {
                     }
                     let link = LinkType(read_u16(body, 0, be));
                     let snaplen = read_u32(body, 4, be);
-                    let mut iface = Iface {
-                        link,
-                        snaplen,
-                        units_per_sec: 1_000_000,
-                        offset_sec: 0,
-                    };
+                    let mut iface = Iface { link, snaplen, units_per_sec: 1_000_000, offset_sec: 0 };
                     parse_idb_options(&body[8..], be, &mut iface);
                     self.ifaces.push(iface);
                 }
@@ -195,6 +179,7 @@ impl PcapngState {
                         link: iface.link,
                         iface: (self.iface_base + id).min(u16::MAX as usize) as u16,
                         layers: Layers::All,
+                        in_aux: false,
                     });
                     n += 1;
                 }
@@ -226,6 +211,7 @@ impl PcapngState {
                         link: iface.link,
                         iface: self.iface_base.min(u16::MAX as usize) as u16,
                         layers: Layers::All,
+                        in_aux: false,
                     });
                     n += 1;
                 }
@@ -260,11 +246,7 @@ fn parse_idb_options(mut opts: &[u8], be: bool, iface: &mut Iface) {
             }
             (14, 8) => {
                 let b: [u8; 8] = v.try_into().unwrap_or_default();
-                iface.offset_sec = if be {
-                    i64::from_be_bytes(b)
-                } else {
-                    i64::from_le_bytes(b)
-                };
+                iface.offset_sec = if be { i64::from_be_bytes(b) } else { i64::from_le_bytes(b) };
             }
             _ => {}
         }

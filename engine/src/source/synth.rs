@@ -156,12 +156,7 @@ impl SynthSource {
             let h = self.rng.below(if client { 200 } else { 20 }) as u16 + 1;
             a[14..16].copy_from_slice(&h.to_be_bytes());
         } else if client {
-            a[..4].copy_from_slice(&[
-                10,
-                1,
-                self.rng.below(4) as u8,
-                self.rng.below(250) as u8 + 2,
-            ]);
+            a[..4].copy_from_slice(&[10, 1, self.rng.below(4) as u8, self.rng.below(250) as u8 + 2]);
         } else {
             // a Zipf-ish server population: a few popular servers
             let k = self.rng.zipf(40) as u8;
@@ -200,8 +195,7 @@ impl SynthSource {
 
     fn new_session(&mut self) -> Session {
         let kind = self.pick_kind();
-        let v6 = matches!(kind, Kind::Http | Kind::Tls | Kind::Dns | Kind::Icmp)
-            && self.rng.below(10) == 0;
+        let v6 = matches!(kind, Kind::Http | Kind::Tls | Kind::Dns | Kind::Icmp) && self.rng.below(10) == 0;
         let client = self.addr(v6, true);
         let mut server = self.addr(v6, false);
         let sport = match kind {
@@ -278,7 +272,8 @@ impl SynthSource {
                     }
                     4 => {
                         let head = if s.kind == Http {
-                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/html\r\n\r\n", s.left).into_bytes()
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/html\r\n\r\n", s.left)
+                                .into_bytes()
                         } else {
                             server_hello()
                         };
@@ -447,29 +442,17 @@ impl SynthSource {
     }
 
     fn udp(&mut self, s: &Session, from_client: bool, payload: &[u8]) {
-        let (src, dst, sp, dp) = if from_client {
-            (s.client, s.server, s.cport, s.sport)
-        } else {
-            (s.server, s.client, s.sport, s.cport)
-        };
+        let (src, dst, sp, dp) =
+            if from_client { (s.client, s.server, s.cport, s.sport) } else { (s.server, s.client, s.sport, s.cport) };
         self.udp_raw(s.v6, &src, &dst, sp, dp, payload);
     }
 
-    fn udp_raw(
-        &mut self,
-        v6: bool,
-        src: &[u8; 16],
-        dst: &[u8; 16],
-        sp: u16,
-        dp: u16,
-        payload: &[u8],
-    ) {
+    fn udp_raw(&mut self, v6: bool, src: &[u8; 16], dst: &[u8; 16], sp: u16, dp: u16, payload: &[u8]) {
         self.ip_header(v6, src, dst, 17, 8 + payload.len());
         let start = self.buf.len();
         self.buf.extend_from_slice(&sp.to_be_bytes());
         self.buf.extend_from_slice(&dp.to_be_bytes());
-        self.buf
-            .extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        self.buf.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
         self.buf.extend_from_slice(&[0, 0]);
         self.buf.extend_from_slice(payload);
         self.l4_checksum(v6, src, dst, 17, start, 6);
@@ -489,11 +472,7 @@ impl SynthSource {
     }
 
     fn icmp_echo(&mut self, s: &Session, request: bool, seq: u16, payload: &[u8]) {
-        let (src, dst) = if request {
-            (s.client, s.server)
-        } else {
-            (s.server, s.client)
-        };
+        let (src, dst) = if request { (s.client, s.server) } else { (s.server, s.client) };
         let proto = if s.v6 { 58 } else { 1 };
         self.ip_header(s.v6, &src, &dst, proto, 8 + payload.len());
         let start = self.buf.len();
@@ -515,15 +494,7 @@ impl SynthSource {
         }
     }
 
-    fn l4_checksum(
-        &mut self,
-        v6: bool,
-        src: &[u8; 16],
-        dst: &[u8; 16],
-        proto: u8,
-        start: usize,
-        at: usize,
-    ) {
+    fn l4_checksum(&mut self, v6: bool, src: &[u8; 16], dst: &[u8; 16], proto: u8, start: usize, at: usize) {
         let len = self.buf.len() - start;
         let alen = if v6 { 16 } else { 4 };
         let mut acc = sum(&src[..alen], 0);
@@ -620,11 +591,7 @@ fn handshake_record(ht: u8, body: &[u8]) -> Vec<u8> {
 fn dns_msg(id: u16, name: &str, response: bool, v6: bool, txt: bool) -> Vec<u8> {
     let mut m = Vec::with_capacity(128);
     m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(if response {
-        &[0x81, 0x80]
-    } else {
-        &[0x01, 0x00]
-    });
+    m.extend_from_slice(if response { &[0x81, 0x80] } else { &[0x01, 0x00] });
     m.extend_from_slice(&[0, 1, 0, response as u8, 0, 0, 0, 0]);
     for l in name.split('.') {
         m.push(l.len() as u8);
@@ -703,8 +670,7 @@ impl PacketSource for SynthSource {
                 break;
             }
             if self.cfg.realtime {
-                let due =
-                    self.started + std::time::Duration::from_nanos(self.emitted * self.step_ns);
+                let due = self.started + std::time::Duration::from_nanos(self.emitted * self.step_ns);
                 let now = std::time::Instant::now();
                 if due > now {
                     if n > 0 {
@@ -734,6 +700,7 @@ impl PacketSource for SynthSource {
                 link: LinkType::ETHERNET,
                 iface: 0,
                 layers: Layers::All,
+                in_aux: false,
             });
             self.stats.packets += 1;
             self.stats.bytes += self.buf.len() as u64;
