@@ -444,11 +444,18 @@ fn worker_loop(
             let _ = out.send(v);
         }
     };
-    for m in rx {
-        let Msg::Batch(mut b) = m;
-        w.process(&b);
-        b.clear();
-        let _ = ret.try_send(b);
+    loop {
+        // Wake at least once per flush interval, so records reach the sink
+        // on time even when no packets arrive.
+        match rx.recv_timeout(cfg.flush_interval) {
+            Ok(Msg::Batch(mut b)) => {
+                w.process(&b);
+                b.clear();
+                let _ = ret.try_send(b);
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => w.flush_builders(),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
         deliver(&mut w);
     }
     w.finish();
