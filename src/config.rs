@@ -46,6 +46,7 @@ pub struct RawFlows {
     pub active_timeout_secs: Option<f64>,
     pub max_flows_per_worker: Option<usize>,
     pub community_id_seed: Option<u16>,
+    pub vlan_in_key: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +166,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             0.0,
             86_400.0,
         )?),
+        vlan_in_key: raw.flows.vlan_in_key.unwrap_or(false),
         max_flows: range("flows.max_flows_per_worker", raw.flows.max_flows_per_worker, fd.max_flows, 16, 1 << 28)?,
         ..fd
     };

@@ -291,12 +291,12 @@ where
                 decode(d.link, frame, &cfg.decode, &mut decoded);
                 if Defrag::wants(&decoded) {
                     // Fragments lack ports, so the reader reassembles and shards the whole datagram.
-                    let (ho, _) = shard_hashes(&decoded).unwrap_or((0, 0));
+                    let (ho, _) = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
                     let frag = Desc { layers: Layers::StatsOnly, ..*d };
                     push(&mut per, (ho % n as u64) as usize, &region, frag, cfg, &txs, &ret_rx);
                     if let Some(whole) = defrag.push(d.ts_ns, frame, &decoded, &mut reader_anomalies) {
                         decode(d.link, whole, &cfg.decode, &mut decoded);
-                        let (ho, hi) = shard_hashes(&decoded).unwrap_or((0, 0));
+                        let (ho, hi) = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
                         let (wo, wi) = ((ho % n as u64) as usize, (hi % n as u64) as usize);
                         if wo == wi {
                             push_aux(&mut per, wo, &region, whole, *d, Layers::All, cfg, &txs, &ret_rx);
@@ -307,7 +307,7 @@ where
                     }
                     continue;
                 }
-                shard_hashes(&decoded).unwrap_or((0, 0))
+                shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0))
             };
             let wo = (ho % n as u64) as usize;
             let wi = (hi % n as u64) as usize;

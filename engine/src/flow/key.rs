@@ -118,11 +118,19 @@ fn mix(x: u64) -> u64 {
     ((m >> 64) as u64) ^ (m as u64)
 }
 
+/// The VLAN id that goes into flow keys: the packet's first VLAN when VLANs
+/// separate flows, else 0.
+#[inline]
+pub fn key_vlan(d: &Decoded, vlan_in_key: bool) -> u16 {
+    if vlan_in_key { d.vlan_id() } else { 0 }
+}
+
 /// Which flows a packet touches, for sharding: the outermost and innermost.
-pub fn shard_hashes(d: &Decoded) -> Option<(u64, u64)> {
+pub fn shard_hashes(d: &Decoded, vlan_in_key: bool) -> Option<(u64, u64)> {
     let outer = d.outer()?;
     let inner = d.inner()?;
-    let ho = PacketKey::of_layer(outer, d.vlan_id()).key.hash64();
-    let hi = if d.depth > 1 { PacketKey::of_layer(inner, d.vlan_id()).key.hash64() } else { ho };
+    let vlan = key_vlan(d, vlan_in_key);
+    let ho = PacketKey::of_layer(outer, vlan).key.hash64();
+    let hi = if d.depth > 1 { PacketKey::of_layer(inner, vlan).key.hash64() } else { ho };
     Some((ho, hi))
 }

@@ -29,6 +29,9 @@ pub struct FlowConfig {
     pub active_timeout_ns: u64,
     /// Most flows one worker tracks at once.
     pub max_flows: usize,
+    /// Keep flows on different VLANs apart. Off by default, as in Zeek: a
+    /// mirror port often sees one routed connection on two VLANs.
+    pub vlan_in_key: bool,
 }
 
 impl Default for FlowConfig {
@@ -41,6 +44,7 @@ impl Default for FlowConfig {
             tcp_attempt_ns: 5 * SEC,
             active_timeout_ns: 0,
             max_flows: 1 << 18,
+            vlan_in_key: false,
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Flow {
     pub orig_is_lo: bool,
     pub service: Service,
     pub iface: u16,
+    /// First VLAN id of the flow's first packet (0 = untagged).
+    pub vlan: u16,
     pub orig_flags: u8,
     pub resp_flags: u8,
     /// Outer flows that carried this one (tunnel parents), up to two.
@@ -173,7 +179,7 @@ impl FlowTracker {
             Layers::InnerOnly => (1, depth),
             Layers::StatsOnly => return,
         };
-        let vlan = d.vlan_id();
+        let vlan = key::key_vlan(d, self.cfg.vlan_in_key);
         let mut parent: Option<FlowKey> =
             if from > 0 { Some(PacketKey::of_layer(&d.layers[from - 1], vlan).key) } else { None };
         for i in from..to {
@@ -182,6 +188,9 @@ impl FlowTracker {
             let hash = pk.key.hash64();
             let e = self.lookup_or_create(&pk, hash, l, desc, parent, sinks);
             let f = self.table.get_mut(e);
+            if f.conn.orig.pkts + f.conn.resp.pkts == 0 {
+                f.vlan = d.vlan_id();
+            }
             let is_orig = pk.from_lo == f.orig_is_lo;
             f.conn.update(l, is_orig, ts);
             if l.proto == PROTO_TCP && l.l4_ok {
@@ -370,7 +379,7 @@ impl FlowTracker {
             conn_state: c.conn_state(),
             history: c.history(),
             missed_bytes: c.missed_bytes(),
-            vlan: key.vlan,
+            vlan: f.vlan,
             iface: f.iface,
             orig_flags: f.orig_flags,
             resp_flags: f.resp_flags,

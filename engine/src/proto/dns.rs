@@ -283,6 +283,32 @@ fn message(pend: &mut DnsPending, st: &mut DnsFlow, ctx: &ProtoCtx, m: &[u8], tc
                     ans.clear();
                 }
             }
+            // SRV: priority, weight, port, target
+            33 if rdlen > 6 => {
+                if read_name(m, rd + 6, &mut ans).is_err() {
+                    ans.clear();
+                }
+            }
+            // SOA: the primary name server
+            6 => {
+                if read_name(m, rd, &mut ans).is_err() {
+                    ans.clear();
+                }
+            }
+            // SSHFP: algorithm, fingerprint type, fingerprint (as Zeek: "SSHFP: <hex>")
+            44 if rdlen > 2 => {
+                ans.push_str("SSHFP: ");
+                for b in &data[2..] {
+                    let _ = write!(ans, "{b:02x}");
+                }
+            }
+            // RRSIG: type covered … signer name (as Zeek: "RRSIG <type> <signer>")
+            46 if rdlen > 18 => {
+                let covered = u16::from_be_bytes([data[0], data[1]]);
+                let mut signer = String::new();
+                let _ = read_name(m, rd + 18, &mut signer);
+                let _ = write!(ans, "RRSIG {covered} {signer}");
+            }
             16 => {
                 // TXT: each string as "TXT <len> <text>"
                 let mut q = 0;

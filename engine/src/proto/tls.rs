@@ -142,18 +142,43 @@ impl TlsFlow {
             match ct {
                 // handshake header: type(1) length(3) message_seq(2) fragment_offset(3) fragment_length(3)
                 22 if epoch == 0 && body.len() >= 12 => {
-                    let frag_off = u32::from_be_bytes([0, body[6], body[7], body[8]]);
+                    let ht = body[0];
+                    let total = u32::from_be_bytes([0, body[1], body[2], body[3]]) as usize;
+                    let frag_off = u32::from_be_bytes([0, body[6], body[7], body[8]]) as usize;
                     let frag_len = u32::from_be_bytes([0, body[9], body[10], body[11]]) as usize;
-                    let msg = &body[12..(12 + frag_len).min(body.len())];
-                    if frag_off == 0 {
-                        match (body[0], d == 1) {
-                            (1, true) if !self.saw_client_hello && self.client_hello(msg).is_none() => {
-                                malformed(sinks, Anomaly::TlsMalformed)
-                            }
-                            (2, false) if !self.saw_server_hello && self.server_hello(msg).is_none() => {
-                                malformed(sinks, Anomaly::TlsMalformed)
-                            }
-                            _ => {}
+                    let frag = &body[12..(12 + frag_len).min(body.len())];
+                    let wanted = match ht {
+                        1 => d == 1 && !self.saw_client_hello,
+                        2 => d == 0 && !self.saw_server_hello,
+                        _ => false,
+                    };
+                    if !wanted || total > LIMIT || frag_off + frag.len() > total {
+                        p = &p[13 + len..];
+                        continue;
+                    }
+                    // Reassemble the hello from its fragments (they may span datagrams).
+                    let buf = &mut self.bufs[d];
+                    if buf.buf.len() != total || self.pos[d] != ht as usize {
+                        buf.buf.clear();
+                        buf.buf.resize(total, 0);
+                        buf.next_seq = Some(0); // bytes filled so far
+                        self.pos[d] = ht as usize;
+                    }
+                    let have = buf.next_seq.unwrap_or(0) as usize;
+                    if frag_off != have {
+                        // out of order or repeated: keep only in-order fragments
+                        p = &p[13 + len..];
+                        continue;
+                    }
+                    buf.buf[frag_off..frag_off + frag.len()].copy_from_slice(frag);
+                    let filled = have + frag.len();
+                    buf.next_seq = Some(filled as u32);
+                    if filled >= total {
+                        let msg = std::mem::take(&mut buf.buf);
+                        self.pos[d] = 0;
+                        let ok = if ht == 1 { self.client_hello(&msg) } else { self.server_hello(&msg) };
+                        if ok.is_none() {
+                            malformed(sinks, Anomaly::TlsMalformed);
                         }
                     }
                 }
@@ -473,6 +498,23 @@ pub fn cipher_name(c: u16) -> Option<&'static str> {
         0x009e => "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
         0x009f => "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
         0x0016 => "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA",
+        0x0001 => "TLS_RSA_WITH_NULL_MD5",
+        0x0002 => "TLS_RSA_WITH_NULL_SHA",
+        0x003b => "TLS_RSA_WITH_NULL_SHA256",
+        0x0032 => "TLS_DHE_DSS_WITH_AES_128_CBC_SHA",
+        0x0038 => "TLS_DHE_DSS_WITH_AES_256_CBC_SHA",
+        0x0067 => "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
+        0x006b => "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+        0xc007 => "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+        0xc008 => "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA",
+        0xc011 => "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+        0xc012 => "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+        0xc023 => "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+        0xc024 => "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
+        0xc0ac => "TLS_ECDHE_ECDSA_WITH_AES_128_CCM",
+        0xc0ad => "TLS_ECDHE_ECDSA_WITH_AES_256_CCM",
+        0x00ff => "TLS_EMPTY_RENEGOTIATION_INFO_SCSV",
+        0x5600 => "TLS_FALLBACK_SCSV",
         _ => return None,
     })
 }
