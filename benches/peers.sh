@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Whole-process pcap → flow records, tapstream against nfdump's nfpcapd and
+# softflowd on the same capture, side by side in one run. Not part of CI.
+#
+#   bash benches/peers.sh [PACKETS] [RUNS]
+#
+# Makes a capture with `tapstream synth` (default 4 000 000 packets), locks it
+# in the page cache with vmtouch, then runs every tool RUNS times (default 5)
+# in rotation and prints the median wall time, packets/s, ratios and peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACKETS=${1:-4000000}
+RUNS=${2:-5}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/target}"
+if ! command -v nfpcapd >/dev/null || ! command -v softflowd >/dev/null || ! command -v vmtouch >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nfdump softflowd vmtouch time >/dev/null
+fi
+cargo build --release -q
+TS="$CARGO_TARGET_DIR/release/tapstream"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tapstream-bench.XXXXXX")
+LOCK_PID=
+cleanup() { [ -n "$LOCK_PID" ] && kill "$LOCK_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+PCAP="$WORK/bench.pcap"
+"$TS" synth --out "$PCAP" --packets "$PACKETS" --seed 1 2>/dev/null
+SIZE=$(stat -c %s "$PCAP")
+vmtouch -q -l "$PCAP" & LOCK_PID=$!
+sleep 2
+
+run_tapstream() { rm -rf "$WORK/ts"; "$TS" ingest --quiet --data "$WORK/ts" "$PCAP" 2>/dev/null; }
+run_nfpcapd() { rm -rf "$WORK/nf"; mkdir -p "$WORK/nf"; nfpcapd -r "$PCAP" -w "$WORK/nf" >/dev/null 2>&1; }
+run_softflowd() { softflowd -d -r "$PCAP" -n 127.0.0.1:9 -c "$WORK/sf.ctl" -p "$WORK/sf.pid" -m 262144 >/dev/null 2>&1; }
+run_cat() { cat "$PCAP" >/dev/null; }
+
+TOOLS="tapstream nfpcapd softflowd cat"
+declare -A TIMES RSS
+for t in $TOOLS; do TIMES[$t]=""; RSS[$t]=0; done
+for ((i = 0; i < RUNS; i++)); do
+    for t in $TOOLS; do
+        out=$( { /usr/bin/time -f "%e %M" bash -c "$(declare -f run_$t); WORK='$WORK' PCAP='$PCAP' TS='$TS' run_$t" ; } 2>&1 | tail -1)
+        TIMES[$t]+="${out% *} "
+        kb=${out#* }
+        (( kb > ${RSS[$t]} )) && RSS[$t]=$kb
+    done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+echo "capture: $PACKETS packets, $SIZE bytes (tapstream synth --seed 1), page cache locked; $RUNS runs each, median"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
+TSM=$(echo "${TIMES[tapstream]}" | median)
+printf "| tool | median s | Mpackets/s | tapstream speed-up | peak RSS MiB |\n|---|---|---|---|---|\n"
+for t in $TOOLS; do
+    m=$(echo "${TIMES[$t]}" | median)
+    awk -v t="$t" -v m="$m" -v p="$PACKETS" -v ts="$TSM" -v r="${RSS[$t]}" \
+        'BEGIN { printf "| %s | %.2f | %.2f | %.2fx | %.0f |\n", t, m, p/m/1e6, m/ts, r/1024 }'
+done

@@ -1,0 +1,12 @@
+#![no_main]
+//! The http analyzer: fuzz input split at 0xff into messages of
+//! alternating direction, behind valid headers on port 80.
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    common::run(true, 80, data);
+    common::run(!true, 80, data);
+});
