@@ -28,9 +28,13 @@ SIZE=$(stat -c %s "$PCAP")
 vmtouch -q -l "$PCAP" & LOCK_PID=$!
 sleep 2
 
-run_tapstream() { rm -rf "$WORK/ts"; "$TS" ingest --quiet --data "$WORK/ts" "$PCAP" 2>/dev/null; }
-run_nfpcapd() { rm -rf "$WORK/nf"; mkdir -p "$WORK/nf"; nfpcapd -r "$PCAP" -w "$WORK/nf" >/dev/null 2>&1; }
-run_softflowd() { softflowd -d -r "$PCAP" -n 127.0.0.1:9 -c "$WORK/sf.ctl" -p "$WORK/sf.pid" -m 262144 >/dev/null 2>&1; }
+# Each tool reads the same file and writes its flow records (softflowd
+# exports NetFlow to a closed port on loopback).
+run_tapstream() { rm -rf "$WORK/ts"; "$TS" ingest --quiet --data "$WORK/ts" "$PCAP" 2>/dev/null || true; }
+run_nfpcapd() { rm -rf "$WORK/nf"; mkdir -p "$WORK/nf"; nfpcapd -r "$PCAP" -w "$WORK/nf" >/dev/null 2>&1 || true; }
+# softflowd 1.1.0 waits forever on its control socket after reading a file
+# when the socket path is longer than about 12 characters: keep it short.
+run_softflowd() { rm -f /tmp/sf.ctl; softflowd -d -r "$PCAP" -n 127.0.0.1:9 -c /tmp/sf.ctl -p /tmp/sf.pid -m 262144 >/dev/null 2>&1 || true; }
 run_cat() { cat "$PCAP" >/dev/null; }
 
 TOOLS="tapstream nfpcapd softflowd cat"
@@ -38,10 +42,10 @@ declare -A TIMES RSS
 for t in $TOOLS; do TIMES[$t]=""; RSS[$t]=0; done
 for ((i = 0; i < RUNS; i++)); do
     for t in $TOOLS; do
-        out=$( { /usr/bin/time -f "%e %M" bash -c "$(declare -f run_$t); WORK='$WORK' PCAP='$PCAP' TS='$TS' run_$t" ; } 2>&1 | tail -1)
+        out=$( { /usr/bin/time -f "%e %M" bash -c "$(declare -f run_$t); WORK='$WORK' PCAP='$PCAP' TS='$TS' run_$t" ; } 2>&1 | tail -1 || true)
         TIMES[$t]+="${out% *} "
         kb=${out#* }
-        (( kb > ${RSS[$t]} )) && RSS[$t]=$kb
+        if (( kb > ${RSS[$t]} )); then RSS[$t]=$kb; fi
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

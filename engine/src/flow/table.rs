@@ -1,8 +1,9 @@
 //! A bounded open-addressing flow table owned by one worker.
 //!
-//! Entries live in a fixed arena (allocated once); an index of
-//! (hash tag, entry) pairs with linear probing and backward-shift deletion
-//! finds them. Each entry sits on one of several expiry lists, each kept in
+//! Entries live in an arena reserved once at full capacity and filled as
+//! flows appear (so a large table costs memory only for the flows it holds);
+//! an index of (hash tag, entry) pairs with linear probing and backward-shift
+//! deletion finds them. Each entry sits on one of several expiry lists, each kept in
 //! deadline order, so expiring idle flows looks only at list heads. When the
 //! table is full, the entry with the earliest deadline is evicted.
 
@@ -22,16 +23,34 @@ struct Link {
     deadline: u64,
 }
 
+/// An index slot: high 32 bits of the hash (never 0) and entry + 1, packed
+/// into a u64; 0 is empty, so the index starts as zeroed (untouched) memory.
 #[derive(Clone, Copy)]
-struct Slot {
-    /// High 32 bits of the hash, or 0 for empty (hashes with tag 0 use 1).
-    tag: u32,
-    entry: u32,
+struct Slot(u64);
+
+impl Slot {
+    const EMPTY: Slot = Slot(0);
+    #[inline]
+    fn new(tag: u32, entry: u32) -> Slot {
+        Slot(((tag as u64) << 32) | (entry as u64 + 1))
+    }
+    #[inline]
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    #[inline]
+    fn tag(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    #[inline]
+    fn entry(self) -> u32 {
+        (self.0 as u32).wrapping_sub(1)
+    }
 }
 
 /// A bounded flow table mapping [`FlowKey`] to `V`.
 pub struct FlowTable<V> {
-    slots: Vec<Slot>,
+    slots: Vec<u64>,
     mask: usize,
     keys: Vec<FlowKey>,
     hashes: Vec<u64>,
@@ -57,13 +76,13 @@ impl<V: Default + Clone> FlowTable<V> {
         let capacity = capacity.max(1);
         let nslots = (capacity * 2).next_power_of_two().max(16);
         FlowTable {
-            slots: vec![Slot { tag: 0, entry: NIL }; nslots],
+            slots: vec![0u64; nslots],
             mask: nslots - 1,
-            keys: vec![FlowKey::default(); capacity],
-            hashes: vec![0; capacity],
-            values: vec![V::default(); capacity],
-            links: vec![Link { prev: NIL, next: NIL, list: 0, deadline: 0 }; capacity],
-            free: (0..capacity as u32).rev().collect(),
+            keys: Vec::with_capacity(capacity),
+            hashes: Vec::with_capacity(capacity),
+            values: Vec::with_capacity(capacity),
+            links: Vec::with_capacity(capacity),
+            free: Vec::with_capacity(capacity),
             heads: [NIL; LISTS],
             tails: [NIL; LISTS],
             len: 0,
@@ -94,12 +113,12 @@ impl<V: Default + Clone> FlowTable<V> {
         let tag = Self::tag(hash);
         let mut i = hash as usize & self.mask;
         loop {
-            let s = self.slots[i];
-            if s.entry == NIL {
+            let s = Slot(self.slots[i]);
+            if s.is_empty() {
                 return Lookup::Vacant(i);
             }
-            if s.tag == tag && self.keys[s.entry as usize] == *key {
-                return Lookup::Found(s.entry);
+            if s.tag() == tag && self.keys[s.entry() as usize] == *key {
+                return Lookup::Found(s.entry());
             }
             i = (i + 1) & self.mask;
         }
@@ -121,11 +140,24 @@ impl<V: Default + Clone> FlowTable<V> {
 
     /// Insert at a vacant slot returned by `lookup`. The table must not be full.
     pub fn insert_at(&mut self, slot: usize, key: FlowKey, hash: u64, v: V, list: u8, deadline: u64) -> u32 {
-        let e = self.free.pop().expect("insert into a full flow table");
-        self.slots[slot] = Slot { tag: Self::tag(hash), entry: e };
-        self.keys[e as usize] = key;
-        self.hashes[e as usize] = hash;
-        self.values[e as usize] = v;
+        assert!(self.len < self.cap, "insert into a full flow table");
+        let e = match self.free.pop() {
+            Some(e) => {
+                self.keys[e as usize] = key;
+                self.hashes[e as usize] = hash;
+                self.values[e as usize] = v;
+                e
+            }
+            None => {
+                // first use of this arena entry (capacity was reserved up front)
+                self.keys.push(key);
+                self.hashes.push(hash);
+                self.values.push(v);
+                self.links.push(Link { prev: NIL, next: NIL, list: 0, deadline: 0 });
+                (self.keys.len() - 1) as u32
+            }
+        };
+        self.slots[slot] = Slot::new(Self::tag(hash), e).0;
         self.len += 1;
         self.link_tail(e, list, deadline);
         e
@@ -181,9 +213,9 @@ impl<V: Default + Clone> FlowTable<V> {
         let key = self.keys[e as usize];
         let hash = self.hashes[e as usize];
         let mut i = hash as usize & self.mask;
-        while self.slots[i].entry != e {
-            debug_assert!(self.slots[i].entry != NIL, "entry missing from index");
-            if self.slots[i].entry == NIL {
+        while Slot(self.slots[i]).entry() != e {
+            debug_assert!(!Slot(self.slots[i]).is_empty(), "entry missing from index");
+            if Slot(self.slots[i]).is_empty() {
                 break;
             }
             i = (i + 1) & self.mask;
@@ -193,21 +225,21 @@ impl<V: Default + Clone> FlowTable<V> {
         let mut hole = i;
         let mut j = (i + 1) & self.mask;
         loop {
-            let s = self.slots[j];
-            if s.entry == NIL {
+            let s = Slot(self.slots[j]);
+            if s.is_empty() {
                 break;
             }
-            let home = self.hashes[s.entry as usize] as usize & self.mask;
+            let home = self.hashes[s.entry() as usize] as usize & self.mask;
             // move s into the hole if its home is not in (hole, j]
             let dist_home = j.wrapping_sub(home) & self.mask;
             let dist_hole = j.wrapping_sub(hole) & self.mask;
             if dist_home >= dist_hole {
-                self.slots[hole] = s;
+                self.slots[hole] = s.0;
                 hole = j;
             }
             j = (j + 1) & self.mask;
         }
-        self.slots[hole] = Slot { tag: 0, entry: NIL };
+        self.slots[hole] = Slot::EMPTY.0;
         self.unlink(e);
         self.free.push(e);
         self.len -= 1;

@@ -8,6 +8,8 @@ pub(crate) struct PcapState {
     pub link: LinkType,
     pub snaplen: u32,
     pub pos: usize,
+    /// Bytes below this offset have been prefetched.
+    prefetched: usize,
 }
 
 pub(crate) const MAGIC_US: u32 = 0xa1b2_c3d4;
@@ -36,7 +38,7 @@ impl PcapState {
         let rd = |o: usize| read_u32(data, o, big_endian);
         let snaplen = rd(16);
         let link = LinkType::from_pcap(rd(20));
-        Ok(PcapState { big_endian, nanos, link, snaplen, pos: 24 })
+        Ok(PcapState { big_endian, nanos, link, snaplen, pos: 24, prefetched: 24 })
     }
 
     /// Append up to `max` records to `batch`. Returns Ok(n) (0 = end).
@@ -47,6 +49,7 @@ impl PcapState {
             if p == data.len() {
                 break;
             }
+            self.prefetched = prefetch_ahead(data, p, self.prefetched);
             if data.len() - p < 16 {
                 return Err(SourceError::Truncated {
                     path: path.to_string(),
@@ -93,6 +96,30 @@ impl PcapState {
         }
         Ok(n)
     }
+}
+
+/// How far ahead of the read position the file is pulled into the CPU cache.
+const PREFETCH_DISTANCE: usize = 16 * 1024;
+
+/// Record headers lie at unpredictable offsets a packet apart: too sparse for
+/// the hardware prefetcher (which does not cross 4 KiB pages), so every header
+/// would be a cache miss. Stream the file into the cache a fixed distance
+/// ahead instead. Returns the new prefetched-up-to offset.
+#[inline]
+pub(crate) fn prefetch_ahead(data: &[u8], pos: usize, done: usize) -> usize {
+    let target = (pos + PREFETCH_DISTANCE).min(data.len());
+    let mut q = done.max(pos);
+    while q < target {
+        #[cfg(target_arch = "x86_64")]
+        // Safety: `q < data.len()`, so the address is inside the slice;
+        // prefetching is only a hint and never faults.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch(data.as_ptr().add(q) as *const i8, _MM_HINT_T0);
+        }
+        q += 64;
+    }
+    q.max(done)
 }
 
 #[inline]
