@@ -232,6 +232,7 @@ where
     };
 
     let mut txs: Vec<Sender<Msg>> = Vec::with_capacity(n);
+    let done: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let (ret_tx, ret_rx) = bounded::<Batch>(n * (cfg.queue_depth + 2));
     let mut handles = Vec::with_capacity(n);
     let cores = if cfg.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
@@ -244,6 +245,7 @@ where
         let core = if cores.len() > 1 { Some(cores[(i + 1) % cores.len()]) } else { cores.first().copied() };
         let dropped_b = dropped_batches.clone();
         let dropped_r = dropped_records.clone();
+        let done_w = done[i].clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("tapstream-w{i}"))
@@ -251,7 +253,13 @@ where
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    worker_loop(i as u16, &wcfg, rx, ret_tx, out_tx, dropped_b, dropped_r)
+                    worker_loop(
+                        i as u16,
+                        &wcfg,
+                        WorkerChannels { rx, ret: ret_tx, out: out_tx, done: done_w },
+                        dropped_b,
+                        dropped_r,
+                    )
                 })
                 .expect("spawn worker"),
         );
@@ -260,8 +268,8 @@ where
     drop(ret_tx);
 
     // Reader.
+    let mut sh = Sharder::new(cfg, txs, ret_rx, done.clone());
     let mut src_batch = Batch::with_capacity(cfg.batch_size);
-    let mut per: Vec<Batch> = (0..n).map(|_| Batch::with_capacity(cfg.batch_size)).collect();
     let mut decoded = Decoded::default();
     let mut defrag = Defrag::new(DEFRAG_SLOTS, DEFRAG_TIMEOUT_NS);
     let mut reader_anomalies = AnomalyCounters::default();
@@ -284,54 +292,38 @@ where
             r => r,
         };
         for d in &src_batch.descs {
-            let (ho, hi) = if n == 1 {
-                (0, 0)
-            } else {
-                let frame = src_batch_frame(&region, d);
-                decode(d.link, frame, &cfg.decode, &mut decoded);
-                if Defrag::wants(&decoded) {
-                    // Fragments lack ports, so the reader reassembles and shards the whole datagram.
-                    let (ho, _) = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
-                    let frag = Desc { layers: Layers::StatsOnly, ..*d };
-                    push(&mut per, (ho % n as u64) as usize, &region, frag, cfg, &txs, &ret_rx);
-                    if let Some(whole) = defrag.push(d.ts_ns, frame, &decoded, &mut reader_anomalies) {
-                        decode(d.link, whole, &cfg.decode, &mut decoded);
-                        let (ho, hi) = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
-                        let (wo, wi) = ((ho % n as u64) as usize, (hi % n as u64) as usize);
-                        if wo == wi {
-                            push_aux(&mut per, wo, &region, whole, *d, Layers::All, cfg, &txs, &ret_rx);
-                        } else {
-                            push_aux(&mut per, wo, &region, whole, *d, Layers::OuterOnly, cfg, &txs, &ret_rx);
-                            push_aux(&mut per, wi, &region, whole, *d, Layers::InnerOnly, cfg, &txs, &ret_rx);
-                        }
-                    }
-                    continue;
-                }
-                shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0))
-            };
-            let wo = (ho % n as u64) as usize;
-            let wi = (hi % n as u64) as usize;
-            if wo == wi {
-                push(&mut per, wo, &region, *d, cfg, &txs, &ret_rx);
-            } else {
-                push(&mut per, wo, &region, Desc { layers: Layers::OuterOnly, ..*d }, cfg, &txs, &ret_rx);
-                push(&mut per, wi, &region, Desc { layers: Layers::InnerOnly, ..*d }, cfg, &txs, &ret_rx);
+            if n == 1 {
+                sh.push(0, &region, *d);
+                continue;
             }
+            let frame = src_batch_frame(&region, d);
+            decode(d.link, frame, &cfg.decode, &mut decoded);
+            if Defrag::wants(&decoded) {
+                // Fragments lack ports: the reader reassembles, then shards the whole datagram.
+                let (ho, _) = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
+                sh.push(sh.worker_of(ho), &region, Desc { layers: Layers::StatsOnly, ..*d });
+                if let Some(whole) = defrag.push(d.ts_ns, frame, &decoded, &mut reader_anomalies) {
+                    decode(d.link, whole, &cfg.decode, &mut decoded);
+                    let hashes = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
+                    sh.push_split(hashes, &region, *d, Some(whole));
+                }
+                continue;
+            }
+            let hashes = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
+            sh.push_split(hashes, &region, *d, None);
         }
         let st = source.stats();
         progress.packets.store(st.packets, Ordering::Relaxed);
         progress.bytes.store(st.bytes, Ordering::Relaxed);
         progress.position.store(st.position, Ordering::Relaxed);
         // Hand partial batches over so workers never wait on a slow source.
-        for w in 0..n {
-            if !per[w].is_empty() {
-                send(&mut per, w, cfg, &txs, &ret_rx);
-            }
-        }
+        sh.send_all();
+        source.release(sh.lowest_pending(st.position));
         if err.is_some() {
             break;
         }
     }
+    let Sharder { txs, .. } = sh;
     drop(txs);
     let mut summary = RunSummary { source: source.stats(), ..RunSummary::default() };
     summary.anomalies.merge(&reader_anomalies);
@@ -364,52 +356,107 @@ fn src_batch_frame<'a>(region: &'a Region, d: &Desc) -> &'a [u8] {
     b.get(s..s.saturating_add(d.caplen as usize)).unwrap_or(&[])
 }
 
-#[inline]
-fn push(
-    per: &mut [Batch],
-    w: usize,
-    region: &Region,
-    d: Desc,
-    cfg: &PipelineConfig,
-    txs: &[Sender<Msg>],
-    ret: &Receiver<Batch>,
-) {
-    let b = &mut per[w];
-    if b.descs.is_empty() {
-        b.region = region.clone();
-    }
-    b.descs.push(d);
-    if b.descs.len() >= cfg.batch_size {
-        send(per, w, cfg, txs, ret);
-    }
+/// The reader's side of sharding: one batch being filled per worker, the
+/// channels to the workers, and what each worker still has to process (so
+/// the source can release memory behind the slowest one).
+struct Sharder<'c> {
+    cfg: &'c PipelineConfig,
+    per: Vec<Batch>,
+    txs: Vec<Sender<Msg>>,
+    ret: Receiver<Batch>,
+    /// Batches each worker has finished (written by the worker).
+    done: Vec<Arc<AtomicU64>>,
+    /// Batches sent to each worker, and (sequence, lowest region offset) of those not yet done.
+    sent: Vec<u64>,
+    pending: Vec<std::collections::VecDeque<(u64, u64)>>,
 }
 
-/// Queue a frame the pipeline built (a reassembled datagram) for worker `w`.
-#[allow(clippy::too_many_arguments)]
-fn push_aux(
-    per: &mut [Batch],
-    w: usize,
-    region: &Region,
-    bytes: &[u8],
-    d: Desc,
-    layers: Layers,
-    cfg: &PipelineConfig,
-    txs: &[Sender<Msg>],
-    ret: &Receiver<Batch>,
-) {
-    let b = &mut per[w];
-    let offset = b.aux.len() as u64;
-    b.aux.extend_from_slice(bytes);
-    let d = Desc { offset, caplen: bytes.len() as u32, wire_len: bytes.len() as u32, layers, in_aux: true, ..d };
-    push(per, w, region, d, cfg, txs, ret);
-}
+impl<'c> Sharder<'c> {
+    fn new(cfg: &'c PipelineConfig, txs: Vec<Sender<Msg>>, ret: Receiver<Batch>, done: Vec<Arc<AtomicU64>>) -> Self {
+        let n = txs.len();
+        Sharder {
+            cfg,
+            per: (0..n).map(|_| Batch::with_capacity(cfg.batch_size)).collect(),
+            txs,
+            ret,
+            done,
+            sent: vec![0; n],
+            pending: (0..n).map(|_| std::collections::VecDeque::with_capacity(cfg.queue_depth + 2)).collect(),
+        }
+    }
 
-fn send(per: &mut [Batch], w: usize, cfg: &PipelineConfig, txs: &[Sender<Msg>], ret: &Receiver<Batch>) {
-    let mut fresh = ret.try_recv().unwrap_or_else(|_| Batch::with_capacity(cfg.batch_size));
-    fresh.clear();
-    let full = std::mem::replace(&mut per[w], fresh);
-    // Files: wait for the worker. (Live sources count drops at the RX ring.)
-    let _ = txs[w].send(Msg::Batch(full));
+    #[inline]
+    fn worker_of(&self, hash: u64) -> usize {
+        (hash % self.per.len() as u64) as usize
+    }
+
+    /// Queue a packet for the workers owning its outer and inner flows: one
+    /// descriptor when they are the same worker, else one for each layer.
+    /// `rebuilt` carries the bytes of a reassembled datagram.
+    fn push_split(&mut self, (ho, hi): (u64, u64), region: &Region, d: Desc, rebuilt: Option<&[u8]>) {
+        let (wo, wi) = (self.worker_of(ho), self.worker_of(hi));
+        let parts: &[(usize, Layers)] =
+            if wo == wi { &[(wo, Layers::All)] } else { &[(wo, Layers::OuterOnly), (wi, Layers::InnerOnly)] };
+        for &(w, layers) in parts {
+            let d = Desc { layers, ..d };
+            match rebuilt {
+                None => self.push(w, region, d),
+                Some(bytes) => {
+                    let b = &mut self.per[w];
+                    let offset = b.aux.len() as u64;
+                    b.aux.extend_from_slice(bytes);
+                    let len = bytes.len() as u32;
+                    self.push(w, region, Desc { offset, caplen: len, wire_len: len, in_aux: true, ..d });
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, w: usize, region: &Region, d: Desc) {
+        let b = &mut self.per[w];
+        if b.descs.is_empty() {
+            b.region = region.clone();
+        }
+        b.descs.push(d);
+        if b.descs.len() >= self.cfg.batch_size {
+            self.send(w);
+        }
+    }
+
+    fn send_all(&mut self) {
+        for w in 0..self.per.len() {
+            if !self.per[w].is_empty() {
+                self.send(w);
+            }
+        }
+    }
+
+    fn send(&mut self, w: usize) {
+        let mut fresh = self.ret.try_recv().unwrap_or_else(|_| Batch::with_capacity(self.cfg.batch_size));
+        fresh.clear();
+        let full = std::mem::replace(&mut self.per[w], fresh);
+        let low = full.descs.iter().find(|d| !d.in_aux).map_or(u64::MAX, |d| d.offset);
+        self.sent[w] += 1;
+        self.pending[w].push_back((self.sent[w], low));
+        // Files: wait for the worker. (Live sources count drops at the RX ring.)
+        let _ = self.txs[w].send(Msg::Batch(full));
+    }
+
+    /// The lowest region offset some worker has yet to process (`pos` when none).
+    fn lowest_pending(&mut self, pos: u64) -> u64 {
+        let mut low = pos;
+        for w in 0..self.per.len() {
+            let done = self.done[w].load(Ordering::Acquire);
+            while self.pending[w].front().is_some_and(|&(seq, _)| seq <= done) {
+                self.pending[w].pop_front();
+            }
+            if let Some(&(_, off)) = self.pending[w].front() {
+                low = low.min(off);
+            }
+        }
+        low
+    }
 }
 
 struct WorkerResult {
@@ -420,15 +467,22 @@ struct WorkerResult {
     flows: FlowStats,
 }
 
-fn worker_loop(
-    id: u16,
-    cfg: &PipelineConfig,
+struct WorkerChannels {
     rx: Receiver<Msg>,
     ret: Sender<Batch>,
     out: Sender<Vec<Output>>,
+    /// Batches finished, for the reader's memory release.
+    done: Arc<AtomicU64>,
+}
+
+fn worker_loop(
+    id: u16,
+    cfg: &PipelineConfig,
+    ch: WorkerChannels,
     dropped_batches: Arc<AtomicU64>,
     dropped_records: Arc<AtomicU64>,
 ) -> WorkerResult {
+    let WorkerChannels { rx, ret, out, done } = ch;
     let mut w = Worker::new(id, cfg);
     let deliver = |w: &mut Worker| {
         if w.sinks.ready.is_empty() {
@@ -450,6 +504,7 @@ fn worker_loop(
         match rx.recv_timeout(cfg.flush_interval) {
             Ok(Msg::Batch(mut b)) => {
                 w.process(&b);
+                done.fetch_add(1, Ordering::Release);
                 b.clear();
                 let _ = ret.try_send(b);
             }

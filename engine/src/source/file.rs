@@ -23,6 +23,10 @@ enum Reader {
 pub struct CaptureFile {
     path: String,
     map: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    /// The same map, typed, when the capture is a file (for releasing pages).
+    mmap: Option<Arc<Mapped>>,
+    /// Pages below this offset have been released.
+    released: u64,
     reader: Reader,
     stats: SourceStats,
     failed: bool,
@@ -47,6 +51,7 @@ pub fn open_capture(path: &str) -> Result<CaptureFile, SourceError> {
     let io = |e| SourceError::Io { path: path.to_string(), source: e };
     let f = File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
+    let mut mmap = None;
     let map: Arc<dyn AsRef<[u8]> + Send + Sync> = if len == 0 {
         Arc::new(Empty)
     } else {
@@ -56,9 +61,13 @@ pub fn open_capture(path: &str) -> Result<CaptureFile, SourceError> {
         let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
         #[cfg(unix)]
         let _ = m.advise(memmap2::Advice::Sequential);
-        Arc::new(Mapped(m))
+        let m = Arc::new(Mapped(m));
+        mmap = Some(m.clone());
+        m
     };
-    CaptureFile::from_shared(path, map)
+    let mut c = CaptureFile::from_shared(path, map)?;
+    c.mmap = mmap;
+    Ok(c)
 }
 
 impl CaptureFile {
@@ -84,7 +93,15 @@ impl CaptureFile {
         } else {
             return Err(SourceError::BadMagic { path: path.to_string(), magic });
         };
-        Ok(CaptureFile { path: path.to_string(), map, reader, stats: SourceStats::default(), failed: false })
+        Ok(CaptureFile {
+            path: path.to_string(),
+            map,
+            mmap: None,
+            released: 0,
+            reader,
+            stats: SourceStats::default(),
+            failed: false,
+        })
     }
 
     pub fn format(&self) -> CaptureFormat {
@@ -136,6 +153,31 @@ impl PacketSource for CaptureFile {
 
     fn stats(&self) -> SourceStats {
         self.stats
+    }
+
+    /// Unmap the pages below `offset` (every consumer is past them), so the
+    /// process's resident memory stays flat however large the file. The page
+    /// cache keeps them; a late access would simply map them again.
+    fn release(&mut self, offset: u64) {
+        const STEP: u64 = 64 << 20;
+        let Some(m) = &self.mmap else { return };
+        let upto = offset & !(STEP - 1);
+        if upto <= self.released {
+            return;
+        }
+        // Safety: MADV_DONTNEED on a read-only file mapping only drops page
+        // table entries; the memory stays valid and reads refault from the
+        // page cache, so no reference into the map is invalidated.
+        let r = unsafe {
+            m.0.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                self.released as usize,
+                (upto - self.released) as usize,
+            )
+        };
+        if r.is_ok() {
+            self.released = upto;
+        }
     }
 
     fn name(&self) -> &str {

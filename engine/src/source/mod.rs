@@ -226,4 +226,7 @@ pub trait PacketSource: Send {
     fn stats(&self) -> SourceStats;
     /// A name for messages (file path, interface, "synthetic").
     fn name(&self) -> &str;
+    /// Every frame below region offset `offset` has been processed; the
+    /// source may give back the memory behind it.
+    fn release(&mut self, _offset: u64) {}
 }
