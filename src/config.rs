@@ -183,7 +183,8 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
     let flush =
         secs("storage.flush_interval_secs", raw.storage.flush_interval_secs, Duration::from_secs(30), 0.1, 3600.0)?;
     let pipeline = PipelineConfig {
-        workers: range("pipeline.workers", raw.pipeline.workers, cores.clamp(1, 8), 1, 256)?,
+        // One core goes to the reader that feeds the workers.
+        workers: range("pipeline.workers", raw.pipeline.workers, cores.saturating_sub(1).clamp(1, 8), 1, 256)?,
         batch_size: range("pipeline.batch_size", raw.pipeline.batch_size, 256, 1, 65_536)?,
         pin_cores: raw.pipeline.pin_cores.unwrap_or(false),
         queue_depth: range("pipeline.queue_depth", raw.pipeline.queue_depth, 16, 1, 4096)?,
