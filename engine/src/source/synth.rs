@@ -97,6 +97,8 @@ struct Session {
     left: u64,
     name: u32,
     done: bool,
+    /// Server segments the client has not acknowledged yet.
+    unacked: u8,
 }
 
 /// The synthetic source.
@@ -241,6 +243,7 @@ impl SynthSource {
             left,
             name: self.rng.below(HOSTS.len() as u64) as u32,
             done: false,
+            unacked: 0,
         }
     }
 
@@ -255,6 +258,10 @@ impl SynthSource {
         const FIN: u8 = 0x01;
         const RST: u8 = 0x04;
         match s.kind {
+            Http | Tls if s.unacked >= 2 => {
+                s.unacked = 0;
+                self.tcp(&s, true, ACK, &[]);
+            }
             Http | Tls => {
                 let mss = 1448u64;
                 match s.step {
@@ -296,11 +303,8 @@ impl SynthSource {
                         s.sseq = s.sseq.wrapping_add(n as u32);
                         s.left -= n;
                         s.step = 4; // stays in the data phase
-                        if self.rng.below(4) == 0 {
-                            // an ACK from the client now and then
-                            self.sessions[i] = s;
-                            return;
-                        }
+                        // the client acknowledges every second segment (delayed ACK)
+                        s.unacked += 1;
                     }
                     5 => self.tcp(&s, true, FIN | ACK, &[]),
                     6 => {
