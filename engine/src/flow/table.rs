@@ -52,6 +52,9 @@ impl Slot {
 pub struct FlowTable<V> {
     slots: Vec<u64>,
     mask: usize,
+    /// The index grows (doubling, up to this many slots) as flows arrive, so
+    /// a table sized for a million flows holding a thousand stays in cache.
+    max_slots: usize,
     keys: Vec<FlowKey>,
     hashes: Vec<u64>,
     values: Vec<V>,
@@ -74,10 +77,12 @@ impl<V: Default + Clone> FlowTable<V> {
     /// A table holding at most `capacity` flows.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let nslots = (capacity * 2).next_power_of_two().max(16);
+        let max_slots = (capacity * 2).next_power_of_two().max(16);
+        let nslots = max_slots.min(4096);
         FlowTable {
             slots: vec![0u64; nslots],
             mask: nslots - 1,
+            max_slots,
             keys: Vec::with_capacity(capacity),
             hashes: Vec::with_capacity(capacity),
             values: Vec::with_capacity(capacity),
@@ -138,9 +143,33 @@ impl<V: Default + Clone> FlowTable<V> {
         let _ = i;
     }
 
+    /// Double the index (at most to `max_slots`) once it is half full.
+    fn grow_if_needed(&mut self) -> bool {
+        let n = self.slots.len();
+        if (self.len + 1) * 2 <= n || n >= self.max_slots {
+            return false;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![0u64; n * 2]);
+        self.mask = n * 2 - 1;
+        for s in old.into_iter().map(Slot).filter(|s| !s.is_empty()) {
+            let mut i = self.hashes[s.entry() as usize] as usize & self.mask;
+            while !Slot(self.slots[i]).is_empty() {
+                i = (i + 1) & self.mask;
+            }
+            self.slots[i] = s.0;
+        }
+        true
+    }
+
     /// Insert at a vacant slot returned by `lookup`. The table must not be full.
-    pub fn insert_at(&mut self, slot: usize, key: FlowKey, hash: u64, v: V, list: u8, deadline: u64) -> u32 {
+    pub fn insert_at(&mut self, mut slot: usize, key: FlowKey, hash: u64, v: V, list: u8, deadline: u64) -> u32 {
         assert!(self.len < self.cap, "insert into a full flow table");
+        if self.grow_if_needed() {
+            slot = match self.lookup(&key, hash) {
+                Lookup::Vacant(s) => s,
+                Lookup::Found(_) => unreachable!("inserting a key that is present"),
+            };
+        }
         let e = match self.free.pop() {
             Some(e) => {
                 self.keys[e as usize] = key;
@@ -312,6 +341,40 @@ mod tests {
             (0u16..64).prop_map(Op::Remove),
             (0u64..1000).prop_map(Op::Expire),
         ]
+    }
+
+    #[test]
+    fn index_grows_and_keeps_every_entry() {
+        let mut t: FlowTable<u64> = FlowTable::new(100_000);
+        let start_slots = t.slots.len();
+        let keys: Vec<FlowKey> = (0..30_000u32)
+            .map(|i| FlowKey { lo_port: i as u16, hi_port: (i >> 16) as u16, proto: 17, vlan: 7, ..FlowKey::default() })
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            match t.lookup(k, k.hash64()) {
+                Lookup::Vacant(s) => {
+                    t.insert_at(s, *k, k.hash64(), i as u64, 1, i as u64);
+                }
+                Lookup::Found(_) => panic!("duplicate"),
+            }
+        }
+        assert!(t.slots.len() > start_slots, "index did not grow");
+        for (i, k) in keys.iter().enumerate() {
+            match t.lookup(k, k.hash64()) {
+                Lookup::Found(e) => assert_eq!(*t.get(e), i as u64),
+                Lookup::Vacant(_) => panic!("lost key {i}"),
+            }
+        }
+        for k in keys.iter().step_by(2) {
+            if let Lookup::Found(e) = t.lookup(k, k.hash64()) {
+                t.remove(e);
+            }
+        }
+        assert_eq!(t.len(), 15_000);
+        for (i, k) in keys.iter().enumerate() {
+            let found = matches!(t.lookup(k, k.hash64()), Lookup::Found(_));
+            assert_eq!(found, i % 2 == 1);
+        }
     }
 
     proptest! {
