@@ -24,6 +24,8 @@ pub enum Cmd {
     Flows(FlowsArgs),
     /// Write synthetic traffic to a pcap file.
     Synth(SynthArgs),
+    /// Send test traffic with known content out of an interface.
+    Gen(GenArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -40,6 +42,41 @@ pub struct RunArgs {
     /// Worker threads.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Capture from this interface (repeat for several; overrides
+    /// `capture.interfaces`). With none anywhere: demo traffic.
+    #[arg(long = "iface", value_name = "IFACE")]
+    pub ifaces: Vec<String>,
+    /// Capture filter, tcpdump style (overrides `capture.filter`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Write a JSON summary of the run to this file at exit.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenArgs {
+    /// Interface to send from.
+    #[arg(long)]
+    pub iface: String,
+    /// Packets per second.
+    #[arg(long, default_value_t = 1000)]
+    pub pps: u64,
+    /// Concurrent flows (sessions for web/dns; distinct tuples for the others).
+    #[arg(long, default_value_t = 100)]
+    pub flows: u32,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Send exactly this many packets instead (paced at --pps).
+    #[arg(long)]
+    pub packets: Option<u64>,
+    /// Traffic: web, dns, syn-flood, udp-flood, scan.
+    #[arg(long, default_value = "web")]
+    pub mix: String,
+    /// Write the JSON report here too (it is always printed).
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -25,10 +25,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Ingest(a) => ingest(cfg, a),
         Cmd::Flows(a) => flows(cfg, a),
         Cmd::Synth(a) => synth(a),
+        Cmd::Gen(a) => crate::live::generate(a),
     }
 }
 
-fn stop_flag() -> Arc<AtomicBool> {
+pub(crate) fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     // Second signal: leave at once.
@@ -46,7 +47,7 @@ type SharedErrors = Arc<Mutex<Vec<String>>>;
 /// A sink that writes record batches into hourly Parquet; errors are kept.
 // The sink closure's type cannot be named, so the tuple stays inline.
 #[allow(clippy::type_complexity)]
-fn parquet_sink(
+pub(crate) fn parquet_sink(
     data: &Path,
     cfg: &Config,
 ) -> anyhow::Result<(impl FnMut((Table, RecordBatch)) + Send + 'static, SharedWriter, SharedErrors)> {
@@ -67,7 +68,7 @@ fn parquet_sink(
     Ok((sink, writer, errors))
 }
 
-fn close_writer(writer: &Arc<Mutex<Option<HourlyWriter>>>) -> anyhow::Result<tapstream_query::WriterStats> {
+pub(crate) fn close_writer(writer: &Arc<Mutex<Option<HourlyWriter>>>) -> anyhow::Result<tapstream_query::WriterStats> {
     let mut g = writer.lock().unwrap_or_else(|p| p.into_inner());
     let mut w = g.take().context("writer already closed")?;
     w.close()?;
@@ -75,6 +76,13 @@ fn close_writer(writer: &Arc<Mutex<Option<HourlyWriter>>>) -> anyhow::Result<tap
 }
 
 fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let ifaces = if a.ifaces.is_empty() { cfg.capture.interfaces.clone() } else { a.ifaces.clone() };
+    if !ifaces.is_empty() {
+        return crate::live::run(cfg, a, ifaces);
+    }
+    if a.filter.is_some() || cfg.capture.filter.is_some() {
+        anyhow::bail!("a capture filter needs an interface to capture from (--iface or capture.interfaces)");
+    }
     let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
     let mut pcfg = cfg.pipeline.clone();
     if let Some(w) = a.workers {
@@ -117,7 +125,7 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-fn print_summary(s: &RunSummary, w: &tapstream_query::WriterStats) {
+pub(crate) fn print_summary(s: &RunSummary, w: &tapstream_query::WriterStats) {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     eprintln!(
         "packets {} ({} bytes) in {:.2}s = {:.0} packets/s; flows {} (evicted {}); records {} \

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use tapstream_engine::decode::DecodeConfig;
 use tapstream_engine::flow::FlowConfig;
+use tapstream_engine::live::{BindMode, CaptureMethod, LiveConfig, XdpModeChoice, XskConfig};
 use tapstream_engine::pipeline::PipelineConfig;
 use tapstream_engine::source::AttackMix;
 use tapstream_query::WriterConfig;
@@ -26,6 +27,26 @@ pub struct RawConfig {
     pub storage: RawStorage,
     #[serde(default)]
     pub demo: RawDemo,
+    #[serde(default)]
+    pub capture: RawCapture,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub interfaces: Option<Vec<String>>,
+    pub filter: Option<String>,
+    pub method: Option<CaptureMethod>,
+    pub xdp_mode: Option<XdpModeChoice>,
+    pub bind: Option<BindMode>,
+    pub queues: Option<u32>,
+    pub umem_frames: Option<u32>,
+    pub frame_size: Option<u32>,
+    pub fill_ring: Option<u32>,
+    pub rx_ring: Option<u32>,
+    pub busy_poll: Option<bool>,
+    pub rx_cores: Option<Vec<usize>>,
+    pub worker_cores: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +111,79 @@ pub struct Config {
     pub demo_seed: u64,
     pub demo_pps: u64,
     pub attacks: AttackMix,
+    pub capture: Capture,
+}
+
+/// Validated live-capture settings.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    pub interfaces: Vec<String>,
+    pub filter: Option<String>,
+    pub queues: Option<u32>,
+    pub live: LiveConfig,
+    pub rx_cores: Vec<usize>,
+}
+
+fn pow2(name: &str, v: Option<u32>, default: u32, min: u32, max: u32) -> anyhow::Result<u32> {
+    let x = range(name, v, default, min, max)?;
+    if !x.is_power_of_two() {
+        bail!("{name} = {x}: must be a power of two");
+    }
+    Ok(x)
+}
+
+fn capture(raw: RawCapture, cores: usize) -> anyhow::Result<(Capture, Vec<usize>)> {
+    let d = XskConfig::default();
+    let frame_size = match raw.frame_size {
+        None => d.frame_size,
+        Some(x @ (2048 | 4096)) => x,
+        Some(x) => bail!("capture.frame_size = {x}: must be 2048 or 4096"),
+    };
+    let fill = pow2("capture.fill_ring", raw.fill_ring, d.fill_size, 64, 1 << 20)?;
+    let rx = pow2("capture.rx_ring", raw.rx_ring, d.rx_size, 64, 1 << 20)?;
+    let frames = range("capture.umem_frames", raw.umem_frames, d.frames.max(fill * 2), 128, 1 << 22)?;
+    if frames < fill {
+        bail!("capture.umem_frames = {frames}: must be at least capture.fill_ring ({fill})");
+    }
+    let core_ok = |name: &str, v: &[usize]| -> anyhow::Result<()> {
+        if let Some(c) = v.iter().find(|&&c| c >= cores) {
+            bail!("{name}: core {c} does not exist (this machine has {cores}: 0..{})", cores - 1);
+        }
+        Ok(())
+    };
+    let rx_cores = raw.rx_cores.unwrap_or_default();
+    core_ok("capture.rx_cores", &rx_cores)?;
+    let worker_cores = raw.worker_cores.unwrap_or_default();
+    core_ok("capture.worker_cores", &worker_cores)?;
+    let interfaces = raw.interfaces.unwrap_or_default();
+    if let Some(bad) = interfaces.iter().find(|i| i.is_empty() || i.len() >= 16 || i.contains('/') || i.contains(' ')) {
+        bail!("capture.interfaces: `{bad}` is not a valid interface name");
+    }
+    let queues = match raw.queues {
+        None => None,
+        Some(q) => Some(range("capture.queues", Some(q), 1, 1, 1024)?),
+    };
+    Ok((
+        Capture {
+            interfaces,
+            filter: raw.filter,
+            queues,
+            live: LiveConfig {
+                method: raw.method.unwrap_or_default(),
+                xdp_mode: raw.xdp_mode.unwrap_or_default(),
+                xsk: XskConfig {
+                    frames,
+                    frame_size,
+                    fill_size: fill,
+                    rx_size: rx,
+                    bind: raw.bind.unwrap_or_default(),
+                    busy_poll: raw.busy_poll.unwrap_or(false),
+                },
+            },
+            rx_cores,
+        },
+        worker_cores,
+    ))
 }
 
 pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -182,6 +276,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
     };
     let flush =
         secs("storage.flush_interval_secs", raw.storage.flush_interval_secs, Duration::from_secs(30), 0.1, 3600.0)?;
+    let (capture, worker_cores) = capture(raw.capture, cores)?;
     let pipeline = PipelineConfig {
         // One core goes to the reader that feeds the workers.
         workers: range("pipeline.workers", raw.pipeline.workers, cores.saturating_sub(1).clamp(1, 8), 1, 256)?,
@@ -194,6 +289,9 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         flow,
         drop_when_behind: false,
         community_id_seed: raw.flows.community_id_seed.unwrap_or(0),
+        worker_cores,
+        filters: Vec::new(),
+        live_clock: false,
     };
     let writer = WriterConfig {
         max_rows_per_file: range("storage.max_rows_per_file", raw.storage.max_rows_per_file, 1_000_000, 1, 1 << 30)?,
@@ -212,6 +310,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             port_scan: frac("demo.port_scan", raw.demo.port_scan)?,
             dns_tunnel: frac("demo.dns_tunnel", raw.demo.dns_tunnel)?,
         },
+        capture,
     })
 }
 

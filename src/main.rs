@@ -8,6 +8,7 @@ static GLOBAL: MiMalloc = MiMalloc;
 mod cli;
 mod commands;
 mod config;
+mod live;
 mod output;
 
 fn main() -> std::process::ExitCode {

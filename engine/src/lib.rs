@@ -9,7 +9,10 @@
 //! Architecture Invariant: this crate depends on no other tapstream crate.
 
 pub mod decode;
+pub mod filter;
 pub mod flow;
+#[cfg(target_os = "linux")]
+pub mod live;
 pub mod pipeline;
 pub mod proto;
 pub mod records;

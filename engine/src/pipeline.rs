@@ -47,6 +47,13 @@ pub struct PipelineConfig {
     pub queue_depth: usize,
     /// Seed of Community ID flow hashes.
     pub community_id_seed: u16,
+    /// Cores for the workers, by worker (empty: core i+1 for worker i).
+    pub worker_cores: Vec<usize>,
+    /// Capture filter per interface number (a missing entry or `None`: everything).
+    pub filters: Vec<Option<Arc<crate::filter::Filter>>>,
+    /// Timestamps are wall-clock time (live capture): idle workers advance
+    /// their flow tables' clocks, so idle flows expire without new packets.
+    pub live_clock: bool,
 }
 
 impl Default for PipelineConfig {
@@ -62,6 +69,9 @@ impl Default for PipelineConfig {
             drop_when_behind: false,
             queue_depth: 16,
             community_id_seed: 0,
+            worker_cores: Vec::new(),
+            filters: Vec::new(),
+            live_clock: false,
         }
     }
 }
@@ -75,6 +85,8 @@ pub struct RunSummary {
     pub flows: FlowStats,
     pub anomalies: AnomalyCounters,
     pub non_ip: u64,
+    /// Packets a capture filter rejected (not in `packets`).
+    pub filtered: u64,
     pub records: u64,
     pub dropped_batches: u64,
     pub dropped_records: u64,
@@ -102,6 +114,9 @@ pub struct Worker {
     pub packets: u64,
     pub bytes: u64,
     pub non_ip: u64,
+    /// Packets a capture filter rejected.
+    pub filtered: u64,
+    filters: Vec<Option<Arc<crate::filter::Filter>>>,
     batch_rows: usize,
     last_flush: Instant,
     flush_interval: Duration,
@@ -124,6 +139,8 @@ impl Worker {
             packets: 0,
             bytes: 0,
             non_ip: 0,
+            filtered: 0,
+            filters: cfg.filters.clone(),
             batch_rows: cfg.record_batch_rows.max(1),
             last_flush: Instant::now(),
             flush_interval: cfg.flush_interval,
@@ -153,6 +170,14 @@ impl Worker {
     #[inline]
     pub fn packet(&mut self, d: &Desc, frame: &[u8]) {
         decode(d.link, frame, &self.decode_cfg, &mut self.decoded);
+        if let Some(Some(f)) = self.filters.get(d.iface as usize)
+            && !f.matches(&self.decoded)
+        {
+            if d.layers != Layers::InnerOnly && !d.in_aux {
+                self.filtered += 1;
+            }
+            return;
+        }
         // A reassembled datagram was counted as its fragments; the inner
         // half of a split tunnel packet is counted by the outer half's worker.
         if d.layers != Layers::InnerOnly && !d.in_aux {
@@ -187,6 +212,12 @@ impl Worker {
         }
     }
 
+    /// Advance the flow clock to the wall clock (live capture, no packets).
+    pub fn tick_now(&mut self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        self.tracker.tick(now, &mut self.sinks);
+    }
+
     /// End of input: flush every flow and builder.
     pub fn finish(&mut self) {
         self.tracker.flush(&mut self.sinks);
@@ -217,22 +248,22 @@ enum Msg {
     Batch(Batch),
 }
 
-/// Run a source to its end through the pipeline. `sink` receives every
-/// record batch on a separate thread. `stop` ends the run early (flows are
-/// still flushed). Returns the summary, or the source's error after all
-/// records before the bad spot have been written.
-pub fn run<S, F>(
-    mut source: S,
-    cfg: &PipelineConfig,
-    stop: Arc<AtomicBool>,
-    progress: Arc<Progress>,
-    sink: F,
-) -> (RunSummary, Option<SourceError>)
+/// Workers and the output thread: what every kind of run starts.
+struct Crew {
+    txs: Vec<Sender<Msg>>,
+    done: Vec<Arc<AtomicU64>>,
+    /// One return channel per feeder (batches come back to where they were cut).
+    rets: Vec<Receiver<Batch>>,
+    handles: Vec<std::thread::JoinHandle<WorkerResult>>,
+    out_thread: std::thread::JoinHandle<[u64; 6]>,
+    dropped_batches: Arc<AtomicU64>,
+    dropped_records: Arc<AtomicU64>,
+}
+
+fn start_crew<F>(cfg: &PipelineConfig, feeders: usize, sink: F) -> Crew
 where
-    S: PacketSource,
     F: FnMut(Output) + Send + 'static,
 {
-    let start = Instant::now();
     let n = cfg.workers.max(1);
     let (out_tx, out_rx) = bounded::<Vec<Output>>(64);
     let dropped_batches = Arc::new(AtomicU64::new(0));
@@ -253,19 +284,24 @@ where
             })
             .expect("spawn output thread")
     };
-
     let mut txs: Vec<Sender<Msg>> = Vec::with_capacity(n);
     let done: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
-    let (ret_tx, ret_rx) = bounded::<Batch>(n * (cfg.queue_depth + 2));
+    // Every batch a feeder has cut fits in its return channel at once, so a
+    // worker never waits to hand one back and no lent frame is lost.
+    let (ret_txs, rets): (Vec<_>, Vec<_>) = (0..feeders).map(|_| bounded::<Batch>(n * (cfg.queue_depth + 3))).unzip();
     let mut handles = Vec::with_capacity(n);
     let cores = if cfg.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     for i in 0..n {
         let (tx, rx) = bounded::<Msg>(cfg.queue_depth.max(1));
         txs.push(tx);
         let out_tx = out_tx.clone();
-        let ret_tx = ret_tx.clone();
+        let ret = ret_txs.clone();
         let wcfg = cfg.clone();
-        let core = if cores.len() > 1 { Some(cores[(i + 1) % cores.len()]) } else { cores.first().copied() };
+        let core = match cfg.worker_cores.get(i) {
+            Some(&c) => cores.iter().find(|id| id.id == c).copied(),
+            None if cores.len() > 1 => Some(cores[(i + 1) % cores.len()]),
+            None => cores.first().copied(),
+        };
         let dropped_b = dropped_batches.clone();
         let dropped_r = dropped_records.clone();
         let done_w = done[i].clone();
@@ -279,7 +315,7 @@ where
                     worker_loop(
                         i as u16,
                         &wcfg,
-                        WorkerChannels { rx, ret: ret_tx, out: out_tx, done: done_w },
+                        WorkerChannels { rx, ret, out: out_tx, done: done_w },
                         dropped_b,
                         dropped_r,
                     )
@@ -287,34 +323,106 @@ where
                 .expect("spawn worker"),
         );
     }
-    drop(out_tx);
-    drop(ret_tx);
+    Crew { txs, done, rets, handles, out_thread, dropped_batches, dropped_records }
+}
 
-    // Reader.
-    let mut sh = Sharder::new(cfg, txs, ret_rx, done.clone());
+impl Crew {
+    /// Wait for the workers (their inputs must be closed) and the output thread.
+    fn join(self, summary: &mut RunSummary) {
+        let Crew { txs, handles, out_thread, dropped_batches, dropped_records, .. } = self;
+        drop(txs);
+        for h in handles {
+            if let Ok(w) = h.join() {
+                summary.packets += w.packets;
+                summary.bytes += w.bytes;
+                summary.non_ip += w.non_ip;
+                summary.filtered += w.filtered;
+                summary.anomalies.merge(&w.anomalies);
+                let f = w.flows;
+                summary.flows.created += f.created;
+                summary.flows.expired += f.expired;
+                summary.flows.evicted += f.evicted;
+                summary.flows.interim += f.interim;
+            }
+        }
+        if let Ok(rows) = out_thread.join() {
+            summary.rows_per_table = rows;
+            summary.records = rows.iter().sum();
+        }
+        summary.dropped_batches = dropped_batches.load(Ordering::Relaxed);
+        summary.dropped_records = dropped_records.load(Ordering::Relaxed);
+    }
+}
+
+/// Live counters of one feeder (one RX queue, or the file reader), updated
+/// once per batch and readable while the run goes.
+#[derive(Debug, Default)]
+pub struct FeedStatus {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Packets dropped because the owning worker's queue was full.
+    pub worker_drops: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+/// What one feeder did, at the end of a live run.
+#[derive(Clone, Debug)]
+pub struct FeedReport {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub worker_drops: u64,
+    /// Receive batches (non-empty fills) and their size distribution.
+    pub batches: u64,
+    pub batch_p50: u64,
+    pub batch_p99: u64,
+    pub batch_max: u64,
+    /// Deepest any worker queue was seen when this feeder handed it a batch.
+    pub max_worker_queue: usize,
+    pub capture: Option<crate::source::CaptureStats>,
+}
+
+/// Read `source` and shard it over the workers until it ends, fails, or
+/// `stop` is set. Returns the source's error, if any.
+fn feed(
+    source: &mut dyn PacketSource,
+    sh: &mut Sharder<'_>,
+    stop: &AtomicBool,
+    progress: &Progress,
+    status: &FeedStatus,
+    hist: &mut hdrhistogram::Histogram<u64>,
+) -> Option<SourceError> {
+    let cfg = sh.cfg;
+    let n = sh.per.len();
+    let live = sh.live;
     let mut src_batch = Batch::with_capacity(cfg.batch_size);
     let mut decoded = Decoded::default();
     let mut defrag = Defrag::new(DEFRAG_SLOTS, DEFRAG_TIMEOUT_NS);
-    let mut reader_anomalies = AnomalyCounters::default();
     let mut err = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        sh.reclaim(source);
         src_batch.clear();
-        match source.fill(&mut src_batch, cfg.batch_size) {
+        let got = match source.fill(&mut src_batch, cfg.batch_size) {
+            Ok(0) if live => continue,
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(k) => k,
             Err(e) => {
                 err = Some(e);
                 // frames already in the batch are good: deliver them
+                src_batch.descs.len()
             }
-        }
+        };
+        let _ = hist.record(got as u64);
         let region = match std::mem::take(&mut src_batch.region) {
             Region::Owned(v) => Region::Shared(Arc::new(v)),
             r => r,
         };
+        let mut bytes = 0u64;
         for d in &src_batch.descs {
+            bytes += d.wire_len as u64;
             if n == 1 {
                 sh.push(0, &region, *d);
                 continue;
@@ -325,7 +433,7 @@ where
                 // Fragments lack ports: the reader reassembles, then shards the whole datagram.
                 let (ho, _) = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
                 sh.push(sh.worker_of(ho), &region, Desc { layers: Layers::StatsOnly, ..*d });
-                if let Some(whole) = defrag.push(d.ts_ns, frame, &decoded, &mut reader_anomalies) {
+                if let Some(whole) = defrag.push(d.ts_ns, frame, &decoded, &mut sh.anomalies) {
                     decode(d.link, whole, &cfg.decode, &mut decoded);
                     let hashes = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
                     sh.push_split(hashes, &region, *d, Some(whole));
@@ -335,48 +443,148 @@ where
             let hashes = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
             sh.push_split(hashes, &region, *d, None);
         }
+        // Hand partial batches over so workers never wait on a slow source.
+        sh.send_all();
+        status.packets.fetch_add(got as u64, Ordering::Relaxed);
+        status.bytes.fetch_add(bytes, Ordering::Relaxed);
+        status.batches.fetch_add(1, Ordering::Relaxed);
+        status.worker_drops.store(sh.worker_drops, Ordering::Relaxed);
         let st = source.stats();
         progress.packets.store(st.packets, Ordering::Relaxed);
         progress.bytes.store(st.bytes, Ordering::Relaxed);
         progress.position.store(st.position, Ordering::Relaxed);
-        // Hand partial batches over so workers never wait on a slow source.
-        sh.send_all();
-        source.release(sh.lowest_pending(st.position));
+        if !live {
+            source.release(sh.lowest_pending(st.position));
+        }
         if err.is_some() {
             break;
         }
     }
-    let Sharder { txs, .. } = sh;
-    drop(txs);
+    sh.reclaim(source);
+    err
+}
+
+fn batch_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 1 << 16, 2).expect("static histogram bounds")
+}
+
+/// Run a source to its end through the pipeline. `sink` receives every
+/// record batch on a separate thread. `stop` ends the run early (flows are
+/// still flushed). Returns the summary, or the source's error after all
+/// records before the bad spot have been written.
+pub fn run<S, F>(
+    mut source: S,
+    cfg: &PipelineConfig,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    sink: F,
+) -> (RunSummary, Option<SourceError>)
+where
+    S: PacketSource,
+    F: FnMut(Output) + Send + 'static,
+{
+    let start = Instant::now();
+    let mut crew = start_crew(cfg, 1, sink);
+    let ret = crew.rets.pop().expect("one feeder");
+    let mut sh = Sharder::new(cfg, 0, source.is_live(), crew.txs.clone(), ret, crew.done.clone());
+    let status = FeedStatus::default();
+    let err = feed(&mut source, &mut sh, &stop, &progress, &status, &mut batch_histogram());
+    let anomalies = std::mem::take(&mut sh.anomalies);
+    drop(sh);
     let mut summary = RunSummary { source: source.stats(), ..RunSummary::default() };
-    summary.anomalies.merge(&reader_anomalies);
-    for h in handles {
-        if let Ok(w) = h.join() {
-            summary.packets += w.packets;
-            summary.bytes += w.bytes;
-            summary.non_ip += w.non_ip;
-            summary.anomalies.merge(&w.anomalies);
-            let f = w.flows;
-            summary.flows.created += f.created;
-            summary.flows.expired += f.expired;
-            summary.flows.evicted += f.evicted;
-            summary.flows.interim += f.interim;
-        }
-    }
-    if let Ok(rows) = out_thread.join() {
-        summary.rows_per_table = rows;
-        summary.records = rows.iter().sum();
-    }
-    summary.dropped_batches = dropped_batches.load(Ordering::Relaxed);
-    summary.dropped_records = dropped_records.load(Ordering::Relaxed);
+    summary.anomalies.merge(&anomalies);
+    crew.join(&mut summary);
     summary.elapsed = start.elapsed();
     (summary, err)
 }
 
+/// What a live run did: the pipeline summary plus one report per feeder.
+#[derive(Clone, Debug, Default)]
+pub struct LiveSummary {
+    pub run: RunSummary,
+    pub feeds: Vec<FeedReport>,
+}
+
+/// Run live sources (one RX thread each, pinned to `rx_cores[i]` when
+/// given) through the workers until `stop` is set. A full worker queue never
+/// blocks an RX thread: the batch is dropped, its frames go straight back
+/// to the source, and the packets are counted in `worker_drops`.
+/// `status` (one per source) can be read while the run goes.
+pub fn run_live<F>(
+    sources: Vec<Box<dyn PacketSource>>,
+    cfg: &PipelineConfig,
+    rx_cores: &[usize],
+    stop: Arc<AtomicBool>,
+    status: Vec<Arc<FeedStatus>>,
+    sink: F,
+) -> LiveSummary
+where
+    F: FnMut(Output) + Send + 'static,
+{
+    let start = Instant::now();
+    let k = sources.len();
+    let mut crew = start_crew(cfg, k, sink);
+    let rets = std::mem::take(&mut crew.rets);
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut rx_threads = Vec::with_capacity(k);
+    for (i, ((mut source, ret), st)) in sources.into_iter().zip(rets).zip(status).enumerate() {
+        let cfg = cfg.clone();
+        let txs = crew.txs.clone();
+        let done = crew.done.clone();
+        let stop = stop.clone();
+        let core = rx_cores.get(i).and_then(|&c| cores.iter().find(|id| id.id == c).copied());
+        let name = source.name().to_string();
+        rx_threads.push(
+            std::thread::Builder::new()
+                .name(format!("tapstream-rx{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    let mut sh = Sharder::new(&cfg, i as u16, source.is_live(), txs, ret, done);
+                    let mut hist = batch_histogram();
+                    let progress = Progress::default();
+                    let err = feed(source.as_mut(), &mut sh, &stop, &progress, &st, &mut hist);
+                    let report = FeedReport {
+                        name,
+                        packets: st.packets.load(Ordering::Relaxed),
+                        bytes: st.bytes.load(Ordering::Relaxed),
+                        worker_drops: sh.worker_drops,
+                        batches: hist.len(),
+                        batch_p50: hist.value_at_quantile(0.5),
+                        batch_p99: hist.value_at_quantile(0.99),
+                        batch_max: hist.max(),
+                        max_worker_queue: sh.max_queue,
+                        capture: source.capture_stats(),
+                    };
+                    let anomalies = std::mem::take(&mut sh.anomalies);
+                    drop(sh);
+                    (report, anomalies, source.stats(), err)
+                })
+                .expect("spawn RX thread"),
+        );
+    }
+    let mut summary = LiveSummary::default();
+    let mut anomalies = AnomalyCounters::default();
+    for h in rx_threads {
+        if let Ok((report, a, st, err)) = h.join() {
+            if let Some(e) = err {
+                tracing::error!("{}: {e}", report.name);
+            }
+            anomalies.merge(&a);
+            summary.run.source.packets += st.packets;
+            summary.run.source.bytes += st.bytes;
+            summary.feeds.push(report);
+        }
+    }
+    summary.run.anomalies.merge(&anomalies);
+    crew.join(&mut summary.run);
+    summary.run.elapsed = start.elapsed();
+    summary
+}
+
 fn src_batch_frame<'a>(region: &'a Region, d: &Desc) -> &'a [u8] {
-    let b = region.bytes();
-    let s = d.offset as usize;
-    b.get(s..s.saturating_add(d.caplen as usize)).unwrap_or(&[])
+    region.slice(d.offset as usize, d.caplen as usize)
 }
 
 /// The reader's side of sharding: one batch being filled per worker, the
@@ -384,27 +592,73 @@ fn src_batch_frame<'a>(region: &'a Region, d: &Desc) -> &'a [u8] {
 /// the source can release memory behind the slowest one).
 struct Sharder<'c> {
     cfg: &'c PipelineConfig,
+    /// Which feeder this is (workers return batches to `origin`).
+    origin: u16,
+    /// Live source: never wait on a worker; frames are lent (each must be in
+    /// exactly one batch).
+    live: bool,
     per: Vec<Batch>,
     txs: Vec<Sender<Msg>>,
     ret: Receiver<Batch>,
+    /// Empty batches ready for reuse, and batches a full worker queue refused.
+    pool: Vec<Batch>,
+    refused: Vec<Batch>,
     /// Batches each worker has finished (written by the worker).
     done: Vec<Arc<AtomicU64>>,
     /// Batches sent to each worker, and (sequence, lowest region offset) of those not yet done.
     sent: Vec<u64>,
     pending: Vec<std::collections::VecDeque<(u64, u64)>>,
+    /// Packets dropped because their worker's queue was full.
+    worker_drops: u64,
+    max_queue: usize,
+    anomalies: AnomalyCounters,
 }
 
 impl<'c> Sharder<'c> {
-    fn new(cfg: &'c PipelineConfig, txs: Vec<Sender<Msg>>, ret: Receiver<Batch>, done: Vec<Arc<AtomicU64>>) -> Self {
+    fn new(
+        cfg: &'c PipelineConfig,
+        origin: u16,
+        live: bool,
+        txs: Vec<Sender<Msg>>,
+        ret: Receiver<Batch>,
+        done: Vec<Arc<AtomicU64>>,
+    ) -> Self {
         let n = txs.len();
+        let fresh = || {
+            let mut b = Batch::with_capacity(cfg.batch_size);
+            b.origin = origin;
+            b
+        };
         Sharder {
             cfg,
-            per: (0..n).map(|_| Batch::with_capacity(cfg.batch_size)).collect(),
+            origin,
+            live,
+            per: (0..n).map(|_| fresh()).collect(),
             txs,
             ret,
+            pool: Vec::new(),
+            refused: Vec::new(),
             done,
             sent: vec![0; n],
             pending: (0..n).map(|_| std::collections::VecDeque::with_capacity(cfg.queue_depth + 2)).collect(),
+            worker_drops: 0,
+            max_queue: 0,
+            anomalies: AnomalyCounters::default(),
+        }
+    }
+
+    /// Take back batches the workers finished (and ones they refused): their
+    /// frames go back to the source, the batches into the pool.
+    fn reclaim(&mut self, source: &mut dyn PacketSource) {
+        while let Ok(mut b) = self.ret.try_recv() {
+            source.recycle(&b);
+            b.clear();
+            self.pool.push(b);
+        }
+        for mut b in self.refused.drain(..) {
+            source.recycle(&b);
+            b.clear();
+            self.pool.push(b);
         }
     }
 
@@ -420,16 +674,24 @@ impl<'c> Sharder<'c> {
         let (wo, wi) = (self.worker_of(ho), self.worker_of(hi));
         let parts: &[(usize, Layers)] =
             if wo == wi { &[(wo, Layers::All)] } else { &[(wo, Layers::OuterOnly), (wi, Layers::InnerOnly)] };
-        for &(w, layers) in parts {
+        for (k, &(w, layers)) in parts.iter().enumerate() {
             let d = Desc { layers, ..d };
-            match rebuilt {
+            // A lent frame may sit in one batch only: the second half of a
+            // split gets a copy.
+            let bytes = match rebuilt {
+                Some(b) => Some(b),
+                None if self.live && k > 0 => Some(src_batch_frame(region, &d)),
+                None => None,
+            };
+            match bytes {
                 None => self.push(w, region, d),
                 Some(bytes) => {
                     let b = &mut self.per[w];
                     let offset = b.aux.len() as u64;
                     b.aux.extend_from_slice(bytes);
                     let len = bytes.len() as u32;
-                    self.push(w, region, Desc { offset, caplen: len, wire_len: len, in_aux: true, ..d });
+                    let wire_len = if rebuilt.is_some() { len } else { d.wire_len };
+                    self.push(w, region, Desc { offset, caplen: len, wire_len, in_aux: true, ..d });
                 }
             }
         }
@@ -456,13 +718,25 @@ impl<'c> Sharder<'c> {
     }
 
     fn send(&mut self, w: usize) {
-        let mut fresh = self.ret.try_recv().unwrap_or_else(|_| Batch::with_capacity(self.cfg.batch_size));
-        fresh.clear();
+        let mut fresh = self.pool.pop().unwrap_or_else(|| Batch::with_capacity(self.cfg.batch_size));
+        fresh.origin = self.origin;
         let full = std::mem::replace(&mut self.per[w], fresh);
+        if self.live {
+            self.max_queue = self.max_queue.max(self.txs[w].len());
+            // Never wait on a worker: a full queue costs this batch, counted.
+            if let Err(TrySendError::Full(Msg::Batch(b)) | TrySendError::Disconnected(Msg::Batch(b))) =
+                self.txs[w].try_send(Msg::Batch(full))
+            {
+                self.worker_drops +=
+                    b.descs.iter().filter(|d| !d.in_aux && d.layers != Layers::InnerOnly).count() as u64;
+                self.refused.push(b);
+            }
+            return;
+        }
         let low = full.descs.iter().find(|d| !d.in_aux).map_or(u64::MAX, |d| d.offset);
         self.sent[w] += 1;
         self.pending[w].push_back((self.sent[w], low));
-        // Files: wait for the worker. (Live sources count drops at the RX ring.)
+        // Files: wait for the worker.
         let _ = self.txs[w].send(Msg::Batch(full));
     }
 
@@ -483,6 +757,7 @@ impl<'c> Sharder<'c> {
 }
 
 struct WorkerResult {
+    filtered: u64,
     packets: u64,
     bytes: u64,
     non_ip: u64,
@@ -492,7 +767,8 @@ struct WorkerResult {
 
 struct WorkerChannels {
     rx: Receiver<Msg>,
-    ret: Sender<Batch>,
+    /// Return channels, by batch origin.
+    ret: Vec<Sender<Batch>>,
     out: Sender<Vec<Output>>,
     /// Batches finished, for the reader's memory release.
     done: Arc<AtomicU64>,
@@ -525,13 +801,21 @@ fn worker_loop(
         // Wake at least once per flush interval, so records reach the sink
         // on time even when no packets arrive.
         match rx.recv_timeout(cfg.flush_interval) {
-            Ok(Msg::Batch(mut b)) => {
+            Ok(Msg::Batch(b)) => {
                 w.process(&b);
                 done.fetch_add(1, Ordering::Release);
-                b.clear();
-                let _ = ret.try_send(b);
+                // Back to its feeder, frames and all (a live source takes
+                // them back). The channel holds every batch there is.
+                if let Some(r) = ret.get(b.origin as usize) {
+                    let _ = r.send(b);
+                }
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => w.flush_builders(),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if cfg.live_clock {
+                    w.tick_now();
+                }
+                w.flush_builders()
+            }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         deliver(&mut w);
@@ -539,6 +823,7 @@ fn worker_loop(
     w.finish();
     deliver(&mut w);
     WorkerResult {
+        filtered: w.filtered,
         packets: w.packets,
         bytes: w.bytes,
         non_ip: w.non_ip,

@@ -113,15 +113,29 @@ pub enum Region {
     Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
     /// Bytes the batch owns (synthetic traffic), reused when recycled.
     Owned(Vec<u8>),
+    /// Frames in memory another party writes to between uses (an AF_XDP
+    /// UMEM): only the frames a batch's descriptors name may be read.
+    Frames(Arc<dyn FrameArea>),
+}
+
+/// Memory shared with a producer that writes frames in place (the kernel,
+/// for AF_XDP). Unlike a file map it is never viewed whole: a descriptor's
+/// frame is the only part a batch may read while it holds the descriptor.
+pub trait FrameArea: Send + Sync {
+    /// The `len` bytes at `offset`, or an empty slice when out of bounds.
+    fn frame(&self, offset: usize, len: usize) -> &[u8];
 }
 
 impl Region {
+    /// The `len` bytes at `start` (empty when out of bounds).
     #[inline]
-    pub fn bytes(&self) -> &[u8] {
-        match self {
+    pub fn slice(&self, start: usize, len: usize) -> &[u8] {
+        let whole = match self {
             Region::Shared(a) => (**a).as_ref(),
             Region::Owned(v) => v,
-        }
+            Region::Frames(f) => return f.frame(start, len),
+        };
+        whole.get(start..start.saturating_add(len)).unwrap_or(&[])
     }
 }
 
@@ -138,11 +152,13 @@ pub struct Batch {
     pub descs: Vec<Desc>,
     /// Frames built by the pipeline itself (reassembled IP datagrams).
     pub aux: Vec<u8>,
+    /// The feeder (reader thread) that cut this batch, to return it to.
+    pub origin: u16,
 }
 
 impl Batch {
     pub fn with_capacity(n: usize) -> Batch {
-        Batch { region: Region::default(), descs: Vec::with_capacity(n), aux: Vec::new() }
+        Batch { region: Region::default(), descs: Vec::with_capacity(n), aux: Vec::new(), origin: 0 }
     }
 
     #[inline]
@@ -158,10 +174,12 @@ impl Batch {
     /// The captured bytes of descriptor `d` (empty if it points outside the region).
     #[inline]
     pub fn frame(&self, d: &Desc) -> &[u8] {
-        let b = if d.in_aux { &self.aux[..] } else { self.region.bytes() };
         let start = d.offset as usize;
-        let end = start.saturating_add(d.caplen as usize);
-        b.get(start..end).unwrap_or(&[])
+        if d.in_aux {
+            self.aux.get(start..start.saturating_add(d.caplen as usize)).unwrap_or(&[])
+        } else {
+            self.region.slice(start, d.caplen as usize)
+        }
     }
 
     /// Iterate over (descriptor, bytes).
@@ -175,7 +193,7 @@ impl Batch {
         self.aux.clear();
         match &mut self.region {
             Region::Owned(v) => v.clear(),
-            r @ Region::Shared(_) => *r = Region::Owned(Vec::new()),
+            r @ (Region::Shared(_) | Region::Frames(_)) => *r = Region::Owned(Vec::new()),
         }
     }
 }
@@ -229,4 +247,33 @@ pub trait PacketSource: Send {
     /// Every frame below region offset `offset` has been processed; the
     /// source may give back the memory behind it.
     fn release(&mut self, _offset: u64) {}
+    /// A live source (a network interface): frames arrive whether or not we
+    /// keep up, so the pipeline drops and counts instead of waiting.
+    fn is_live(&self) -> bool {
+        false
+    }
+    /// Every frame of `batch` (cut from this source's batches) has been
+    /// processed: a source that lends its frames (AF_XDP) takes them back.
+    /// Each frame is handed back exactly once.
+    fn recycle(&mut self, _batch: &Batch) {}
+    /// Counters of a live capture (kernel ring statistics and the like).
+    fn capture_stats(&self) -> Option<CaptureStats> {
+        None
+    }
+}
+
+/// What a live source knows about its losses and mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Interface name and RX queue.
+    pub interface: String,
+    pub queue: u32,
+    /// How frames are taken: e.g. "af_xdp native copy", "af_packet".
+    pub mode: String,
+    /// Dropped by the kernel because our RX ring was full.
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty (no frame to write into).
+    pub fill_ring_empty: u64,
 }

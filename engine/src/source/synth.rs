@@ -665,7 +665,7 @@ impl PacketSource for SynthSource {
     fn fill(&mut self, batch: &mut Batch, max: usize) -> Result<usize, SourceError> {
         let mut region = match std::mem::take(&mut batch.region) {
             Region::Owned(v) => v,
-            Region::Shared(_) => Vec::with_capacity(max * 600),
+            Region::Shared(_) | Region::Frames(_) => Vec::with_capacity(max * 600),
         };
         region.clear();
         let mut n = 0;

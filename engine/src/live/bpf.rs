@@ -1,0 +1,291 @@
+//! The XDP program that hands each RX queue's frames to its AF_XDP socket,
+//! loaded and attached with raw `bpf()` calls: no C toolchain, no libbpf,
+//! no object file. The program is six instructions:
+//!
+//! ```text
+//! r2 = *(u32 *)(r1 + 16)        ; ctx->rx_queue_index
+//! r1 = map_fd (ld_imm64)        ; the XSKMAP (two instruction slots)
+//! r3 = XDP_PASS                 ; default action when the queue has no socket
+//! call bpf_redirect_map
+//! exit
+//! ```
+//!
+//! It is attached with `BPF_LINK_CREATE`, so the kernel detaches it when the
+//! last descriptor of the link closes: at shutdown, and also when the process
+//! is killed (`kill -9` included). A program attached the old way (netlink,
+//! e.g. by `ip link set … xdp`) makes the link attach fail with `EBUSY`; it is
+//! then detached over netlink and the attach retried.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::netlink;
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const XDP_PASS: i32 = 2;
+
+/// XDP attach flags (linux/if_link.h).
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Where the program runs: in the driver (native) or on the generic path
+/// after the kernel has built an skb (works on every device, slower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XdpAttachMode {
+    Native,
+    Generic,
+}
+
+impl XdpAttachMode {
+    pub fn flags(self) -> u32 {
+        match self {
+            XdpAttachMode::Native => XDP_FLAGS_DRV_MODE,
+            XdpAttachMode::Generic => XDP_FLAGS_SKB_MODE,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpAttachMode::Native => "native",
+            XdpAttachMode::Generic => "generic",
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Insn {
+    code: u8,
+    /// dst register in the low nibble, src register in the high nibble.
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn { code, regs: (src << 4) | (dst & 0x0f), off, imm }
+}
+
+/// The redirect program for XSKMAP `map_fd`.
+fn program(map_fd: RawFd) -> [Insn; 6] {
+    [
+        insn(0x61, 2, 1, 16, 0),                     // ldxw r2, [r1 + 16]
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // lddw r1, map
+        insn(0, 0, 0, 0, 0),                         //   (upper half)
+        insn(0xb7, 3, 0, 0, XDP_PASS),               // mov64 r3, XDP_PASS
+        insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),  // call bpf_redirect_map
+        insn(0x95, 0, 0, 0, 0),                      // exit
+    ]
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+    map_ifindex: u32,
+    btf_fd: u32,
+    btf_key_type_id: u32,
+    btf_value_type_id: u32,
+    btf_vmlinux_value_type_id: u32,
+    map_extra: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    _rest: [u64; 4],
+}
+
+fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<RawFd> {
+    // Safety: `attr` is a live, properly laid out `union bpf_attr` member
+    // for `cmd`, and its size is passed with it; the kernel reads (and for
+    // some commands writes) only within that size.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>() as u32) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as RawFd) }
+}
+
+fn owned(fd: RawFd) -> OwnedFd {
+    // Safety: `fd` was just returned by the kernel and is owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn name16(s: &str) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    for (d, b) in n.iter_mut().zip(s.bytes().take(15)) {
+        *d = b;
+    }
+    n
+}
+
+/// A loaded and attached redirect program with its XSKMAP. Dropping it closes
+/// the link, which detaches the program.
+pub struct XdpProgram {
+    map: OwnedFd,
+    _prog: OwnedFd,
+    _link: OwnedFd,
+    pub ifindex: u32,
+    pub mode: XdpAttachMode,
+    /// An older program had to be detached first.
+    pub replaced_stale: bool,
+}
+
+impl XdpProgram {
+    /// Load the program with an XSKMAP of `queues` entries and attach it to
+    /// `ifindex` in `mode`.
+    pub fn attach(ifindex: u32, queues: u32, mode: XdpAttachMode) -> io::Result<XdpProgram> {
+        let mut m = MapCreateAttr {
+            map_type: BPF_MAP_TYPE_XSKMAP,
+            key_size: 4,
+            value_size: 4,
+            max_entries: queues.max(1),
+            map_name: name16("tapstream_xsks"),
+            ..MapCreateAttr::default()
+        };
+        let map = owned(sys_bpf(BPF_MAP_CREATE, &mut m)?);
+        let insns = program(map.as_raw_fd());
+        let license = c"GPL";
+        let mut log = vec![0u8; 4096];
+        let mut p = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_XDP,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: 1,
+            log_size: log.len() as u32,
+            log_buf: log.as_mut_ptr() as u64,
+            kern_version: 0,
+            prog_flags: 0,
+            prog_name: name16("tapstream_xsk"),
+            prog_ifindex: 0,
+            expected_attach_type: BPF_XDP,
+        };
+        let prog = match sys_bpf(BPF_PROG_LOAD, &mut p) {
+            Ok(fd) => owned(fd),
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+                let msg = String::from_utf8_lossy(&log[..end]);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("loading the XDP program: {e}; verifier: {}", msg.trim()),
+                ));
+            }
+        };
+        let mut replaced_stale = false;
+        let link = match link_create(prog.as_raw_fd(), ifindex, mode) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EEXIST) => {
+                // A program attached over netlink (left by a killed process or
+                // another tool): replace it.
+                netlink::detach_xdp(ifindex, XDP_FLAGS_DRV_MODE)
+                    .or_else(|_| netlink::detach_xdp(ifindex, XDP_FLAGS_SKB_MODE))?;
+                let _ = netlink::detach_xdp(ifindex, XDP_FLAGS_SKB_MODE);
+                replaced_stale = true;
+                link_create(prog.as_raw_fd(), ifindex, mode)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(XdpProgram { map, _prog: prog, _link: link, ifindex, mode, replaced_stale })
+    }
+
+    /// Route frames of RX `queue` to the AF_XDP socket `xsk_fd`.
+    pub fn register(&self, queue: u32, xsk_fd: RawFd) -> io::Result<()> {
+        let key = queue;
+        let value = xsk_fd as u32;
+        let mut a = MapElemAttr {
+            map_fd: self.map.as_raw_fd() as u32,
+            key: &key as *const u32 as u64,
+            value: &value as *const u32 as u64,
+            ..MapElemAttr::default()
+        };
+        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(|_| ())
+    }
+}
+
+fn link_create(prog_fd: RawFd, ifindex: u32, mode: XdpAttachMode) -> io::Result<OwnedFd> {
+    let mut l = LinkCreateAttr {
+        prog_fd: prog_fd as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags: mode.flags(),
+        ..LinkCreateAttr::default()
+    };
+    sys_bpf(BPF_LINK_CREATE, &mut l).map(owned)
+}
+
+/// Attach a redirect program the old way (netlink, no link): what an older
+/// tool leaves behind. For tests of stale-program replacement.
+#[doc(hidden)]
+pub fn attach_legacy_for_test(ifindex: u32, mode: XdpAttachMode) -> io::Result<()> {
+    let mut m = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_XSKMAP,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        ..MapCreateAttr::default()
+    };
+    let map = owned(sys_bpf(BPF_MAP_CREATE, &mut m)?);
+    let insns = program(map.as_raw_fd());
+    let license = c"GPL";
+    let mut p = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name16("stale_xdp"),
+        prog_ifindex: 0,
+        expected_attach_type: BPF_XDP,
+    };
+    let prog = owned(sys_bpf(BPF_PROG_LOAD, &mut p)?);
+    netlink::attach_xdp(ifindex, prog.as_raw_fd(), mode.flags())
+}

@@ -1,0 +1,117 @@
+//! Facts about a network interface: index, RX queue count, driver.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_GDRVINFO: u32 = 0x3;
+
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+/// The kernel's index of interface `name`, or `None` when there is no such interface.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // Safety: `c` is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+fn ethtool<T>(name: &str, data: &mut T) -> io::Result<()> {
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
+    }
+    // Safety: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Safety: fresh descriptor, owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: (data as *mut T).cast(), _pad: [0; 16] };
+    for (d, b) in req.name.iter_mut().zip(name.bytes()) {
+        *d = b as libc::c_char;
+    }
+    // Safety: SIOCETHTOOL reads `req` (name + pointer to a command struct of
+    // the type the command expects) and writes only into that struct.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req as *mut IfReq) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Number of RX queues of `name`: the ethtool channel count, or the
+/// `queues/rx-*` entries in sysfs when the driver does not report channels.
+pub fn rx_queues(name: &str) -> u32 {
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..EthtoolChannels::default() };
+    if ethtool(name, &mut ch).is_ok() {
+        let n = ch.combined_count.max(ch.rx_count);
+        if n > 0 {
+            return n;
+        }
+    }
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The driver of `name` (e.g. `veth`, `ixgbe`, `virtio_net`), when ethtool says.
+pub fn driver(name: &str) -> Option<String> {
+    let mut d = EthtoolDrvinfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    ethtool(name, &mut d).ok()?;
+    let end = d.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&d.driver[..end]).into_owned())
+}
+
+/// Online CPU cores.
+pub fn online_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

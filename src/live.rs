@@ -1,0 +1,180 @@
+//! `tapstream run --iface …` (live capture) and `tapstream gen`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tapstream_engine::filter::Filter;
+use tapstream_engine::live::traffic::{GenMix, PacketTx, send_traffic};
+use tapstream_engine::live::{self, InterfaceSpec};
+use tapstream_engine::pipeline::{self, FeedReport, FeedStatus, LiveSummary};
+
+use crate::cli::{GenArgs, RunArgs};
+use crate::commands::{close_writer, parquet_sink, print_summary, stop_flag};
+use crate::config::Config;
+
+#[derive(Serialize)]
+struct FeedJson {
+    name: String,
+    mode: String,
+    packets: u64,
+    bytes: u64,
+    worker_drops: u64,
+    batches: u64,
+    batch_p50: u64,
+    batch_p99: u64,
+    batch_max: u64,
+    max_worker_queue: usize,
+    rx_dropped: u64,
+    rx_invalid_descs: u64,
+    rx_ring_full: u64,
+    fill_ring_empty: u64,
+}
+
+impl From<&FeedReport> for FeedJson {
+    fn from(f: &FeedReport) -> Self {
+        let c = f.capture.clone().unwrap_or_default();
+        FeedJson {
+            name: f.name.clone(),
+            mode: c.mode,
+            packets: f.packets,
+            bytes: f.bytes,
+            worker_drops: f.worker_drops,
+            batches: f.batches,
+            batch_p50: f.batch_p50,
+            batch_p99: f.batch_p99,
+            batch_max: f.batch_max,
+            max_worker_queue: f.max_worker_queue,
+            rx_dropped: c.rx_dropped,
+            rx_invalid_descs: c.rx_invalid_descs,
+            rx_ring_full: c.rx_ring_full,
+            fill_ring_empty: c.fill_ring_empty,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RunJson {
+    interfaces: Vec<String>,
+    /// Packets analysed (after the filter, without drops).
+    packets: u64,
+    bytes: u64,
+    flows: u64,
+    filtered: u64,
+    /// Packets received from the interfaces.
+    received: u64,
+    worker_drops: u64,
+    kernel_drops: u64,
+    records: u64,
+    dropped_record_batches: u64,
+    seconds: f64,
+    feeds: Vec<FeedJson>,
+}
+
+fn summary_json(ifaces: &[String], s: &LiveSummary) -> RunJson {
+    let feeds: Vec<FeedJson> = s.feeds.iter().map(FeedJson::from).collect();
+    RunJson {
+        interfaces: ifaces.to_vec(),
+        packets: s.run.packets,
+        bytes: s.run.bytes,
+        flows: s.run.flows.created,
+        filtered: s.run.filtered,
+        received: s.feeds.iter().map(|f| f.packets).sum(),
+        worker_drops: s.feeds.iter().map(|f| f.worker_drops).sum(),
+        kernel_drops: feeds.iter().map(|f| f.rx_dropped + f.rx_ring_full).sum(),
+        records: s.run.records,
+        dropped_record_batches: s.run.dropped_batches,
+        seconds: s.run.elapsed.as_secs_f64(),
+        feeds,
+    }
+}
+
+/// Capture from `ifaces` until SIGINT/SIGTERM (or `--duration`).
+pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitCode> {
+    let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+    let filter = match a.filter.as_ref().or(cfg.capture.filter.as_ref()) {
+        Some(t) => Some(Arc::new(Filter::parse(t)?)),
+        None => None,
+    };
+    let specs: Vec<InterfaceSpec> =
+        ifaces.iter().map(|n| InterfaceSpec { name: n.clone(), queues: cfg.capture.queues }).collect();
+    let live::LiveCapture { sources, programs, report } = live::open(&specs, &cfg.capture.live)?;
+    for line in &report {
+        tracing::info!("capturing {line}");
+        eprintln!("capturing {line}");
+    }
+    let mut pcfg = cfg.pipeline.clone();
+    if let Some(w) = a.workers {
+        pcfg.workers = w.max(1);
+    }
+    pcfg.drop_when_behind = true;
+    pcfg.live_clock = true;
+    pcfg.filters = vec![filter; ifaces.len()];
+    let stop = stop_flag();
+    if let Some(d) = a.duration {
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(d));
+            s.store(true, Ordering::SeqCst);
+        });
+    }
+    let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
+    let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
+    eprintln!("ready: {} queue(s) on {}", sources.len(), ifaces.join(", "));
+    let summary = pipeline::run_live(sources, &pcfg, &cfg.capture.rx_cores, stop, status, sink);
+    // Detach the XDP programs (the kernel would too when we exit).
+    drop(programs);
+    let ws = close_writer(&writer)?;
+    print_summary(&summary.run, &ws);
+    for f in &summary.feeds {
+        let c = f.capture.clone().unwrap_or_default();
+        eprintln!(
+            "{} [{}]: received {} ({} bytes), worker drops {}, kernel drops {} (ring full {}, fill ring empty {}), batches {} (p50 {} p99 {} max {}), deepest worker queue {}",
+            f.name,
+            c.mode,
+            f.packets,
+            f.bytes,
+            f.worker_drops,
+            c.rx_dropped,
+            c.rx_ring_full,
+            c.fill_ring_empty,
+            f.batches,
+            f.batch_p50,
+            f.batch_p99,
+            f.batch_max,
+            f.max_worker_queue
+        );
+    }
+    if let Some(p) = &a.summary {
+        let j = serde_json::to_string_pretty(&summary_json(&ifaces, &summary))?;
+        std::fs::write(p, j).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if !errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Send test traffic and print exactly what was sent.
+pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
+    let mix = GenMix::parse(&a.mix)
+        .with_context(|| format!("--mix {}: expected web, dns, syn-flood, udp-flood or scan", a.mix))?;
+    if a.pps == 0 {
+        anyhow::bail!("--pps must be at least 1");
+    }
+    if !(a.duration.is_finite() && a.duration > 0.0) && a.packets.is_none() {
+        anyhow::bail!("--duration must be a positive number of seconds");
+    }
+    let tx = PacketTx::open(&a.iface)?;
+    let rep = send_traffic(&tx, mix, a.flows, a.pps, Duration::from_secs_f64(a.duration.max(0.0)), a.packets)
+        .with_context(|| format!("sending on {}", a.iface))?;
+    let j = serde_json::to_string(&rep)?;
+    println!("{j}");
+    if let Some(p) = &a.summary {
+        std::fs::write(p, &j).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
