@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/target}"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add x86_64-unknown-linux-gnu >/dev/null
+# Live-capture tests build network namespaces and veth pairs (iproute2) and
+# drive a real tool through them (ping).
+if ! command -v ip >/dev/null || ! command -v ping >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iputils-ping >/dev/null
+fi
 python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet pyarrow
 test -d ../shared/corpus/zeek || { echo "missing ../shared/corpus (the golden captures)" >&2; exit 1; }
 cargo test --workspace --all-targets

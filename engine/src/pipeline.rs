@@ -16,6 +16,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use crate::decode::defrag::Defrag;
 use crate::decode::{AnomalyCounters, DecodeConfig, Decoded, decode};
 
+/// How long a live feeder gathers frames into a partly filled batch.
+const LIVE_GATHER: Duration = Duration::from_millis(1);
 /// Datagrams reassembled at once, per reassembler (64 KiB each).
 const DEFRAG_SLOTS: usize = 64;
 /// Fragments of a datagram must arrive within this time.
@@ -406,7 +408,10 @@ fn feed(
         sh.reclaim(source);
         src_batch.clear();
         let got = match source.fill(&mut src_batch, cfg.batch_size) {
-            Ok(0) if live => continue,
+            Ok(0) if live => {
+                sh.send_all();
+                continue;
+            }
             Ok(0) => break,
             Ok(k) => k,
             Err(e) => {
@@ -444,7 +449,12 @@ fn feed(
             sh.push_split(hashes, &region, *d, None);
         }
         // Hand partial batches over so workers never wait on a slow source.
-        sh.send_all();
+        // A live source trickles a few frames per fill at moderate rates:
+        // gather them for up to a millisecond, so a worker queue holds
+        // batches, not single packets.
+        if !live || sh.last_send.elapsed() >= LIVE_GATHER {
+            sh.send_all();
+        }
         status.packets.fetch_add(got as u64, Ordering::Relaxed);
         status.bytes.fetch_add(bytes, Ordering::Relaxed);
         status.batches.fetch_add(1, Ordering::Relaxed);
@@ -612,6 +622,7 @@ struct Sharder<'c> {
     worker_drops: u64,
     max_queue: usize,
     anomalies: AnomalyCounters,
+    last_send: Instant,
 }
 
 impl<'c> Sharder<'c> {
@@ -644,6 +655,7 @@ impl<'c> Sharder<'c> {
             worker_drops: 0,
             max_queue: 0,
             anomalies: AnomalyCounters::default(),
+            last_send: Instant::now(),
         }
     }
 
@@ -710,6 +722,7 @@ impl<'c> Sharder<'c> {
     }
 
     fn send_all(&mut self) {
+        self.last_send = Instant::now();
         for w in 0..self.per.len() {
             if !self.per[w].is_empty() {
                 self.send(w);

@@ -1,0 +1,354 @@
+//! Live capture end to end: network namespaces and veth pairs made here,
+//! `tapstream run` capturing with AF_XDP on one end, `tapstream gen` (and
+//! ping) sending on the other. Needs root (CAP_NET_ADMIN, CAP_BPF); every
+//! namespace is deleted when its test ends, failed or not.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tapstream");
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("run command");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Namespaces made for one test; deleted on drop (also when the test panics).
+struct Lab {
+    ns: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(n: usize) -> Lab {
+        assert!(is_root(), "live-capture tests need root (network namespaces, XDP); run the suite as root");
+        let id = SEQ.fetch_add(1, Ordering::SeqCst);
+        let mut lab = Lab { ns: Vec::new(), dir: tempfile::tempdir().unwrap() };
+        for i in 0..n {
+            let name = format!("tst{}x{id}x{i}", std::process::id());
+            sh(&["ip", "netns", "add", &name]);
+            lab.ns.push(name.clone());
+            // No IPv6 chatter (router solicitations, MLD): only our packets on the wire.
+            for k in ["all", "default"] {
+                sh(&["ip", "netns", "exec", &name, "sysctl", "-qw", &format!("net.ipv6.conf.{k}.disable_ipv6=1")]);
+            }
+            sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// A veth pair `a` (in namespace `na`) — `b` (in `nb`), `queues` RX/TX queues each.
+    fn veth(&self, na: usize, a: &str, nb: usize, b: &str, queues: u32) {
+        let q = queues.to_string();
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            a,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &self.ns[na],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &self.ns[nb],
+        ]);
+        sh(&["ip", "-n", &self.ns[na], "link", "set", a, "up"]);
+        sh(&["ip", "-n", &self.ns[nb], "link", "set", b, "up"]);
+    }
+
+    fn cmd(&self, ns: usize) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns[ns]]);
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn xdp_attached(&self, ns: usize, dev: &str) -> bool {
+        let out = Command::new("ip").args(["-n", &self.ns[ns], "link", "show", "dev", dev]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains("prog/xdp") || text.contains(" xdp")
+    }
+
+    /// Start `tapstream run` in namespace `ns` and wait until it captures.
+    fn capture(&self, ns: usize, ifaces: &[&str], extra: &[&str], config: Option<&str>) -> Capture {
+        let summary = self.path(&format!("summary-{}.json", SEQ.fetch_add(1, Ordering::SeqCst)));
+        let data = self.path("data");
+        let mut c = self.cmd(ns);
+        c.arg(BIN);
+        if let Some(text) = config {
+            let p = self.path("tapstream.toml");
+            std::fs::write(&p, text).unwrap();
+            c.arg("--config").arg(p);
+        }
+        c.arg("run").arg("--data").arg(&data).arg("--summary").arg(&summary);
+        for i in ifaces {
+            c.args(["--iface", i]);
+        }
+        c.args(extra);
+        let mut child = c.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn tapstream run");
+        let log = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut g = l.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        let start = Instant::now();
+        while !log.lock().unwrap().contains("ready:") {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("tapstream run exited early ({st}):\n{}", log.lock().unwrap());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "capture did not start:\n{}", log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Capture { child, log, summary, data }
+    }
+
+    /// `tapstream gen` in namespace `ns`; returns its JSON report.
+    fn gen_traffic(&self, ns: usize, iface: &str, mix: &str, pps: u64, flows: u32, packets: u64) -> Value {
+        let out = self
+            .cmd(ns)
+            .arg(BIN)
+            .args(["gen", "--iface", iface, "--mix", mix, "--pps", &pps.to_string(), "--flows", &flows.to_string()])
+            .args(["--packets", &packets.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "gen failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("gen prints JSON")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Run `f` on a thread inside network namespace `ns`.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+            // Safety: setns on a namespace file we hold open; affects only this thread.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+struct Capture {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    summary: PathBuf,
+    data: PathBuf,
+}
+
+impl Capture {
+    /// SIGTERM, wait, and return the run's JSON summary.
+    fn stop(mut self) -> (Value, String, PathBuf) {
+        // Let the last frames through the rings before stopping.
+        std::thread::sleep(Duration::from_millis(500));
+        sh(&["kill", "-TERM", &self.child.id().to_string()]);
+        let st = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
+        assert!(st.success(), "tapstream run failed ({st}):\n{log}");
+        let text = std::fs::read_to_string(&self.summary).unwrap_or_else(|e| panic!("no summary ({e}):\n{log}"));
+        (serde_json::from_str(&text).unwrap(), log, self.data.clone())
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {v}"))
+}
+
+#[test]
+fn counts_match_what_was_sent_on_a_multi_queue_veth_and_sigterm_detaches() {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 4);
+    let cap = lab.capture(0, &["cap0"], &["--workers", "2"], None);
+    assert!(lab.xdp_attached(0, "cap0"), "XDP program attached while running");
+    let web = lab.gen_traffic(1, "gen0", "web", 5000, 40, 8000);
+    let dns = lab.gen_traffic(1, "gen0", "dns", 5000, 30, 1001);
+    let (s, log, _) = cap.stop();
+    assert!(log.contains("af_xdp"), "{log}");
+    assert_eq!(s["feeds"].as_array().unwrap().len(), 4, "one socket per queue: {s}");
+    assert_eq!(n(&s, "received"), n(&web, "packets") + n(&dns, "packets"), "{s}\n{log}");
+    assert_eq!(n(&s, "packets"), n(&web, "packets") + n(&dns, "packets"), "{s}");
+    assert_eq!(n(&s, "bytes"), n(&web, "bytes") + n(&dns, "bytes"), "{s}");
+    assert_eq!(n(&s, "flows"), n(&web, "flows") + n(&dns, "flows"), "{s}");
+    assert_eq!(n(&s, "worker_drops") + n(&s, "kernel_drops"), 0, "{s}");
+    assert!(!lab.xdp_attached(0, "cap0"), "SIGTERM must leave no XDP program attached");
+}
+
+#[test]
+fn filter_keeps_only_matching_packets() {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    let cap = lab.capture(0, &["cap0"], &["--filter", "udp and port 53"], None);
+    let web = lab.gen_traffic(1, "gen0", "web", 5000, 10, 800);
+    let dns = lab.gen_traffic(1, "gen0", "dns", 5000, 10, 200);
+    let (s, _, _) = cap.stop();
+    assert_eq!(n(&s, "packets"), n(&dns, "packets"), "{s}");
+    assert_eq!(n(&s, "filtered"), n(&web, "packets"), "{s}");
+    assert_eq!(n(&s, "flows"), n(&dns, "flows"), "{s}");
+}
+
+/// Rows of the flows table: (interface, responder port).
+fn flow_rows(data: &Path) -> Vec<(u16, u16)> {
+    use arrow::array::{Array, UInt16Array};
+    let mut rows = Vec::new();
+    let mut stack = vec![data.join("flows")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()) {
+            if e.is_dir() {
+                stack.push(e);
+            } else if e.extension().is_some_and(|x| x == "parquet") {
+                let f = std::fs::File::open(&e).unwrap();
+                let r =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+                for b in r {
+                    let b = b.unwrap();
+                    let iface =
+                        b.column_by_name("interface").unwrap().as_any().downcast_ref::<UInt16Array>().unwrap().clone();
+                    let port = b.column_by_name("resp_p").unwrap();
+                    let port = port.as_any().downcast_ref::<UInt16Array>().unwrap();
+                    for i in 0..b.num_rows() {
+                        rows.push((iface.value(i), if port.is_null(i) { 0 } else { port.value(i) }));
+                    }
+                }
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn two_interfaces_are_tagged_apart() {
+    let lab = Lab::new(2);
+    lab.veth(0, "capa", 1, "gena", 1);
+    lab.veth(0, "capb", 1, "genb", 2);
+    let cap = lab.capture(0, &["capa", "capb"], &[], None);
+    let web = lab.gen_traffic(1, "gena", "web", 4000, 5, 400);
+    let dns = lab.gen_traffic(1, "genb", "dns", 4000, 5, 100);
+    let (s, _, data) = cap.stop();
+    assert_eq!(n(&s, "packets"), n(&web, "packets") + n(&dns, "packets"), "{s}");
+    let rows = flow_rows(&data);
+    assert_eq!(rows.len() as u64, n(&web, "flows") + n(&dns, "flows"));
+    assert!(rows.iter().all(|&(i, p)| (i == 0 && p == 80) || (i == 1 && p == 53)), "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r.0 == 1).count() as u64, n(&dns, "flows"));
+}
+
+#[test]
+fn overload_becomes_counted_drops() {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    // Tiny rings and one-batch worker queues: a burst must overflow somewhere.
+    let cfg =
+        "[capture]\numem_frames = 128\nfill_ring = 64\nrx_ring = 64\n[pipeline]\nqueue_depth = 1\nbatch_size = 8\n";
+    let cap = lab.capture(0, &["cap0"], &["--workers", "1"], Some(cfg));
+    let sent = lab.gen_traffic(1, "gen0", "udp-flood", 2_000_000, 1000, 200_000);
+    let (s, log, _) = cap.stop();
+    let received = n(&s, "received");
+    let lost = n(&s, "worker_drops") + n(&s, "kernel_drops");
+    assert!(lost > 0, "an overload must show as drops: {s}\n{log}");
+    // Every packet is either analysed or counted as dropped.
+    assert_eq!(n(&s, "packets") + n(&s, "worker_drops"), received, "{s}");
+    // And every packet sent was either received or counted by the kernel.
+    assert_eq!(received + n(&s, "kernel_drops"), n(&sent, "packets"), "losses unaccounted: {s} vs {sent}");
+}
+
+#[test]
+fn ping_through_the_capture() {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    sh(&["ip", "-n", &lab.ns[1], "addr", "add", "10.99.0.2/24", "dev", "gen0"]);
+    // The capture end answers nothing (XDP takes every frame): a static
+    // neighbour lets ping send without ARP.
+    sh(&["ip", "-n", &lab.ns[1], "neigh", "add", "10.99.0.1", "lladdr", "02:00:00:00:00:01", "dev", "gen0"]);
+    let cap = lab.capture(0, &["cap0"], &[], None);
+    let out = lab.cmd(1).args(["ping", "-c", "5", "-i", "0.2", "-W", "1", "-s", "56", "10.99.0.1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 packets transmitted"), "{out:?}");
+    let (s, _, _) = cap.stop();
+    assert_eq!(n(&s, "packets"), 5, "{s}");
+    assert_eq!(n(&s, "bytes"), 5 * (14 + 20 + 8 + 56), "{s}");
+    assert_eq!(n(&s, "flows"), 1, "{s}");
+}
+
+#[test]
+fn a_killed_capture_leaves_nothing_behind_and_a_stale_program_is_replaced() {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    let cap = lab.capture(0, &["cap0"], &[], None);
+    sh(&["kill", "-KILL", &cap.child.id().to_string()]);
+    drop(cap);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!lab.xdp_attached(0, "cap0"), "the kernel detaches a killed process's link");
+    // A program attached the old way (netlink), as an older tool leaves it.
+    in_netns(&lab.ns[0], || {
+        let ifindex = tapstream_engine::live::iface::ifindex("cap0").unwrap();
+        tapstream_engine::live::bpf::attach_legacy_for_test(ifindex, tapstream_engine::live::XdpAttachMode::Native)
+            .expect("attach over netlink");
+    });
+    assert!(lab.xdp_attached(0, "cap0"), "stale program in place");
+    let cap = lab.capture(0, &["cap0"], &[], None);
+    let sent = lab.gen_traffic(1, "gen0", "dns", 2000, 4, 40);
+    let (s, log, _) = cap.stop();
+    assert!(log.contains("replaced a stale XDP program"), "{log}");
+    assert_eq!(n(&s, "packets"), n(&sent, "packets"), "{s}");
+    assert!(!lab.xdp_attached(0, "cap0"));
+}
+
+#[test]
+fn clear_errors_for_bad_interfaces_and_filters() {
+    let out = Command::new(BIN).args(["run", "--iface", "nosuchif0", "--duration", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such interface: nosuchif0"), "{out:?}");
+    let out = Command::new(BIN).args(["run", "--iface", "lo", "--filter", "tcp and port 99999"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("column 14") && err.contains("99999"), "{err}");
+}
