@@ -71,6 +71,9 @@ pub struct GenArgs {
     /// Send exactly this many packets instead (paced at --pps).
     #[arg(long)]
     pub packets: Option<u64>,
+    /// Client addresses are 10.<N>.0.0/16 (distinct values make distinct flows).
+    #[arg(long, default_value_t = 77)]
+    pub client_net: u8,
     /// Traffic: web, dns, syn-flood, udp-flood, scan.
     #[arg(long, default_value = "web")]
     pub mix: String,

@@ -169,8 +169,9 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--duration must be a positive number of seconds");
     }
     let tx = PacketTx::open(&a.iface)?;
-    let rep = send_traffic(&tx, mix, a.flows, a.pps, Duration::from_secs_f64(a.duration.max(0.0)), a.packets)
-        .with_context(|| format!("sending on {}", a.iface))?;
+    let rep =
+        send_traffic(&tx, mix, a.flows, a.client_net, a.pps, Duration::from_secs_f64(a.duration.max(0.0)), a.packets)
+            .with_context(|| format!("sending on {}", a.iface))?;
     let j = serde_json::to_string(&rep)?;
     println!("{j}");
     if let Some(p) = &a.summary {

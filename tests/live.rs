@@ -130,11 +130,16 @@ impl Lab {
 
     /// `tapstream gen` in namespace `ns`; returns its JSON report.
     fn gen_traffic(&self, ns: usize, iface: &str, mix: &str, pps: u64, flows: u32, packets: u64) -> Value {
+        self.gen_from(ns, iface, mix, pps, flows, packets, 77)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gen_from(&self, ns: usize, iface: &str, mix: &str, pps: u64, flows: u32, packets: u64, net: u8) -> Value {
         let out = self
             .cmd(ns)
             .arg(BIN)
             .args(["gen", "--iface", iface, "--mix", mix, "--pps", &pps.to_string(), "--flows", &flows.to_string()])
-            .args(["--packets", &packets.to_string()])
+            .args(["--packets", &packets.to_string(), "--client-net", &net.to_string()])
             .output()
             .unwrap();
         assert!(out.status.success(), "gen failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -351,4 +356,30 @@ fn clear_errors_for_bad_interfaces_and_filters() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("column 14") && err.contains("99999"), "{err}");
+}
+
+#[test]
+fn ten_interfaces_at_once() {
+    let lab = Lab::new(2);
+    let names: Vec<(String, String)> = (0..10).map(|i| (format!("cap{i}"), format!("gen{i}"))).collect();
+    for (c, g) in &names {
+        lab.veth(0, c, 1, g, 1);
+    }
+    let caps: Vec<&str> = names.iter().map(|(c, _)| c.as_str()).collect();
+    let cap = lab.capture(0, &caps, &[], None);
+    let mut sent = 0;
+    let mut want_flows = Vec::new();
+    for (i, (_, g)) in names.iter().enumerate() {
+        // Interface i gets i+1 DNS sessions (two packets each).
+        let r = lab.gen_from(1, g, "dns", 2000, i as u32 + 1, 2 * (i as u64 + 1), 100 + i as u8);
+        sent += n(&r, "packets");
+        want_flows.push(n(&r, "flows"));
+    }
+    let (s, log, data) = cap.stop();
+    assert_eq!(s["feeds"].as_array().unwrap().len(), 10, "{s}");
+    assert_eq!(n(&s, "packets"), sent, "{s}\n{log}");
+    let rows = flow_rows(&data);
+    for (i, want) in want_flows.iter().enumerate() {
+        assert_eq!(rows.iter().filter(|r| r.0 == i as u16).count() as u64, *want, "interface {i}: {rows:?}");
+    }
 }

@@ -64,6 +64,8 @@ pub struct TrafficGen {
     /// Distinct client ports handed out so far (per slot).
     port_seq: u32,
     packets: u64,
+    /// Second octet of client addresses (10.<net>.x.y).
+    client_net: u8,
 }
 
 fn checksum(data: &[u8], mut acc: u32) -> u16 {
@@ -82,6 +84,11 @@ fn checksum(data: &[u8], mut acc: u32) -> u16 {
 
 impl TrafficGen {
     pub fn new(mix: GenMix, flows: u32) -> TrafficGen {
+        TrafficGen::with_client_net(mix, flows, 77)
+    }
+
+    /// Clients in 10.`client_net`.0.0/16 (so several generators make distinct flows).
+    pub fn with_client_net(mix: GenMix, flows: u32, client_net: u8) -> TrafficGen {
         let flows = flows.max(1);
         let mut g = TrafficGen {
             mix,
@@ -90,6 +97,7 @@ impl TrafficGen {
             sessions: 0,
             port_seq: 0,
             packets: 0,
+            client_net,
         };
         for i in 0..flows {
             let s = g.fresh(i);
@@ -102,16 +110,17 @@ impl TrafficGen {
         self.sessions += 1;
         self.port_seq = self.port_seq.wrapping_add(1);
         let n = self.port_seq;
+        let c = self.client_net;
         let (client, server, cport, sport) = match self.mix {
-            GenMix::Web => ([10, 77, (slot >> 8) as u8, slot as u8], [10, 78, 0, 80], 1024 + (n % 60000) as u16, 80),
-            GenMix::Dns => ([10, 77, (slot >> 8) as u8, slot as u8], [10, 78, 0, 53], 1024 + (n % 60000) as u16, 53),
+            GenMix::Web => ([10, c, (slot >> 8) as u8, slot as u8], [10, 78, 0, 80], 1024 + (n % 60000) as u16, 80),
+            GenMix::Dns => ([10, c, (slot >> 8) as u8, slot as u8], [10, 78, 0, 53], 1024 + (n % 60000) as u16, 53),
             GenMix::SynFlood => {
                 ([10, 79, (slot >> 8) as u8, slot as u8], [10, 78, 0, 80], 1024 + (slot % 60000) as u16, 80)
             }
             GenMix::UdpFlood => {
                 ([10, 79, (slot >> 8) as u8, slot as u8], [10, 78, 0, 9], 1024 + (slot % 60000) as u16, 9)
             }
-            GenMix::Scan => ([10, 77, 0, 66], [10, 78, 0, 7], 40000, 1 + (slot % 65535) as u16),
+            GenMix::Scan => ([10, c, 0, 66], [10, 78, 0, 7], 40000, 1 + (slot % 65535) as u16),
         };
         Session {
             client,
@@ -362,11 +371,12 @@ pub fn send_traffic(
     tx: &PacketTx,
     mix: GenMix,
     flows: u32,
+    client_net: u8,
     pps: u64,
     duration: Duration,
     max_packets: Option<u64>,
 ) -> io::Result<GenReport> {
-    let mut g = TrafficGen::new(mix, flows);
+    let mut g = TrafficGen::with_client_net(mix, flows, client_net);
     let mut buf = Vec::with_capacity(2048);
     let mut rep = GenReport::default();
     let start = Instant::now();
