@@ -47,6 +47,8 @@ pub struct RawCapture {
     pub busy_poll: Option<bool>,
     pub rx_cores: Option<Vec<usize>>,
     pub worker_cores: Option<Vec<usize>>,
+    pub af_packet_block_size: Option<u32>,
+    pub af_packet_blocks: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +173,14 @@ fn capture(raw: RawCapture, cores: usize) -> anyhow::Result<(Capture, Vec<usize>
             live: LiveConfig {
                 method: raw.method.unwrap_or_default(),
                 xdp_mode: raw.xdp_mode.unwrap_or_default(),
+                packet_block_size: pow2(
+                    "capture.af_packet_block_size",
+                    raw.af_packet_block_size,
+                    LiveConfig::default().packet_block_size,
+                    4096,
+                    1 << 26,
+                )?,
+                packet_blocks: range("capture.af_packet_blocks", raw.af_packet_blocks, 32, 2, 1 << 16)?,
                 xsk: XskConfig {
                     frames,
                     frame_size,

@@ -9,6 +9,7 @@
 pub mod bpf;
 pub mod iface;
 pub mod netlink;
+pub mod packet;
 pub mod traffic;
 pub mod xsk;
 
@@ -76,11 +77,26 @@ pub struct InterfaceSpec {
 }
 
 /// Capture settings shared by every interface.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LiveConfig {
     pub method: CaptureMethod,
     pub xdp_mode: XdpModeChoice,
     pub xsk: XskConfig,
+    /// AF_PACKET ring: block size (bytes, a multiple of the page size) and blocks per socket.
+    pub packet_block_size: u32,
+    pub packet_blocks: u32,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            method: CaptureMethod::default(),
+            xdp_mode: XdpModeChoice::default(),
+            xsk: XskConfig::default(),
+            packet_block_size: 1 << 20,
+            packet_blocks: 32,
+        }
+    }
 }
 
 /// Open sources, and what keeps them fed (attached programs).
@@ -166,6 +182,19 @@ pub fn open(specs: &[InterfaceSpec], cfg: &LiveConfig) -> Result<LiveCapture, Li
             },
         };
         match xdp {
+            Err(reason) => {
+                let why = match reason {
+                    Some(e) => format!("XDP unavailable ({e}); fell back to AF_PACKET"),
+                    None => "AF_PACKET as configured".to_string(),
+                };
+                let group = ((std::process::id() ^ ifindex.rotate_left(8)) & 0xffff) as u16;
+                for q in 0..queues {
+                    let s =
+                        packet::PacketSocket::open(name, i as u16, q, group, cfg.packet_block_size, cfg.packet_blocks)?;
+                    cap.sources.push(Box::new(s));
+                }
+                cap.report.push(format!("{name}: af_packet tpacket_v3, {queues} socket(s) in a fanout group: {why}"));
+            }
             Ok((prog, socks)) => {
                 let mode = socks.first().map(|s| s.mode().to_string()).unwrap_or_default();
                 let driver = iface::driver(name).unwrap_or_else(|| "unknown driver".into());
@@ -175,12 +204,6 @@ pub fn open(specs: &[InterfaceSpec], cfg: &LiveConfig) -> Result<LiveCapture, Li
                 ));
                 cap.programs.push(prog);
                 cap.sources.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn PacketSource>));
-            }
-            Err(reason) => {
-                return Err(reason.unwrap_or_else(|| LiveError::Unsupported {
-                    iface: name.to_string(),
-                    reason: "AF_PACKET capture is not available in this build".into(),
-                }));
             }
         }
     }
