@@ -80,6 +80,12 @@ pub struct GenArgs {
     /// Write the JSON report here too (it is always printed).
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// How frames leave: `packet` (an AF_PACKET socket: exact accounting of
+    /// every frame) or `xdp-live` (the kernel's XDP live-frame runner, for
+    /// benchmarks: millions of frames/s, udp-flood only, frames offered to
+    /// the interface, spread over --flows source ports at random).
+    #[arg(long, default_value = "packet")]
+    pub tx: String,
 }
 
 #[derive(clap::Args, Debug)]

@@ -48,6 +48,7 @@ pub struct RawCapture {
     pub rx_cores: Option<Vec<usize>>,
     pub worker_cores: Option<Vec<usize>>,
     pub af_packet_block_size: Option<u32>,
+    pub run_to_completion: Option<bool>,
     pub af_packet_blocks: Option<u32>,
 }
 
@@ -286,6 +287,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
     };
     let flush =
         secs("storage.flush_interval_secs", raw.storage.flush_interval_secs, Duration::from_secs(30), 0.1, 3600.0)?;
+    let raw_rtc = raw.capture.run_to_completion.unwrap_or(false);
     let (capture, worker_cores) = capture(raw.capture, cores)?;
     let pipeline = PipelineConfig {
         // One core goes to the reader that feeds the workers.
@@ -300,6 +302,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         drop_when_behind: false,
         community_id_seed: raw.flows.community_id_seed.unwrap_or(0),
         worker_cores,
+        run_to_completion: raw_rtc,
         filters: Vec::new(),
         live_clock: false,
     };

@@ -168,6 +168,25 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
     if !(a.duration.is_finite() && a.duration > 0.0) && a.packets.is_none() {
         anyhow::bail!("--duration must be a positive number of seconds");
     }
+    let rep = match a.tx.as_str() {
+        "packet" => None,
+        "xdp-live" => {
+            if mix != GenMix::UdpFlood {
+                anyhow::bail!("--tx xdp-live sends udp-flood only");
+            }
+            let total = a.packets.unwrap_or((a.pps as f64 * a.duration).round() as u64);
+            Some(tapstream_engine::live::traffic::blast(&a.iface, a.flows, a.client_net, a.pps, total)?)
+        }
+        other => anyhow::bail!("--tx {other}: expected packet or xdp-live"),
+    };
+    if let Some(rep) = rep {
+        let j = serde_json::to_string(&rep)?;
+        println!("{j}");
+        if let Some(p) = &a.summary {
+            std::fs::write(p, &j).with_context(|| format!("writing {}", p.display()))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let tx = PacketTx::open(&a.iface)?;
     let rep =
         send_traffic(&tx, mix, a.flows, a.client_net, a.pps, Duration::from_secs_f64(a.duration.max(0.0)), a.packets)

@@ -51,6 +51,11 @@ pub struct PipelineConfig {
     pub community_id_seed: u16,
     /// Cores for the workers, by worker (empty: core i+1 for worker i).
     pub worker_cores: Vec<usize>,
+    /// Live capture: each RX thread runs its own worker on the frames it
+    /// receives (no sharding hop). Correct only when every packet of a flow,
+    /// both directions, arrives on the same source: one queue of one
+    /// interface, or a NIC with a symmetric RSS hash.
+    pub run_to_completion: bool,
     /// Capture filter per interface number (a missing entry or `None`: everything).
     pub filters: Vec<Option<Arc<crate::filter::Filter>>>,
     /// Timestamps are wall-clock time (live capture): idle workers advance
@@ -72,6 +77,7 @@ impl Default for PipelineConfig {
             queue_depth: 16,
             community_id_seed: 0,
             worker_cores: Vec::new(),
+            run_to_completion: false,
             filters: Vec::new(),
             live_clock: false,
         }
@@ -120,7 +126,7 @@ pub struct Worker {
     pub filtered: u64,
     filters: Vec<Option<Arc<crate::filter::Filter>>>,
     batch_rows: usize,
-    last_flush: Instant,
+    pub last_flush: Instant,
     flush_interval: Duration,
 }
 
@@ -262,30 +268,54 @@ struct Crew {
     dropped_records: Arc<AtomicU64>,
 }
 
+/// The output thread: every record batch goes through `sink` there.
+fn start_output<F>(sink: F) -> (Sender<Vec<Output>>, std::thread::JoinHandle<[u64; 6]>)
+where
+    F: FnMut(Output) + Send + 'static,
+{
+    let (out_tx, out_rx) = bounded::<Vec<Output>>(64);
+    let mut sink = sink;
+    let h = std::thread::Builder::new()
+        .name("tapstream-out".into())
+        .spawn(move || {
+            let mut rows = [0u64; 6];
+            for v in out_rx {
+                for (t, b) in v {
+                    rows[t as usize] += b.num_rows() as u64;
+                    sink((t, b));
+                }
+            }
+            rows
+        })
+        .expect("spawn output thread");
+    (out_tx, h)
+}
+
+/// Hand a worker's finished record batches to the output thread; when
+/// `drop_when_behind`, a full queue costs the batches (counted) instead of a wait.
+fn deliver(w: &mut Worker, out: &Sender<Vec<Output>>, drop_when_behind: bool, db: &AtomicU64, dr: &AtomicU64) {
+    if w.sinks.ready.is_empty() {
+        return;
+    }
+    let v = std::mem::take(&mut w.sinks.ready);
+    if drop_when_behind {
+        if let Err(TrySendError::Full(v)) = out.try_send(v) {
+            db.fetch_add(v.len() as u64, Ordering::Relaxed);
+            dr.fetch_add(v.iter().map(|(_, b)| b.num_rows() as u64).sum(), Ordering::Relaxed);
+        }
+    } else {
+        let _ = out.send(v);
+    }
+}
+
 fn start_crew<F>(cfg: &PipelineConfig, feeders: usize, sink: F) -> Crew
 where
     F: FnMut(Output) + Send + 'static,
 {
     let n = cfg.workers.max(1);
-    let (out_tx, out_rx) = bounded::<Vec<Output>>(64);
+    let (out_tx, out_thread) = start_output(sink);
     let dropped_batches = Arc::new(AtomicU64::new(0));
     let dropped_records = Arc::new(AtomicU64::new(0));
-    let out_thread = {
-        let mut sink = sink;
-        std::thread::Builder::new()
-            .name("tapstream-out".into())
-            .spawn(move || {
-                let mut rows = [0u64; 6];
-                for v in out_rx {
-                    for (t, b) in v {
-                        rows[t as usize] += b.num_rows() as u64;
-                        sink((t, b));
-                    }
-                }
-                rows
-            })
-            .expect("spawn output thread")
-    };
     let mut txs: Vec<Sender<Msg>> = Vec::with_capacity(n);
     let done: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
     // Every batch a feeder has cut fits in its return channel at once, so a
@@ -533,6 +563,9 @@ where
 {
     let start = Instant::now();
     let k = sources.len();
+    if cfg.run_to_completion || (k == 1 && cfg.workers <= 1) {
+        return run_inline(sources, cfg, rx_cores, stop, status, sink, start);
+    }
     let mut crew = start_crew(cfg, k, sink);
     let rets = std::mem::take(&mut crew.rets);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -589,6 +622,114 @@ where
     }
     summary.run.anomalies.merge(&anomalies);
     crew.join(&mut summary.run);
+    summary.run.elapsed = start.elapsed();
+    summary
+}
+
+/// Run to completion: each RX thread decodes and tracks the flows of the
+/// frames it receives itself, then hands the frames straight back.
+fn run_inline<F>(
+    sources: Vec<Box<dyn PacketSource>>,
+    cfg: &PipelineConfig,
+    rx_cores: &[usize],
+    stop: Arc<AtomicBool>,
+    status: Vec<Arc<FeedStatus>>,
+    sink: F,
+    start: Instant,
+) -> LiveSummary
+where
+    F: FnMut(Output) + Send + 'static,
+{
+    let (out_tx, out_thread) = start_output(sink);
+    let dropped_batches = Arc::new(AtomicU64::new(0));
+    let dropped_records = Arc::new(AtomicU64::new(0));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut threads = Vec::with_capacity(sources.len());
+    for (i, (mut source, st)) in sources.into_iter().zip(status).enumerate() {
+        let cfg = cfg.clone();
+        let stop = stop.clone();
+        let out = out_tx.clone();
+        let (db, dr) = (dropped_batches.clone(), dropped_records.clone());
+        let core = rx_cores.get(i).and_then(|&c| cores.iter().find(|id| id.id == c).copied());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("tapstream-rx{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    let mut w = Worker::new(i as u16, &cfg);
+                    let mut batch = Batch::with_capacity(cfg.batch_size);
+                    let mut hist = batch_histogram();
+                    while !stop.load(Ordering::Relaxed) {
+                        batch.clear();
+                        let got = source.fill(&mut batch, cfg.batch_size).unwrap_or(0);
+                        if got == 0 {
+                            if w.last_flush.elapsed() >= cfg.flush_interval {
+                                w.tick_now();
+                                w.flush_builders();
+                            }
+                        } else {
+                            let _ = hist.record(got as u64);
+                            w.process(&batch);
+                            source.recycle(&batch);
+                            st.packets.fetch_add(got as u64, Ordering::Relaxed);
+                            st.bytes.fetch_add(batch.descs.iter().map(|d| d.wire_len as u64).sum(), Ordering::Relaxed);
+                            st.batches.fetch_add(1, Ordering::Relaxed);
+                        }
+                        deliver(&mut w, &out, cfg.drop_when_behind, &db, &dr);
+                    }
+                    w.finish();
+                    deliver(&mut w, &out, cfg.drop_when_behind, &db, &dr);
+                    let report = FeedReport {
+                        name: source.name().to_string(),
+                        packets: st.packets.load(Ordering::Relaxed),
+                        bytes: st.bytes.load(Ordering::Relaxed),
+                        worker_drops: 0,
+                        batches: hist.len(),
+                        batch_p50: hist.value_at_quantile(0.5),
+                        batch_p99: hist.value_at_quantile(0.99),
+                        batch_max: hist.max(),
+                        max_worker_queue: 0,
+                        capture: source.capture_stats(),
+                    };
+                    let r = WorkerResult {
+                        filtered: w.filtered,
+                        packets: w.packets,
+                        bytes: w.bytes,
+                        non_ip: w.non_ip,
+                        anomalies: w.sinks.anomalies.clone(),
+                        flows: w.tracker.stats,
+                    };
+                    (report, r, source.stats())
+                })
+                .expect("spawn RX thread"),
+        );
+    }
+    drop(out_tx);
+    let mut summary = LiveSummary::default();
+    for h in threads {
+        if let Ok((report, w, st)) = h.join() {
+            summary.run.source.packets += st.packets;
+            summary.run.source.bytes += st.bytes;
+            summary.run.packets += w.packets;
+            summary.run.bytes += w.bytes;
+            summary.run.non_ip += w.non_ip;
+            summary.run.filtered += w.filtered;
+            summary.run.anomalies.merge(&w.anomalies);
+            summary.run.flows.created += w.flows.created;
+            summary.run.flows.expired += w.flows.expired;
+            summary.run.flows.evicted += w.flows.evicted;
+            summary.run.flows.interim += w.flows.interim;
+            summary.feeds.push(report);
+        }
+    }
+    if let Ok(rows) = out_thread.join() {
+        summary.run.rows_per_table = rows;
+        summary.run.records = rows.iter().sum();
+    }
+    summary.run.dropped_batches = dropped_batches.load(Ordering::Relaxed);
+    summary.run.dropped_records = dropped_records.load(Ordering::Relaxed);
     summary.run.elapsed = start.elapsed();
     summary
 }
@@ -796,20 +937,6 @@ fn worker_loop(
 ) -> WorkerResult {
     let WorkerChannels { rx, ret, out, done } = ch;
     let mut w = Worker::new(id, cfg);
-    let deliver = |w: &mut Worker| {
-        if w.sinks.ready.is_empty() {
-            return;
-        }
-        let v = std::mem::take(&mut w.sinks.ready);
-        if cfg.drop_when_behind {
-            if let Err(TrySendError::Full(v)) = out.try_send(v) {
-                dropped_batches.fetch_add(v.len() as u64, Ordering::Relaxed);
-                dropped_records.fetch_add(v.iter().map(|(_, b)| b.num_rows() as u64).sum(), Ordering::Relaxed);
-            }
-        } else {
-            let _ = out.send(v);
-        }
-    };
     loop {
         // Wake at least once per flush interval, so records reach the sink
         // on time even when no packets arrive.
@@ -831,10 +958,10 @@ fn worker_loop(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
-        deliver(&mut w);
+        deliver(&mut w, &out, cfg.drop_when_behind, &dropped_batches, &dropped_records);
     }
     w.finish();
-    deliver(&mut w);
+    deliver(&mut w, &out, cfg.drop_when_behind, &dropped_batches, &dropped_records);
     WorkerResult {
         filtered: w.filtered,
         packets: w.packets,

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Live capture on a veth pair, tapstream against tcpdump, side by side in one
+# run. Not part of CI. Needs root.
+#
+#   bash benches/live.sh [PACKETS] [RUNS]
+#
+# Two network namespaces joined by a veth pair (one queue). The generator,
+# pinned to core 0, is `tapstream gen --tx xdp-live`: the kernel's XDP
+# live-frame runner bouncing 106-byte UDP frames (1 000 flows, not addressed
+# to the capturing host) out of the sending end as fast as it can. Each
+# capture tool runs pinned to core 1 on the other end:
+#   - tapstream run --iface cap0 (defaults: AF_XDP; one queue, one worker:
+#     run to completion on the RX thread)
+#   - tcpdump -i cap0 -w /dev/null (libpcap, TPACKET_V3), with GRO on so the
+#     veth accepts XDP-transmitted frames without an XDP program.
+# On veth the kernel's receive work runs on the sender's core, so the
+# generator's speed depends on the capture method: the table gives the
+# offered rate achieved, packets captured and lost, and the capture
+# process's own CPU time (packets per CPU-second of the capture process).
+# Lost = the tool's own drop counters + frames the sender's veth could not
+# hand over (its TX drops: the receiving ring was full).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACKETS=${1:-4000000}
+RUNS=${2:-3}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/target}"
+if ! command -v tcpdump >/dev/null || ! command -v ethtool >/dev/null || ! test -x /usr/bin/time; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump ethtool time >/dev/null
+fi
+cargo build --release -q
+TS="$CARGO_TARGET_DIR/release/tapstream"
+A=tsbench-a.$$; B=tsbench-b.$$
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tapstream-live.XXXXXX")
+cleanup() { ip netns pids "$A" 2>/dev/null | xargs -r kill 2>/dev/null || true; ip netns del "$A" 2>/dev/null || true; ip netns del "$B" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+ip netns add "$A"; ip netns add "$B"
+for n in "$A" "$B"; do
+    ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+    ip netns exec "$n" sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+done
+ip link add cap0 netns "$A" type veth peer name gen0 netns "$B"
+ip -n "$A" link set cap0 up; ip -n "$B" link set gen0 up
+ip netns exec "$A" ethtool -K cap0 gro on >/dev/null
+
+txdrop() { ip -n "$B" -s -j link show gen0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["dropped"])'; }
+
+echo "machine: $(nproc) cores, $(uname -r); $PACKETS packets per run, $RUNS runs per tool, one veth queue"
+printf "| run | tool | offered Mpps | captured | lost | capture CPU s | M packets per capture CPU-second |\n|---|---|---|---|---|---|---|\n"
+for ((r = 1; r <= RUNS; r++)); do
+    for tool in tapstream tcpdump; do
+        d0=$(txdrop)
+        if [ "$tool" = tapstream ]; then
+            ip netns exec "$A" /usr/bin/time -f "CPU %U %S" -o "$WORK/cpu" taskset -c 1 "$TS" ${TS_CONFIG:+--config "$TS_CONFIG"} run --iface cap0 \
+                --data "$WORK/data" --summary "$WORK/s.json" >"$WORK/log" 2>&1 &
+            ready="ready:"
+        else
+            ip netns exec "$A" /usr/bin/time -f "CPU %U %S" -o "$WORK/cpu" taskset -c 1 tcpdump -i cap0 -w /dev/null >"$WORK/log" 2>&1 &
+            ready="listening"
+        fi
+        until grep -q "$ready" "$WORK/log"; do sleep 0.1; done
+        sleep 0.5
+        read -r sent secs < <(ip netns exec "$B" taskset -c 0 "$TS" gen --iface gen0 --tx xdp-live --mix udp-flood \
+            --flows 1000 --pps 1000000000 --packets "$PACKETS" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["packets"], d["seconds"])')
+        sleep 1
+        if [ "$tool" = tapstream ]; then pkill -INT -f -- "--summary $WORK/s.json"; else pkill -INT -x tcpdump; fi
+        while pgrep -f -- "--summary $WORK/s.json" >/dev/null || pgrep -x tcpdump >/dev/null; do sleep 0.1; done
+        sleep 0.2
+        d1=$(txdrop)
+        if [ "$tool" = tapstream ]; then
+            read -r got lost < <(python3 -c "import json; d=json.load(open('$WORK/s.json')); print(d['packets'], d['kernel_drops']+d['worker_drops'])")
+        else
+            got=$(awk '/packets captured/{print $1}' "$WORK/log")
+            lost=$(awk '/dropped by kernel/{print $1}' "$WORK/log")
+        fi
+        lost=$((lost + d1 - d0))
+        cpu=$(awk '/^CPU/{print $2 + $3}' "$WORK/cpu")
+        awk -v r="$r" -v t="$tool" -v s="$sent" -v sec="$secs" -v g="$got" -v l="$lost" -v c="$cpu" \
+            'BEGIN { printf "| %d | %s | %.2f | %d | %d | %.2f | %.2f |\n", r, t, s/sec/1e6, g, l, c, g/c/1e6 }'
+    done
+done
