@@ -49,6 +49,7 @@ pub struct RawCapture {
     pub worker_cores: Option<Vec<usize>>,
     pub af_packet_block_size: Option<u32>,
     pub run_to_completion: Option<bool>,
+    pub stats_interval_secs: Option<f64>,
     pub af_packet_blocks: Option<u32>,
 }
 
@@ -125,6 +126,8 @@ pub struct Capture {
     pub queues: Option<u32>,
     pub live: LiveConfig,
     pub rx_cores: Vec<usize>,
+    /// Log per-queue capture counters this often (None: never).
+    pub stats_interval: Option<Duration>,
 }
 
 fn pow2(name: &str, v: Option<u32>, default: u32, min: u32, max: u32) -> anyhow::Result<u32> {
@@ -192,6 +195,10 @@ fn capture(raw: RawCapture, cores: usize) -> anyhow::Result<(Capture, Vec<usize>
                 },
             },
             rx_cores,
+            stats_interval: match raw.stats_interval_secs {
+                Some(0.0) => None,
+                v => Some(secs("capture.stats_interval_secs", v, Duration::from_secs(10), 0.1, 86_400.0)?),
+            },
         },
         worker_cores,
     ))
@@ -294,7 +301,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         workers: range("pipeline.workers", raw.pipeline.workers, cores.saturating_sub(1).clamp(1, 8), 1, 256)?,
         batch_size: range("pipeline.batch_size", raw.pipeline.batch_size, 256, 1, 65_536)?,
         pin_cores: raw.pipeline.pin_cores.unwrap_or(false),
-        queue_depth: range("pipeline.queue_depth", raw.pipeline.queue_depth, 16, 1, 4096)?,
+        queue_depth: range("pipeline.queue_depth", raw.pipeline.queue_depth, 128, 1, 4096)?,
         record_batch_rows: range("storage.record_batch_rows", raw.storage.record_batch_rows, 8192, 1, 1 << 22)?,
         flush_interval: flush,
         decode,

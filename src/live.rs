@@ -123,6 +123,10 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     }
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
+    let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
+    if let Some(every) = cfg.capture.stats_interval {
+        spawn_stats_logger(names, status.clone(), every, stop.clone());
+    }
     eprintln!("ready: {} queue(s) on {}", sources.len(), ifaces.join(", "));
     let summary = pipeline::run_live(sources, &pcfg, &cfg.capture.rx_cores, stop, status, sink);
     // Detach the XDP programs (the kernel would too when we exit).
@@ -156,6 +160,43 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Log every queue's counters (totals and rates since the last line) every `every`.
+fn spawn_stats_logger(
+    names: Vec<String>,
+    status: Vec<Arc<FeedStatus>>,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    std::thread::Builder::new()
+        .name("tapstream-stats".into())
+        .spawn(move || {
+            let mut last = vec![0u64; status.len()];
+            let mut t = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if t.elapsed() < every {
+                    continue;
+                }
+                let secs = t.elapsed().as_secs_f64();
+                t = std::time::Instant::now();
+                for ((name, st), prev) in names.iter().zip(&status).zip(last.iter_mut()) {
+                    let p = st.packets.load(Ordering::Relaxed);
+                    tracing::info!(
+                        queue = %name,
+                        packets = p,
+                        pps = ((p - *prev) as f64 / secs).round(),
+                        bytes = st.bytes.load(Ordering::Relaxed),
+                        worker_drops = st.worker_drops.load(Ordering::Relaxed),
+                        kernel_drops = st.kernel_drops.load(Ordering::Relaxed),
+                        "capture"
+                    );
+                    *prev = p;
+                }
+            }
+        })
+        .expect("spawn stats logger");
 }
 
 /// Send test traffic and print exactly what was sent.

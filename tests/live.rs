@@ -233,10 +233,13 @@ fn counts_match_what_was_sent_on_a_multi_queue_veth_and_sigterm_detaches() {
 fn filter_keeps_only_matching_packets() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 1);
-    let cap = lab.capture(0, &["cap0"], &["--filter", "udp and port 53"], None);
+    let cap =
+        lab.capture(0, &["cap0"], &["--filter", "udp and port 53"], Some("[capture]\nstats_interval_secs = 0.2\n"));
     let web = lab.gen_traffic(1, "gen0", "web", 5000, 10, 800);
     let dns = lab.gen_traffic(1, "gen0", "dns", 5000, 10, 200);
-    let (s, _, _) = cap.stop();
+    let (s, log, _) = cap.stop();
+    // Counters are logged while the capture runs.
+    assert!(log.contains("queue=cap0:0") && log.contains("kernel_drops=0"), "{log}");
     assert_eq!(n(&s, "packets"), n(&dns, "packets"), "{s}");
     assert_eq!(n(&s, "filtered"), n(&web, "packets"), "{s}");
     assert_eq!(n(&s, "flows"), n(&dns, "flows"), "{s}");
@@ -276,7 +279,8 @@ fn two_interfaces_are_tagged_apart() {
     let lab = Lab::new(2);
     lab.veth(0, "capa", 1, "gena", 1);
     lab.veth(0, "capb", 1, "genb", 2);
-    let cap = lab.capture(0, &["capa", "capb"], &[], None);
+    // Busy polling (spinning on the rings) on one of the paths.
+    let cap = lab.capture(0, &["capa", "capb"], &[], Some("[capture]\nbusy_poll = true\n"));
     let web = lab.gen_traffic(1, "gena", "web", 4000, 5, 400);
     let dns = lab.gen_traffic(1, "genb", "dns", 4000, 5, 100);
     let (s, _, data) = cap.stop();

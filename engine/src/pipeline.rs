@@ -74,7 +74,7 @@ impl Default for PipelineConfig {
             flow: FlowConfig::default(),
             pin_cores: false,
             drop_when_behind: false,
-            queue_depth: 16,
+            queue_depth: 128,
             community_id_seed: 0,
             worker_cores: Vec::new(),
             run_to_completion: false,
@@ -395,6 +395,20 @@ pub struct FeedStatus {
     /// Packets dropped because the owning worker's queue was full.
     pub worker_drops: AtomicU64,
     pub batches: AtomicU64,
+    /// The kernel's losses for this source (ring full, no free frame),
+    /// refreshed about once a second.
+    pub kernel_drops: AtomicU64,
+}
+
+/// Refresh a feeder's kernel-side counters at most once a second.
+fn refresh_kernel(source: &dyn PacketSource, status: &FeedStatus, last: &mut Instant) {
+    if last.elapsed() < Duration::from_secs(1) {
+        return;
+    }
+    *last = Instant::now();
+    if let Some(c) = source.capture_stats() {
+        status.kernel_drops.store(c.rx_dropped + c.rx_ring_full, Ordering::Relaxed);
+    }
 }
 
 /// What one feeder did, at the end of a live run.
@@ -431,9 +445,13 @@ fn feed(
     let mut decoded = Decoded::default();
     let mut defrag = Defrag::new(DEFRAG_SLOTS, DEFRAG_TIMEOUT_NS);
     let mut err = None;
+    let mut last_kernel = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if live {
+            refresh_kernel(source, status, &mut last_kernel);
         }
         sh.reclaim(source);
         src_batch.clear();
@@ -661,7 +679,9 @@ where
                     let mut w = Worker::new(i as u16, &cfg);
                     let mut batch = Batch::with_capacity(cfg.batch_size);
                     let mut hist = batch_histogram();
+                    let mut last_kernel = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
+                        refresh_kernel(source.as_ref(), &st, &mut last_kernel);
                         batch.clear();
                         let got = source.fill(&mut batch, cfg.batch_size).unwrap_or(0);
                         if got == 0 {

@@ -244,6 +244,9 @@ impl XskSource {
         // The Umem handle is only needed for set-up: the sockets and rings
         // keep the registration (its descriptor) alive.
         drop(umem);
+        if cfg.busy_poll {
+            s.enable_busy_poll(cfg.rx_size.min(1024));
+        }
         s.refill();
         Ok(s)
     }
@@ -259,6 +262,46 @@ impl XskSource {
 
     pub fn mode(&self) -> &str {
         &self.mode
+    }
+
+    /// Ask the kernel to busy-poll the device queue from our receive calls
+    /// (SO_PREFER_BUSY_POLL, SO_BUSY_POLL 20 µs, a budget per poll). Where
+    /// the kernel or driver has no busy polling these fail harmlessly and we
+    /// still spin on the ring.
+    fn enable_busy_poll(&self, budget: u32) {
+        const SO_BUSY_POLL: libc::c_int = 46;
+        const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+        const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+        for (opt, val) in [(SO_PREFER_BUSY_POLL, 1), (SO_BUSY_POLL, 20), (SO_BUSY_POLL_BUDGET, budget as libc::c_int)] {
+            // Safety: setsockopt with an int option on our socket.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&val as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            if r != 0 {
+                tracing::debug!(queue = self.queue, opt, "busy-poll option refused: {}", io::Error::last_os_error());
+            }
+        }
+    }
+
+    /// Drive the device queue from this thread (busy polling).
+    fn kick(&self) {
+        // Safety: a zero-length, non-blocking receive on our socket.
+        unsafe {
+            libc::recvfrom(
+                self.fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 
     /// Give free frames to the kernel.
@@ -295,8 +338,12 @@ impl PacketSource for XskSource {
     fn fill(&mut self, batch: &mut Batch, max: usize) -> Result<usize, SourceError> {
         self.refill();
         let mut n = self.take(batch, max);
-        if n == 0 && !self.busy_poll {
-            self.wait(20);
+        if n == 0 {
+            if self.busy_poll {
+                self.kick();
+            } else {
+                self.wait(20);
+            }
             n = self.take(batch, max);
         }
         Ok(n)
