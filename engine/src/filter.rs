@@ -68,7 +68,7 @@ pub struct Filter {
 impl Filter {
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
         let toks = lex(text)?;
-        let mut p = Parser { text, toks: &toks, i: 0, last: None };
+        let mut p = Parser { text, toks: &toks, i: 0, last: None, depth: 0, terms: 0 };
         if toks.is_empty() {
             return Err(p.err_at(1, "empty filter"));
         }
@@ -185,7 +185,14 @@ struct Parser<'a, 't> {
     toks: &'t [Tok<'a>],
     i: usize,
     last: Option<Qual>,
+    depth: usize,
+    terms: usize,
 }
+
+/// Nesting (parentheses, `not`) deeper than this is an error, not a stack overflow.
+const MAX_DEPTH: usize = 200;
+/// Primitives in one filter (the tree is evaluated per packet).
+const MAX_TERMS: usize = 1000;
 
 impl<'a> Parser<'a, '_> {
     fn err_at(&self, column: usize, message: &str) -> FilterError {
@@ -230,6 +237,16 @@ impl<'a> Parser<'a, '_> {
     }
 
     fn unary(&mut self) -> Result<Node, FilterError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err_here("nested too deeply"));
+        }
+        self.depth += 1;
+        let r = self.unary_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn unary_inner(&mut self) -> Result<Node, FilterError> {
         match self.peek() {
             Some("not" | "!") => {
                 self.i += 1;
@@ -277,6 +294,10 @@ impl<'a> Parser<'a, '_> {
     }
 
     fn prim(&mut self) -> Result<Node, FilterError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(self.err_here(&format!("too many terms (at most {MAX_TERMS})")));
+        }
         let start = self.i;
         let mut proto = None;
         let mut proto_node = None;
@@ -454,6 +475,10 @@ mod tests {
         assert_eq!(e("").column, 1);
         assert!(e("net 10.0.0.0/33").to_string().contains("prefix"));
         assert_eq!(e("tcp port 80)").column, 12);
+        let deep = format!("{}tcp{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(e(&deep).to_string().contains("nested too deeply"));
+        assert!(e(&"not ".repeat(100_000)).to_string().contains("nested too deeply"));
+        assert!(e(&vec!["tcp"; 5000].join(" or ")).to_string().contains("too many terms"));
         let msg = e("port x").to_string();
         assert!(msg.contains("column 6") && msg.contains("`x` is not a port"), "{msg}");
     }

@@ -157,3 +157,56 @@ proptest! {
         }
     }
 }
+
+const FILTER_WORDS: [&str; 32] = [
+    "host",
+    "net",
+    "port",
+    "portrange",
+    "src",
+    "dst",
+    "tcp",
+    "udp",
+    "icmp",
+    "icmp6",
+    "ip",
+    "ip6",
+    "vlan",
+    "and",
+    "or",
+    "not",
+    "(",
+    ")",
+    "!",
+    "&&",
+    "||",
+    "10.0.0.1",
+    "10.0.0.0/8",
+    "::1",
+    "fe80::/10",
+    "80",
+    "1-1024",
+    "99999",
+    "/33",
+    "x",
+    "-",
+    "sctp",
+];
+
+proptest! {
+    /// Any sequence of filter words parses or fails with a column inside the
+    /// text; what parses evaluates on random frames without panicking.
+    #[test]
+    fn filters_never_panic(words in proptest::collection::vec(0..FILTER_WORDS.len(), 0..24),
+                           frame in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let text = words.iter().map(|&i| FILTER_WORDS[i]).collect::<Vec<_>>().join(" ");
+        match tapstream_engine::filter::Filter::parse(&text) {
+            Ok(f) => {
+                let mut d = Decoded::default();
+                decode(LinkType::ETHERNET, &frame, &DecodeConfig::default(), &mut d);
+                let _ = f.matches(&d);
+            }
+            Err(e) => prop_assert!(e.column >= 1 && e.column <= text.chars().count() + 1, "{}", e),
+        }
+    }
+}
