@@ -74,6 +74,9 @@ pub struct GenArgs {
     /// Client addresses are 10.<N>.0.0/16 (distinct values make distinct flows).
     #[arg(long, default_value_t = 77)]
     pub client_net: u8,
+    /// Tag every frame with this 802.1Q VLAN id.
+    #[arg(long)]
+    pub vlan: Option<u16>,
     /// Traffic: web, dns, syn-flood, udp-flood, scan.
     #[arg(long, default_value = "web")]
     pub mix: String,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use tapstream_engine::filter::Filter;
-use tapstream_engine::live::traffic::{GenMix, PacketTx, send_traffic};
+use tapstream_engine::live::traffic::{GenMix, PacketTx, TrafficGen, send_traffic};
 use tapstream_engine::live::{self, InterfaceSpec};
 use tapstream_engine::pipeline::{self, FeedReport, FeedStatus, LiveSummary};
 
@@ -56,6 +56,38 @@ impl From<&FeedReport> for FeedJson {
     }
 }
 
+/// One interface's queues added up.
+#[derive(Serialize, Default)]
+struct InterfaceJson {
+    name: String,
+    mode: String,
+    queues: usize,
+    packets: u64,
+    bytes: u64,
+    worker_drops: u64,
+    kernel_drops: u64,
+}
+
+fn per_interface(ifaces: &[String], feeds: &[FeedJson], reports: &[FeedReport]) -> Vec<InterfaceJson> {
+    ifaces
+        .iter()
+        .map(|name| {
+            let mut t = InterfaceJson { name: name.clone(), ..InterfaceJson::default() };
+            for (f, r) in feeds.iter().zip(reports) {
+                if r.capture.as_ref().is_some_and(|c| &c.interface == name) {
+                    t.mode = f.mode.clone();
+                    t.queues += 1;
+                    t.packets += f.packets;
+                    t.bytes += f.bytes;
+                    t.worker_drops += f.worker_drops;
+                    t.kernel_drops += f.rx_dropped + f.rx_ring_full;
+                }
+            }
+            t
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 struct RunJson {
     interfaces: Vec<String>,
@@ -71,6 +103,7 @@ struct RunJson {
     records: u64,
     dropped_record_batches: u64,
     seconds: f64,
+    per_interface: Vec<InterfaceJson>,
     feeds: Vec<FeedJson>,
 }
 
@@ -88,6 +121,7 @@ fn summary_json(ifaces: &[String], s: &LiveSummary) -> RunJson {
         records: s.run.records,
         dropped_record_batches: s.run.dropped_batches,
         seconds: s.run.elapsed.as_secs_f64(),
+        per_interface: per_interface(ifaces, &feeds, &s.feeds),
         feeds,
     }
 }
@@ -152,8 +186,15 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
             f.max_worker_queue
         );
     }
+    let json = summary_json(&ifaces, &summary);
+    for i in &json.per_interface {
+        eprintln!(
+            "interface {} [{}]: {} queue(s), received {} ({} bytes), worker drops {}, kernel drops {}",
+            i.name, i.mode, i.queues, i.packets, i.bytes, i.worker_drops, i.kernel_drops
+        );
+    }
     if let Some(p) = &a.summary {
-        let j = serde_json::to_string_pretty(&summary_json(&ifaces, &summary))?;
+        let j = serde_json::to_string_pretty(&json)?;
         std::fs::write(p, j).with_context(|| format!("writing {}", p.display()))?;
     }
     if !errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
@@ -206,6 +247,12 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
     if a.pps == 0 {
         anyhow::bail!("--pps must be at least 1");
     }
+    if a.vlan.is_some_and(|v| v > 4095) {
+        anyhow::bail!("--vlan must be 0-4095");
+    }
+    if a.vlan.is_some() && a.tx != "packet" {
+        anyhow::bail!("--vlan needs --tx packet");
+    }
     if !(a.duration.is_finite() && a.duration > 0.0) && a.packets.is_none() {
         anyhow::bail!("--duration must be a positive number of seconds");
     }
@@ -229,9 +276,18 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let tx = PacketTx::open(&a.iface)?;
-    let rep =
-        send_traffic(&tx, mix, a.flows, a.client_net, a.pps, Duration::from_secs_f64(a.duration.max(0.0)), a.packets)
-            .with_context(|| format!("sending on {}", a.iface))?;
+    let rep = send_traffic(
+        &tx,
+        {
+            let mut g = TrafficGen::with_client_net(mix, a.flows, a.client_net);
+            g.set_vlan(a.vlan);
+            g
+        },
+        a.pps,
+        Duration::from_secs_f64(a.duration.max(0.0)),
+        a.packets,
+    )
+    .with_context(|| format!("sending on {}", a.iface))?;
     let j = serde_json::to_string(&rep)?;
     println!("{j}");
     if let Some(p) = &a.summary {

@@ -285,6 +285,15 @@ fn two_interfaces_are_tagged_apart() {
     let dns = lab.gen_traffic(1, "genb", "dns", 4000, 5, 100);
     let (s, _, data) = cap.stop();
     assert_eq!(n(&s, "packets"), n(&web, "packets") + n(&dns, "packets"), "{s}");
+    let per = s["per_interface"].as_array().unwrap();
+    assert_eq!(
+        (per[0]["name"].as_str(), n(&per[0], "queues"), n(&per[0], "packets")),
+        (Some("capa"), 1, n(&web, "packets"))
+    );
+    assert_eq!(
+        (per[1]["name"].as_str(), n(&per[1], "queues"), n(&per[1], "packets")),
+        (Some("capb"), 2, n(&dns, "packets"))
+    );
     let rows = flow_rows(&data);
     assert_eq!(rows.len() as u64, n(&web, "flows") + n(&dns, "flows"));
     assert!(rows.iter().all(|&(i, p)| (i == 0 && p == 80) || (i == 1 && p == 53)), "{rows:?}");
@@ -428,4 +437,64 @@ fn falls_back_to_af_packet_where_xdp_cannot_attach() {
     assert!(log.contains("XDP unavailable") && log.contains("fell back to AF_PACKET"), "{log}");
     assert_eq!(n(&s, "packets"), n(&sent, "packets"), "{s}\n{log}");
     assert_eq!(n(&s, "flows"), n(&sent, "flows"), "{s}");
+}
+
+/// VLAN ids of the flows table's rows.
+fn flow_vlans(data: &Path) -> Vec<Option<u16>> {
+    use arrow::array::{Array, UInt16Array};
+    let mut out = Vec::new();
+    let mut stack = vec![data.join("flows")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()) {
+            if e.is_dir() {
+                stack.push(e);
+            } else if e.extension().is_some_and(|x| x == "parquet") {
+                let f = std::fs::File::open(&e).unwrap();
+                let r =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+                for b in r {
+                    let b = b.unwrap();
+                    let v = b.column_by_name("vlan").unwrap().as_any().downcast_ref::<UInt16Array>().unwrap().clone();
+                    out.extend((0..b.num_rows()).map(|i| (!v.is_null(i)).then(|| v.value(i))));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Mirror ports carry 802.1Q tags: both capture methods see them (AF_PACKET
+/// after putting back the tag the kernel took off), and `vlan N` filters on them.
+fn vlans(method: &str) {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    let cfg = format!("[capture]\nmethod = \"{method}\"\n");
+    let cap = lab.capture(0, &["cap0"], &["--filter", "vlan 42"], Some(&cfg));
+    let out = lab
+        .cmd(1)
+        .arg(BIN)
+        .args(["gen", "--iface", "gen0", "--mix", "dns", "--flows", "3", "--packets", "60"])
+        .args(["--pps", "2000", "--vlan", "42"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tagged: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let untagged = lab.gen_from(1, "gen0", "dns", 2000, 3, 40, 50);
+    let (s, log, data) = cap.stop();
+    assert_eq!(n(&s, "packets"), n(&tagged, "packets"), "{s}\n{log}");
+    assert_eq!(n(&s, "bytes"), n(&tagged, "bytes"), "the tag counts on the wire: {s}");
+    assert_eq!(n(&s, "filtered"), n(&untagged, "packets"), "{s}");
+    let v = flow_vlans(&data);
+    assert_eq!(v.len() as u64, n(&tagged, "flows"));
+    assert!(v.iter().all(|&x| x == Some(42)), "{v:?}");
+}
+
+#[test]
+fn vlan_tags_with_af_xdp() {
+    vlans("af-xdp");
+}
+
+#[test]
+fn vlan_tags_with_af_packet() {
+    vlans("af-packet");
 }

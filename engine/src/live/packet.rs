@@ -14,6 +14,10 @@ use crate::source::{Batch, CaptureStats, Desc, FrameArea, LinkType, PacketSource
 const TPACKET_V3: libc::c_int = 2;
 const TP_STATUS_USER: u32 = 1;
 const PACKET_FANOUT_HASH: u32 = 0;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+/// tpacket3_hdr (48 bytes) + sockaddr_ll (20): the frame starts after this.
+const FRAME_HDR: usize = 68;
 
 #[repr(C)]
 struct TpacketReq3 {
@@ -249,8 +253,33 @@ impl PacketSocket {
                 continue;
             }
             let next = u32at(h, 0) as usize;
-            let (sec, nsec, snap, len) = (u32at(h, 4), u32at(h, 8), u32at(h, 12), u32at(h, 16));
-            let mac = u16::from_ne_bytes([h[24], h[25]]) as usize;
+            let (sec, nsec, mut snap, mut len) = (u32at(h, 4), u32at(h, 8), u32at(h, 12), u32at(h, 16));
+            let mut mac = u16::from_ne_bytes([h[24], h[25]]) as usize;
+            let status = u32at(h, 20);
+            // The kernel takes 802.1Q tags off into the header (VLAN
+            // offload); put the tag back where it was on the wire, in the
+            // slack before the frame, as libpcap does.
+            if status & TP_STATUS_VLAN_VALID != 0 && mac >= FRAME_HDR + 4 && snap >= 12 {
+                let tci = u32at(h, 32) as u16;
+                let tpid =
+                    if status & TP_STATUS_VLAN_TPID_VALID != 0 { u16::from_ne_bytes([h[36], h[37]]) } else { 0x8100 };
+                let at = base + self.off + mac;
+                if at + 12 <= self.ring.len {
+                    // Safety: inside the ring and inside this frame's slot of
+                    // a block user space owns (status USER): the kernel does
+                    // not touch it until we hand the block back. The 4 bytes
+                    // before the frame are padding after the frame header.
+                    unsafe {
+                        let p = self.ring.ptr.as_ptr().add(at);
+                        std::ptr::copy(p, p.sub(4), 12);
+                        std::ptr::copy_nonoverlapping(tpid.to_be_bytes().as_ptr(), p.add(8), 2);
+                        std::ptr::copy_nonoverlapping(tci.to_be_bytes().as_ptr(), p.add(10), 2);
+                    }
+                    mac -= 4;
+                    snap += 4;
+                    len += 4;
+                }
+            }
             batch.descs.push(Desc {
                 offset: (base + self.off + mac) as u64,
                 caplen: snap,

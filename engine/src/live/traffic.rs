@@ -66,6 +66,8 @@ pub struct TrafficGen {
     packets: u64,
     /// Second octet of client addresses (10.<net>.x.y).
     client_net: u8,
+    /// 802.1Q tag to put on every frame.
+    vlan: Option<u16>,
 }
 
 fn checksum(data: &[u8], mut acc: u32) -> u16 {
@@ -98,6 +100,7 @@ impl TrafficGen {
             port_seq: 0,
             packets: 0,
             client_net,
+            vlan: None,
         };
         for i in 0..flows {
             let s = g.fresh(i);
@@ -131,6 +134,11 @@ impl TrafficGen {
             isn_c: n.wrapping_mul(2_654_435_761),
             isn_s: n.wrapping_mul(40_503) ^ 0x5a5a_0000,
         }
+    }
+
+    /// Tag every frame with 802.1Q VLAN `id` (0-4095).
+    pub fn set_vlan(&mut self, id: Option<u16>) {
+        self.vlan = id.map(|v| v & 0x0fff);
     }
 
     /// Sessions started (= flows for `web`/`dns`; slots used for the others).
@@ -169,6 +177,10 @@ impl TrafficGen {
                 false
             }
         };
+        if let Some(v) = self.vlan {
+            let [hi, lo] = v.to_be_bytes();
+            buf.splice(12..12, [0x81, 0x00, hi, lo]);
+        }
         self.packets += 1;
         if done {
             self.slots[i] = self.fresh(i as u32);
@@ -400,17 +412,14 @@ impl PacketTx {
     }
 }
 
-/// Send `mix` traffic at `pps` for `duration` (or until `max_packets`).
+/// Send `g`'s traffic at `pps` for `duration` (or until `max_packets`).
 pub fn send_traffic(
     tx: &PacketTx,
-    mix: GenMix,
-    flows: u32,
-    client_net: u8,
+    mut g: TrafficGen,
     pps: u64,
     duration: Duration,
     max_packets: Option<u64>,
 ) -> io::Result<GenReport> {
-    let mut g = TrafficGen::with_client_net(mix, flows, client_net);
     let mut buf = Vec::with_capacity(2048);
     let mut rep = GenReport::default();
     let start = Instant::now();
@@ -470,5 +479,12 @@ mod tests {
             assert_eq!(g.packets(), packets);
             assert_eq!(g.flows(), want_flows, "{mix:?}");
         }
+        let mut g = TrafficGen::new(GenMix::Web, 1);
+        g.set_vlan(Some(42));
+        let mut buf = Vec::new();
+        g.next_frame(&mut buf);
+        let mut d = Decoded::default();
+        decode(LinkType::ETHERNET, &buf, &DecodeConfig { verify_checksums: true, ..DecodeConfig::default() }, &mut d);
+        assert_eq!((d.vlan_id(), d.anomalies.is_empty(), d.outer().map(|l| l.dport)), (42, true, Some(80)));
     }
 }
