@@ -369,9 +369,12 @@ mod tests {
     }
 
     #[test]
-    fn shipped_config_is_valid() {
+    fn shipped_config_is_valid_and_documents_the_defaults() {
         let text = include_str!("../configs/tapstream.toml");
         let raw: RawConfig = toml::from_str(text).unwrap();
-        validate(raw).unwrap();
+        let shipped = validate(raw).unwrap();
+        // Every value the file spells out is the built-in default.
+        let builtin = validate(RawConfig::default()).unwrap();
+        assert_eq!(format!("{shipped:#?}"), format!("{builtin:#?}"));
     }
 }

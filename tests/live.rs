@@ -498,3 +498,47 @@ fn vlan_tags_with_af_xdp() {
 fn vlan_tags_with_af_packet() {
     vlans("af-packet");
 }
+
+/// Run `tapstream run --iface lo` in a fresh namespace without some capabilities.
+fn run_without(lab: &Lab, caps: &str, config: Option<&str>) -> String {
+    let mut c = lab.cmd(0);
+    c.args(["setpriv", &format!("--bounding-set={caps}"), "--inh-caps=-all", BIN]);
+    if let Some(text) = config {
+        let p = lab.path("restricted.toml");
+        std::fs::write(&p, text).unwrap();
+        c.arg("--config").arg(p);
+    }
+    let out = c.args(["run", "--iface", "lo", "--duration", "1"]).output().unwrap();
+    assert!(!out.status.success(), "must fail without {caps}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn clear_errors_for_missing_privileges_memlock_and_xdp() {
+    let lab = Lab::new(1);
+    sh(&["ip", "-n", &lab.ns[0], "link", "set", "lo", "up"]);
+    let e = run_without(&lab, "-net_raw,-net_admin,-bpf,-sys_admin", None);
+    assert!(e.contains("needs cap_net_raw"), "{e}");
+    let e = run_without(&lab, "-bpf,-sys_admin", None);
+    assert!(e.contains("loading the XDP program") && e.contains("needs cap_bpf"), "{e}");
+    // Without CAP_IPC_LOCK the UMEM counts against the memlock limit (8 MiB here).
+    let e = run_without(&lab, "-ipc_lock", None);
+    assert!(e.contains("memlock limit too low") && e.contains("CAP_IPC_LOCK"), "{e}");
+    // Forcing AF_XDP where XDP cannot be attached is an error, not a fallback.
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    sh(&["ip", "-n", &lab.ns[1], "link", "set", "gen0", "mtu", "9000"]);
+    let p = lab.path("forced.toml");
+    std::fs::write(&p, "[capture]\nmethod = \"af-xdp\"\nxdp_mode = \"native\"\n").unwrap();
+    let out = lab
+        .cmd(0)
+        .arg(BIN)
+        .arg("--config")
+        .arg(&p)
+        .args(["run", "--iface", "cap0", "--duration", "1"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("cap0") && e.contains("XDP"), "{e}");
+    assert!(!lab.xdp_attached(0, "cap0"));
+}

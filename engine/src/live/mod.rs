@@ -30,13 +30,25 @@ pub enum LiveError {
     #[error("{iface}: XDP is not supported here: {reason}")]
     Unsupported { iface: String, reason: String },
     #[error(
-        "{iface}: cannot lock {bytes} bytes of packet memory (memlock limit too low: raise `ulimit -l`, or grant CAP_IPC_LOCK): {source}"
+        "{iface}: cannot lock {bytes} bytes of packet memory (memlock limit too low: raise `ulimit -l`, or grant CAP_IPC_LOCK)"
     )]
     Memlock { iface: String, bytes: u64, source: io::Error },
-    #[error("{iface} queue {queue}: binding the AF_XDP socket in {} mode failed: {source}", if *zero_copy { "zero-copy" } else { "copy" })]
+    #[error("{iface} queue {queue}: binding the AF_XDP socket in {} mode failed", if *zero_copy { "zero-copy" } else { "copy" })]
     Bind { iface: String, queue: u32, zero_copy: bool, source: io::Error },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io { context: String, source: io::Error },
+}
+
+/// An error and its causes on one line (`a: b: c`).
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 impl LiveError {
@@ -119,6 +131,10 @@ fn map_bpf_err(iface: &str, e: io::Error) -> LiveError {
         Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
             LiveError::Unsupported { iface: iface.to_string(), reason: e.to_string() }
         }
+        Some(libc::ERANGE) => LiveError::Unsupported {
+            iface: iface.to_string(),
+            reason: "the MTU (here or on a veth peer) is too large for native XDP: lower it, or use xdp_mode = \"generic\"".into(),
+        },
         _ => LiveError::io(format!("{iface}: attaching the XDP program"), e),
     }
 }
@@ -184,7 +200,7 @@ pub fn open(specs: &[InterfaceSpec], cfg: &LiveConfig) -> Result<LiveCapture, Li
         match xdp {
             Err(reason) => {
                 let why = match reason {
-                    Some(e) => format!("XDP unavailable ({e}); fell back to AF_PACKET"),
+                    Some(e) => format!("XDP unavailable ({}); fell back to AF_PACKET", describe(&e)),
                     None => "AF_PACKET as configured".to_string(),
                 };
                 let group = ((std::process::id() ^ ifindex.rotate_left(8)) & 0xffff) as u16;

@@ -45,10 +45,10 @@ pub struct XskConfig {
 impl Default for XskConfig {
     fn default() -> Self {
         XskConfig {
-            frames: 16384,
+            frames: 32768,
             frame_size: 2048,
-            fill_size: 8192,
-            rx_size: 8192,
+            fill_size: 16384,
+            rx_size: 16384,
             bind: BindMode::Auto,
             busy_poll: false,
         }
