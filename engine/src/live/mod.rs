@@ -133,7 +133,9 @@ fn map_bpf_err(iface: &str, e: io::Error) -> LiveError {
         }
         Some(libc::ERANGE) => LiveError::Unsupported {
             iface: iface.to_string(),
-            reason: "the MTU (here or on a veth peer) is too large for native XDP: lower it, or use xdp_mode = \"generic\"".into(),
+            reason:
+                "the MTU (here or on a veth peer) is too large for native XDP: lower it, or use xdp_mode = \"generic\""
+                    .into(),
         },
         _ => LiveError::io(format!("{iface}: attaching the XDP program"), e),
     }
