@@ -26,6 +26,32 @@ pub enum Cmd {
     Synth(SynthArgs),
     /// Send test traffic with known content out of an interface.
     Gen(GenArgs),
+    /// Query the history with SQL (tables flows, dns, tls, http, dhcp, stats).
+    Sql(SqlArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SqlFormat {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+    Parquet,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SqlArgs {
+    /// The query (one read-only statement).
+    pub query: String,
+    /// Data directory (default: storage.data_dir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    pub format: SqlFormat,
+    /// Write the whole result here (streaming, no row limit) instead of
+    /// showing at most sql.max_rows rows.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Default)]

@@ -26,6 +26,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Flows(a) => flows(cfg, a),
         Cmd::Synth(a) => synth(a),
         Cmd::Gen(a) => crate::live::generate(a),
+        Cmd::Sql(a) => crate::sql::run(cfg, a),
     }
 }
 

@@ -29,6 +29,17 @@ pub struct RawConfig {
     pub demo: RawDemo,
     #[serde(default)]
     pub capture: RawCapture,
+    #[serde(default)]
+    pub sql: RawSql,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSql {
+    pub timeout_secs: Option<f64>,
+    pub memory_limit_mb: Option<usize>,
+    pub max_rows: Option<usize>,
+    pub default_range_hours: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +127,7 @@ pub struct Config {
     pub demo_pps: u64,
     pub attacks: AttackMix,
     pub capture: Capture,
+    pub sql: tapstream_query::Guardrails,
 }
 
 /// Validated live-capture settings.
@@ -331,6 +343,21 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             dns_tunnel: frac("demo.dns_tunnel", raw.demo.dns_tunnel)?,
         },
         capture,
+        sql: tapstream_query::Guardrails {
+            timeout: secs("sql.timeout_secs", raw.sql.timeout_secs, Duration::from_secs(60), 0.01, 86_400.0)?,
+            memory_bytes: range("sql.memory_limit_mb", raw.sql.memory_limit_mb, 1024, 16, 1 << 20)? << 20,
+            max_rows: match range("sql.max_rows", raw.sql.max_rows, 10_000, 0, 1 << 40)? {
+                0 => None,
+                n => Some(n),
+            },
+            default_range: secs(
+                "sql.default_range_hours",
+                raw.sql.default_range_hours.map(|h| h * 3600.0),
+                Duration::from_secs(24 * 3600),
+                3600.0,
+                3600.0 * 24.0 * 3650.0,
+            )?,
+        },
     })
 }
 

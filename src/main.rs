@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod live;
 mod output;
+mod sql;
 
 fn main() -> std::process::ExitCode {
     let args = <cli::Cli as clap::Parser>::parse();

@@ -1,9 +1,13 @@
-//! tapstream history: record batches land in hourly Parquet partitions.
+//! tapstream history: record batches land in hourly Parquet partitions;
+//! SQL (DataFusion) reads them back.
 //!
 //! Architecture Invariant: this crate depends on the engine only for its
 //! record types; it never reaches into decoding or flow state.
 #![forbid(unsafe_code)]
 
+pub mod sql;
+pub mod udf;
 pub mod writer;
 
+pub use sql::{Guardrails, History, QueryError, QueryResult};
 pub use writer::{HourlyWriter, WriterConfig, WriterError, WriterStats};

@@ -1,0 +1,258 @@
+//! SQL over the history: a DataFusion session with one table per record
+//! type, each a Hive-partitioned listing of `<data>/<table>/date=…/hour=…/`.
+//!
+//! Guardrails, each breach a clear error: statements are read-only (no DDL,
+//! DML or `SET`), every query has a deadline and a memory pool that spills
+//! to disk, interactive results stop at a row limit, and a scan of a table
+//! with no condition on `ts`, `date` or `hour` is limited to a default time
+//! range (and says so in the result's notes).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use tapstream_engine::records::Table;
+
+use crate::udf;
+
+/// Errors of the SQL layer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Sql(String),
+    #[error("query took longer than the {0:?} limit (raise sql.timeout_secs, or narrow the time range)")]
+    Timeout(Duration),
+    #[error("query needs more than the {0} bytes of memory allowed (raise sql.memory_limit_mb, or narrow the query)")]
+    Memory(usize),
+    #[error("only queries are allowed (SELECT, WITH, EXPLAIN, SHOW): {0}")]
+    NotReadOnly(String),
+    #[error("data dir {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl QueryError {
+    fn from_df(e: DataFusionError, limits: &Guardrails) -> QueryError {
+        let msg = e.to_string();
+        if msg.contains("Resources exhausted") {
+            return QueryError::Memory(limits.memory_bytes);
+        }
+        if msg.contains("not supported") && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement")) {
+            return QueryError::NotReadOnly(msg);
+        }
+        QueryError::Sql(msg)
+    }
+}
+
+/// Limits every query runs under.
+#[derive(Clone, Debug)]
+pub struct Guardrails {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    /// Rows an interactive result shows at most (None: all).
+    pub max_rows: Option<usize>,
+    /// A scan with no condition on time covers this much history.
+    pub default_range: Duration,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Guardrails {
+            timeout: Duration::from_secs(60),
+            memory_bytes: 1 << 30,
+            max_rows: Some(10_000),
+            default_range: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Notes a query's planning left for the user (e.g. a default time range).
+pub type Notes = Arc<Mutex<Vec<String>>>;
+
+/// The SQL session over one data dir.
+pub struct History {
+    ctx: SessionContext,
+    limits: Guardrails,
+    notes: Notes,
+}
+
+/// A running query: its batches as a stream, and what the user should know.
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub stream: SendableRecordBatchStream,
+    pub notes: Vec<String>,
+}
+
+impl History {
+    /// Open the tables under `data` (missing tables are empty).
+    pub async fn open(data: &Path, limits: Guardrails) -> Result<History, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
+            .build_arc()
+            .map_err(|e| QueryError::Sql(e.to_string()))?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.enable_page_index", true)
+            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        udf::register(&ctx);
+        let notes: Notes = Arc::default();
+        for t in Table::ALL {
+            let provider = table_provider(&ctx, data, t).await?;
+            let guarded = Arc::new(TimeGuard {
+                inner: provider,
+                table: t.name(),
+                range: limits.default_range,
+                notes: notes.clone(),
+            });
+            ctx.register_table(t.name(), guarded).map_err(|e| QueryError::Sql(e.to_string()))?;
+        }
+        Ok(History { ctx, limits, notes })
+    }
+
+    pub fn limits(&self) -> &Guardrails {
+        &self.limits
+    }
+
+    /// Plan and start `sql`. The stream must be read within the deadline
+    /// (see [`History::deadline`]).
+    pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        check_read_only(sql)?;
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let fut = async {
+            let opts = datafusion::execution::context::SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = self.ctx.sql_with_options(sql, opts).await.map_err(|e| QueryError::from_df(e, &self.limits))?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let stream = df.execute_stream().await.map_err(|e| QueryError::from_df(e, &self.limits))?;
+            Ok::<_, QueryError>((schema, stream))
+        };
+        let (schema, stream) = tokio::time::timeout(self.limits.timeout, fut)
+            .await
+            .map_err(|_| QueryError::Timeout(self.limits.timeout))??;
+        let notes = self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(QueryResult { schema, stream, notes })
+    }
+
+    /// Map an error met while reading a result stream.
+    pub fn stream_error(&self, e: DataFusionError) -> QueryError {
+        QueryError::from_df(e, &self.limits)
+    }
+}
+
+/// Reject anything but queries before DataFusion sees it (also catches
+/// statements DataFusion would run, like `COPY … TO`).
+fn check_read_only(sql: &str) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let stmts = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Sql(format!("SQL syntax: {e}")))?;
+    if stmts.len() != 1 {
+        return Err(QueryError::Sql(format!("expected one statement, got {}", stmts.len())));
+    }
+    match &stmts[0] {
+        Statement::Query(_)
+        | Statement::Explain { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. } => Ok(()),
+        other => {
+            let text = other.to_string();
+            let head: String = text.chars().take(40).collect();
+            Err(QueryError::NotReadOnly(head))
+        }
+    }
+}
+
+/// The listing table of `t` (or an empty table when nothing was written yet).
+async fn table_provider(ctx: &SessionContext, data: &Path, t: Table) -> Result<Arc<dyn TableProvider>, QueryError> {
+    let partition_cols = vec![("date".to_string(), DataType::Utf8), ("hour".to_string(), DataType::Utf8)];
+    let dir = data.join(t.name());
+    if !dir.is_dir() {
+        let mut fields: Vec<arrow::datatypes::FieldRef> = t.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(arrow::datatypes::Field::new("date", DataType::Utf8, true)));
+        fields.push(Arc::new(arrow::datatypes::Field::new("hour", DataType::Utf8, true)));
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(|e| QueryError::Sql(e.to_string()))?));
+    }
+    let abs = dir.canonicalize().map_err(|e| QueryError::Io { path: dir.clone(), source: e })?;
+    let url = ListingTableUrl::parse(format!("{}/", abs.display())).map_err(|e| QueryError::Sql(e.to_string()))?;
+    let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(partition_cols);
+    let cfg = ListingTableConfig::new(url).with_listing_options(opts).with_schema(t.schema());
+    let _ = ctx;
+    Ok(Arc::new(ListingTable::try_new(cfg).map_err(|e| QueryError::Sql(e.to_string()))?))
+}
+
+/// Wraps a table: a scan with no condition on time gets the default range.
+#[derive(Debug)]
+struct TimeGuard {
+    inner: Arc<dyn TableProvider>,
+    table: &'static str,
+    range: Duration,
+    notes: Notes,
+}
+
+fn mentions_time(e: &Expr) -> bool {
+    e.column_refs().iter().any(|c| matches!(c.name.as_str(), "ts" | "date" | "hour" | "last_ts"))
+}
+
+#[async_trait]
+impl TableProvider for TimeGuard {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        if filters.iter().any(mentions_time) {
+            return self.inner.scan(state, projection, filters, limit).await;
+        }
+        let since = time::OffsetDateTime::now_utc() - self.range;
+        let (d, h) = (
+            format!("{:04}-{:02}-{:02}", since.year(), since.month() as u8, since.day()),
+            format!("{:02}", since.hour()),
+        );
+        let guard =
+            col("date").gt(lit(d.clone())).or(col("date").eq(lit(d.clone())).and(col("hour").gt_eq(lit(h.clone()))));
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+            "{}: no condition on ts, date or hour reached this table, so only the last {} h were searched (since {d} {h}:00 UTC); add one (e.g. WHERE ts > now() - INTERVAL '7 days') to search more",
+            self.table,
+            self.range.as_secs() / 3600
+        ));
+        let mut f = filters.to_vec();
+        f.push(guard);
+        self.inner.scan(state, projection, &f, limit).await
+    }
+}

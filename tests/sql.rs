@@ -1,0 +1,188 @@
+//! `tapstream sql` over real history (a synthetic capture ingested by the
+//! binary), checked against an outside engine (pyarrow with Hive
+//! partitioning), and every guardrail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tapstream"))
+}
+
+/// History for all tests: 40 000 synthetic packets (2026-01-01 00:00 UTC).
+fn history() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, data) = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("s.pcap");
+        let o = bin().args(["synth", "--packets", "40000", "--seed", "5", "--out"]).arg(&pcap).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let data = dir.path().join("data");
+        let o = bin().args(["ingest", "--quiet", "--data"]).arg(&data).arg(&pcap).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (dir, data)
+    });
+    data
+}
+
+fn sql(q: &str, extra: &[&str], config: Option<&str>) -> Output {
+    let mut c = bin();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    if let Some(text) = config {
+        let p = cfg_dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        c.arg("--config").arg(p);
+    }
+    c.args(["sql", q, "--data"]).arg(history()).args(extra).output().unwrap()
+}
+
+fn csv(q: &str) -> Vec<String> {
+    let o = sql(q, &["--format", "csv"], None);
+    assert!(o.status.success(), "{q}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).lines().skip(1).map(str::to_string).collect()
+}
+
+fn pyarrow(script: &str) -> String {
+    let o = Command::new("python3").arg("-c").arg(script).arg(history()).output().unwrap();
+    assert!(o.status.success(), "pyarrow: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+const ALL: &str = "ts >= '2000-01-01T00:00:00Z'";
+
+#[test]
+fn answers_match_pyarrow() {
+    let ours = csv(&format!(
+        "SELECT orig_h, sum(orig_bytes + resp_bytes) AS b FROM flows WHERE {ALL} GROUP BY orig_h ORDER BY b DESC, orig_h LIMIT 5"
+    ));
+    let theirs = pyarrow(
+        r#"
+import sys, pyarrow.dataset as ds, pyarrow.compute as pc
+t = ds.dataset(sys.argv[1] + "/flows", format="parquet", partitioning="hive").to_table()
+t = t.append_column("b", pc.add(t["orig_bytes"], t["resp_bytes"]))
+g = t.group_by("orig_h").aggregate([("b", "sum")]).sort_by([("b_sum", "descending"), ("orig_h", "ascending")])
+for h, b in list(zip(g["orig_h"].to_pylist(), g["b_sum"].to_pylist()))[:5]: print(f"{h},{b}")
+"#,
+    );
+    assert_eq!(ours.join("\n"), theirs);
+    // Partition columns are queryable.
+    let ours = csv(&format!("SELECT date, hour, count(*) FROM flows WHERE {ALL} GROUP BY date, hour ORDER BY 1, 2"));
+    let theirs = pyarrow(
+        r#"
+import sys, pyarrow.dataset as ds
+t = ds.dataset(sys.argv[1] + "/flows", format="parquet", partitioning=ds.partitioning(flavor="hive")).to_table()
+g = t.group_by(["date", "hour"]).aggregate([("ts", "count")]).sort_by([("date", "ascending"), ("hour", "ascending")])
+for d, h, n in zip(g["date"].to_pylist(), g["hour"].to_pylist(), g["ts_count"].to_pylist()): print(f"{d},{h:02},{n}" if isinstance(h, int) else f"{d},{h},{n}")
+"#,
+    );
+    assert_eq!(ours.join("\n"), theirs);
+}
+
+#[test]
+fn network_functions() {
+    let ours = csv(&format!(
+        "SELECT count(*) FROM flows WHERE {ALL} AND cidr_contains('10.0.0.0/8', orig_h) AND resp_p IN (53, 443)"
+    ));
+    let theirs = pyarrow(
+        r#"
+import sys, ipaddress, pyarrow.dataset as ds
+t = ds.dataset(sys.argv[1] + "/flows", format="parquet", partitioning="hive").to_table()
+n = ipaddress.ip_network("10.0.0.0/8")
+print(sum(1 for h, p in zip(t["orig_h"].to_pylist(), t["resp_p"].to_pylist())
+          if ipaddress.ip_address(h).version == 4 and ipaddress.ip_address(h) in n and p in (53, 443)))
+"#,
+    );
+    assert_eq!(ours, vec![theirs]);
+    assert_eq!(
+        csv(
+            "SELECT ip_to_int('10.0.0.1'), int_to_ip(167772161), ip_to_int('::1') IS NULL, cidr_contains('2001:db8::/32', '2001:db8::5')"
+        ),
+        vec!["167772161,10.0.0.1,true,true"]
+    );
+}
+
+#[test]
+fn a_query_without_time_gets_the_default_range_and_says_so() {
+    // The capture is from 2026-01-01: outside the last 24 h.
+    let o = sql("SELECT count(*) AS n FROM flows", &["--format", "csv"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().nth(1), Some("0"));
+    assert!(err.contains("only the last 24 h were searched"), "{err}");
+    let n: u64 = csv(&format!("SELECT count(*) FROM flows WHERE {ALL}"))[0].parse().unwrap();
+    assert!(n > 100);
+    let n2: u64 = csv("SELECT count(*) FROM flows WHERE date = '2026-01-01'")[0].parse().unwrap();
+    assert_eq!(n, n2);
+}
+
+#[test]
+fn guardrails_are_clear_errors() {
+    for q in [
+        "CREATE TABLE x AS SELECT 1",
+        "DROP TABLE flows",
+        "INSERT INTO flows SELECT * FROM flows",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let o = sql(q, &[], None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && (e.contains("only queries are allowed") || e.contains("SQL syntax")),
+            "{q}: {e}"
+        );
+    }
+    let o = sql("SELEC 1", &[], None);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("SQL syntax"));
+    let o = sql("SELECT nope FROM flows", &[], None);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nope"));
+    // Row limit on interactive results; --out takes everything.
+    let o = sql(&format!("SELECT uid FROM flows WHERE {ALL}"), &["--format", "csv"], Some("[sql]\nmax_rows = 7\n"));
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 8);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("result cut at 7 rows"));
+    // Timeout: a cross join far too big for 50 ms.
+    let q = format!(
+        "SELECT count(*) FROM flows a, flows b, flows c WHERE a.{ALL} AND b.{ALL} AND c.{ALL} AND a.uid < b.uid"
+    );
+    let o = sql(&q, &[], Some("[sql]\ntimeout_secs = 0.05\n"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("longer than the"), "{e}");
+    // Memory: a hash join (which cannot spill) over 700 000 keys in 16 MiB.
+    let pairs =
+        format!("SELECT a.uid || b.uid AS k FROM flows a JOIN flows b ON a.proto = b.proto WHERE a.{ALL} AND b.{ALL}");
+    let q = format!("SELECT count(*) FROM ({pairs}) x JOIN ({pairs}) y ON x.k = y.k");
+    let o =
+        sql(&q, &["--out", "/dev/null", "--format", "csv"], Some("[sql]\nmemory_limit_mb = 16\ntimeout_secs = 120\n"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("memory"), "{e}");
+}
+
+#[test]
+fn exports_stream_to_files_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = format!("SELECT uid, orig_h, resp_p, orig_bytes FROM flows WHERE {ALL} ORDER BY uid");
+    let n: usize = csv(&format!("SELECT count(*) FROM flows WHERE {ALL}"))[0].parse().unwrap();
+    for (fmt, file) in [("csv", "o.csv"), ("json", "o.json"), ("ndjson", "o.ndjson"), ("parquet", "o.parquet")] {
+        let p = dir.path().join(file);
+        let o = sql(&q, &["--format", fmt, "--out", p.to_str().unwrap()], Some("[sql]\nmax_rows = 3\n"));
+        assert!(o.status.success(), "{fmt}: {}", String::from_utf8_lossy(&o.stderr));
+        let script = format!(
+            r#"
+import sys, json, csv, pyarrow.parquet as pq
+p = "{}"
+f = "{fmt}"
+if f == "csv": rows = list(csv.DictReader(open(p)))
+elif f == "json": rows = json.load(open(p))
+elif f == "ndjson": rows = [json.loads(l) for l in open(p)]
+else: rows = pq.read_table(p).to_pylist()
+print(len(rows), rows[0]["uid"])
+"#,
+            p.display()
+        );
+        let out = pyarrow(&script);
+        let first = csv(&format!("{q} LIMIT 1"))[0].split(',').next().unwrap().to_string();
+        assert_eq!(out, format!("{n} {first}"), "{fmt}: no row limit with --out");
+    }
+}
