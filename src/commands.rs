@@ -30,6 +30,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Set `stop` after `secs` seconds (`--duration`).
+pub(crate) fn stop_after(stop: &Arc<AtomicBool>, secs: Option<u64>) {
+    if let Some(d) = secs {
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(d));
+            s.store(true, Ordering::SeqCst);
+        });
+    }
+}
+
 pub(crate) fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -101,13 +112,7 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     });
     tracing::info!(data = %data.display(), pps, workers = pcfg.workers, "no interface configured: running on built-in demo traffic (Ctrl-C to stop)");
     let stop = stop_flag();
-    if let Some(d) = a.duration {
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(d));
-            s.store(true, Ordering::SeqCst);
-        });
-    }
+    stop_after(&stop, a.duration);
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let progress = Arc::new(Progress::default());
     let (summary, err) = pipeline::run(src, &pcfg, stop, progress, sink);

@@ -13,7 +13,7 @@ use tapstream_engine::live::{self, InterfaceSpec};
 use tapstream_engine::pipeline::{self, FeedReport, FeedStatus, LiveSummary};
 
 use crate::cli::{GenArgs, RunArgs};
-use crate::commands::{close_writer, parquet_sink, print_summary, stop_flag};
+use crate::commands::{close_writer, parquet_sink, print_summary, stop_after, stop_flag};
 use crate::config::Config;
 
 #[derive(Serialize)]
@@ -148,13 +148,7 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     pcfg.live_clock = true;
     pcfg.filters = vec![filter; ifaces.len()];
     let stop = stop_flag();
-    if let Some(d) = a.duration {
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(d));
-            s.store(true, Ordering::SeqCst);
-        });
-    }
+    stop_after(&stop, a.duration);
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();

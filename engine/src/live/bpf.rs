@@ -189,33 +189,7 @@ impl XdpProgram {
         };
         let map = owned(sys_bpf(BPF_MAP_CREATE, &mut m)?);
         let insns = program(map.as_raw_fd());
-        let license = c"GPL";
-        let mut log = vec![0u8; 4096];
-        let mut p = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: 1,
-            log_size: log.len() as u32,
-            log_buf: log.as_mut_ptr() as u64,
-            kern_version: 0,
-            prog_flags: 0,
-            prog_name: name16("tapstream_xsk"),
-            prog_ifindex: 0,
-            expected_attach_type: BPF_XDP,
-        };
-        let prog = match sys_bpf(BPF_PROG_LOAD, &mut p) {
-            Ok(fd) => owned(fd),
-            Err(e) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
-                let msg = String::from_utf8_lossy(&log[..end]);
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("loading the XDP program: {e}; verifier: {}", msg.trim()),
-                ));
-            }
-        };
+        let prog = load_xdp(&insns, "tapstream_xsk")?;
         let mut replaced_stale = false;
         let link = match link_create(prog.as_raw_fd(), ifindex, mode) {
             Ok(fd) => fd,
@@ -247,6 +221,31 @@ impl XdpProgram {
     }
 }
 
+/// Load an XDP program, with the verifier's log in the error.
+fn load_xdp(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut log = vec![0u8; 8192];
+    let mut p = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name16(name),
+        prog_ifindex: 0,
+        expected_attach_type: BPF_XDP,
+    };
+    sys_bpf(BPF_PROG_LOAD, &mut p).map(owned).map_err(|e| {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+        let msg = String::from_utf8_lossy(&log[..end]);
+        io::Error::new(e.kind(), format!("loading XDP program {name}: {e}; verifier: {}", msg.trim()))
+    })
+}
+
 fn link_create(prog_fd: RawFd, ifindex: u32, mode: XdpAttachMode) -> io::Result<OwnedFd> {
     let mut l = LinkCreateAttr {
         prog_fd: prog_fd as u32,
@@ -270,23 +269,7 @@ pub fn attach_legacy_for_test(ifindex: u32, mode: XdpAttachMode) -> io::Result<(
         ..MapCreateAttr::default()
     };
     let map = owned(sys_bpf(BPF_MAP_CREATE, &mut m)?);
-    let insns = program(map.as_raw_fd());
-    let license = c"GPL";
-    let mut p = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 0,
-        log_size: 0,
-        log_buf: 0,
-        kern_version: 0,
-        prog_flags: 0,
-        prog_name: name16("stale_xdp"),
-        prog_ifindex: 0,
-        expected_attach_type: BPF_XDP,
-    };
-    let prog = owned(sys_bpf(BPF_PROG_LOAD, &mut p)?);
+    let prog = load_xdp(&program(map.as_raw_fd()), "stale_xdp")?;
     netlink::attach_xdp(ifindex, prog.as_raw_fd(), mode.flags())
 }
 
@@ -358,30 +341,7 @@ impl XdpBlaster {
             insn(0xb7, 0, 0, 0, XDP_TX),                   // mov64 r0, XDP_TX
             insn(0x95, 0, 0, 0, 0),                        // exit
         ];
-        let license = c"GPL";
-        let mut log = vec![0u8; 8192];
-        let mut p = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: 1,
-            log_size: log.len() as u32,
-            log_buf: log.as_mut_ptr() as u64,
-            kern_version: 0,
-            prog_flags: 0,
-            prog_name: name16("tapstream_blast"),
-            prog_ifindex: 0,
-            expected_attach_type: BPF_XDP,
-        };
-        let prog = match sys_bpf(BPF_PROG_LOAD, &mut p) {
-            Ok(fd) => owned(fd),
-            Err(e) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
-                let msg = String::from_utf8_lossy(&log[..end]);
-                return Err(io::Error::new(e.kind(), format!("loading the blaster: {e}; verifier: {}", msg.trim())));
-            }
-        };
+        let prog = load_xdp(&insns, "tapstream_blast")?;
         Ok(XdpBlaster { prog, frame, ifindex })
     }
 
