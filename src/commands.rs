@@ -67,6 +67,29 @@ pub(crate) fn parquet_sink(
         HourlyWriter::new(data, cfg.writer.clone()).with_context(|| format!("opening data dir {}", data.display()))?;
     let writer = Arc::new(Mutex::new(Some(w)));
     let errors = Arc::new(Mutex::new(Vec::new()));
+    // Commit part files on time even when no batch arrives to trigger it.
+    let tick = (cfg.writer.max_file_age / 10).max(Duration::from_millis(20));
+    let weak = Arc::downgrade(&writer);
+    std::thread::Builder::new()
+        .name("writer-tick".into())
+        .spawn(move || {
+            while let Some(w) = weak.upgrade() {
+                {
+                    let mut g = w.lock().unwrap_or_else(|p| p.into_inner());
+                    match g.as_mut() {
+                        Some(w) => {
+                            if let Err(e) = w.close_aged() {
+                                tracing::error!(error = %e, "committing history failed");
+                            }
+                        }
+                        None => return,
+                    }
+                }
+                drop(w);
+                std::thread::sleep(tick);
+            }
+        })
+        .context("starting the writer tick")?;
     let (wr, er) = (writer.clone(), errors.clone());
     let sink = move |(t, b): (Table, RecordBatch)| {
         let mut g = wr.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,6 +101,23 @@ pub(crate) fn parquet_sink(
         }
     };
     Ok((sink, writer, errors))
+}
+
+/// Retention in the background for a long-running capture, sharing the
+/// writer's hour claims (it never deletes an hour being written).
+pub(crate) fn start_retention(
+    data: &Path,
+    cfg: &Config,
+    writer: &SharedWriter,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let locks = {
+        let g = writer.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().context("writer already closed")?.locks()
+    };
+    let t = tapstream_query::retention::spawn(data.to_path_buf(), cfg.retention.clone(), locks, stop.clone())
+        .context("starting retention")?;
+    Ok(t)
 }
 
 pub(crate) fn close_writer(writer: &Arc<Mutex<Option<HourlyWriter>>>) -> anyhow::Result<tapstream_query::WriterStats> {
@@ -114,8 +154,11 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     let stop = stop_flag();
     stop_after(&stop, a.duration);
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
+    let retention = start_retention(&data, &cfg, &writer, &stop)?;
     let progress = Arc::new(Progress::default());
-    let (summary, err) = pipeline::run(src, &pcfg, stop, progress, sink);
+    let (summary, err) = pipeline::run(src, &pcfg, stop.clone(), progress, sink);
+    stop.store(true, Ordering::SeqCst);
+    let _ = retention.join();
     let ws = close_writer(&writer)?;
     print_summary(&summary, &ws);
     if let Some(e) = err {

@@ -11,8 +11,10 @@ use tapstream_engine::decode::DecodeConfig;
 use tapstream_engine::flow::FlowConfig;
 use tapstream_engine::live::{BindMode, CaptureMethod, LiveConfig, XdpModeChoice, XskConfig};
 use tapstream_engine::pipeline::PipelineConfig;
+use tapstream_engine::records::Table;
 use tapstream_engine::source::AttackMix;
 use tapstream_query::WriterConfig;
+use tapstream_query::retention::{MAX_AGE_DAYS, MIN_AGE_DAYS, RetentionPolicy};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +33,22 @@ pub struct RawConfig {
     pub capture: RawCapture,
     #[serde(default)]
     pub sql: RawSql,
+    #[serde(default)]
+    pub retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub max_age_days: Option<u32>,
+    pub flows_days: Option<u32>,
+    pub dns_days: Option<u32>,
+    pub tls_days: Option<u32>,
+    pub http_days: Option<u32>,
+    pub dhcp_days: Option<u32>,
+    pub stats_days: Option<u32>,
+    pub disk_budget_gb: Option<f64>,
+    pub interval_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +122,10 @@ pub struct RawStorage {
     pub max_rows_per_file: Option<usize>,
     pub record_batch_rows: Option<usize>,
     pub zstd_level: Option<i32>,
+    pub row_group_rows: Option<usize>,
+    pub compaction: Option<bool>,
+    pub compaction_grace_secs: Option<f64>,
+    pub compaction_memory_mb: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +150,7 @@ pub struct Config {
     pub attacks: AttackMix,
     pub capture: Capture,
     pub sql: tapstream_query::Guardrails,
+    pub retention: RetentionPolicy,
 }
 
 /// Validated live-capture settings.
@@ -315,7 +338,10 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         pin_cores: raw.pipeline.pin_cores.unwrap_or(false),
         queue_depth: range("pipeline.queue_depth", raw.pipeline.queue_depth, 128, 1, 4096)?,
         record_batch_rows: range("storage.record_batch_rows", raw.storage.record_batch_rows, 8192, 1, 1 << 22)?,
-        flush_interval: flush,
+        // Batches leave the workers every half interval and part files
+        // commit within the other half (see `writer`): a crash loses at most
+        // one flush interval of records.
+        flush_interval: flush / 2,
         decode,
         flow,
         drop_when_behind: false,
@@ -327,9 +353,26 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
     };
     let writer = WriterConfig {
         max_rows_per_file: range("storage.max_rows_per_file", raw.storage.max_rows_per_file, 1_000_000, 1, 1 << 30)?,
-        max_file_age: flush,
+        max_file_age: flush.mul_f64(0.45),
         zstd_level: range("storage.zstd_level", raw.storage.zstd_level, 3, 1, 22)?,
+        row_group_rows: range("storage.row_group_rows", raw.storage.row_group_rows, 128 * 1024, 1024, 1 << 24)?,
+        compaction: raw.storage.compaction.unwrap_or(true),
+        compaction_grace: secs(
+            "storage.compaction_grace_secs",
+            raw.storage.compaction_grace_secs,
+            Duration::from_secs(300),
+            0.0,
+            86_400.0,
+        )?,
+        compaction_memory_bytes: range(
+            "storage.compaction_memory_mb",
+            raw.storage.compaction_memory_mb,
+            256,
+            16,
+            1 << 20,
+        )? << 20,
     };
+    let retention = retention(&raw.retention)?;
     Ok(Config {
         pipeline,
         writer,
@@ -343,6 +386,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             dns_tunnel: frac("demo.dns_tunnel", raw.demo.dns_tunnel)?,
         },
         capture,
+        retention,
         sql: tapstream_query::Guardrails {
             timeout: secs("sql.timeout_secs", raw.sql.timeout_secs, Duration::from_secs(60), 0.01, 86_400.0)?,
             memory_bytes: range("sql.memory_limit_mb", raw.sql.memory_limit_mb, 1024, 16, 1 << 20)? << 20,
@@ -358,6 +402,37 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
                 3600.0 * 24.0 * 3650.0,
             )?,
         },
+    })
+}
+
+fn retention(r: &RawRetention) -> anyhow::Result<RetentionPolicy> {
+    let days = |name: &str, v: Option<u32>, default: u32| {
+        range(&format!("retention.{name}"), v, default, MIN_AGE_DAYS, MAX_AGE_DAYS)
+    };
+    let all = days("max_age_days", r.max_age_days, 90)?;
+    let mut max_age = std::collections::BTreeMap::new();
+    for t in Table::ALL {
+        let v = match t {
+            Table::Flows => r.flows_days,
+            Table::Dns => r.dns_days,
+            Table::Tls => r.tls_days,
+            Table::Http => r.http_days,
+            Table::Dhcp => r.dhcp_days,
+            Table::Stats => r.stats_days,
+        };
+        let d = days(&format!("{}_days", t.name()), v, all)?;
+        max_age.insert(t, Duration::from_secs(u64::from(d) * 86_400));
+    }
+    let disk_budget = match r.disk_budget_gb {
+        None => None,
+        Some(0.0) => None,
+        Some(g) if g.is_finite() && (0.001..=1e6).contains(&g) => Some((g * 1e9) as u64),
+        Some(g) => bail!("retention.disk_budget_gb = {g}: must be 0 (no budget) or between 0.001 and 1000000"),
+    };
+    Ok(RetentionPolicy {
+        max_age,
+        disk_budget,
+        interval: secs("retention.interval_secs", r.interval_secs, Duration::from_secs(60), 0.1, 86_400.0)?,
     })
 }
 
@@ -392,6 +467,16 @@ mod tests {
         let e = toml::from_str::<RawConfig>("[flows]\ntcp_idle = 3").unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
         assert!(parse_attacks("syn-flood=2").is_err());
+        let e = validate(toml::from_str("[retention]\nflows_days = 7").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("retention.flows_days = 7: must be between 30 and 730"), "{e}");
+        let e = validate(toml::from_str("[retention]\ndisk_budget_gb = -1").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("retention.disk_budget_gb"), "{e}");
+        let c =
+            validate(toml::from_str("[retention]\nmax_age_days = 60\ndns_days = 400\ndisk_budget_gb = 2.5").unwrap())
+                .unwrap();
+        assert_eq!(c.retention.max_age[&Table::Flows], Duration::from_secs(60 * 86_400));
+        assert_eq!(c.retention.max_age[&Table::Dns], Duration::from_secs(400 * 86_400));
+        assert_eq!(c.retention.disk_budget, Some(2_500_000_000));
         assert_eq!(parse_attacks("port-scan=0.5").unwrap().port_scan, 0.5);
     }
 

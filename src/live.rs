@@ -13,7 +13,7 @@ use tapstream_engine::live::{self, InterfaceSpec};
 use tapstream_engine::pipeline::{self, FeedReport, FeedStatus, LiveSummary};
 
 use crate::cli::{GenArgs, RunArgs};
-use crate::commands::{close_writer, parquet_sink, print_summary, stop_after, stop_flag};
+use crate::commands::{close_writer, parquet_sink, print_summary, start_retention, stop_after, stop_flag};
 use crate::config::Config;
 
 #[derive(Serialize)]
@@ -150,15 +150,18 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     let stop = stop_flag();
     stop_after(&stop, a.duration);
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
+    let retention = start_retention(&data, &cfg, &writer, &stop)?;
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     if let Some(every) = cfg.capture.stats_interval {
         spawn_stats_logger(names, status.clone(), every, stop.clone());
     }
     eprintln!("ready: {} queue(s) on {}", sources.len(), ifaces.join(", "));
-    let summary = pipeline::run_live(sources, &pcfg, &cfg.capture.rx_cores, stop, status, sink);
+    let summary = pipeline::run_live(sources, &pcfg, &cfg.capture.rx_cores, stop.clone(), status, sink);
     // Detach the XDP programs (the kernel would too when we exit).
     drop(programs);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = retention.join();
     let ws = close_writer(&writer)?;
     print_summary(&summary.run, &ws);
     for f in &summary.feeds {

@@ -5,9 +5,14 @@
 //! record types; it never reaches into decoding or flow state.
 #![forbid(unsafe_code)]
 
+pub mod compact;
+pub mod layout;
+pub mod retention;
 pub mod sql;
+pub mod store;
+pub mod synth;
 pub mod udf;
 pub mod writer;
 
 pub use sql::{Guardrails, History, QueryError, QueryResult};
-pub use writer::{HourlyWriter, WriterConfig, WriterError, WriterStats};
+pub use writer::{Holder, HourLocks, HourlyWriter, WriterConfig, WriterError, WriterStats};

@@ -27,6 +27,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use tapstream_engine::records::Table;
 
+use crate::store::SnapshotStore;
 use crate::udf;
 
 /// Errors of the SQL layer.
@@ -87,6 +88,7 @@ pub struct History {
     ctx: SessionContext,
     limits: Guardrails,
     notes: Notes,
+    store: Arc<SnapshotStore>,
 }
 
 /// A running query: its batches as a stream, and what the user should know.
@@ -99,10 +101,17 @@ pub struct QueryResult {
 impl History {
     /// Open the tables under `data` (missing tables are empty).
     pub async fn open(data: &Path, limits: Guardrails) -> Result<History, QueryError> {
+        raise_open_files_limit();
+        // No listing cache: compaction and retention change the files, and
+        // every query must list what is there now.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
+            .with_object_list_cache_limit(0)
             .build_arc()
             .map_err(|e| QueryError::Sql(e.to_string()))?;
+        let store = Arc::new(SnapshotStore::new());
+        let file_url = url::Url::parse("file://").map_err(|e| QueryError::Sql(e.to_string()))?;
+        runtime.register_object_store(&file_url, store.clone());
         let config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
@@ -121,7 +130,7 @@ impl History {
             });
             ctx.register_table(t.name(), guarded).map_err(|e| QueryError::Sql(e.to_string()))?;
         }
-        Ok(History { ctx, limits, notes })
+        Ok(History { ctx, limits, notes, store })
     }
 
     pub fn limits(&self) -> &Guardrails {
@@ -132,6 +141,8 @@ impl History {
     /// (see [`History::deadline`]).
     pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
         check_read_only(sql)?;
+        // Files opened for queries that must have ended by now (deadline).
+        self.store.forget_older_than(self.limits.timeout * 2 + Duration::from_secs(60));
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let fut = async {
             let opts = datafusion::execution::context::SQLOptions::new()
@@ -153,6 +164,17 @@ impl History {
     /// Map an error met while reading a result stream.
     pub fn stream_error(&self, e: DataFusionError) -> QueryError {
         QueryError::from_df(e, &self.limits)
+    }
+}
+
+/// Queries hold a descriptor per file they list (see `store`): allow as
+/// many as the hard limit permits.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
     }
 }
 

@@ -6,17 +6,24 @@
 //! shutdown) finishes the Parquet footer, fsyncs, and renames it into place,
 //! so a reader never sees a partial file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
-use arrow::compute::filter_record_batch;
+use arrow::compute::{filter_record_batch, sort_to_indices, take_record_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use tapstream_engine::records::Table;
+
+use crate::compact::{Compacted, Compactor};
+use crate::layout::{self, HOUR_NS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -28,20 +35,39 @@ pub enum WriterError {
     NoTs(&'static str),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("compaction: {0}")]
+    Compaction(String),
 }
 
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     /// Close a part file after this many rows.
     pub max_rows_per_file: usize,
-    /// Close a part file this long after it was opened.
+    /// Close a part file this long after it was opened (the flush interval:
+    /// at most this much is lost to a crash).
     pub max_file_age: Duration,
     pub zstd_level: i32,
+    /// Rows per Parquet row group (the unit statistics and bloom filters prune).
+    pub row_group_rows: usize,
+    /// Merge an hour's parts into one sorted file once it has closed.
+    pub compaction: bool,
+    /// An hour is closed when the newest record written is this far past its end.
+    pub compaction_grace: Duration,
+    /// Memory the compaction sort may use before it spills to disk.
+    pub compaction_memory_bytes: usize,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { max_rows_per_file: 1_000_000, max_file_age: Duration::from_secs(60), zstd_level: 3 }
+        WriterConfig {
+            max_rows_per_file: 1_000_000,
+            max_file_age: Duration::from_secs(60),
+            zstd_level: 3,
+            row_group_rows: 128 * 1024,
+            compaction: true,
+            compaction_grace: Duration::from_secs(300),
+            compaction_memory_bytes: 256 << 20,
+        }
     }
 }
 
@@ -50,9 +76,67 @@ pub struct WriterStats {
     pub files: u64,
     pub rows: u64,
     pub bytes: u64,
+    pub compactions: u64,
+    pub compaction_errors: u64,
 }
 
-type PartKey = (Table, i64); // table, hour since epoch
+/// (table, hours since the epoch)
+pub type PartKey = (Table, i64);
+
+/// Who is working on an hour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    Writer,
+    Compaction,
+    Retention,
+}
+
+/// Which hours are in use, shared by the writer, the compactor and
+/// retention. Touched when a part file opens or closes and when a
+/// compaction or deletion starts or ends; never per record.
+#[derive(Default)]
+pub struct HourLocks {
+    busy: Mutex<HashMap<PartKey, Holder>>,
+    freed: Condvar,
+}
+
+impl HourLocks {
+    /// Take `key` if nobody holds it.
+    pub fn try_claim(&self, key: PartKey, who: Holder) -> bool {
+        let mut g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if g.contains_key(&key) {
+            return false;
+        }
+        g.insert(key, who);
+        true
+    }
+
+    /// Take `key`, waiting while a compaction or deletion holds it.
+    pub fn claim(&self, key: PartKey, who: Holder) {
+        let mut g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while g.contains_key(&key) {
+            g = self.freed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.insert(key, who);
+    }
+
+    pub fn release(&self, key: PartKey) {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        self.freed.notify_all();
+    }
+
+    pub fn holder(&self, key: PartKey) -> Option<Holder> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied()
+    }
+
+    /// Wait until nobody holds any hour of this kind.
+    fn wait_idle(&self, who: Holder) {
+        let mut g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while g.values().any(|h| *h == who) {
+            g = self.freed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
 
 struct OpenPart {
     writer: ArrowWriter<File>,
@@ -62,24 +146,85 @@ struct OpenPart {
     opened: Instant,
 }
 
+/// The background thread that merges closed hours.
+struct CompactionThread {
+    jobs: std::sync::mpsc::Sender<PartKey>,
+    done: Arc<Mutex<(u64, u64)>>,
+    handle: JoinHandle<()>,
+}
+
 pub struct HourlyWriter {
     root: PathBuf,
     cfg: WriterConfig,
     open: BTreeMap<PartKey, OpenPart>,
+    /// Hours that got part files since they were last compacted.
+    dirty: BTreeSet<PartKey>,
+    /// Newest record time written (the data clock that closes hours).
+    newest_ns: i64,
+    locks: Arc<HourLocks>,
+    compactor: Option<CompactionThread>,
     pub stats: WriterStats,
 }
 
-const HOUR_NS: i64 = 3_600_000_000_000;
+/// Writer properties of one table: zstd, page-level statistics (the page
+/// index), bloom filters on the address columns, and for compacted files
+/// the declared sort order.
+pub fn writer_props(table: Table, cfg: &WriterConfig, sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
+    let level = ZstdLevel::try_new(cfg.zstd_level).unwrap_or_default();
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(cfg.row_group_rows))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(sorting);
+    // Sized for a row group of distinct values; the writer folds each filter
+    // down to what the values it saw need.
+    let ndv = cfg.row_group_rows as u64;
+    for f in table.schema().fields() {
+        if is_address_column(f.name()) {
+            let c = ColumnPath::from(f.name().as_str());
+            b = b
+                .set_column_bloom_filter_enabled(c.clone(), true)
+                .set_column_bloom_filter_fpp(c.clone(), 0.01)
+                .set_column_bloom_filter_max_ndv(c, ndv);
+        }
+    }
+    b.build()
+}
+
+/// Columns holding IP addresses (bloom-filtered: `WHERE orig_h = '…'`).
+pub fn is_address_column(name: &str) -> bool {
+    matches!(name, "orig_h" | "resp_h") || name.ends_with("_addr")
+}
 
 impl HourlyWriter {
-    /// Open a writer under `root`, removing temporary files a crashed run left.
+    /// Open a writer under `root`, removing what a crashed run left behind.
     pub fn new(root: &Path, cfg: WriterConfig) -> Result<HourlyWriter, WriterError> {
-        fs::create_dir_all(root).map_err(|e| WriterError::Io { path: root.into(), source: e })?;
-        clean_tmp(root);
-        Ok(HourlyWriter { root: root.into(), cfg, open: BTreeMap::new(), stats: WriterStats::default() })
+        HourlyWriter::with_locks(root, cfg, Arc::default())
     }
 
-    /// Write a batch of `table`, splitting it by hour.
+    /// As [`HourlyWriter::new`], sharing hour claims with retention.
+    pub fn with_locks(root: &Path, cfg: WriterConfig, locks: Arc<HourLocks>) -> Result<HourlyWriter, WriterError> {
+        fs::create_dir_all(root).map_err(|e| WriterError::Io { path: root.into(), source: e })?;
+        layout::recover(root);
+        let compactor = if cfg.compaction { Some(spawn_compactor(root, &cfg, locks.clone())?) } else { None };
+        Ok(HourlyWriter {
+            root: root.into(),
+            cfg,
+            open: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            newest_ns: i64::MIN,
+            locks,
+            compactor,
+            stats: WriterStats::default(),
+        })
+    }
+
+    pub fn locks(&self) -> Arc<HourLocks> {
+        self.locks.clone()
+    }
+
+    /// Write a batch of `table`, splitting it by hour; each piece is sorted
+    /// by `ts` before it is written.
     pub fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<(), WriterError> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -88,10 +233,13 @@ impl HourlyWriter {
             .column_by_name("ts")
             .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
             .ok_or(WriterError::NoTs(table.name()))?;
+        if let Some(max) = ts.values().iter().max() {
+            self.newest_ns = self.newest_ns.max(*max);
+        }
         let first = ts.value(0).div_euclid(HOUR_NS);
         let all_same = ts.values().iter().all(|v| v.div_euclid(HOUR_NS) == first);
         if all_same {
-            self.write_hour(table, first, batch)?;
+            self.write_hour(table, first, &sort_by_ts(batch, ts)?)?;
         } else {
             let mut hours: Vec<i64> = ts.values().iter().map(|v| v.div_euclid(HOUR_NS)).collect();
             hours.sort_unstable();
@@ -99,7 +247,12 @@ impl HourlyWriter {
             for h in hours {
                 let mask: BooleanArray = ts.values().iter().map(|v| Some(v.div_euclid(HOUR_NS) == h)).collect();
                 let part = filter_record_batch(batch, &mask)?;
-                self.write_hour(table, h, &part)?;
+                let pts = part
+                    .column_by_name("ts")
+                    .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+                    .ok_or(WriterError::NoTs(table.name()))?;
+                let sorted = sort_by_ts(&part, pts)?;
+                self.write_hour(table, h, &sorted)?;
             }
         }
         self.close_aged()?;
@@ -109,8 +262,17 @@ impl HourlyWriter {
     fn write_hour(&mut self, table: Table, hour: i64, batch: &RecordBatch) -> Result<(), WriterError> {
         let key = (table, hour);
         if !self.open.contains_key(&key) {
-            let part = self.open_part(table, hour, batch)?;
-            self.open.insert(key, part);
+            // Waits only if this (late) hour is being compacted or deleted.
+            self.locks.claim(key, Holder::Writer);
+            match self.open_part(table, hour, batch) {
+                Ok(part) => {
+                    self.open.insert(key, part);
+                }
+                Err(e) => {
+                    self.locks.release(key);
+                    return Err(e);
+                }
+            }
         }
         let p = self.open.get_mut(&key).expect("just inserted");
         p.writer.write(batch).map_err(|e| WriterError::Parquet { path: p.tmp.clone(), source: e })?;
@@ -119,34 +281,33 @@ impl HourlyWriter {
         if p.rows >= self.cfg.max_rows_per_file
             && let Some(p) = self.open.remove(&key)
         {
-            self.close_part(p)?;
+            self.close_part(key, p)?;
         }
         Ok(())
     }
 
     fn open_part(&self, table: Table, hour: i64, batch: &RecordBatch) -> Result<OpenPart, WriterError> {
-        let secs = hour * 3600;
-        let dt = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let dir = self
-            .root
-            .join(table.name())
-            .join(format!("date={:04}-{:02}-{:02}", dt.year(), dt.month() as u8, dt.day()))
-            .join(format!("hour={:02}", dt.hour()));
+        let dir = layout::hour_dir(&self.root, table, hour);
         fs::create_dir_all(&dir).map_err(|e| WriterError::Io { path: dir.clone(), source: e })?;
         let n = next_part_number(&dir);
         let tmp = dir.join(format!(".part-{n:05}.parquet.tmp"));
         let f = File::create(&tmp).map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
-        let level = ZstdLevel::try_new(self.cfg.zstd_level).unwrap_or_default();
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(128 * 1024))
-            .build();
+        let props = writer_props(table, &self.cfg, None);
         let writer = ArrowWriter::try_new(f, batch.schema(), Some(props))
             .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
         Ok(OpenPart { writer, tmp, dir, rows: 0, opened: Instant::now() })
     }
 
-    fn close_part(&mut self, p: OpenPart) -> Result<(), WriterError> {
+    fn close_part(&mut self, key: PartKey, p: OpenPart) -> Result<(), WriterError> {
+        let r = self.finish_part(p);
+        self.locks.release(key);
+        if r.is_ok() {
+            self.dirty.insert(key);
+        }
+        r
+    }
+
+    fn finish_part(&mut self, p: OpenPart) -> Result<(), WriterError> {
         let OpenPart { writer, tmp, dir, .. } = p;
         let f = writer.into_inner().map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
         f.sync_all().map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
@@ -159,40 +320,129 @@ impl HourlyWriter {
             .unwrap_or_else(|| "part-00000.parquet".into());
         let dst = dir.join(name);
         fs::rename(&tmp, &dst).map_err(|e| WriterError::Io { path: dst.clone(), source: e })?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
+        layout::sync_dir(&dir);
         self.stats.files += 1;
         self.stats.bytes += len;
         Ok(())
     }
 
-    /// Close part files older than the flush interval.
+    /// Close part files older than the flush interval, and hand hours that
+    /// have closed to the compactor.
     pub fn close_aged(&mut self) -> Result<(), WriterError> {
         let age = self.cfg.max_file_age;
         let old: Vec<PartKey> = self.open.iter().filter(|(_, p)| p.opened.elapsed() >= age).map(|(k, _)| *k).collect();
         for k in old {
             if let Some(p) = self.open.remove(&k) {
-                self.close_part(p)?;
+                self.close_part(k, p)?;
             }
+        }
+        let grace = self.cfg.compaction_grace.as_nanos() as i64;
+        let closed: Vec<PartKey> = self
+            .dirty
+            .iter()
+            .filter(|(t, h)| {
+                !self.open.contains_key(&(*t, *h))
+                    && self.newest_ns >= (h + 1).saturating_mul(HOUR_NS).saturating_add(grace)
+            })
+            .copied()
+            .collect();
+        for k in closed {
+            self.submit(k);
         }
         Ok(())
     }
 
-    /// Close every open part (shutdown / end of input).
+    fn submit(&mut self, key: PartKey) {
+        let Some(c) = &self.compactor else {
+            self.dirty.remove(&key);
+            return;
+        };
+        // Retention may be deleting it: then try again on a later tick.
+        if self.locks.try_claim(key, Holder::Compaction) {
+            self.dirty.remove(&key);
+            if c.jobs.send(key).is_err() {
+                self.locks.release(key);
+            }
+        }
+    }
+
+    /// Close every open part (shutdown / end of input), then compact every
+    /// hour written and wait for the compactor.
     pub fn close(&mut self) -> Result<(), WriterError> {
         let keys: Vec<PartKey> = self.open.keys().copied().collect();
         let mut first_err = None;
         for k in keys {
             if let Some(p) = self.open.remove(&k)
-                && let Err(e) = self.close_part(p)
+                && let Err(e) = self.close_part(k, p)
                 && first_err.is_none()
             {
                 first_err = Some(e);
             }
         }
+        let dirty: Vec<PartKey> = self.dirty.iter().copied().collect();
+        for k in dirty {
+            if self.compactor.is_some() {
+                // Wait out a retention pass on this hour rather than skip it.
+                self.locks.claim(k, Holder::Compaction);
+                self.dirty.remove(&k);
+                if let Some(c) = &self.compactor
+                    && c.jobs.send(k).is_err()
+                {
+                    self.locks.release(k);
+                }
+            } else {
+                self.dirty.remove(&k);
+            }
+        }
+        if let Some(c) = self.compactor.take() {
+            drop(c.jobs);
+            let _ = c.handle.join();
+            let (n, errs) = *c.done.lock().unwrap_or_else(|p| p.into_inner());
+            self.stats.compactions += n;
+            self.stats.compaction_errors += errs;
+            self.locks.wait_idle(Holder::Compaction);
+            // A later write (unusual after close) works without compaction.
+        }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+fn spawn_compactor(root: &Path, cfg: &WriterConfig, locks: Arc<HourLocks>) -> Result<CompactionThread, WriterError> {
+    let compactor = Compactor::new(root, cfg.clone())?;
+    let (tx, rx) = std::sync::mpsc::channel::<PartKey>();
+    let done = Arc::new(Mutex::new((0u64, 0u64)));
+    let d = done.clone();
+    let handle = std::thread::Builder::new()
+        .name("compactor".into())
+        .spawn(move || {
+            for key in rx {
+                let r = compactor.compact(key.0, key.1);
+                locks.release(key);
+                let mut g = d.lock().unwrap_or_else(|p| p.into_inner());
+                match r {
+                    Ok(Some(Compacted { files_in, rows, bytes_in, bytes_out })) => {
+                        g.0 += 1;
+                        let (date, hour) = layout::partition(key.1);
+                        tracing::info!(table = key.0.name(), date, hour, files_in, rows, bytes_in, bytes_out, "compacted hour");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        g.1 += 1;
+                        tracing::error!(table = key.0.name(), error = %e, "compaction failed; the hour keeps its part files");
+                    }
+                }
+            }
+        })
+        .map_err(|e| WriterError::Io { path: root.into(), source: e })?;
+    Ok(CompactionThread { jobs: tx, done, handle })
+}
+
+fn sort_by_ts(batch: &RecordBatch, ts: &TimestampNanosecondArray) -> Result<RecordBatch, WriterError> {
+    if ts.values().windows(2).all(|w| w[0] <= w[1]) {
+        return Ok(batch.clone());
+    }
+    let idx = sort_to_indices(ts, None, None)?;
+    Ok(take_record_batch(batch, &idx)?)
 }
 
 impl Drop for HourlyWriter {
@@ -219,28 +469,6 @@ fn next_part_number(dir: &Path) -> u32 {
     max.map_or(0, |m| m + 1)
 }
 
-/// Remove `.part-*.tmp` files left by a crash (they were never renamed, so
-/// no reader ever saw them).
-fn clean_tmp(root: &Path) {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(".part-") && n.ends_with(".tmp"))
-            {
-                tracing::info!(path = %p.display(), "removing unfinished part file from an earlier run");
-                let _ = fs::remove_file(&p);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +487,8 @@ mod tests {
         let ts = TimestampNanosecondArray::from(vec![0, 1, h, h + 5, 3 * h]).with_timezone("UTC");
         let b =
             RecordBatch::try_new(schema, vec![Arc::new(ts), Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5]))]).unwrap();
-        let mut w = HourlyWriter::new(dir.path(), WriterConfig::default()).unwrap();
+        let cfg = WriterConfig { compaction: false, ..WriterConfig::default() };
+        let mut w = HourlyWriter::new(dir.path(), cfg).unwrap();
         w.write(Table::Flows, &b).unwrap();
         // nothing visible before close
         let visible = |d: &str| dir.path().join("flows").join(d).join("part-00000.parquet").exists();

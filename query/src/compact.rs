@@ -1,0 +1,160 @@
+//! Compaction: an hour's part files become one file sorted by `ts`.
+//!
+//! The sort runs in DataFusion with a spilling memory pool, so an hour of
+//! any size is merged in bounded memory. The merged file is written under
+//! `.staging`, checked (same row count as the parts), and swapped in for
+//! the whole hour directory in one `renameat2(RENAME_EXCHANGE)`; the parts
+//! then leave with the staging directory. A query listing the hour sees
+//! the parts or the merged file, never both, never neither; one already
+//! reading the parts keeps its open descriptors (see `store`).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col};
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::SortingColumn;
+use tapstream_engine::records::Table;
+
+use crate::layout::{self, STAGING};
+use crate::writer::{WriterConfig, WriterError, writer_props};
+
+/// Prefix of merged files (parts are `part-NNNNN.parquet`).
+pub const COMPACT_PREFIX: &str = "compact-";
+
+/// What one compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub files_in: usize,
+    pub rows: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Whether an hour's files need merging: more than one file, or one part
+/// that was never sorted.
+pub fn needs_compaction(dir: &Path) -> bool {
+    let files = layout::data_files(dir);
+    match files.as_slice() {
+        [] => false,
+        [one] => !one.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(COMPACT_PREFIX)),
+        _ => true,
+    }
+}
+
+/// The merging side: a DataFusion session with a spilling pool.
+pub struct Compactor {
+    root: PathBuf,
+    cfg: WriterConfig,
+    ctx: SessionContext,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Compactor {
+    pub fn new(root: &Path, cfg: WriterConfig) -> Result<Compactor, WriterError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(cfg.compaction_memory_bytes)))
+            .with_object_list_cache_limit(0)
+            .build_arc()
+            .map_err(|e| WriterError::Compaction(e.to_string()))?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(1), runtime);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| WriterError::Io { path: root.into(), source: e })?;
+        Ok(Compactor { root: root.into(), cfg, ctx, rt })
+    }
+
+    /// Merge the hour `hour` of `table`. The caller guarantees that nothing
+    /// else writes or deletes this hour meanwhile.
+    pub fn compact(&self, table: Table, hour: i64) -> Result<Option<Compacted>, WriterError> {
+        let live = layout::hour_dir(&self.root, table, hour);
+        if !needs_compaction(&live) {
+            return Ok(None);
+        }
+        let parts = layout::data_files(&live);
+        let bytes_in: u64 = parts.iter().map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+        let rows_in: u64 = parts.iter().map(|p| parquet_rows(p)).sum::<Result<u64, _>>()?;
+        let staging = layout::scratch(&self.root, STAGING, table, hour).map_err(|e| io(&self.root, e))?;
+        fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
+        let result = self.merge_into(table, &parts, &staging);
+        let (name, rows_out, bytes_out) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        if rows_out != rows_in || layout::data_files(&live) != parts {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(WriterError::Compaction(format!(
+                "{}: merged {rows_out} rows from {rows_in}, or the hour changed meanwhile; parts kept",
+                live.display()
+            )));
+        }
+        layout::sync_dir(&staging);
+        layout::exchange(&staging, &live).map_err(|e| io(&live, e))?;
+        if let Some(p) = live.parent() {
+            layout::sync_dir(p);
+        }
+        let _ = fs::remove_dir_all(&staging);
+        tracing::debug!(dir = %live.display(), file = name, parts = parts.len(), rows = rows_out, bytes_in, bytes_out, "compacted hour");
+        Ok(Some(Compacted { files_in: parts.len(), rows: rows_out, bytes_in, bytes_out }))
+    }
+
+    fn merge_into(&self, table: Table, parts: &[PathBuf], staging: &Path) -> Result<(String, u64, u64), WriterError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let name = format!("{COMPACT_PREFIX}{now}.parquet");
+        let tmp = staging.join(format!(".{name}.tmp"));
+        let schema = table.schema();
+        let ts_idx = schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
+        let sorting = vec![SortingColumn { column_idx: ts_idx as i32, descending: false, nulls_first: false }];
+        let props = writer_props(table, &self.cfg, Some(sorting));
+        let f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))
+            .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+        let paths: Vec<String> = parts.iter().map(|p| p.display().to_string()).collect();
+        let rows = self.rt.block_on(async {
+            let opts = ParquetReadOptions::default().schema(&schema);
+            let df = self.ctx.read_parquet(paths, opts).await.map_err(df_err)?;
+            let df = df.sort(vec![col("ts").sort(true, false)]).map_err(df_err)?;
+            let mut stream = df.execute_stream().await.map_err(df_err)?;
+            let mut rows = 0u64;
+            while let Some(b) = stream.next().await {
+                let b: RecordBatch = b.map_err(df_err)?;
+                rows += b.num_rows() as u64;
+                w.write(&b).map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+            }
+            Ok::<_, WriterError>(rows)
+        })?;
+        let f = w.into_inner().map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+        f.sync_all().map_err(|e| io(&tmp, e))?;
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        drop(f);
+        let dst = staging.join(&name);
+        fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
+        Ok((name, rows, bytes))
+    }
+}
+
+fn df_err(e: datafusion::error::DataFusionError) -> WriterError {
+    WriterError::Compaction(e.to_string())
+}
+
+fn io(path: &Path, e: std::io::Error) -> WriterError {
+    WriterError::Io { path: path.into(), source: e }
+}
+
+/// Rows in a Parquet file, from its footer.
+pub fn parquet_rows(path: &Path) -> Result<u64, WriterError> {
+    let f = File::open(path).map_err(|e| io(path, e))?;
+    let r = parquet::file::reader::SerializedFileReader::new(f)
+        .map_err(|e| WriterError::Parquet { path: path.into(), source: e })?;
+    use parquet::file::reader::FileReader;
+    Ok(r.metadata().file_metadata().num_rows() as u64)
+}

@@ -1,0 +1,336 @@
+//! Storage life cycle: compaction, queries across compaction and deletion,
+//! retention by age and by disk budget with its edge cases.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
+use futures::StreamExt;
+use tapstream_engine::records::Table;
+use tapstream_query::compact::{COMPACT_PREFIX, Compactor, parquet_rows};
+use tapstream_query::layout::{self, HOUR_NS, TRASH};
+use tapstream_query::retention::{Reason, RetentionPolicy, sweep};
+use tapstream_query::synth::FlowSynth;
+use tapstream_query::{Guardrails, History, Holder, HourLocks, HourlyWriter, WriterConfig};
+
+/// 2026-11-01 00:00 UTC in hours since the epoch.
+const BASE_HOUR: i64 = 498_192;
+
+fn small_parts() -> WriterConfig {
+    WriterConfig { max_rows_per_file: 700, row_group_rows: 512, ..WriterConfig::default() }
+}
+
+/// Write `hours` hours of flows, `per_hour` rows each, starting at `start_hour`.
+fn write_hours(root: &Path, cfg: WriterConfig, start_hour: i64, hours: i64, per_hour: u64) -> HourlyWriter {
+    let mut w = HourlyWriter::new(root, cfg).unwrap();
+    let mut s = FlowSynth::new(7, start_hour * HOUR_NS, per_hour);
+    let total = (hours as u64 * per_hour) as usize;
+    let mut done = 0;
+    while done < total {
+        let n = 250.min(total - done);
+        w.write(Table::Flows, &s.batch(n)).unwrap();
+        done += n;
+    }
+    w
+}
+
+fn count_files(dir: &Path) -> (usize, usize) {
+    let files = layout::data_files(dir);
+    let compacted =
+        files.iter().filter(|f| f.file_name().unwrap().to_str().unwrap().starts_with(COMPACT_PREFIX)).count();
+    (files.len(), compacted)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn count(h: &History, sql: &str) -> i64 {
+    let mut r = h.query(sql).await.unwrap();
+    let mut v = None;
+    while let Some(b) = r.stream.next().await {
+        let b = b.unwrap();
+        if b.num_rows() > 0 {
+            v = Some(b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0));
+        }
+    }
+    v.unwrap()
+}
+
+fn wide_open() -> Guardrails {
+    Guardrails { max_rows: None, ..Guardrails::default() }
+}
+
+#[test]
+fn closed_hours_are_compacted_into_one_sorted_file_with_page_index_and_bloom_filters() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    // Three hours, several parts each; the third is still "open" (no data
+    // past its end + grace), so only the first two compact while writing.
+    let mut w = write_hours(root, small_parts(), BASE_HOUR, 3, 3000);
+    let h0 = layout::hour_dir(root, Table::Flows, BASE_HOUR);
+    let h2 = layout::hour_dir(root, Table::Flows, BASE_HOUR + 2);
+    // The compactor works in the background; close() waits for it.
+    let before_close = count_files(&h2);
+    assert!(before_close.0 > 1 || w.stats.files > 3, "hour 2 has several parts before close: {before_close:?}");
+    w.close().unwrap();
+    for h in 0..3 {
+        let dir = layout::hour_dir(root, Table::Flows, BASE_HOUR + h);
+        assert_eq!(count_files(&dir), (1, 1), "hour {h} is one compacted file");
+        let f = &layout::data_files(&dir)[0];
+        assert_eq!(parquet_rows(f).unwrap(), 3000);
+    }
+    assert!(w.stats.compactions >= 3);
+    assert_eq!(w.stats.compaction_errors, 0);
+    assert_eq!(w.stats.rows, 9000);
+
+    // Sorted by ts, declared in the footer, with page index and bloom filters.
+    let f = fs::File::open(&layout::data_files(&h0)[0]).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+        f,
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
+    )
+    .unwrap();
+    let md = b.metadata().clone();
+    assert!(md.num_row_groups() >= 5, "row groups of 512 rows");
+    let schema = md.file_metadata().schema_descr();
+    let col = |name: &str| (0..schema.num_columns()).find(|i| schema.column(*i).name() == name).unwrap();
+    for rg in md.row_groups() {
+        let sc = rg.sorting_columns().expect("sort order declared");
+        assert_eq!(sc[0].column_idx as usize, col("ts"));
+        assert!(rg.column(col("orig_h")).bloom_filter_offset().is_some(), "bloom filter on orig_h");
+        assert!(rg.column(col("resp_h")).bloom_filter_offset().is_some(), "bloom filter on resp_h");
+        assert!(rg.column(col("uid")).bloom_filter_offset().is_none());
+    }
+    assert!(md.column_index().is_some() && md.offset_index().is_some(), "page index written");
+    let mut last = i64::MIN;
+    for batch in b.build().unwrap() {
+        let batch = batch.unwrap();
+        let ts = batch.column_by_name("ts").unwrap().as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+        for v in ts.values() {
+            assert!(*v >= last, "rows sorted by ts");
+            last = *v;
+        }
+    }
+}
+
+#[test]
+fn late_rows_after_compaction_are_merged_again() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    write_hours(root, small_parts(), BASE_HOUR, 1, 2000).close().unwrap();
+    let dir = layout::hour_dir(root, Table::Flows, BASE_HOUR);
+    assert_eq!(count_files(&dir), (1, 1));
+    // A long flow's record arrives later for the same hour.
+    write_hours(root, small_parts(), BASE_HOUR, 1, 100).close().unwrap();
+    assert_eq!(count_files(&dir), (1, 1));
+    assert_eq!(parquet_rows(&layout::data_files(&dir)[0]).unwrap(), 2100);
+}
+
+#[test]
+fn queries_keep_working_across_compaction_and_deletion() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let cfg = WriterConfig { compaction: false, ..small_parts() };
+    let mut w = write_hours(&root, cfg.clone(), BASE_HOUR, 2, 20_000);
+    w.close().unwrap();
+    let h0 = layout::hour_dir(&root, Table::Flows, BASE_HOUR);
+    assert!(count_files(&h0).0 > 10);
+    let rt = rt();
+    rt.block_on(async {
+        let hist = History::open(&root, wide_open()).await.unwrap();
+        let all = "SELECT ts, uid FROM flows WHERE date = '2026-11-01'";
+        // Start a scan, read one batch, then compact hour 0 and delete hour 1
+        // underneath it; the scan must still return every row.
+        let mut r = hist.query(all).await.unwrap();
+        let mut rows = 0;
+        if let Some(b) = r.stream.next().await {
+            rows += b.unwrap().num_rows();
+        }
+        let root2 = root.clone();
+        let cfg2 = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = Compactor::new(&root2, cfg2).unwrap();
+            c.compact(Table::Flows, BASE_HOUR).unwrap().expect("compacted");
+            let hd = layout::HourDir {
+                table: Table::Flows,
+                hour: BASE_HOUR + 1,
+                path: layout::hour_dir(&root2, Table::Flows, BASE_HOUR + 1),
+            };
+            layout::remove_hour(&root2, &hd).unwrap();
+        })
+        .await
+        .unwrap();
+        assert_eq!(count_files(&h0), (1, 1));
+        while let Some(b) = r.stream.next().await {
+            rows += b.unwrap().num_rows();
+        }
+        assert_eq!(rows, 40_000, "the running query saw the history as it was when it started");
+        // A new query sees the new state: hour 0 compacted, hour 1 gone.
+        assert_eq!(count(&hist, "SELECT count(*) FROM flows WHERE date = '2026-11-01'").await, 20_000);
+    });
+}
+
+fn policy(days: u64, budget: Option<u64>) -> RetentionPolicy {
+    RetentionPolicy {
+        max_age: Table::ALL.into_iter().map(|t| (t, Duration::from_secs(days * 86_400))).collect(),
+        disk_budget: budget,
+        interval: Duration::from_secs(60),
+    }
+}
+
+fn hours_of(root: &Path, t: Table) -> Vec<i64> {
+    layout::list_hours(root, t).into_iter().map(|h| h.hour - BASE_HOUR).collect()
+}
+
+/// 40 days of flows, one small hour every 6 hours.
+fn forty_days(root: &Path) {
+    let mut w = HourlyWriter::new(root, WriterConfig { compaction: false, ..WriterConfig::default() }).unwrap();
+    for day in 0..40 {
+        for h in [0, 6, 12, 18] {
+            let hour = BASE_HOUR + day * 24 + h;
+            let mut s = FlowSynth::new(hour as u64, hour * HOUR_NS, 50);
+            w.write(Table::Flows, &s.batch(50)).unwrap();
+        }
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn age_retention_per_table_keeps_what_is_young_and_logs_why() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    forty_days(root);
+    // A dns hour from day 0 as well: dns keeps 90 days, flows 30.
+    let mut w = HourlyWriter::new(root, WriterConfig::default()).unwrap();
+    let mut s = FlowSynth::new(1, BASE_HOUR * HOUR_NS, 10);
+    let b = s.batch(5);
+    let dns_like = RecordBatch::try_new(b.schema(), b.columns().to_vec()).unwrap();
+    w.write(Table::Dns, &dns_like).unwrap();
+    w.close().unwrap();
+
+    let now = (BASE_HOUR + 40 * 24) * HOUR_NS; // day 40, 00:00
+    let mut p = policy(30, None);
+    p.max_age.insert(Table::Dns, Duration::from_secs(90 * 86_400));
+    let locks = HourLocks::default();
+    let r = sweep(root, &p, now, &locks);
+    // Age counts from the newest data (day 39 18:00, before the wall clock):
+    // hours ending 30 days or more before it go: days 0..8 and day 9's
+    // 00, 06 and 12 o'clock hours.
+    assert_eq!(r.deleted.len(), 39, "{:?}", r.deleted.iter().map(|d| d.hour - BASE_HOUR).collect::<Vec<_>>());
+    assert!(r.deleted.iter().all(|d| d.table == Table::Flows && d.reason == Reason::Age { limit_days: 30 }));
+    assert!(r.deleted.iter().all(|d| d.bytes > 0));
+    assert_eq!(hours_of(root, Table::Flows)[0], 9 * 24 + 18);
+    assert_eq!(hours_of(root, Table::Dns), vec![0], "dns keeps 90 days");
+    // Emptied date directories go too; no trash is left.
+    assert!(!root.join("flows/date=2026-11-01").exists());
+    assert_eq!(fs::read_dir(root.join(TRASH)).map(|r| r.count()).unwrap_or(0), 0);
+    // Idempotent.
+    assert!(sweep(root, &p, now, &locks).deleted.is_empty());
+}
+
+#[test]
+fn clock_jumps_do_not_delete_history() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    forty_days(root);
+    let locks = HourLocks::default();
+    let p = policy(30, None);
+    let before = hours_of(root, Table::Flows).len();
+    // The wall clock jumps a year ahead, but no data arrived at that time:
+    // age counts from the newest data, so only what is 30 days older than
+    // the newest hour goes (the same as at day 40).
+    let far = (BASE_HOUR + 400 * 24) * HOUR_NS;
+    let r = sweep(root, &p, far, &locks);
+    assert_eq!(r.deleted.len(), 39, "only hours older than newest data - 30 days");
+    assert_eq!(hours_of(root, Table::Flows).len(), before - 39);
+    // The clock jumps back before all the data: nothing is "old", nothing goes,
+    // and the future hours are not touched.
+    let past = (BASE_HOUR - 24) * HOUR_NS;
+    assert!(sweep(root, &p, past, &locks).deleted.is_empty());
+    assert_eq!(hours_of(root, Table::Flows).len(), before - 39);
+}
+
+#[test]
+fn disk_budget_deletes_oldest_hours_first_across_tables() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    forty_days(root);
+    let total = layout::dir_bytes(root);
+    let now = (BASE_HOUR + 40 * 24) * HOUR_NS;
+    let locks = HourLocks::default();
+    let budget = total / 2;
+    let r = sweep(root, &policy(730, Some(budget)), now, &locks);
+    assert!(layout::dir_bytes(root) <= budget);
+    assert!(r.over_budget_by.is_none());
+    assert!(matches!(r.deleted[0].reason, Reason::Budget { budget: b, .. } if b == budget));
+    // Oldest first: what is left is one contiguous run of the newest hours.
+    let left = hours_of(root, Table::Flows);
+    let deleted: Vec<i64> = r.deleted.iter().map(|d| d.hour - BASE_HOUR).collect();
+    assert!(deleted.iter().max().unwrap() < left.iter().min().unwrap());
+    assert_eq!(*left.last().unwrap(), 39 * 24 + 18);
+}
+
+#[test]
+fn budget_smaller_than_one_hour_keeps_the_hour_being_written() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    forty_days(root);
+    let newest = BASE_HOUR + 39 * 24 + 18;
+    // The writer is in the newest hour (it holds it) and the clock is there.
+    let locks = HourLocks::default();
+    assert!(locks.try_claim((Table::Flows, newest), Holder::Writer));
+    let r = sweep(root, &policy(730, Some(10)), newest * HOUR_NS + 60_000_000_000, &locks);
+    assert_eq!(hours_of(root, Table::Flows), vec![newest - BASE_HOUR]);
+    assert!(r.over_budget_by.is_some(), "reported, not hidden");
+    assert_eq!(r.deleted.len(), 159);
+    // Released, but still the current hour by the clock: still kept.
+    locks.release((Table::Flows, newest));
+    assert!(sweep(root, &policy(730, Some(10)), newest * HOUR_NS + 60_000_000_000, &locks).deleted.is_empty());
+}
+
+#[test]
+fn busy_hours_are_skipped_until_free() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    forty_days(root);
+    let locks = HourLocks::default();
+    assert!(locks.try_claim((Table::Flows, BASE_HOUR), Holder::Compaction));
+    let now = (BASE_HOUR + 40 * 24) * HOUR_NS;
+    let r = sweep(root, &policy(30, None), now, &locks);
+    assert_eq!(r.deleted.len(), 38);
+    assert_eq!(r.busy, 1);
+    assert_eq!(hours_of(root, Table::Flows)[0], 0);
+    locks.release((Table::Flows, BASE_HOUR));
+    assert_eq!(sweep(root, &policy(30, None), now, &locks).deleted.len(), 1);
+}
+
+#[test]
+fn empty_partitions_and_interrupted_deletions_break_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    forty_days(&root);
+    // An hour directory with no files, a stray non-partition directory, and
+    // a half-deleted hour in .trash (a crash between rename and delete).
+    let empty = layout::hour_dir(&root, Table::Flows, BASE_HOUR + 1);
+    fs::create_dir_all(&empty).unwrap();
+    fs::create_dir_all(root.join("flows/not-a-partition")).unwrap();
+    let half = root.join(TRASH).join("flows-498192-1-0/");
+    fs::create_dir_all(&half).unwrap();
+    fs::write(half.join("part-00000.parquet"), b"not parquet at all").unwrap();
+    rt().block_on(async {
+        let hist = History::open(&root, wide_open()).await.unwrap();
+        let n = count(&hist, "SELECT count(*) FROM flows WHERE ts >= TIMESTAMP '2026-11-01T00:00:00Z'").await;
+        assert_eq!(n, 40 * 4 * 50);
+    });
+    let now = (BASE_HOUR + 40 * 24) * HOUR_NS;
+    let r = sweep(&root, &policy(30, None), now, &HourLocks::default());
+    assert!(r.errors.is_empty());
+    assert!(r.deleted.iter().any(|d| d.hour == BASE_HOUR + 1 && d.bytes == 0), "the empty hour is aged out too");
+    assert!(root.join("flows/not-a-partition").exists(), "only partitions are touched");
+    // The next writer start clears the trash.
+    drop(HourlyWriter::new(&root, WriterConfig::default()).unwrap());
+    assert!(!half.exists());
+}
