@@ -28,6 +28,28 @@ pub enum Cmd {
     Gen(GenArgs),
     /// Query the history with SQL (tables flows, dns, tls, http, dhcp, stats).
     Sql(SqlArgs),
+    /// Import flow records from CSV files into the history.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// What the files hold (flows: the columns of docs/schema.md).
+    #[arg(value_parser = ["flows"])]
+    pub table: String,
+    /// CSV files with a header row.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Data directory (default: storage.data_dir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Import the good rows of a file with bad ones (default: a file with
+    /// any bad row imports nothing).
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Write every row error here as CSV (line,column,value,reason).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

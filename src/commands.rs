@@ -27,7 +27,60 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Synth(a) => synth(a),
         Cmd::Gen(a) => crate::live::generate(a),
         Cmd::Sql(a) => crate::sql::run(cfg, a),
+        Cmd::Import(a) => import(cfg, a),
     }
+}
+
+fn import(cfg: Config, a: crate::cli::ImportArgs) -> anyhow::Result<ExitCode> {
+    use tapstream_query::import::{ImportError, RowError, import_flows_csv_file};
+    let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+    let mut writer =
+        HourlyWriter::new(&data, cfg.writer.clone()).with_context(|| format!("opening data dir {}", data.display()))?;
+    let mut all_errors: Vec<(String, RowError)> = Vec::new();
+    let mut failed = false;
+    let mut total = 0;
+    for f in &a.files {
+        let name = f.display().to_string();
+        match import_flows_csv_file(f, &mut writer, a.skip_bad_rows) {
+            Ok(r) => {
+                total += r.rows;
+                eprintln!("{name}: imported {} row(s), skipped {} bad row(s)", r.rows, r.skipped.len());
+                for e in r.skipped.iter().take(10) {
+                    eprintln!("  {e}");
+                }
+                all_errors.extend(r.skipped.into_iter().map(|e| (name.clone(), e)));
+            }
+            Err(ImportError::BadRows(errs)) => {
+                failed = true;
+                eprintln!(
+                    "{name}: {} bad row(s); nothing imported from it (--skip-bad-rows imports the rest):",
+                    errs.len()
+                );
+                for e in errs.iter().take(10) {
+                    eprintln!("  {e}");
+                }
+                if errs.len() > 10 {
+                    eprintln!("  … {} more{}", errs.len() - 10, if a.report.is_some() { " in the report" } else { "" });
+                }
+                all_errors.extend(errs.into_iter().map(|e| (name.clone(), e)));
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("{name}: error: {e}; nothing more imported from it");
+            }
+        }
+    }
+    writer.close()?;
+    if let Some(path) = &a.report {
+        let mut w = csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+        w.write_record(["file", "line", "column", "value", "reason"])?;
+        for (f, e) in &all_errors {
+            w.write_record([f.as_str(), &e.line.to_string(), &e.column, &e.value, &e.reason])?;
+        }
+        w.flush()?;
+    }
+    eprintln!("imported {total} flow row(s) into {}", data.display());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// Set `stop` after `secs` seconds (`--duration`).

@@ -96,3 +96,75 @@ fn writer_survives_kill_9_losing_at_most_one_flush_interval() {
     assert!(after > ours, "{after} rows after restart, {ours} before");
     assert_eq!(pyarrow_rows(&data, "flows"), after);
 }
+
+const FLOW_COLUMNS: &str = "ts, last_ts, uid, community_id, orig_h, orig_p, resp_h, resp_p, proto, ip_proto, service, \
+     duration, orig_bytes, resp_bytes, conn_state, local_orig, local_resp, missed_bytes, history, orig_pkts, \
+     orig_ip_bytes, resp_pkts, resp_ip_bytes, vlan, interface, orig_tcp_flags, resp_tcp_flags, record_kind, flow_start";
+
+fn export_flows(data: &Path, out: &Path) {
+    let q = format!("SELECT {FLOW_COLUMNS} FROM flows WHERE ts >= TIMESTAMP '2000-01-01T00:00:00Z' ORDER BY uid, ts");
+    let o = bin().args(["sql", &q, "--format", "csv", "--data"]).arg(data).arg("--out").arg(out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn csv_export_import_round_trip_and_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("s.pcap");
+    let o = bin().args(["synth", "--packets", "20000", "--seed", "3", "--out"]).arg(&pcap).output().unwrap();
+    assert!(o.status.success());
+    let a = dir.path().join("a");
+    let o = bin().args(["ingest", "--quiet", "--data"]).arg(&a).arg(&pcap).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv_a = dir.path().join("a.csv");
+    export_flows(&a, &csv_a);
+    let rows = std::fs::read_to_string(&csv_a).unwrap().lines().count() - 1;
+    assert!(rows > 100, "{rows} flows exported");
+
+    // Import into an empty history; exporting it again gives the same file.
+    let b = dir.path().join("b");
+    let o = bin().args(["import", "flows", "--data"]).arg(&b).arg(&csv_a).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("imported {rows} row(s)")), "{err}");
+    let csv_b = dir.path().join("b.csv");
+    export_flows(&b, &csv_b);
+    assert_eq!(std::fs::read_to_string(&csv_a).unwrap(), std::fs::read_to_string(&csv_b).unwrap());
+
+    // A file with bad rows imports nothing, and says where each problem is.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "ts,orig_h,orig_p,resp_h,resp_p,proto,orig_bytes\n\
+         2026-01-01T00:00:00Z,10.0.0.1,1234,10.0.0.2,80,tcp,100\n\
+         2026-01-01T00:00:01Z,10.0.0.300,1234,10.0.0.2,80,tcp,100\n\
+         1767225602.5,10.0.0.1,1234,10.0.0.2,80,udp,100\n\
+         2026-01-01T00:00:03Z,10.0.0.1,1234,10.0.0.2,80,tcp,lots\n",
+    )
+    .unwrap();
+    let c = dir.path().join("c");
+    let report = dir.path().join("report.csv");
+    let o = bin().args(["import", "flows", "--data"]).arg(&c).arg(&bad).arg("--report").arg(&report).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("2 bad row(s); nothing imported"), "{err}");
+    assert!(err.contains("line 3, column orig_h: \"10.0.0.300\": not an IP address"), "{err}");
+    assert!(err.contains("line 5, column orig_bytes: \"lots\": not a count"), "{err}");
+    assert!(!walk(&c).iter().any(|p| p.extension().is_some_and(|e| e == "parquet")), "nothing imported");
+    let rep = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(rep.lines().count(), 3, "{rep}");
+    assert!(rep.contains(",3,orig_h,10.0.0.300,not an IP address"), "{rep}");
+
+    // Asked to skip them, the good rows go in and the bad ones are reported.
+    let o = bin().args(["import", "flows", "--skip-bad-rows", "--data"]).arg(&c).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("imported 2 row(s), skipped 2 bad row(s)"), "{err}");
+    let n = value(&sql(&c, "SELECT count(*) FROM flows WHERE ts >= TIMESTAMP '2026-01-01T00:00:00Z'"));
+    assert_eq!(n, "2");
+    let cid = value(&sql(
+        &c,
+        "SELECT community_id FROM flows WHERE proto = 'tcp' AND ts >= TIMESTAMP '2026-01-01T00:00:00Z'",
+    ));
+    assert!(cid.starts_with("1:"), "community id computed: {cid}");
+}

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compact;
+pub mod import;
 pub mod layout;
 pub mod retention;
 pub mod sql;
