@@ -1,12 +1,12 @@
 //! The real binary, end to end: synthetic capture → ingest → Parquet read
 //! back by an outside engine (pyarrow); corrupt and missing captures.
 
+mod common;
+use common::bin;
+use common::walk;
+
 use std::path::Path;
 use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tapstream"))
-}
 
 fn synth(out: &Path, packets: u64) {
     let o = bin().args(["synth", "--packets", &packets.to_string(), "--seed", "7", "--out"]).arg(out).output().unwrap();
@@ -156,19 +156,4 @@ fn demo_run_writes_history_while_running_and_stops_cleanly() {
         !walk(&data).iter().any(|p| p.to_string_lossy().ends_with(".tmp")),
         "temporary files left after a clean stop"
     );
-}
-
-fn walk(p: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let q = e.path();
-            if q.is_dir() {
-                out.extend(walk(&q));
-            } else {
-                out.push(q);
-            }
-        }
-    }
-    out
 }

@@ -1,28 +1,13 @@
 //! History storage driven through the real binary: crash safety of the
 //! writer, compaction and retention in a running appliance.
 
+mod common;
+use common::bin;
+use common::walk;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tapstream"))
-}
-
-fn walk(p: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let q = e.path();
-            if q.is_dir() {
-                out.extend(walk(&q));
-            } else {
-                out.push(q);
-            }
-        }
-    }
-    out
-}
 
 fn sql(data: &Path, q: &str) -> String {
     let o = bin().args(["sql", q, "--format", "csv", "--data"]).arg(data).output().unwrap();

@@ -2,13 +2,12 @@
 //! binary), checked against an outside engine (pyarrow with Hive
 //! partitioning), and every guardrail.
 
+mod common;
+use common::bin;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tapstream"))
-}
 
 /// History for all tests: 40 000 synthetic packets (2026-01-01 00:00 UTC).
 fn history() -> &'static Path {

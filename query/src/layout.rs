@@ -166,29 +166,29 @@ pub fn sync_dir(dir: &Path) {
 }
 
 /// Remove half-deleted hours a crashed retention pass left in `.trash`.
-pub fn recover_trash(root: &Path) {
-    for n in read_dir_names(&root.join(TRASH)) {
-        let p = root.join(TRASH).join(&n);
-        tracing::info!(path = %p.display(), "removing the rest of an interrupted deletion");
-        let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+pub fn recover_trash(root: &Path) -> usize {
+    remove_children(&root.join(TRASH))
+}
+
+/// Remove everything under `dir` (a scratch area), logging each entry.
+fn remove_children(dir: &Path) -> usize {
+    let mut removed = 0;
+    for n in read_dir_names(dir) {
+        let p = dir.join(&n);
+        tracing::info!(path = %p.display(), "removing leftover of an interrupted compaction or deletion");
+        let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+        if r.is_ok() {
+            removed += 1;
+        }
     }
+    removed
 }
 
 /// Remove what a crashed run left: unfinished part files, compaction
 /// output never swapped in (or parts swapped out but not yet deleted) and
 /// half-deleted hours. None of it was ever visible to a query.
 pub fn recover(root: &Path) -> usize {
-    let mut removed = 0;
-    for kind in [STAGING, TRASH] {
-        for n in read_dir_names(&root.join(kind)) {
-            let p = root.join(kind).join(&n);
-            tracing::info!(path = %p.display(), "removing leftover of an interrupted compaction or deletion");
-            let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-            if r.is_ok() {
-                removed += 1;
-            }
-        }
-    }
+    let mut removed = remove_children(&root.join(STAGING)) + recover_trash(root);
     for t in Table::ALL {
         let mut stack = vec![root.join(t.name())];
         while let Some(d) = stack.pop() {

@@ -128,14 +128,6 @@ impl HourLocks {
     pub fn holder(&self, key: PartKey) -> Option<Holder> {
         self.busy.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied()
     }
-
-    /// Wait until nobody holds any hour of this kind.
-    fn wait_idle(&self, who: Holder) {
-        let mut g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        while g.values().any(|h| *h == who) {
-            g = self.freed.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
-    }
 }
 
 struct OpenPart {
@@ -347,22 +339,26 @@ impl HourlyWriter {
             .copied()
             .collect();
         for k in closed {
-            self.submit(k);
+            self.submit(k, false);
         }
         Ok(())
     }
 
-    fn submit(&mut self, key: PartKey) {
+    /// Hand a closed hour to the compactor. If retention holds it, `wait`
+    /// waits it out (shutdown); otherwise a later tick tries again.
+    fn submit(&mut self, key: PartKey, wait: bool) {
         let Some(c) = &self.compactor else {
             self.dirty.remove(&key);
             return;
         };
-        // Retention may be deleting it: then try again on a later tick.
-        if self.locks.try_claim(key, Holder::Compaction) {
-            self.dirty.remove(&key);
-            if c.jobs.send(key).is_err() {
-                self.locks.release(key);
-            }
+        if wait {
+            self.locks.claim(key, Holder::Compaction);
+        } else if !self.locks.try_claim(key, Holder::Compaction) {
+            return;
+        }
+        self.dirty.remove(&key);
+        if c.jobs.send(key).is_err() {
+            self.locks.release(key);
         }
     }
 
@@ -381,27 +377,16 @@ impl HourlyWriter {
         }
         let dirty: Vec<PartKey> = self.dirty.iter().copied().collect();
         for k in dirty {
-            if self.compactor.is_some() {
-                // Wait out a retention pass on this hour rather than skip it.
-                self.locks.claim(k, Holder::Compaction);
-                self.dirty.remove(&k);
-                if let Some(c) = &self.compactor
-                    && c.jobs.send(k).is_err()
-                {
-                    self.locks.release(k);
-                }
-            } else {
-                self.dirty.remove(&k);
-            }
+            self.submit(k, true);
         }
+        // The thread releases each hour it finishes; joining it waits for all.
+        // A later write (unusual after close) works without compaction.
         if let Some(c) = self.compactor.take() {
             drop(c.jobs);
             let _ = c.handle.join();
             let (n, errs) = *c.done.lock().unwrap_or_else(|p| p.into_inner());
             self.stats.compactions += n;
             self.stats.compaction_errors += errs;
-            self.locks.wait_idle(Holder::Compaction);
-            // A later write (unusual after close) works without compaction.
         }
         first_err.map_or(Ok(()), Err)
     }
