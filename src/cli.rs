@@ -30,6 +30,84 @@ pub enum Cmd {
     Sql(SqlArgs),
     /// Import flow records from CSV files into the history.
     Import(ImportArgs),
+    /// Packet recording sessions (start, stop, list, delete) and PCAP export.
+    Record(RecordArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecordArgs {
+    /// Data directory (default: storage.data_dir).
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: RecordCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordCmd {
+    /// Ask the appliance to record packets into pcap files under DATA/pcap/NAME.
+    Start(RecordStartArgs),
+    /// Stop a session (the running appliance stops it within a second).
+    Stop { name: String },
+    /// Sessions with their state, files, packets and bytes.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a stopped session and its files.
+    Delete { name: String },
+    /// Write recorded packets (one flow, or a filter and time range) to a pcap file.
+    Export(RecordExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecordStartArgs {
+    /// Session name: letters, digits, `-`, `_`.
+    pub name: String,
+    /// Record only packets this capture filter (tcpdump style) passes.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Stop when the session's files reach this size (e.g. 10GiB).
+    #[arg(long)]
+    pub max_size: Option<String>,
+    /// Stop this long after the session starts (e.g. 2h).
+    #[arg(long)]
+    pub max_duration: Option<String>,
+    /// Start a new file when one reaches this size.
+    #[arg(long, default_value = "256MiB")]
+    pub rotate_size: String,
+    /// Start a new file when one spans this much time.
+    #[arg(long, default_value = "1h")]
+    pub rotate_every: String,
+    /// Bytes kept of each packet.
+    #[arg(long, default_value_t = 65_535)]
+    pub snaplen: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecordExportArgs {
+    /// Read this session only (repeat for several; default: all sessions).
+    #[arg(long)]
+    pub session: Vec<String>,
+    /// The packets of one flow, by its id (the flows table's `uid`).
+    #[arg(long, conflicts_with = "flow")]
+    pub uid: Option<String>,
+    /// The packets of one flow, by 5-tuple: `tcp 10.0.0.1:51000 10.0.0.2:443`.
+    #[arg(long)]
+    pub flow: Option<String>,
+    /// Packets this capture filter passes.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// From this time (RFC 3339 or Unix seconds; inclusive).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Up to this time (RFC 3339 or Unix seconds; inclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The pcap file to write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]

@@ -28,6 +28,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Gen(a) => crate::live::generate(a),
         Cmd::Sql(a) => crate::sql::run(cfg, a),
         Cmd::Import(a) => import(cfg, a),
+        Cmd::Record(a) => crate::record::run(cfg, a),
     }
 }
 
@@ -208,8 +209,10 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     stop_after(&stop, a.duration);
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let retention = start_retention(&data, &cfg, &writer, &stop)?;
+    let recorder = crate::record::start(&data, &mut pcfg)?;
     let progress = Arc::new(Progress::default());
     let (summary, err) = pipeline::run(src, &pcfg, stop.clone(), progress, sink);
+    recorder.finish();
     stop.store(true, Ordering::SeqCst);
     let _ = retention.join();
     let ws = close_writer(&writer)?;

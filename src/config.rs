@@ -350,6 +350,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         run_to_completion: raw_rtc,
         filters: Vec::new(),
         live_clock: false,
+        recorder: None,
     };
     let writer = WriterConfig {
         max_rows_per_file: range("storage.max_rows_per_file", raw.storage.max_rows_per_file, 1_000_000, 1, 1 << 30)?,

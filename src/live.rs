@@ -151,6 +151,7 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     stop_after(&stop, a.duration);
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let retention = start_retention(&data, &cfg, &writer, &stop)?;
+    let recorder = crate::record::start(&data, &mut pcfg)?;
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     if let Some(every) = cfg.capture.stats_interval {
@@ -158,6 +159,7 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     }
     eprintln!("ready: {} queue(s) on {}", sources.len(), ifaces.join(", "));
     let summary = pipeline::run_live(sources, &pcfg, &cfg.capture.rx_cores, stop.clone(), status, sink);
+    recorder.finish();
     // Detach the XDP programs (the kernel would too when we exit).
     drop(programs);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod live;
 mod output;
+mod record;
 mod sql;
 
 fn main() -> std::process::ExitCode {

@@ -15,6 +15,7 @@ pub mod flow;
 pub mod live;
 pub mod pipeline;
 pub mod proto;
+pub mod record;
 pub mod records;
 pub mod source;
 pub mod stats;

@@ -61,6 +61,8 @@ pub struct PipelineConfig {
     /// Timestamps are wall-clock time (live capture): idle workers advance
     /// their flow tables' clocks, so idle flows expire without new packets.
     pub live_clock: bool,
+    /// Recording sessions to write packets for (see [`crate::record`]).
+    pub recorder: Option<Arc<crate::record::RecordTap>>,
 }
 
 impl Default for PipelineConfig {
@@ -80,6 +82,7 @@ impl Default for PipelineConfig {
             run_to_completion: false,
             filters: Vec::new(),
             live_clock: false,
+            recorder: None,
         }
     }
 }
@@ -128,6 +131,7 @@ pub struct Worker {
     batch_rows: usize,
     pub last_flush: Instant,
     flush_interval: Duration,
+    record: crate::record::RecordShard,
 }
 
 impl Worker {
@@ -152,12 +156,14 @@ impl Worker {
             batch_rows: cfg.record_batch_rows.max(1),
             last_flush: Instant::now(),
             flush_interval: cfg.flush_interval,
+            record: crate::record::RecordShard::new(id, cfg.recorder.clone()),
         }
     }
 
     /// Process every frame of a batch (frames are borrowed, never copied).
     pub fn process(&mut self, batch: &Batch) {
         const AHEAD: usize = 4;
+        self.record.refresh();
         for (i, d) in batch.descs.iter().enumerate() {
             // The headers of the frame a few packets on, into this core's cache.
             if let Some(next) = batch.descs.get(i + AHEAD) {
@@ -166,6 +172,7 @@ impl Worker {
             let frame = batch.frame(d);
             self.packet(d, frame);
         }
+        self.record.end_batch();
         if self.stats.rows() >= self.batch_rows {
             let b = self.stats.finish();
             self.sinks.ready.push((Table::Stats, b));
@@ -196,6 +203,11 @@ impl Worker {
             if self.decoded.non_ip {
                 self.non_ip += 1;
             }
+            // Recorded as captured: each wire packet once, by the worker
+            // accounting its outer layer.
+            if self.record.active() {
+                self.record.packet(d, frame, &self.decoded);
+            }
         }
         if d.layers == Layers::All && Defrag::wants(&self.decoded) {
             // Fragments reach a worker unreassembled only when there is no
@@ -213,6 +225,8 @@ impl Worker {
     /// Move partly filled builders downstream.
     pub fn flush_builders(&mut self) {
         self.last_flush = Instant::now();
+        self.record.refresh();
+        self.record.flush();
         self.sinks.flush_all();
         if self.stats.rows() > 0 {
             let b = self.stats.finish();
@@ -231,6 +245,7 @@ impl Worker {
         self.tracker.flush(&mut self.sinks);
         self.stats.close_second();
         self.flush_builders();
+        self.record.close_all();
     }
 }
 

@@ -120,7 +120,11 @@ pub fn sweep(root: &Path, policy: &RetentionPolicy, now_ns: i64, locks: &HourLoc
     }
 
     if let Some(budget) = policy.disk_budget {
-        let mut used = layout::dir_bytes(root);
+        // History only: packet recordings (`pcap/`) have their own size caps
+        // and are never deleted to make room for history.
+        let mut used: u64 = Table::ALL.into_iter().map(|t| layout::dir_bytes(&root.join(t.name()))).sum::<u64>()
+            + layout::dir_bytes(&root.join(layout::STAGING))
+            + layout::dir_bytes(&root.join(layout::TRASH));
         for h in remaining.iter().filter(|h| !protected(h)) {
             if used <= budget {
                 break;

@@ -8,7 +8,7 @@
 //! go back to the fill ring when the batch is recycled.
 
 mod file;
-mod pcap;
+pub(crate) mod pcap;
 mod pcapng;
 pub mod synth;
 mod writer;

@@ -31,6 +31,11 @@ impl<W: Write> PcapWriter<W> {
         self.out.write_all(frame)
     }
 
+    /// Push buffered bytes on to the output.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     pub fn into_inner(mut self) -> io::Result<W> {
         self.out.flush()?;
         Ok(self.out)
