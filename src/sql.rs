@@ -66,7 +66,7 @@ async fn query(cfg: Config, a: SqlArgs, data: std::path::PathBuf) -> anyhow::Res
             rows += b.num_rows();
             match &mut sink {
                 Sink::Table(v) => v.push(b),
-                Sink::Csv(w) => w.write(&b)?,
+                Sink::Csv(w) => w.write(&lists_as_text(&b)?)?,
                 Sink::Json(w) => w.write(&b)?,
                 Sink::Ndjson(w) => w.write(&b)?,
                 Sink::Parquet(w) => w.write(&b)?,
@@ -103,4 +103,47 @@ async fn query(cfg: Config, a: SqlArgs, data: std::path::PathBuf) -> anyhow::Res
         eprintln!("{rows} row(s)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// CSV has no nested values: a list column becomes its items joined by `,`
+/// (how Zeek writes sets; `tapstream import` reads it back).
+fn lists_as_text(b: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use std::sync::Arc;
+    if !b.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::List(_))) {
+        return Ok(b.clone());
+    }
+    let mut fields = Vec::with_capacity(b.num_columns());
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if !matches!(f.data_type(), DataType::List(_)) {
+            fields.push(f.clone());
+            cols.push(c.clone());
+            continue;
+        }
+        let list = c.as_list::<i32>();
+        let items = ArrayFormatter::try_new(list.values().as_ref(), &FormatOptions::default())?;
+        let mut out = StringBuilder::with_capacity(list.len(), list.len() * 8);
+        let mut text = String::new();
+        for i in 0..list.len() {
+            if list.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            text.clear();
+            let offsets = list.value_offsets();
+            for (k, j) in (offsets[i] as usize..offsets[i + 1] as usize).enumerate() {
+                if k > 0 {
+                    text.push(',');
+                }
+                text.push_str(&items.value(j).to_string());
+            }
+            out.append_value(&text);
+        }
+        fields.push(Arc::new(Field::new(f.name(), DataType::Utf8, true)));
+        cols.push(Arc::new(out.finish()));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
