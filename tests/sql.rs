@@ -102,6 +102,66 @@ print(sum(1 for h, p in zip(t["orig_h"].to_pylist(), t["resp_p"].to_pylist())
 }
 
 #[test]
+fn top_n_helpers_agree_with_the_group_by_they_stand_for() {
+    let range = "'2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z'";
+    let b = "orig_ip_bytes + resp_ip_bytes";
+    let p = "orig_pkts + resp_pkts";
+    let cases = [
+        (
+            format!("SELECT * FROM top_sources(7, {range})"),
+            format!(
+                "SELECT orig_h AS host, sum({b}) AS bytes, sum({p}) AS packets, count(*) AS flows FROM flows WHERE {ALL} GROUP BY orig_h ORDER BY bytes DESC, host LIMIT 7"
+            ),
+        ),
+        (
+            format!("SELECT * FROM top_destinations(7, {range})"),
+            format!(
+                "SELECT resp_h AS host, sum({b}) AS bytes, sum({p}) AS packets, count(*) AS flows FROM flows WHERE {ALL} GROUP BY resp_h ORDER BY bytes DESC, host LIMIT 7"
+            ),
+        ),
+        (
+            format!("SELECT * FROM top_talkers(7, {range})"),
+            format!(
+                "SELECT host, sum(b) AS bytes, sum(p) AS packets, count(*) AS flows FROM \
+                     (SELECT orig_h AS host, {b} AS b, {p} AS p FROM flows WHERE {ALL} \
+                      UNION ALL SELECT resp_h, {b}, {p} FROM flows WHERE {ALL}) GROUP BY host ORDER BY bytes DESC, host LIMIT 7"
+            ),
+        ),
+        (
+            format!("SELECT * FROM top_conversations(7, {range})"),
+            format!(
+                "SELECT orig_h, resp_h, sum({b}) AS bytes, sum({p}) AS packets, count(*) AS flows FROM flows WHERE {ALL} GROUP BY orig_h, resp_h ORDER BY bytes DESC, orig_h, resp_h LIMIT 7"
+            ),
+        ),
+        (
+            format!("SELECT * FROM top_ports(7, {range})"),
+            format!(
+                "SELECT proto, resp_p AS port, sum({b}) AS bytes, sum({p}) AS packets, count(*) AS flows FROM flows WHERE {ALL} GROUP BY proto, resp_p ORDER BY flows DESC, proto, port LIMIT 7"
+            ),
+        ),
+    ];
+    for (helper, by_hand) in cases {
+        let ours = csv(&helper);
+        assert_eq!(ours.len(), 7, "{helper}");
+        assert_eq!(ours, csv(&by_hand), "{helper}");
+    }
+    // Hours back from now: the capture (2026-01-01) is outside the last day.
+    assert!(csv("SELECT * FROM top_talkers(5)").is_empty());
+    assert_eq!(csv("SELECT count(*) FROM top_talkers(5, 100000)"), vec!["5"]);
+    // Bad arguments are clear errors.
+    for (q, msg) in [
+        ("SELECT * FROM top_talkers()", "N is missing"),
+        ("SELECT * FROM top_talkers(0)", "positive whole number"),
+        ("SELECT * FROM top_talkers(5, 'soon', 'later')", "is not a time"),
+        ("SELECT * FROM top_ports(5, '2026-01-02T00:00:00Z', '2026-01-01T00:00:00Z')", "TO must be after FROM"),
+    ] {
+        let o = sql(q, &[], None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(msg), "{q}: {e}");
+    }
+}
+
+#[test]
 fn a_query_without_time_gets_the_default_range_and_says_so() {
     // The capture is from 2026-01-01: outside the last 24 h.
     let o = sql("SELECT count(*) AS n FROM flows", &["--format", "csv"], None);

@@ -12,6 +12,7 @@ pub mod retention;
 pub mod sql;
 pub mod store;
 pub mod synth;
+pub mod topn;
 pub mod udf;
 pub mod writer;
 

@@ -128,6 +128,9 @@ impl History {
                 range: limits.default_range,
                 notes: notes.clone(),
             });
+            if t == Table::Flows {
+                crate::topn::register(&ctx, guarded.clone());
+            }
             ctx.register_table(t.name(), guarded).map_err(|e| QueryError::Sql(e.to_string()))?;
         }
         Ok(History { ctx, limits, notes, store })
