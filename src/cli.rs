@@ -26,7 +26,7 @@ pub enum Cmd {
     Synth(SynthArgs),
     /// Send test traffic with known content out of an interface.
     Gen(GenArgs),
-    /// Query the history with SQL (tables flows, dns, tls, http, dhcp, stats).
+    /// Query the history with SQL (tables flows, dns, tls, http, dhcp, stats, alerts).
     Sql(SqlArgs),
     /// Import flow records from CSV files into the history.
     Import(ImportArgs),

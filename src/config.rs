@@ -47,6 +47,7 @@ pub struct RawRetention {
     pub http_days: Option<u32>,
     pub dhcp_days: Option<u32>,
     pub stats_days: Option<u32>,
+    pub alerts_days: Option<u32>,
     pub disk_budget_gb: Option<f64>,
     pub interval_secs: Option<f64>,
 }
@@ -420,6 +421,7 @@ fn retention(r: &RawRetention) -> anyhow::Result<RetentionPolicy> {
             Table::Http => r.http_days,
             Table::Dhcp => r.dhcp_days,
             Table::Stats => r.stats_days,
+            Table::Alerts => r.alerts_days,
         };
         let d = days(&format!("{}_days", t.name()), v, all)?;
         max_age.insert(t, Duration::from_secs(u64::from(d) * 86_400));

@@ -8,6 +8,7 @@
 //!
 //! Architecture Invariant: this crate depends on no other tapstream crate.
 
+pub mod alert;
 pub mod decode;
 pub mod filter;
 pub mod flow;

@@ -101,7 +101,7 @@ pub struct RunSummary {
     pub records: u64,
     pub dropped_batches: u64,
     pub dropped_records: u64,
-    pub rows_per_table: [u64; 6],
+    pub rows_per_table: [u64; Table::COUNT],
     pub elapsed: Duration,
 }
 
@@ -278,13 +278,13 @@ struct Crew {
     /// One return channel per feeder (batches come back to where they were cut).
     rets: Vec<Receiver<Batch>>,
     handles: Vec<std::thread::JoinHandle<WorkerResult>>,
-    out_thread: std::thread::JoinHandle<[u64; 6]>,
+    out_thread: std::thread::JoinHandle<[u64; Table::COUNT]>,
     dropped_batches: Arc<AtomicU64>,
     dropped_records: Arc<AtomicU64>,
 }
 
 /// The output thread: every record batch goes through `sink` there.
-fn start_output<F>(sink: F) -> (Sender<Vec<Output>>, std::thread::JoinHandle<[u64; 6]>)
+fn start_output<F>(sink: F) -> (Sender<Vec<Output>>, std::thread::JoinHandle<[u64; Table::COUNT]>)
 where
     F: FnMut(Output) + Send + 'static,
 {
@@ -293,7 +293,7 @@ where
     let h = std::thread::Builder::new()
         .name("tapstream-out".into())
         .spawn(move || {
-            let mut rows = [0u64; 6];
+            let mut rows = [0u64; Table::COUNT];
             for v in out_rx {
                 for (t, b) in v {
                     rows[t as usize] += b.num_rows() as u64;

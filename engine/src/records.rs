@@ -27,10 +27,13 @@ pub enum Table {
     Http,
     Dhcp,
     Stats,
+    Alerts,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [Table::Flows, Table::Dns, Table::Tls, Table::Http, Table::Dhcp, Table::Stats];
+    pub const COUNT: usize = 7;
+    pub const ALL: [Table; Table::COUNT] =
+        [Table::Flows, Table::Dns, Table::Tls, Table::Http, Table::Dhcp, Table::Stats, Table::Alerts];
     pub fn name(self) -> &'static str {
         match self {
             Table::Flows => "flows",
@@ -39,6 +42,7 @@ impl Table {
             Table::Http => "http",
             Table::Dhcp => "dhcp",
             Table::Stats => "stats",
+            Table::Alerts => "alerts",
         }
     }
     pub fn from_name(s: &str) -> Option<Table> {
@@ -52,6 +56,7 @@ impl Table {
             Table::Http => http_schema(),
             Table::Dhcp => dhcp_schema(),
             Table::Stats => crate::stats::stats_schema(),
+            Table::Alerts => crate::alert::alerts_schema(),
         }
     }
 }

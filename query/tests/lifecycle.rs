@@ -334,3 +334,54 @@ fn empty_partitions_and_interrupted_deletions_break_nothing() {
     drop(HourlyWriter::new(&root, WriterConfig::default()).unwrap());
     assert!(!half.exists());
 }
+
+#[test]
+fn alerts_are_written_queried_and_read_by_an_outside_engine() {
+    use tapstream_engine::alert::{Alert, AlertBuilder, AlertEvent, Category, Severity, Verdict};
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let t0 = (BASE_HOUR * HOUR_NS) as u64;
+    let open = Alert {
+        ts: t0 + 1_000_000_000,
+        event: AlertEvent::Open,
+        id: "A7".into(),
+        rule: "syn_flood".into(),
+        severity: Severity::High,
+        category: Category::Flood,
+        verdict: Verdict::Malicious,
+        start_ts: t0 + 1_000_000_000,
+        last_ts: t0 + 1_000_000_000,
+        src_ips: vec!["198.51.100.7".into(), "198.51.100.8".into()],
+        dst_ips: vec!["10.0.0.5".into()],
+        ports: vec![80],
+        countries: vec![],
+        packets: 48_000,
+        bytes: 2_880_000,
+        flows: 47_500,
+        rate: 48_000.0,
+        rate_unit: "syn/s".into(),
+        top_sources: vec!["198.51.100.7".into()],
+        sample_flows: vec!["CHhAvVGS1DHFjwGM9".into()],
+        explanation: "SYN rate to 10.0.0.5:80 is 48,000/s, 120x its 1-hour baseline".into(),
+    };
+    let mut b = AlertBuilder::default();
+    b.push(&open);
+    b.push(&Alert { ts: t0 + 2 * HOUR_NS as u64, event: AlertEvent::Close, ..open.clone() });
+    let mut w = HourlyWriter::new(root, WriterConfig::default()).unwrap();
+    w.write(Table::Alerts, &b.finish()).unwrap();
+    w.close().unwrap();
+    assert_eq!(layout::list_hours(root, Table::Alerts).len(), 2, "partitioned by the event's hour");
+    let h = rt().block_on(History::open(root, wide_open())).unwrap();
+    let n = rt().block_on(count(
+        &h,
+        "SELECT count(*) FROM alerts WHERE ts >= '2026-11-01T00:00:00Z' AND severity = 'high' \
+         AND array_has(dst_ips, '10.0.0.5') AND event = 'close'",
+    ));
+    assert_eq!(n, 1);
+    let script = "import sys, pyarrow.dataset as ds\n\
+                  t = ds.dataset(sys.argv[1], format='parquet', partitioning='hive').to_table()\n\
+                  print(t.num_rows, sorted(t['event'].to_pylist()), t['src_ips'].to_pylist()[0])";
+    let o = std::process::Command::new("python3").arg("-c").arg(script).arg(root.join("alerts")).output().unwrap();
+    assert!(o.status.success(), "pyarrow: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2 ['close', 'open'] ['198.51.100.7', '198.51.100.8']");
+}
