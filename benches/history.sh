@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# History queries at scale, tapstream against DuckDB reading the same files,
+# side by side in one run. Not part of CI.
+#
+#   bash benches/history.sh [ROWS] [ROUNDS] [RUNS_PER_PROCESS]
+#
+# Generates ROWS (default 100 000 000) synthetic flow rows over 30 days of
+# hourly partitions ending now (kept under ~/.cache/tapstream/bench-history-ROWS
+# for later runs), locks them in the page cache with vmtouch, then for each of
+# ROUNDS rounds (default 5) runs the four queries of history_queries.sql
+# RUNS_PER_PROCESS times (default 3) in one tapstream process (the `history`
+# bench binary, the query crate in process) and in one DuckDB process
+# (Python duckdb), alternating, and each query once as a whole
+# `tapstream sql` process. Prints the median seconds per query and engine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-100000000}
+ROUNDS=${2:-5}
+RUNS=${3:-3}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/target}"
+command -v vmtouch >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq vmtouch >/dev/null; }
+python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb
+cargo build --release -q
+cargo bench --bench history --no-run -q 2>/dev/null
+BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/history-* | grep -v '\.d$' | head -1)
+TS="$CARGO_TARGET_DIR/release/tapstream"
+DATA="${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/bench-history-$ROWS"
+if [ ! -f "$DATA/end" ]; then
+    rm -rf "$DATA"
+    END=$(date +%s)
+    "$BENCH" gen "$DATA" "$ROWS" 30 "$END"
+    echo "$END" > "$DATA/end"
+fi
+END=$(cat "$DATA/end")
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tapstream-hist.XXXXXX")
+LOCK_PID=
+cleanup() { [ -n "$LOCK_PID" ] && kill "$LOCK_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+vmtouch -q -l "$DATA/flows" & LOCK_PID=$!
+sleep 5
+
+# Whole-process queries: the same text as the in-process runs.
+mapfile -t NAMES < <(sed -n 's/^-- name: //p' benches/history_queries.sql)
+mapfile -t TSQ < <(sed -n 's/^-- tapstream: //p' benches/history_queries.sql)
+at() { date -u -d "@$((END - $1 * 3600))" +%Y-%m-%dT%H:00:00Z; }
+for ((r = 0; r < ROUNDS; r++)); do
+    "$BENCH" query "$DATA" "$RUNS" "$END" | sed 's/^/tapstream\t/' >> "$WORK/times"
+    python3 benches/history_duckdb.py "$DATA" "$RUNS" "$END" | sed 's/^/duckdb\t/' >> "$WORK/times"
+    for i in "${!NAMES[@]}"; do
+        q=${TSQ[$i]//\{T24H\}/$(at 24)}; q=${q//\{T7D\}/$(at 168)}; q=${q//\{T30D\}/$(at 720)}
+        s=$(date +%s.%N)
+        "$TS" sql "$q" --data "$DATA" --format csv --out /dev/null 2>/dev/null
+        e=$(date +%s.%N)
+        printf "tapstream-sql-process\t%s\t%.4f\t-\n" "${NAMES[$i]}" "$(echo "$e - $s" | bc)" >> "$WORK/times"
+    done
+done
+echo "data: $ROWS flow rows, 30 days of hourly partitions, $(du -sb "$DATA/flows" | cut -f1) bytes ($(du -sh "$DATA/flows" | cut -f1)); page cache locked"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); $ROUNDS rounds x $RUNS runs per process"
+python3 - "$WORK/times" <<'PY'
+import sys, statistics, collections
+t = collections.defaultdict(list); rows = {}
+for line in open(sys.argv[1]):
+    eng, q, s, n = line.rstrip("\n").split("\t")
+    t[(eng, q)].append(float(s))
+    if n != "-": rows[(eng, q)] = n
+qs = list(dict.fromkeys(q for _, q in t))
+print("| query | tapstream p50 s | DuckDB p50 s | tapstream / DuckDB | rows (ours, DuckDB) | whole `tapstream sql` process p50 s |")
+print("|---|---|---|---|---|---|")
+for q in qs:
+    a = statistics.median(t[("tapstream", q)]); b = statistics.median(t[("duckdb", q)])
+    c = statistics.median(t[("tapstream-sql-process", q)])
+    print(f"| {q} | {a:.3f} | {b:.3f} | {a / b:.2f}x | {rows[('tapstream', q)]}, {rows[('duckdb', q)]} | {c:.3f} |")
+PY
