@@ -5,6 +5,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tapstream_engine::pipeline::{PipelineConfig, Worker};
+use tapstream_engine::record;
 use tapstream_engine::source::{Desc, Layers, LinkType};
 
 struct Counting;
@@ -73,11 +74,38 @@ fn frame(flow: u16, from_client: bool, seq: u32, ack: u32, payload: usize) -> Ve
 
 #[test]
 fn no_allocation_per_packet_in_steady_state() {
+    steady_state(None);
+}
+
+/// A recording session that keeps every packet costs no allocation either:
+/// the worker writes through its file's preallocated buffer.
+#[test]
+fn no_allocation_per_packet_while_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = record::SessionSpec::new("all", 0);
+    record::create(dir.path(), &spec).unwrap();
+    let mut rec = record::Recorder::open(dir.path()).unwrap();
+    rec.poll(1);
+    let recorded = steady_state(Some(rec.tap()));
+    rec.poll(2);
+    let l = record::list(dir.path()).unwrap();
+    assert_eq!(l[0].status.as_ref().unwrap().packets, recorded, "every packet recorded");
+}
+
+/// The allocator counts every thread: tests measure one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run a long steady state through one worker; returns the packets it saw
+/// after the warm-up (from when a recording session is picked up).
+fn steady_state(recorder: Option<std::sync::Arc<record::RecordTap>>) -> u64 {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     const FLOWS: u16 = 512;
     const ROUNDS: u32 = 400;
+    let recording = recorder.is_some();
     let cfg = PipelineConfig {
         record_batch_rows: 1 << 20,
         flush_interval: std::time::Duration::from_secs(3600),
+        recorder,
         ..PipelineConfig::default()
     };
     let mut w = Worker::new(0, &cfg);
@@ -96,9 +124,13 @@ fn no_allocation_per_packet_in_steady_state() {
     for r in 0..4 {
         run(&mut w, r);
     }
+    // Pick up the recording session (as the next batch would) and open its file.
+    w.flush_builders();
+    let before_recording = w.packets;
+    run(&mut w, 4);
     // Build every frame up front so the measured loop only processes.
     let mut frames = Vec::new();
-    for r in 4..ROUNDS {
+    for r in 5..ROUNDS {
         for fl in 0..FLOWS {
             frames.push(frame(fl, true, 1000 + r * 100, 5000 + r * 200, 100));
             frames.push(frame(fl, false, 5000 + r * 200, 1000 + (r + 1) * 100, 200));
@@ -112,5 +144,7 @@ fn no_allocation_per_packet_in_steady_state() {
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!(w.tracker.len(), FLOWS as usize, "every flow stays open");
     assert!(frames.len() > 400_000);
-    assert_eq!(allocs, 0, "{allocs} allocations over {} packets", frames.len());
+    assert_eq!(allocs, 0, "{allocs} allocations over {} packets (recording: {recording})", frames.len());
+    w.finish();
+    w.packets - before_recording
 }
