@@ -33,5 +33,6 @@ con.execute(
 for _ in range(runs):
     for name, q in queries:
         t = time.perf_counter()
-        rows = con.execute(q).fetch_arrow_table().num_rows
+        rel = con.sql(q)
+        rows = (rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()).num_rows
         print("%s\t%.4f\t%d" % (name, time.perf_counter() - t, rows), flush=True)
