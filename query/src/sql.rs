@@ -233,6 +233,68 @@ struct TimeGuard {
     notes: Notes,
 }
 
+/// The `date` and `hour` partition values of a time (UTC).
+fn date_hour(t: time::OffsetDateTime) -> (String, String) {
+    (format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day()), format!("{:02}", t.hour()))
+}
+
+/// Partitions at or after hour `h` of day `d`.
+fn at_or_after(d: &str, h: &str) -> Expr {
+    col("date").gt(lit(d.to_string())).or(col("date").eq(lit(d.to_string())).and(col("hour").gt_eq(lit(h.to_string()))))
+}
+
+/// Partitions at or before hour `h` of day `d`.
+fn at_or_before(d: &str, h: &str) -> Expr {
+    col("date").lt(lit(d.to_string())).or(col("date").eq(lit(d.to_string())).and(col("hour").lt_eq(lit(h.to_string()))))
+}
+
+/// Partition conditions implied by one filter: `ts` compared with a
+/// constant bounds the hours that can hold matching rows. Conjunctions are
+/// followed; anything else implies nothing.
+fn partition_bounds(e: &Expr) -> Vec<Expr> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    if let Expr::Between(b) = e
+        && !b.negated
+    {
+        let mut v = partition_bounds(&b.expr.clone().gt_eq(*b.low.clone()));
+        v.extend(partition_bounds(&b.expr.clone().lt_eq(*b.high.clone())));
+        return v;
+    }
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return Vec::new() };
+    if *op == Operator::And {
+        let mut v = partition_bounds(left);
+        v.extend(partition_bounds(right));
+        return v;
+    }
+    let ts_ns = |x: &Expr| match x {
+        Expr::Literal(ScalarValue::TimestampNanosecond(Some(n), _), _) => Some(*n as i128),
+        Expr::Literal(ScalarValue::TimestampMicrosecond(Some(n), _), _) => Some(*n as i128 * 1_000),
+        Expr::Literal(ScalarValue::TimestampMillisecond(Some(n), _), _) => Some(*n as i128 * 1_000_000),
+        Expr::Literal(ScalarValue::TimestampSecond(Some(n), _), _) => Some(*n as i128 * 1_000_000_000),
+        _ => None,
+    };
+    let is_ts = |x: &Expr| matches!(x, Expr::Column(c) if c.name == "ts");
+    // Normalise to `ts OP constant`.
+    let (op, v) = match (is_ts(left), ts_ns(right), is_ts(right), ts_ns(left)) {
+        (true, Some(v), _, _) => (*op, v),
+        (_, _, true, Some(v)) => match op.swap() {
+            Some(o) => (o, v),
+            None => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    let hour_of = |ns: i128| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok().map(date_hour);
+    match op {
+        Operator::Gt | Operator::GtEq => hour_of(v).map(|(d, h)| vec![at_or_after(&d, &h)]).unwrap_or_default(),
+        // `ts < 10:00` needs nothing from the 10:00 hour.
+        Operator::Lt => hour_of(v - 1).map(|(d, h)| vec![at_or_before(&d, &h)]).unwrap_or_default(),
+        Operator::LtEq => hour_of(v).map(|(d, h)| vec![at_or_before(&d, &h)]).unwrap_or_default(),
+        Operator::Eq => hour_of(v).map(|(d, h)| vec![at_or_after(&d, &h), at_or_before(&d, &h)]).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 fn mentions_time(e: &Expr) -> bool {
     e.column_refs().iter().any(|c| matches!(c.name.as_str(), "ts" | "date" | "hour" | "last_ts"))
 }
@@ -262,15 +324,16 @@ impl TableProvider for TimeGuard {
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         if filters.iter().any(mentions_time) {
-            return self.inner.scan(state, projection, filters, limit).await;
+            // Bounds on `ts` become bounds on the partition columns too, so
+            // the listing skips whole hour directories (row-group statistics
+            // would prune inside them only after every footer was read).
+            let mut f = filters.to_vec();
+            f.extend(filters.iter().flat_map(partition_bounds));
+            return self.inner.scan(state, projection, &f, limit).await;
         }
         let since = time::OffsetDateTime::now_utc() - self.range;
-        let (d, h) = (
-            format!("{:04}-{:02}-{:02}", since.year(), since.month() as u8, since.day()),
-            format!("{:02}", since.hour()),
-        );
-        let guard =
-            col("date").gt(lit(d.clone())).or(col("date").eq(lit(d.clone())).and(col("hour").gt_eq(lit(h.clone()))));
+        let (d, h) = date_hour(since);
+        let guard = at_or_after(&d, &h);
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
             "{}: no condition on ts, date or hour reached this table, so only the last {} h were searched (since {d} {h}:00 UTC); add one (e.g. WHERE ts > now() - INTERVAL '7 days') to search more",
             self.table,

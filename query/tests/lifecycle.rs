@@ -385,3 +385,53 @@ fn alerts_are_written_queried_and_read_by_an_outside_engine() {
     assert!(o.status.success(), "pyarrow: {}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2 ['close', 'open'] ['198.51.100.7', '198.51.100.8']");
 }
+
+#[test]
+fn time_conditions_skip_whole_hour_directories() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let mut w = write_hours(root, WriterConfig::default(), BASE_HOUR, 3, 1000);
+    w.close().unwrap();
+    let hours = layout::list_hours(root, Table::Flows);
+    assert_eq!(hours.len(), 3);
+    // Break every file of the first hour: a query that opened it would fail.
+    for f in layout::data_files(&hours[0].path) {
+        fs::write(&f, b"not parquet").unwrap();
+    }
+    let h = rt().block_on(History::open(root, wide_open())).unwrap();
+    let at = |hour: i64| {
+        let t = time::OffsetDateTime::from_unix_timestamp((BASE_HOUR + hour) * 3600).unwrap();
+        format!("{:04}-{:02}-{:02}T{:02}:00:00Z", t.year(), t.month() as u8, t.day(), t.hour())
+    };
+    // Lower bounds, either side of the comparison, and through now() arithmetic.
+    for q in [
+        format!("SELECT count(*) FROM flows WHERE ts >= '{}'", at(1)),
+        format!("SELECT count(*) FROM flows WHERE '{}' <= ts", at(1)),
+        format!("SELECT count(*) FROM flows WHERE ts > '{}' AND resp_p > 0 OR false", at(1)),
+        format!("SELECT count(*) FROM flows WHERE ts BETWEEN '{}' AND '{}'", at(1), at(5)),
+    ] {
+        let n = rt().block_on(count(&h, &q));
+        assert!((1900..=2000).contains(&n), "{q}: {n}");
+    }
+    // An upper bound skips later hours: break the last one too.
+    for f in layout::data_files(&hours[2].path) {
+        fs::write(&f, b"not parquet").unwrap();
+    }
+    let q = format!("SELECT count(*) FROM flows WHERE ts >= '{}' AND ts < '{}'", at(1), at(2));
+    assert_eq!(rt().block_on(count(&h, &q)), 1000);
+    // The broken hours are really broken: reading them fails.
+    let q = format!("SELECT count(*) FROM flows WHERE ts >= '{}'", at(0));
+    let failed = rt().block_on(async {
+        match h.query(&q).await {
+            Err(_) => true,
+            Ok(mut r) => {
+                let mut bad = false;
+                while let Some(b) = r.stream.next().await {
+                    bad |= b.is_err();
+                }
+                bad
+            }
+        }
+    });
+    assert!(failed, "a query over the broken hour must fail");
+}
