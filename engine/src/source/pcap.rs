@@ -62,7 +62,10 @@ impl PcapState {
             let caplen = read_u32(data, p + 8, self.big_endian);
             let wire = read_u32(data, p + 12, self.big_endian);
             let limit = self.snaplen.max(262_144);
-            if caplen > limit || (frac >= 1_000_000_000) || (!self.nanos && frac >= 1_000_000) {
+            // A fraction of exactly one second is a writer's rounding carry
+            // (some generators print it; libpcap and Wireshark read it as
+            // the next second), not a sign of a broken header.
+            if caplen > limit || (frac > 1_000_000_000) || (!self.nanos && frac > 1_000_000) {
                 return Err(SourceError::Corrupt {
                     path: path.to_string(),
                     offset: p as u64,
@@ -132,4 +135,40 @@ pub(crate) fn read_u32(d: &[u8], o: usize, be: bool) -> u32 {
 pub(crate) fn read_u16(d: &[u8], o: usize, be: bool) -> u16 {
     let b: [u8; 2] = d.get(o..o + 2).and_then(|s| s.try_into().ok()).unwrap_or_default();
     if be { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(records: &[(u32, u32, &[u8])]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&MAGIC_US.to_le_bytes());
+        v.extend_from_slice(&2u16.to_le_bytes());
+        v.extend_from_slice(&4u16.to_le_bytes());
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&65535u32.to_le_bytes());
+        v.extend_from_slice(&1u32.to_le_bytes());
+        for (sec, usec, bytes) in records {
+            for x in [*sec, *usec, bytes.len() as u32, bytes.len() as u32] {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            v.extend_from_slice(bytes);
+        }
+        v
+    }
+
+    #[test]
+    fn a_fraction_of_one_whole_second_is_the_next_second_and_more_is_corrupt() {
+        let data = file(&[(10, 999_999, &[1; 60]), (10, 1_000_000, &[2; 60]), (11, 5, &[3; 60])]);
+        let mut st = PcapState::open("t", &data).unwrap();
+        let mut b = Batch::with_capacity(8);
+        assert_eq!(st.fill("t", &data, &mut b, 8).unwrap(), 3);
+        let ts: Vec<u64> = b.descs.iter().map(|d| d.ts_ns).collect();
+        assert_eq!(ts, [10_999_999_000, 11_000_000_000, 11_000_005_000]);
+        let bad = file(&[(10, 1_000_001, &[1; 60])]);
+        let mut st = PcapState::open("t", &bad).unwrap();
+        let e = st.fill("t", &bad, &mut Batch::with_capacity(8), 8).unwrap_err();
+        assert!(e.to_string().contains("implausible record header"), "{e}");
+    }
 }
