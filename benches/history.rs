@@ -1,6 +1,7 @@
 //! History benchmark, driven by `benches/history.sh` (not part of CI):
 //!
-//!   history gen DATA ROWS DAYS END_UNIX_S   write ROWS synthetic flow rows over DAYS
+//!   history gen DATA ROWS DAYS END_UNIX_S [SEED]
+//!                                            write ROWS synthetic flow rows over DAYS
 //!                                            of hourly partitions ending at END
 //!   history query DATA RUNS END_UNIX_S      run the benchmark queries RUNS times in
 //!                                            this process; one line per run:
@@ -46,7 +47,7 @@ fn queries(end_s: i64) -> Vec<(String, String)> {
         .collect()
 }
 
-fn generate(data: &Path, rows: u64, days: i64, end_s: i64) {
+fn generate(data: &Path, rows: u64, days: i64, end_s: i64, seed: u64) {
     let hours = days * 24;
     let end_hour = end_s * 1_000_000_000 / HOUR_NS;
     let start = (end_hour - hours + 1) * HOUR_NS;
@@ -59,7 +60,7 @@ fn generate(data: &Path, rows: u64, days: i64, end_s: i64) {
         ..WriterConfig::default()
     };
     let mut w = HourlyWriter::new(data, cfg).expect("data dir");
-    let mut s = FlowSynth::new(1, start, per_hour);
+    let mut s = FlowSynth::new(seed, start, per_hour);
     let t = Instant::now();
     let mut left = rows;
     while left > 0 {
@@ -102,6 +103,7 @@ fn main() {
             arg(2).parse().expect("ROWS"),
             arg(3).parse().expect("DAYS"),
             arg(4).parse().expect("END"),
+            args.get(5).map_or(1, |s| s.parse().expect("SEED")),
         ),
         Some("query") => {
             let end: i64 = arg(3).parse().expect("END");
@@ -114,7 +116,7 @@ fn main() {
             // `cargo test`: the benchmark's own check on a small history.
             let d = tempfile::tempdir().expect("tempdir");
             let end = 1_767_225_600 + 40 * 86_400;
-            generate(d.path(), 50_000, 31, end);
+            generate(d.path(), 50_000, 31, end, 1);
             let res = rt().block_on(run_queries(d.path(), 1, end));
             assert_eq!(res.len(), 4, "{res:?}");
             for (name, _, rows) in &res {

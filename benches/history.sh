@@ -28,7 +28,16 @@ DATA="${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/bench-history-$ROWS"
 if [ ! -f "$DATA/end" ]; then
     rm -rf "$DATA"
     END=$(date +%s)
-    "$BENCH" gen "$DATA" "$ROWS" 30 "$END"
+    # Two halves of 15 days each, one per core, then joined.
+    "$BENCH" gen "$DATA.a" $((ROWS / 2)) 15 $((END - 15 * 86400)) 1 &
+    "$BENCH" gen "$DATA.b" $((ROWS - ROWS / 2)) 15 "$END" 2
+    wait
+    for h in "$DATA".[ab]/flows/date=*/hour=*; do
+        d=$(basename "$(dirname "$h")")
+        mkdir -p "$DATA/flows/$d"
+        mv "$h" "$DATA/flows/$d/"
+    done
+    rm -rf "$DATA.a" "$DATA.b"
     echo "$END" > "$DATA/end"
 fi
 END=$(cat "$DATA/end")
