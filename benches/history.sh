@@ -20,9 +20,17 @@ RUNS=${3:-3}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/target}"
 command -v vmtouch >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq vmtouch >/dev/null; }
 python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb
-cargo build --release -q
-cargo bench --bench history --no-run -q 2>/dev/null
-BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/history-* | grep -v '\.d$' | head -1)
+# IN_PROCESS=0 skips the in-process tapstream runs (and building the bench
+# binary in the release profile, a long link); GEN_BIN names a `history`
+# bench binary already built (any profile: the files it writes are the same).
+IN_PROCESS=${IN_PROCESS:-1}
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q
+if [ -n "${GEN_BIN:-}" ]; then
+    BENCH=$GEN_BIN
+else
+    cargo bench --bench history --no-run -q 2>/dev/null
+    BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/history-* | grep -v '\.d$' | head -1)
+fi
 TS="$CARGO_TARGET_DIR/release/tapstream"
 DATA="${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/bench-history-$ROWS"
 if [ ! -f "$DATA/end" ]; then
@@ -53,7 +61,9 @@ mapfile -t NAMES < <(sed -n 's/^-- name: //p' benches/history_queries.sql)
 mapfile -t TSQ < <(sed -n 's/^-- tapstream: //p' benches/history_queries.sql)
 at() { date -u -d "@$((END - $1 * 3600))" +%Y-%m-%dT%H:00:00Z; }
 for ((r = 0; r < ROUNDS; r++)); do
-    "$BENCH" query "$DATA" "$RUNS" "$END" | sed 's/^/tapstream\t/' >> "$WORK/times"
+    if [ "$IN_PROCESS" = 1 ]; then
+        "$BENCH" query "$DATA" "$RUNS" "$END" | sed 's/^/tapstream\t/' >> "$WORK/times"
+    fi
     python3 benches/history_duckdb.py "$DATA" "$RUNS" "$END" | sed 's/^/duckdb\t/' >> "$WORK/times"
     for i in "${!NAMES[@]}"; do
         q=${TSQ[$i]//\{T24H\}/$(at 24)}; q=${q//\{T7D\}/$(at 168)}; q=${q//\{T30D\}/$(at 720)}
@@ -61,6 +71,11 @@ for ((r = 0; r < ROUNDS; r++)); do
         "$TS" sql "$q" --data "$DATA" --format csv --out /dev/null 2>/dev/null
         e=$(date +%s.%N)
         printf "tapstream-sql-process\t%s\t%.4f\t-\n" "${NAMES[$i]}" "$(echo "$e - $s" | bc)" >> "$WORK/times"
+        # DuckDB as a whole process too: Python, import, one query.
+        s=$(date +%s.%N)
+        python3 benches/history_duckdb.py "$DATA" 1 "$END" "${NAMES[$i]}" >/dev/null
+        e=$(date +%s.%N)
+        printf "duckdb-process\t%s\t%.4f\t-\n" "${NAMES[$i]}" "$(echo "$e - $s" | bc)" >> "$WORK/times"
     done
 done
 echo "data: $ROWS flow rows, 30 days of hourly partitions, $(du -sb "$DATA/flows" | cut -f1) bytes ($(du -sh "$DATA/flows" | cut -f1)); page cache locked"
@@ -73,10 +88,11 @@ for line in open(sys.argv[1]):
     t[(eng, q)].append(float(s))
     if n != "-": rows[(eng, q)] = n
 qs = list(dict.fromkeys(q for _, q in t))
-print("| query | tapstream p50 s | DuckDB p50 s | tapstream / DuckDB | rows (ours, DuckDB) | whole `tapstream sql` process p50 s |")
-print("|---|---|---|---|---|---|")
+med = lambda k: statistics.median(t[k]) if t.get(k) else float("nan")
+print("| query | tapstream in process p50 s | DuckDB in process p50 s | ratio | `tapstream sql` process p50 s | DuckDB process p50 s | ratio | rows (DuckDB) |")
+print("|---|---|---|---|---|---|---|---|")
 for q in qs:
-    a = statistics.median(t[("tapstream", q)]); b = statistics.median(t[("duckdb", q)])
-    c = statistics.median(t[("tapstream-sql-process", q)])
-    print(f"| {q} | {a:.3f} | {b:.3f} | {a / b:.2f}x | {rows[('tapstream', q)]}, {rows[('duckdb', q)]} | {c:.3f} |")
+    a, b = med(("tapstream", q)), med(("duckdb", q))
+    c, d = med(("tapstream-sql-process", q)), med(("duckdb-process", q))
+    print(f"| {q} | {a:.3f} | {b:.3f} | {a / b:.2f}x | {c:.3f} | {d:.3f} | {c / d:.2f}x | {rows.get(('duckdb', q))} |")
 PY

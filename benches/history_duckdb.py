@@ -3,13 +3,14 @@
 over the same Parquet files (Hive partitioning), RUNS times in one process.
 Prints `query<TAB>seconds<TAB>rows` per run, like `history query`.
 
-Usage: history_duckdb.py DATA RUNS END_UNIX_S
+Usage: history_duckdb.py DATA RUNS END_UNIX_S [QUERY_NAME]
 """
 import datetime, os, sys, time
 
 import duckdb
 
 data, runs, end = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+only = sys.argv[4] if len(sys.argv) > 4 else None
 
 
 def at(hours_back):
@@ -21,7 +22,7 @@ queries, name = [], None
 for line in open(os.path.join(os.path.dirname(__file__), "history_queries.sql")):
     if line.startswith("-- name: "):
         name = line[len("-- name: "):].strip()
-    elif line.startswith("-- duckdb: "):
+    elif line.startswith("-- duckdb: ") and only in (None, name):
         q = line[len("-- duckdb: "):].strip()
         queries.append((name, q.replace("{T24H}", at(24)).replace("{T7D}", at(24 * 7)).replace("{T30D}", at(24 * 30))))
 
