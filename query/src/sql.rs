@@ -116,7 +116,9 @@ impl History {
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.enable_page_index", true)
-            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
+            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true)
+            // Cheap, selective conditions first (e.g. a port before an address test).
+            .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         udf::register(&ctx);
         let notes: Notes = Arc::default();

@@ -69,11 +69,85 @@ fn strings(a: &ArrayRef) -> Result<StringArray, DataFusionError> {
     Ok(c.as_any().downcast_ref::<StringArray>().cloned().expect("cast to Utf8 gives a StringArray"))
 }
 
+/// Dotted-quad IPv4 text as a number, without the general parser (the
+/// common case in a scan of millions of addresses); None for anything else.
+#[inline]
+fn fast_v4(s: &str) -> Option<u32> {
+    let b = s.as_bytes();
+    if b.len() < 7 || b.len() > 15 {
+        return None;
+    }
+    let (mut out, mut octet, mut digits, mut dots) = (0u32, 0u32, 0u8, 0u8);
+    for &c in b {
+        match c {
+            b'0'..=b'9' => {
+                // No leading zeros (`010` is not canonical), at most 255.
+                if digits == 1 && octet == 0 {
+                    return None;
+                }
+                octet = octet * 10 + u32::from(c - b'0');
+                digits += 1;
+                if octet > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && dots < 3 => {
+                out = out << 8 | octet;
+                (octet, digits) = (0, 0);
+                dots += 1;
+            }
+            _ => return None,
+        }
+    }
+    (dots == 3 && digits > 0).then_some(out << 8 | octet)
+}
+
+impl Net {
+    /// Does the address in `text` fall inside? None when it is no address.
+    #[inline]
+    fn contains_text(&self, text: &str) -> Option<bool> {
+        if !self.v6
+            && let Some(a) = fast_v4(text)
+        {
+            let net = u32::from_be_bytes([self.addr[0], self.addr[1], self.addr[2], self.addr[3]]);
+            let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+            return Some(a & mask == net & mask);
+        }
+        text.parse::<IpAddr>().ok().map(|ip| self.contains(ip))
+    }
+}
+
+/// Call `f` with each value of a text column (any of Arrow's string
+/// layouts), without copying the strings.
+fn each_str(a: &ArrayRef, mut f: impl FnMut(Option<&str>)) -> Result<(), DataFusionError> {
+    use arrow::array::AsArray;
+    match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().iter().for_each(f),
+        DataType::LargeUtf8 => a.as_string::<i64>().iter().for_each(f),
+        DataType::Utf8View => a.as_string_view().iter().for_each(f),
+        _ => strings(a)?.iter().for_each(&mut f),
+    }
+    Ok(())
+}
+
 fn cidr_contains(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionError> {
-    let scalar_net = match &args[0] {
-        ColumnarValue::Scalar(s) if !s.is_null() => Some(Net::parse(&s.to_string())),
-        _ => None,
-    };
+    // The usual call: a constant network over a column of addresses.
+    if let ColumnarValue::Scalar(s) = &args[0] {
+        let net = if s.is_null() { None } else { Net::parse(&s.to_string()) };
+        let ips = match &args[1] {
+            ColumnarValue::Array(a) => a.clone(),
+            ColumnarValue::Scalar(v) => v.to_array()?,
+        };
+        let mut out = arrow::array::BooleanBuilder::with_capacity(ips.len());
+        each_str(&ips, |ip| out.append_option(net.and_then(|n| n.contains_text(ip?))))?;
+        let out = Arc::new(out.finish()) as ArrayRef;
+        return Ok(match &args[1] {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(out),
+        });
+    }
     let arrays = ColumnarValue::values_to_arrays(args)?;
     let nets = strings(&arrays[0])?;
     let ips = strings(&arrays[1])?;
@@ -82,12 +156,7 @@ fn cidr_contains(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionErro
             if ips.is_null(i) || nets.is_null(i) {
                 return None;
             }
-            let net = match scalar_net {
-                Some(n) => n,
-                None => Net::parse(nets.value(i)),
-            }?;
-            let ip: IpAddr = ips.value(i).parse().ok()?;
-            Some(net.contains(ip))
+            Net::parse(nets.value(i))?.contains_text(ips.value(i))
         })
         .collect();
     Ok(ColumnarValue::Array(Arc::new(out)))
@@ -146,5 +215,41 @@ mod tests {
         assert_eq!(Net::parse("10.0.0.0/33"), None);
         assert_eq!(Net::parse("banana"), None);
         assert!(Net::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_fast_ipv4_path_agrees_with_the_general_parser() {
+        for t in [
+            "10.1.2.3",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.1.2",
+            "10.1.2.3.4",
+            "256.1.1.1",
+            "01.1.1.1",
+            "1..1.1",
+            "1.1.1.",
+            ".1.1.1",
+            "a.b.c.d",
+            "10.1.2.3 ",
+            "::1",
+            "::ffff:10.1.2.3",
+            "1.2.3.04",
+            "",
+        ] {
+            let std = t.parse::<Ipv4Addr>().ok().map(u32::from);
+            assert_eq!(fast_v4(t), std, "{t:?}");
+        }
+        for (net, ip, inside) in [
+            ("10.1.0.0/16", "10.1.255.3", Some(true)),
+            ("10.1.0.0/16", "10.2.0.1", Some(false)),
+            ("10.0.0.0/7", "11.9.9.9", Some(true)),
+            ("0.0.0.0/0", "1.2.3.4", Some(true)),
+            ("10.0.0.0/8", "2001:db8::1", Some(false)),
+            ("2001:db8::/32", "2001:db8::1", Some(true)),
+            ("10.0.0.0/8", "banana", None),
+        ] {
+            assert_eq!(Net::parse(net).unwrap().contains_text(ip), inside, "{net} {ip}");
+        }
     }
 }
