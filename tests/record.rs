@@ -107,9 +107,15 @@ fn sessions_record_while_the_appliance_runs_and_exports_open_in_tshark() {
     assert_eq!(rows.len() as u64, dns["status"]["packets"].as_u64().unwrap());
 
     // One flow by its id from the flows table: exactly its packets.
-    let q = "SELECT uid, sum(orig_pkts + resp_pkts) AS n, min(orig_h) AS a, min(resp_h) AS b FROM flows \
-             WHERE proto = 'udp' AND resp_p = 53 GROUP BY uid HAVING count(*) = 1 ORDER BY uid LIMIT 1";
-    let out = ok(bin().args(["sql", q, "--format", "csv", "--data"]).arg(&data).output().unwrap(), "sql");
+    // A DNS flow that ended a second before the dns session stopped, so the
+    // session holds all of it (the appliance ran on after the stop).
+    let q = format!(
+        "SELECT uid, sum(orig_pkts + resp_pkts) AS n, min(orig_h) AS a, min(resp_h) AS b FROM flows \
+         WHERE proto = 'udp' AND resp_p = 53 GROUP BY uid \
+         HAVING count(*) = 1 AND max(last_ts) < to_timestamp_nanos({}) ORDER BY uid LIMIT 1",
+        ((stopped_at - 1.0) * 1e9) as i64
+    );
+    let out = ok(bin().args(["sql", &q, "--format", "csv", "--data"]).arg(&data).output().unwrap(), "sql");
     let row: Vec<&str> = out.lines().nth(1).expect("a DNS flow in the history").split(',').collect();
     let (uid, n, a, b) = (row[0], row[1].parse::<usize>().unwrap(), row[2], row[3]);
     let flow = dir.path().join("flow.pcap");

@@ -8,7 +8,9 @@ use arrow::array::{
     ArrayRef, Float64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder,
     UInt64Builder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::records::{list_of, ts_type};
 
 macro_rules! named {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),* $(,)? }) => {
@@ -83,14 +85,6 @@ pub struct Alert {
     pub sample_flows: Vec<String>,
     /// In plain language, what was seen and against what baseline.
     pub explanation: String,
-}
-
-fn ts_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
-}
-
-fn list_of(dt: DataType) -> DataType {
-    DataType::List(Arc::new(Field::new("item", dt, true)))
 }
 
 pub fn alerts_schema() -> SchemaRef {

@@ -114,7 +114,7 @@ pub struct FlowRecord<'a> {
     pub parents: [Option<FlowKey>; 2],
 }
 
-fn ts_type() -> DataType {
+pub(crate) fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
@@ -122,7 +122,7 @@ fn f(name: &str, dt: DataType, nullable: bool) -> Field {
     Field::new(name, dt, nullable)
 }
 
-fn list_of(dt: DataType) -> DataType {
+pub(crate) fn list_of(dt: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", dt, true)))
 }
 

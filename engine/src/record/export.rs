@@ -14,7 +14,7 @@ use super::RecordError;
 use super::session::{FileInfo, files_of, list, session_dir};
 use crate::decode::{DecodeConfig, Decoded, PROTO_ICMP, PROTO_ICMP6, addr, decode};
 use crate::filter::Filter;
-use crate::source::pcap::{MAGIC_NS, MAGIC_US};
+use crate::source::pcap::PcapState;
 use crate::source::{LinkType, PcapWriter};
 
 /// How long after a flow record's `last_ts` its packets may still come: a
@@ -110,19 +110,9 @@ impl Reader {
             Ok(_) => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         }
-        let le = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-        let (big_endian, nanos) = match le {
-            MAGIC_US => (false, false),
-            MAGIC_NS => (false, true),
-            x if x.swap_bytes() == MAGIC_US => (true, false),
-            x if x.swap_bytes() == MAGIC_NS => (true, true),
-            x => return Err(format!("{}: not a pcap file (magic {x:#010x})", path.display())),
-        };
-        let u32_at = |o: usize| {
-            let b = [h[o], h[o + 1], h[o + 2], h[o + 3]];
-            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
-        };
-        let link = LinkType::from_pcap(u32_at(20));
+        // The header as the capture reader parses it (magic, byte order, link type).
+        let st = PcapState::open(&path.display().to_string(), &h).map_err(|e| e.to_string())?;
+        let (big_endian, nanos, link) = (st.big_endian, st.nanos, st.link);
         Ok(Some(Reader {
             path: path.to_path_buf(),
             r,

@@ -477,27 +477,26 @@ fn started(m: &Managed) -> u64 {
 }
 
 fn finish(m: &mut Managed, now: u64, reason: String) {
-    save_status(m, SessionState::Stopped);
-    if let Some(s) = &mut m.status {
-        s.stopped_ns = Some(now);
-        s.reason = Some(reason.clone());
-    } else {
-        m.status = Some(SessionStatus {
-            state: SessionState::Stopped,
-            started_ns: now,
-            stopped_ns: Some(now),
-            reason: Some(reason.clone()),
-            packets: 0,
-            bytes: 0,
-        });
-    }
+    let (packets, bytes) = match &m.active {
+        Some(a) => (a.packets.load(Ordering::Relaxed), a.bytes.load(Ordering::Relaxed)),
+        None => m.status.as_ref().map_or((0, 0), |s| (s.packets, s.bytes)),
+    };
+    let started_ns = m.status.as_ref().map_or(now, |s| s.started_ns);
+    let st = SessionStatus {
+        state: SessionState::Stopped,
+        started_ns,
+        stopped_ns: Some(now),
+        reason: Some(reason.clone()),
+        packets,
+        bytes,
+    };
     m.active = None;
-    if let Err(e) = write_json(&m.dir.join(STATUS_FILE), m.status.as_ref().expect("set above")) {
+    if let Err(e) = write_json(&m.dir.join(STATUS_FILE), &st) {
         tracing::error!(session = %m.spec.name, error = %e, "recording: cannot write status");
     }
     let files = files_of(&m.dir).map(|f| f.len()).unwrap_or(0);
-    let st = m.status.as_ref().expect("set above");
-    tracing::info!(session = %m.spec.name, reason, packets = st.packets, bytes = st.bytes, files, "recording stopped");
+    tracing::info!(session = %m.spec.name, reason, packets, bytes, files, "recording stopped");
+    m.status = Some(st);
 }
 
 /// Copy the live counters into the status and write it.
