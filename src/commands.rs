@@ -201,7 +201,7 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
         pps,
         realtime: true,
         start_ns: now_ns(),
-        attacks: cfg.attacks,
+        attacks: cfg.attacks.clone(),
         ..SynthConfig::default()
     });
     tracing::info!(data = %data.display(), pps, workers = pcfg.workers, "no interface configured: running on built-in demo traffic (Ctrl-C to stop)");
@@ -210,6 +210,7 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let retention = start_retention(&data, &cfg, &writer, &stop)?;
     let recorder = crate::record::start(&data, &mut pcfg)?;
+    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data));
     let progress = Arc::new(Progress::default());
     let (summary, err) = pipeline::run(src, &pcfg, stop.clone(), progress, sink);
     recorder.finish();
@@ -253,6 +254,12 @@ pub(crate) fn print_summary(s: &RunSummary, w: &tapstream_query::WriterStats) {
         s.non_ip,
         s.dropped_batches,
     );
+    if s.detect != Default::default() {
+        eprintln!(
+            "alerts {} (events {}); detection windows dropped {}; conversations folded {}",
+            s.detect.alerts, s.detect.events, s.detect.dropped_windows, s.detect.folded_convs
+        );
+    }
     let anomalies: Vec<String> = s.anomalies.nonzero().map(|(n, c)| format!("{n}={c}")).collect();
     if !anomalies.is_empty() {
         eprintln!("anomalies: {}", anomalies.join(" "));
@@ -268,6 +275,7 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
     if a.verify_checksums {
         pcfg.decode.verify_checksums = true;
     }
+    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data));
     let mut failed = false;
     for f in &a.files {
         let path = f.display().to_string();

@@ -8,11 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use tapstream_engine::decode::DecodeConfig;
+use tapstream_engine::detect::{
+    DdosConfig, DetectConfig, DetectSetup, IcmpFloodConfig, ScanConfig, SpikeConfig, SynFloodConfig, UdpFloodConfig,
+};
 use tapstream_engine::flow::FlowConfig;
 use tapstream_engine::live::{BindMode, CaptureMethod, LiveConfig, XdpModeChoice, XskConfig};
 use tapstream_engine::pipeline::PipelineConfig;
 use tapstream_engine::records::Table;
-use tapstream_engine::source::AttackMix;
+use tapstream_engine::source::{AttackKind, AttackMix, ScheduledAttack};
 use tapstream_query::WriterConfig;
 use tapstream_query::retention::{MAX_AGE_DAYS, MIN_AGE_DAYS, RetentionPolicy};
 
@@ -35,6 +38,212 @@ pub struct RawConfig {
     pub sql: RawSql,
     #[serde(default)]
     pub retention: RawRetention,
+    #[serde(default)]
+    pub detect: RawDetect,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetect {
+    pub enabled: Option<bool>,
+    pub alert_log: Option<PathBuf>,
+    pub close_after_secs: Option<f64>,
+    pub update_every_secs: Option<f64>,
+    pub baseline_hours: Option<f64>,
+    pub max_conversations_per_second: Option<usize>,
+    #[serde(default)]
+    pub syn_flood: RawSynFlood,
+    #[serde(default)]
+    pub udp_flood: RawUdpFlood,
+    #[serde(default)]
+    pub icmp_flood: RawIcmpFlood,
+    #[serde(default)]
+    pub ddos: RawDdos,
+    #[serde(default)]
+    pub spike: RawSpike,
+    #[serde(default)]
+    pub scan: RawScan,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSynFlood {
+    pub enabled: Option<bool>,
+    pub min_rate: Option<f64>,
+    pub max_answered: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUdpFlood {
+    pub enabled: Option<bool>,
+    pub min_pps: Option<f64>,
+    pub max_reply_ratio: Option<f64>,
+    pub baseline_factor: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIcmpFlood {
+    pub enabled: Option<bool>,
+    pub min_pps: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDdos {
+    pub enabled: Option<bool>,
+    pub min_pps: Option<f64>,
+    pub min_sources: Option<u64>,
+    pub baseline_factor: Option<f64>,
+    pub warmup_secs: Option<u64>,
+    pub unlearned_min_pps: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpike {
+    pub enabled: Option<bool>,
+    pub factor: Option<f64>,
+    pub min_pps: Option<f64>,
+    pub warmup_secs: Option<u64>,
+    pub for_secs: Option<u64>,
+    pub average_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScan {
+    pub enabled: Option<bool>,
+    pub vertical_ports: Option<u64>,
+    pub horizontal_hosts: Option<u64>,
+    pub window_secs: Option<u64>,
+}
+
+/// Validated detection settings.
+#[derive(Debug, Clone)]
+pub struct Detect {
+    pub cfg: DetectConfig,
+    /// The JSON-lines alert log, relative to the data directory unless absolute.
+    pub alert_log: PathBuf,
+}
+
+impl Detect {
+    /// The wiring for a run writing history to `data`.
+    pub fn setup(&self, data: &Path) -> std::sync::Arc<DetectSetup> {
+        std::sync::Arc::new(DetectSetup {
+            cfg: self.cfg.clone(),
+            log: Some(data.join(&self.alert_log)),
+            feed: Some(std::sync::Arc::new(tapstream_engine::detect::AlertFeed::default())),
+        })
+    }
+}
+
+fn detect(r: RawDetect) -> anyhow::Result<Option<Detect>> {
+    if !r.enabled.unwrap_or(true) {
+        return Ok(None);
+    }
+    let d = DetectConfig::default();
+    let ns = |d: Duration| d.as_nanos() as u64;
+    let pos = |name: &str, v: Option<f64>, default: f64, max: f64| -> anyhow::Result<f64> {
+        match v {
+            None => Ok(default),
+            Some(x) if x.is_finite() && x > 0.0 && x <= max => Ok(x),
+            Some(x) => bail!("detect.{name} = {x}: must be above 0 and at most {max}"),
+        }
+    };
+    let ratio = |name: &str, v: Option<f64>, default: f64| -> anyhow::Result<f64> {
+        match v {
+            None => Ok(default),
+            Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+            Some(x) => bail!("detect.{name} = {x}: must be a fraction between 0 and 1"),
+        }
+    };
+    let count = |name: &str, v: Option<u64>, default: u64, min: u64, max: u64| {
+        range(&format!("detect.{name}"), v, default, min, max)
+    };
+    let cfg = DetectConfig {
+        close_after_ns: ns(secs(
+            "detect.close_after_secs",
+            r.close_after_secs,
+            Duration::from_nanos(d.close_after_ns),
+            1.0,
+            86_400.0,
+        )?),
+        update_every_ns: ns(secs(
+            "detect.update_every_secs",
+            r.update_every_secs,
+            Duration::from_nanos(d.update_every_ns),
+            1.0,
+            86_400.0,
+        )?),
+        baseline_tau_secs: (pos("baseline_hours", r.baseline_hours, d.baseline_tau_secs as f64 / 3600.0, 24.0 * 30.0)?
+            * 3600.0) as u64,
+        max_convs: range(
+            "detect.max_conversations_per_second",
+            r.max_conversations_per_second,
+            d.max_convs,
+            1024,
+            1 << 26,
+        )?,
+        syn_flood: SynFloodConfig {
+            enabled: r.syn_flood.enabled.unwrap_or(true),
+            min_rate: pos("syn_flood.min_rate", r.syn_flood.min_rate, d.syn_flood.min_rate, 1e9)?,
+            max_answered: ratio("syn_flood.max_answered", r.syn_flood.max_answered, d.syn_flood.max_answered)?,
+        },
+        udp_flood: UdpFloodConfig {
+            enabled: r.udp_flood.enabled.unwrap_or(true),
+            min_pps: pos("udp_flood.min_pps", r.udp_flood.min_pps, d.udp_flood.min_pps, 1e9)?,
+            max_reply_ratio: ratio(
+                "udp_flood.max_reply_ratio",
+                r.udp_flood.max_reply_ratio,
+                d.udp_flood.max_reply_ratio,
+            )?,
+            baseline_factor: pos(
+                "udp_flood.baseline_factor",
+                r.udp_flood.baseline_factor,
+                d.udp_flood.baseline_factor,
+                1e6,
+            )?,
+        },
+        icmp_flood: IcmpFloodConfig {
+            enabled: r.icmp_flood.enabled.unwrap_or(true),
+            min_pps: pos("icmp_flood.min_pps", r.icmp_flood.min_pps, d.icmp_flood.min_pps, 1e9)?,
+        },
+        ddos: DdosConfig {
+            enabled: r.ddos.enabled.unwrap_or(true),
+            min_pps: pos("ddos.min_pps", r.ddos.min_pps, d.ddos.min_pps, 1e10)?,
+            min_sources: count("ddos.min_sources", r.ddos.min_sources, d.ddos.min_sources, 1, 1 << 32)?,
+            baseline_factor: pos("ddos.baseline_factor", r.ddos.baseline_factor, d.ddos.baseline_factor, 1e6)?,
+            warmup_secs: count("ddos.warmup_secs", r.ddos.warmup_secs, d.ddos.warmup_secs, 0, 86_400 * 30)?,
+            unlearned_min_pps: pos("ddos.unlearned_min_pps", r.ddos.unlearned_min_pps, d.ddos.unlearned_min_pps, 1e10)?,
+        },
+        spike: SpikeConfig {
+            enabled: r.spike.enabled.unwrap_or(true),
+            factor: pos("spike.factor", r.spike.factor, d.spike.factor, 1e6)?,
+            min_pps: pos("spike.min_pps", r.spike.min_pps, d.spike.min_pps, 1e10)?,
+            warmup_secs: count("spike.warmup_secs", r.spike.warmup_secs, d.spike.warmup_secs, 0, 86_400 * 30)?,
+            for_secs: count("spike.for_secs", r.spike.for_secs, d.spike.for_secs, 1, 86_400)?,
+            average_secs: count("spike.average_secs", r.spike.average_secs, d.spike.average_secs, 10, 86_400 * 30)?,
+        },
+        scan: ScanConfig {
+            enabled: r.scan.enabled.unwrap_or(true),
+            vertical_ports: count("scan.vertical_ports", r.scan.vertical_ports, d.scan.vertical_ports, 2, 65_536)?,
+            horizontal_hosts: count(
+                "scan.horizontal_hosts",
+                r.scan.horizontal_hosts,
+                d.scan.horizontal_hosts,
+                2,
+                1 << 24,
+            )?,
+            window_secs: count("scan.window_secs", r.scan.window_secs, d.scan.window_secs, 1, 86_400)?,
+        },
+    };
+    let alert_log = r.alert_log.unwrap_or_else(|| PathBuf::from("alerts.json"));
+    if alert_log.as_os_str().is_empty() {
+        bail!("detect.alert_log: must name a file");
+    }
+    Ok(Some(Detect { cfg, alert_log }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +361,8 @@ pub struct Config {
     pub capture: Capture,
     pub sql: tapstream_query::Guardrails,
     pub retention: RetentionPolicy,
+    /// None: detection off.
+    pub detect: Option<Detect>,
 }
 
 /// Validated live-capture settings.
@@ -352,6 +563,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         filters: Vec::new(),
         live_clock: false,
         recorder: None,
+        detect: None,
     };
     let writer = WriterConfig {
         max_rows_per_file: range("storage.max_rows_per_file", raw.storage.max_rows_per_file, 1_000_000, 1, 1 << 30)?,
@@ -375,7 +587,9 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         )? << 20,
     };
     let retention = retention(&raw.retention)?;
+    let detect = detect(raw.detect)?;
     Ok(Config {
+        detect,
         pipeline,
         writer,
         data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -386,6 +600,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             udp_flood: frac("demo.udp_flood", raw.demo.udp_flood)?,
             port_scan: frac("demo.port_scan", raw.demo.port_scan)?,
             dns_tunnel: frac("demo.dns_tunnel", raw.demo.dns_tunnel)?,
+            schedule: Vec::new(),
         },
         capture,
         retention,
@@ -439,10 +654,34 @@ fn retention(r: &RawRetention) -> anyhow::Result<RetentionPolicy> {
     })
 }
 
-/// Parse `syn-flood=0.05,port-scan=0.01` into an attack mix.
+/// Parse `syn-flood=0.05,port-scan=0.01` (a share of new sessions all
+/// along) and `syn-flood:5000@20+10` (5,000 packets/s from 20 s after the
+/// start, for 10 s) into attacks.
 pub fn parse_attacks(s: &str) -> anyhow::Result<AttackMix> {
     let mut m = AttackMix::default();
     for part in s.split(',').filter(|p| !p.is_empty()) {
+        if let Some((k, rest)) = part.split_once(':') {
+            let bad =
+                || format!("attack `{part}`: expected NAME:PPS@START+DURATION (seconds), e.g. syn-flood:5000@20+10");
+            let kind = AttackKind::ALL.iter().copied().find(|a| a.name() == k).with_context(|| {
+                format!(
+                    "attack `{k}`: unknown ({})",
+                    AttackKind::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            let (pps, when) = rest.split_once('@').with_context(bad)?;
+            let (start, dur) = when.split_once('+').with_context(bad)?;
+            let pps: u64 = pps.parse().ok().filter(|&p| (1..=10_000_000).contains(&p)).with_context(bad)?;
+            let secs = |v: &str| v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0 && *x <= 1e6);
+            let (start, dur) = (secs(start).with_context(bad)?, secs(dur).with_context(bad)?);
+            m.schedule.push(ScheduledAttack {
+                kind,
+                pps,
+                start_ns: (start * 1e9) as u64,
+                duration_ns: (dur * 1e9) as u64,
+            });
+            continue;
+        }
         let (k, v) = part.split_once('=').with_context(|| format!("attack `{part}`: expected NAME=FRACTION"))?;
         let v: f64 = v.parse().with_context(|| format!("attack `{part}`: bad fraction"))?;
         if !(0.0..=1.0).contains(&v) {
@@ -453,7 +692,7 @@ pub fn parse_attacks(s: &str) -> anyhow::Result<AttackMix> {
             "udp-flood" => m.udp_flood = v,
             "port-scan" => m.port_scan = v,
             "dns-tunnel" => m.dns_tunnel = v,
-            _ => bail!("attack `{k}`: unknown (syn-flood, udp-flood, port-scan, dns-tunnel)"),
+            _ => bail!("attack `{k}`: unknown as a share (syn-flood, udp-flood, port-scan, dns-tunnel)"),
         }
     }
     Ok(m)

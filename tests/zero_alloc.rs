@@ -92,6 +92,61 @@ fn no_allocation_per_packet_while_recording() {
     assert_eq!(l[0].status.as_ref().unwrap().packets, recorded, "every packet recorded");
 }
 
+/// With detection on, a worker folds its flows into per-second conversation
+/// counters and sends one report per second: allocation happens per second
+/// (the report), never per packet.
+#[test]
+fn detection_allocates_per_second_not_per_packet() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    const FLOWS: u16 = 512;
+    let cfg = PipelineConfig {
+        record_batch_rows: 1 << 20,
+        flush_interval: std::time::Duration::from_secs(3600),
+        ..PipelineConfig::default()
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let mut w = Worker::new(0, &cfg);
+    w.attach_detect(tx, 1 << 16);
+    // Start 30 ms before a second ends, so the warm-up closes a second too.
+    let mut ts = 1_767_225_600_000_000_000u64 - 30_000_000;
+    const STEP: u64 = 10_000;
+    let mut frames = Vec::new();
+    for r in 0..400u32 {
+        for fl in 0..FLOWS {
+            frames.push(frame(fl, true, 1000 + r * 100, 5000 + r * 200, 100));
+            frames.push(frame(fl, false, 5000 + r * 200, 1000 + (r + 1) * 100, 200));
+        }
+    }
+    let (warm, steady) = frames.split_at(8 * 2 * FLOWS as usize);
+    for f in warm {
+        ts += STEP;
+        w.packet(&desc(f, ts), f);
+    }
+    assert!(ts > 1_767_225_600_000_000_000, "the warm-up crossed a second");
+    let first_sec = ts / 1_000_000_000;
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for f in steady {
+        ts += STEP;
+        w.packet(&desc(f, ts), f);
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let seconds = ts / 1_000_000_000 - first_sec;
+    assert!(seconds >= 3, "the measured run spans several seconds ({seconds})");
+    assert!(
+        allocs <= 2 * seconds,
+        "{allocs} allocations over {} packets and {seconds} seconds: more than one report's worth per second",
+        steady.len()
+    );
+    w.finish();
+    // Every packet is in some second's conversations.
+    let counted: u64 = rx
+        .try_iter()
+        .flat_map(|r: tapstream_engine::detect::WindowReport| r.convs)
+        .map(|(_, s)| s.pkts + s.rpkts)
+        .sum();
+    assert_eq!(counted, frames.len() as u64);
+}
+
 /// The allocator counts every thread: tests measure one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

@@ -63,6 +63,9 @@ pub struct PipelineConfig {
     pub live_clock: bool,
     /// Recording sessions to write packets for (see [`crate::record`]).
     pub recorder: Option<Arc<crate::record::RecordTap>>,
+    /// Run the detectors (see [`crate::detect`]); alerts go to the sink as
+    /// `alerts` batches.
+    pub detect: Option<Arc<crate::detect::DetectSetup>>,
 }
 
 impl Default for PipelineConfig {
@@ -83,6 +86,7 @@ impl Default for PipelineConfig {
             filters: Vec::new(),
             live_clock: false,
             recorder: None,
+            detect: None,
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct RunSummary {
     pub dropped_batches: u64,
     pub dropped_records: u64,
     pub rows_per_table: [u64; Table::COUNT],
+    pub detect: crate::detect::DetectSummary,
     pub elapsed: Duration,
 }
 
@@ -132,6 +137,11 @@ pub struct Worker {
     pub last_flush: Instant,
     flush_interval: Duration,
     record: crate::record::RecordShard,
+    /// Where closed seconds go for detection (the aggregation stage).
+    detect_tx: Option<Sender<crate::detect::WindowReport>>,
+    /// Never wait on the aggregation stage (live capture): drop and count.
+    detect_nowait: bool,
+    pub detect_drops: u64,
 }
 
 impl Worker {
@@ -157,7 +167,36 @@ impl Worker {
             last_flush: Instant::now(),
             flush_interval: cfg.flush_interval,
             record: crate::record::RecordShard::new(id, cfg.recorder.clone()),
+            detect_tx: None,
+            detect_nowait: cfg.drop_when_behind,
+            detect_drops: 0,
         }
+    }
+
+    /// Send this worker's closed seconds to the aggregation stage at `tx`
+    /// (the worker keeps per-second conversation counters from now on).
+    pub fn attach_detect(&mut self, tx: Sender<crate::detect::WindowReport>, max_convs: usize) {
+        self.tracker.enable_windows(max_convs);
+        self.detect_tx = Some(tx);
+    }
+
+    fn send_windows(&mut self) {
+        let Some(tx) = &self.detect_tx else { return };
+        for r in self.tracker.take_windows() {
+            if self.detect_nowait {
+                if tx.try_send(r).is_err() {
+                    self.detect_drops += 1;
+                }
+            } else {
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    /// The feeder's clock passed `ts` (no packet of ours needed to tell).
+    pub fn clock(&mut self, ts: u64) {
+        self.tracker.tick(ts, &mut self.sinks);
+        self.send_windows();
     }
 
     /// Process every frame of a batch (frames are borrowed, never copied).
@@ -173,6 +212,7 @@ impl Worker {
             self.packet(d, frame);
         }
         self.record.end_batch();
+        self.send_windows();
         if self.stats.rows() >= self.batch_rows {
             let b = self.stats.finish();
             self.sinks.ready.push((Table::Stats, b));
@@ -238,11 +278,13 @@ impl Worker {
     pub fn tick_now(&mut self) {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         self.tracker.tick(now, &mut self.sinks);
+        self.send_windows();
     }
 
     /// End of input: flush every flow and builder.
     pub fn finish(&mut self) {
         self.tracker.flush(&mut self.sinks);
+        self.send_windows();
         self.stats.close_second();
         self.flush_builders();
         self.record.close_all();
@@ -269,6 +311,9 @@ fn prefetch(frame: &[u8]) {
 
 enum Msg {
     Batch(Batch),
+    /// The feeder's packet clock (ns): detection's seconds close by it even
+    /// on a worker that got no packet.
+    Clock(u64),
 }
 
 /// Workers and the output thread: what every kind of run starts.
@@ -281,6 +326,7 @@ struct Crew {
     out_thread: std::thread::JoinHandle<[u64; Table::COUNT]>,
     dropped_batches: Arc<AtomicU64>,
     dropped_records: Arc<AtomicU64>,
+    detect: Option<crate::detect::DetectHandle>,
 }
 
 /// The output thread: every record batch goes through `sink` there.
@@ -329,6 +375,7 @@ where
 {
     let n = cfg.workers.max(1);
     let (out_tx, out_thread) = start_output(sink);
+    let detect = cfg.detect.as_ref().map(|d| crate::detect::start(d.clone(), n, out_tx.clone()));
     let dropped_batches = Arc::new(AtomicU64::new(0));
     let dropped_records = Arc::new(AtomicU64::new(0));
     let mut txs: Vec<Sender<Msg>> = Vec::with_capacity(n);
@@ -352,6 +399,7 @@ where
         let dropped_b = dropped_batches.clone();
         let dropped_r = dropped_records.clone();
         let done_w = done[i].clone();
+        let detect_tx = detect.as_ref().map(|d| d.tx.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("tapstream-w{i}"))
@@ -362,7 +410,7 @@ where
                     worker_loop(
                         i as u16,
                         &wcfg,
-                        WorkerChannels { rx, ret, out: out_tx, done: done_w },
+                        WorkerChannels { rx, ret, out: out_tx, done: done_w, detect: detect_tx },
                         dropped_b,
                         dropped_r,
                     )
@@ -370,16 +418,18 @@ where
                 .expect("spawn worker"),
         );
     }
-    Crew { txs, done, rets, handles, out_thread, dropped_batches, dropped_records }
+    Crew { txs, done, rets, handles, out_thread, dropped_batches, dropped_records, detect }
 }
 
 impl Crew {
     /// Wait for the workers (their inputs must be closed) and the output thread.
     fn join(self, summary: &mut RunSummary) {
-        let Crew { txs, handles, out_thread, dropped_batches, dropped_records, .. } = self;
+        let Crew { txs, handles, out_thread, dropped_batches, dropped_records, detect, .. } = self;
         drop(txs);
+        let mut detect_drops = 0;
         for h in handles {
             if let Ok(w) = h.join() {
+                detect_drops += w.detect_drops;
                 summary.packets += w.packets;
                 summary.bytes += w.bytes;
                 summary.non_ip += w.non_ip;
@@ -392,6 +442,10 @@ impl Crew {
                 summary.flows.interim += f.interim;
             }
         }
+        if let Some(d) = detect {
+            summary.detect = d.join();
+        }
+        summary.detect.dropped_windows = detect_drops;
         if let Ok(rows) = out_thread.join() {
             summary.rows_per_table = rows;
             summary.records = rows.iter().sum();
@@ -510,6 +564,11 @@ fn feed(
             }
             let hashes = shard_hashes(&decoded, cfg.flow.vlan_in_key).unwrap_or((0, 0));
             sh.push_split(hashes, &region, *d, None);
+        }
+        if cfg.detect.is_some()
+            && let Some(ts) = src_batch.descs.iter().map(|d| d.ts_ns).max()
+        {
+            sh.clock(ts);
         }
         // Hand partial batches over so workers never wait on a slow source.
         // A live source trickles a few frames per fill at moderate rates:
@@ -674,6 +733,7 @@ where
     F: FnMut(Output) + Send + 'static,
 {
     let (out_tx, out_thread) = start_output(sink);
+    let detect = cfg.detect.as_ref().map(|d| crate::detect::start(d.clone(), sources.len(), out_tx.clone()));
     let dropped_batches = Arc::new(AtomicU64::new(0));
     let dropped_records = Arc::new(AtomicU64::new(0));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -684,6 +744,7 @@ where
         let out = out_tx.clone();
         let (db, dr) = (dropped_batches.clone(), dropped_records.clone());
         let core = rx_cores.get(i).and_then(|&c| cores.iter().find(|id| id.id == c).copied());
+        let detect_tx = detect.as_ref().map(|d| d.tx.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tapstream-rx{i}"))
@@ -692,6 +753,10 @@ where
                         core_affinity::set_for_current(c);
                     }
                     let mut w = Worker::new(i as u16, &cfg);
+                    if let (Some(tx), Some(d)) = (detect_tx, &cfg.detect) {
+                        w.attach_detect(tx, d.cfg.max_convs);
+                    }
+                    let mut last_tick = Instant::now();
                     let mut batch = Batch::with_capacity(cfg.batch_size);
                     let mut hist = batch_histogram();
                     let mut last_kernel = Instant::now();
@@ -703,6 +768,9 @@ where
                             if w.last_flush.elapsed() >= cfg.flush_interval {
                                 w.tick_now();
                                 w.flush_builders();
+                            } else if cfg.detect.is_some() && last_tick.elapsed() >= Duration::from_millis(250) {
+                                last_tick = Instant::now();
+                                w.tick_now();
                             }
                         } else {
                             let _ = hist.record(got as u64);
@@ -729,6 +797,7 @@ where
                         capture: source.capture_stats(),
                     };
                     let r = WorkerResult {
+                        detect_drops: w.detect_drops,
                         filtered: w.filtered,
                         packets: w.packets,
                         bytes: w.bytes,
@@ -743,8 +812,10 @@ where
     }
     drop(out_tx);
     let mut summary = LiveSummary::default();
+    let mut detect_drops = 0;
     for h in threads {
         if let Ok((report, w, st)) = h.join() {
+            detect_drops += w.detect_drops;
             summary.run.source.packets += st.packets;
             summary.run.source.bytes += st.bytes;
             summary.run.packets += w.packets;
@@ -759,6 +830,10 @@ where
             summary.feeds.push(report);
         }
     }
+    if let Some(d) = detect {
+        summary.run.detect = d.join();
+    }
+    summary.run.detect.dropped_windows = detect_drops;
     if let Ok(rows) = out_thread.join() {
         summary.run.rows_per_table = rows;
         summary.run.records = rows.iter().sum();
@@ -799,6 +874,8 @@ struct Sharder<'c> {
     max_queue: usize,
     anomalies: AnomalyCounters,
     last_send: Instant,
+    /// The second of the latest packet (detection's clock).
+    clock_sec: u64,
 }
 
 impl<'c> Sharder<'c> {
@@ -832,6 +909,26 @@ impl<'c> Sharder<'c> {
             max_queue: 0,
             anomalies: AnomalyCounters::default(),
             last_send: Instant::now(),
+            clock_sec: 0,
+        }
+    }
+
+    /// The packets have reached `ts`: when that starts a new second, hand
+    /// every worker what it has so far and then the time, so every worker
+    /// closes the second before it (detection waits for all of them).
+    fn clock(&mut self, ts: u64) {
+        let sec = ts / 1_000_000_000;
+        if sec <= self.clock_sec {
+            return;
+        }
+        self.clock_sec = sec;
+        self.send_all();
+        for tx in &self.txs {
+            if self.live {
+                let _ = tx.try_send(Msg::Clock(ts));
+            } else {
+                let _ = tx.send(Msg::Clock(ts));
+            }
         }
     }
 
@@ -946,6 +1043,7 @@ impl<'c> Sharder<'c> {
 }
 
 struct WorkerResult {
+    detect_drops: u64,
     filtered: u64,
     packets: u64,
     bytes: u64,
@@ -961,6 +1059,8 @@ struct WorkerChannels {
     out: Sender<Vec<Output>>,
     /// Batches finished, for the reader's memory release.
     done: Arc<AtomicU64>,
+    /// The aggregation stage, when detection runs.
+    detect: Option<Sender<crate::detect::WindowReport>>,
 }
 
 fn worker_loop(
@@ -970,12 +1070,21 @@ fn worker_loop(
     dropped_batches: Arc<AtomicU64>,
     dropped_records: Arc<AtomicU64>,
 ) -> WorkerResult {
-    let WorkerChannels { rx, ret, out, done } = ch;
+    let WorkerChannels { rx, ret, out, done, detect } = ch;
     let mut w = Worker::new(id, cfg);
+    if let (Some(tx), Some(d)) = (detect, &cfg.detect) {
+        w.attach_detect(tx, d.cfg.max_convs);
+    }
+    // Wake at least once per flush interval, so records reach the sink on
+    // time even when no packets arrive; with detection on a live clock, four
+    // times a second, so an idle worker's seconds still close.
+    let wake = if cfg.detect.is_some() && cfg.live_clock {
+        cfg.flush_interval.min(Duration::from_millis(250))
+    } else {
+        cfg.flush_interval
+    };
     loop {
-        // Wake at least once per flush interval, so records reach the sink
-        // on time even when no packets arrive.
-        match rx.recv_timeout(cfg.flush_interval) {
+        match rx.recv_timeout(wake) {
             Ok(Msg::Batch(b)) => {
                 w.process(&b);
                 done.fetch_add(1, Ordering::Release);
@@ -985,11 +1094,14 @@ fn worker_loop(
                     let _ = r.send(b);
                 }
             }
+            Ok(Msg::Clock(ts)) => w.clock(ts),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 if cfg.live_clock {
                     w.tick_now();
                 }
-                w.flush_builders()
+                if w.last_flush.elapsed() >= cfg.flush_interval {
+                    w.flush_builders()
+                }
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
@@ -998,6 +1110,7 @@ fn worker_loop(
     w.finish();
     deliver(&mut w, &out, cfg.drop_when_behind, &dropped_batches, &dropped_records);
     WorkerResult {
+        detect_drops: w.detect_drops,
         filtered: w.filtered,
         packets: w.packets,
         bytes: w.bytes,

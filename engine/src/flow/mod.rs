@@ -103,6 +103,8 @@ pub struct Flow {
     /// Totals already reported by interim records.
     pub reported: Reported,
     pub period_start: u64,
+    /// Detection's mark of the second this flow was last touched in.
+    pub(crate) win: crate::detect::WinMark,
 }
 
 /// Counters already exported for a flow (for interim deltas).
@@ -135,6 +137,8 @@ pub struct FlowTracker {
     worker: u16,
     seq: u64,
     pub proto: proto::Analyzers,
+    /// Detection's per-second view of the flows (disabled unless detection runs).
+    pub(crate) win: crate::detect::WindowAcc,
 }
 
 impl FlowTracker {
@@ -147,7 +151,44 @@ impl FlowTracker {
             worker,
             seq: 0,
             proto: proto::Analyzers::new(),
+            win: crate::detect::WindowAcc::disabled(),
         }
+    }
+
+    /// Keep detection's per-second conversation counters (see [`crate::detect`]).
+    pub fn enable_windows(&mut self, max_convs: usize) {
+        self.win = crate::detect::WindowAcc::new(self.worker, max_convs);
+    }
+
+    /// Closed seconds for detection, oldest first.
+    pub fn take_windows(&mut self) -> impl Iterator<Item = crate::detect::WindowReport> + '_ {
+        self.win.ready.drain(..)
+    }
+
+    fn live(&self, e: u32, uid: u64) -> bool {
+        (e as usize) < self.table.capacity() && self.table.get(e).uid == uid
+    }
+
+    /// Close detection's open second: judge the attempts carried from the
+    /// second before, fold every flow touched in it, and open `new_sec`.
+    fn close_window(&mut self, new_sec: u64) {
+        for i in 0..self.win.carry.len() {
+            let (e, uid) = self.win.carry[i];
+            if self.live(e, uid) {
+                let key = *self.table.key(e);
+                self.win.judge_carried(&key, self.table.get_mut(e));
+            }
+        }
+        let sec = self.win.sec;
+        for i in 0..self.win.active.len() {
+            let (e, uid) = self.win.active[i];
+            if self.live(e, uid) && self.table.get(e).win.sec == sec {
+                let key = *self.table.key(e);
+                self.win.fold(e, &key, self.table.get_mut(e), false);
+            }
+        }
+        self.win.active.clear();
+        self.win.close(new_sec);
     }
 
     pub fn len(&self) -> usize {
@@ -165,6 +206,9 @@ impl FlowTracker {
     /// Account one decoded packet.
     pub fn packet(&mut self, desc: &Desc, frame: &[u8], d: &Decoded, sinks: &mut Sinks) {
         let ts = desc.ts_ns;
+        if self.win.passes(ts) {
+            self.close_window(ts / SEC);
+        }
         if ts > self.now {
             self.now = ts;
             self.expire(ts, sinks);
@@ -190,6 +234,12 @@ impl FlowTracker {
             let f = self.table.get_mut(e);
             if f.conn.orig.pkts + f.conn.resp.pkts == 0 {
                 f.vlan = d.vlan_id();
+            }
+            if self.win.enabled && f.win.sec != self.win.sec {
+                f.win.sec = self.win.sec;
+                f.win.pkts = [f.conn.orig.pkts, f.conn.resp.pkts];
+                f.win.bytes = [f.conn.orig.ip_bytes, f.conn.resp.ip_bytes];
+                self.win.active.push((e, f.uid));
             }
             let is_orig = pk.from_lo == f.orig_is_lo;
             f.conn.update(l, is_orig, ts);
@@ -220,6 +270,7 @@ impl FlowTracker {
                 if self.proto.take_flip() {
                     f.orig_is_lo = !f.orig_is_lo;
                     f.conn.flip();
+                    f.win.flip();
                     std::mem::swap(&mut f.orig_flags, &mut f.resp_flags);
                 }
             }
@@ -326,6 +377,9 @@ impl FlowTracker {
 
     /// Advance time without a packet (idle capture) and expire.
     pub fn tick(&mut self, now: u64, sinks: &mut Sinks) {
+        if self.win.passes(now) {
+            self.close_window(now / SEC);
+        }
         if now > self.now {
             self.now = now;
         }
@@ -340,11 +394,19 @@ impl FlowTracker {
             self.emit(e, RecordKind::Final, sinks);
             self.table.remove(e);
         }
+        self.win.finish();
     }
 
     fn emit(&mut self, e: u32, kind: RecordKind, sinks: &mut Sinks) {
         let key = *self.table.key(e);
         let f = self.table.get_mut(e);
+        if kind != RecordKind::Interim && self.win.enabled {
+            // The flow goes: its activity of this second counts now.
+            self.win.judge_carried(&key, f);
+            if f.win.sec == self.win.sec && f.win.sec != 0 {
+                self.win.fold(e, &key, f, true);
+            }
+        }
         if kind != RecordKind::Interim {
             self.proto.finish(&mut f.app, f.uid, &key, f.orig_is_lo, sinks);
         }

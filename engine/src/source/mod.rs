@@ -16,7 +16,7 @@ mod writer;
 use std::sync::Arc;
 
 pub use file::{CaptureFile, CaptureFormat, open_capture};
-pub use synth::{AttackMix, SynthConfig, SynthSource};
+pub use synth::{AttackKind, AttackMix, ScheduledAttack, SynthConfig, SynthSource};
 pub use writer::PcapWriter;
 
 /// Link-layer types we understand (values are the pcap LINKTYPE_ numbers).

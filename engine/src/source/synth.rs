@@ -5,13 +5,68 @@
 
 use super::{Batch, Desc, Layers, LinkType, PacketSource, Region, SourceError, SourceStats};
 
-/// Attack traffic mixed in, each as a fraction of all packets (0.0–1.0).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Attack traffic: a background mix (each kind's share of new sessions,
+/// 0.0–1.0), plus attacks at a fixed rate during a set time.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AttackMix {
     pub syn_flood: f64,
     pub udp_flood: f64,
     pub port_scan: f64,
     pub dns_tunnel: f64,
+    pub schedule: Vec<ScheduledAttack>,
+}
+
+/// A kind of attack the generator can inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttackKind {
+    /// Spoofed SYNs from many sources to 198.51.100.200:80, never answered.
+    SynFlood,
+    /// UDP datagrams from many clients to random ports of 198.51.100.200.
+    UdpFlood,
+    /// ICMP echo requests from many sources to 198.51.100.200.
+    IcmpFlood,
+    /// 10.9.9.9 probing ports 1–1024 of 198.51.100.200 (each refused).
+    PortScan,
+    /// Long random names under t.exfil.example.
+    DnsTunnel,
+}
+
+impl AttackKind {
+    pub const ALL: [AttackKind; 5] = [
+        AttackKind::SynFlood,
+        AttackKind::UdpFlood,
+        AttackKind::IcmpFlood,
+        AttackKind::PortScan,
+        AttackKind::DnsTunnel,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::SynFlood => "syn-flood",
+            AttackKind::UdpFlood => "udp-flood",
+            AttackKind::IcmpFlood => "icmp-flood",
+            AttackKind::PortScan => "port-scan",
+            AttackKind::DnsTunnel => "dns-tunnel",
+        }
+    }
+    fn session_kind(self) -> Kind {
+        match self {
+            AttackKind::SynFlood => Kind::SynFlood,
+            AttackKind::UdpFlood => Kind::UdpFlood,
+            AttackKind::IcmpFlood => Kind::IcmpFlood,
+            AttackKind::PortScan => Kind::Scan,
+            AttackKind::DnsTunnel => Kind::DnsTunnel,
+        }
+    }
+}
+
+/// `pps` packets per second of `kind` from `start_ns` after the first
+/// packet, for `duration_ns`, on top of the normal traffic.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScheduledAttack {
+    pub kind: AttackKind,
+    pub pps: u64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +133,7 @@ enum Kind {
     Icmp,
     SynFlood,
     UdpFlood,
+    IcmpFlood,
     Scan,
     DnsTunnel,
 }
@@ -113,6 +169,8 @@ pub struct SynthSource {
     started: std::time::Instant,
     scan_port: u16,
     buf: Vec<u8>,
+    /// Per scheduled attack: its session and the time of its next packet.
+    attacks: Vec<(Session, u64)>,
 }
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -141,8 +199,13 @@ impl SynthSource {
             started: std::time::Instant::now(),
             scan_port: 1,
             buf: Vec::with_capacity(2048),
+            attacks: Vec::new(),
             cfg,
         };
+        for a in s.cfg.attacks.schedule.clone() {
+            let sess = s.session_of(a.kind.session_kind());
+            s.attacks.push((sess, s.cfg.start_ns + a.start_ns));
+        }
         for _ in 0..s.cfg.concurrency.max(1) {
             let sess = s.new_session();
             s.sessions.push(sess);
@@ -168,7 +231,7 @@ impl SynthSource {
     }
 
     fn pick_kind(&mut self) -> Kind {
-        let a = self.cfg.attacks;
+        let a = &self.cfg.attacks;
         let u = self.rng.f64();
         let mut acc = a.syn_flood;
         if u < acc {
@@ -197,6 +260,10 @@ impl SynthSource {
 
     fn new_session(&mut self) -> Session {
         let kind = self.pick_kind();
+        self.session_of(kind)
+    }
+
+    fn session_of(&mut self, kind: Kind) -> Session {
         let v6 = matches!(kind, Kind::Http | Kind::Tls | Kind::Dns | Kind::Icmp) && self.rng.below(10) == 0;
         let client = self.addr(v6, true);
         let mut server = self.addr(v6, false);
@@ -206,6 +273,7 @@ impl SynthSource {
             Kind::Dns | Kind::DnsTunnel => 53,
             Kind::Dhcp => 67,
             Kind::SynFlood => 80,
+            Kind::IcmpFlood => 0,
             Kind::UdpFlood => self.rng.below(60000) as u16 + 1024,
             Kind::Scan => {
                 self.scan_port = self.scan_port % 1024 + 1;
@@ -213,11 +281,11 @@ impl SynthSource {
             }
             Kind::Icmp => 0,
         };
-        if matches!(kind, Kind::SynFlood | Kind::UdpFlood | Kind::Scan) {
+        if matches!(kind, Kind::SynFlood | Kind::UdpFlood | Kind::IcmpFlood | Kind::Scan) {
             server[..4].copy_from_slice(&[198, 51, 100, 200]);
         }
         let mut client = client;
-        if kind == Kind::SynFlood {
+        if matches!(kind, Kind::SynFlood | Kind::IcmpFlood) {
             // spoofed sources from documentation space
             let r = self.rng.next();
             client[..4].copy_from_slice(&[203, 0, (r >> 8) as u8 & 0x71, r as u8]);
@@ -250,6 +318,12 @@ impl SynthSource {
     /// Write the next packet of session `i` into `self.buf`.
     fn next_packet(&mut self, i: usize) {
         let mut s = self.sessions[i].clone();
+        self.step(&mut s);
+        self.sessions[i] = s;
+    }
+
+    /// Write the next packet of session `s` into `self.buf`.
+    fn step(&mut self, s: &mut Session) {
         self.buf.clear();
         use Kind::*;
         const SYN: u8 = 0x02;
@@ -260,21 +334,21 @@ impl SynthSource {
         match s.kind {
             Http | Tls if s.unacked >= 2 => {
                 s.unacked = 0;
-                self.tcp(&s, true, ACK, &[]);
+                self.tcp(s, true, ACK, &[]);
             }
             Http | Tls => {
                 let mss = 1448u64;
                 match s.step {
-                    0 => self.tcp(&s, true, SYN, &[]),
-                    1 => self.tcp(&s, false, SYN | ACK, &[]),
-                    2 => self.tcp(&s, true, ACK, &[]),
+                    0 => self.tcp(s, true, SYN, &[]),
+                    1 => self.tcp(s, false, SYN | ACK, &[]),
+                    2 => self.tcp(s, true, ACK, &[]),
                     3 => {
                         let req = if s.kind == Http {
                             http_request(HOSTS[s.name as usize])
                         } else {
                             client_hello(HOSTS[s.name as usize])
                         };
-                        self.tcp(&s, true, PSH | ACK, &req);
+                        self.tcp(s, true, PSH | ACK, &req);
                         s.cseq = s.cseq.wrapping_add(req.len() as u32);
                     }
                     4 => {
@@ -284,7 +358,7 @@ impl SynthSource {
                         } else {
                             server_hello()
                         };
-                        self.tcp(&s, false, PSH | ACK, &head);
+                        self.tcp(s, false, PSH | ACK, &head);
                         s.sseq = s.sseq.wrapping_add(head.len() as u32);
                     }
                     _ if s.left > 0 => {
@@ -299,21 +373,21 @@ impl SynthSource {
                         for (j, b) in body.iter_mut().enumerate().skip(5) {
                             *b = fill.wrapping_add(j as u8);
                         }
-                        self.tcp(&s, false, ACK, &body);
+                        self.tcp(s, false, ACK, &body);
                         s.sseq = s.sseq.wrapping_add(n as u32);
                         s.left -= n;
                         s.step = 4; // stays in the data phase
                         // the client acknowledges every second segment (delayed ACK)
                         s.unacked += 1;
                     }
-                    5 => self.tcp(&s, true, FIN | ACK, &[]),
+                    5 => self.tcp(s, true, FIN | ACK, &[]),
                     6 => {
                         s.cseq = s.cseq.wrapping_add(1);
-                        self.tcp(&s, false, FIN | ACK, &[]);
+                        self.tcp(s, false, FIN | ACK, &[]);
                     }
                     _ => {
                         s.sseq = s.sseq.wrapping_add(1);
-                        self.tcp(&s, true, ACK, &[]);
+                        self.tcp(s, true, ACK, &[]);
                         s.done = true;
                     }
                 }
@@ -339,7 +413,7 @@ impl SynthSource {
                 let q = dns_msg(s.cseq as u16, &name, s.step == 1, s.v6, s.kind == DnsTunnel);
                 let (c, sv) = (s.step == 0, s.step == 1);
                 if c || sv {
-                    self.udp(&s, c, &q);
+                    self.udp(s, c, &q);
                 }
                 s.step += 1;
                 if s.step >= 2 || (s.kind == DnsTunnel && self.rng.below(3) == 0) {
@@ -347,7 +421,7 @@ impl SynthSource {
                 }
             }
             Dhcp => {
-                let m = dhcp_msg(s.step as u8 + 1, s.cseq, &s);
+                let m = dhcp_msg(s.step as u8 + 1, s.cseq, s);
                 let from_client = s.step.is_multiple_of(2);
                 self.dhcp(from_client, &m);
                 s.step += 1;
@@ -360,38 +434,59 @@ impl SynthSource {
                 for (j, b) in p.iter_mut().enumerate() {
                     *b = j as u8;
                 }
-                self.icmp_echo(&s, s.step.is_multiple_of(2), s.step as u16 / 2, &p);
+                self.icmp_echo(s, s.step.is_multiple_of(2), s.step as u16 / 2, &p);
                 s.step += 1;
                 if s.step >= 8 {
                     s.done = true;
                 }
+            }
+            IcmpFlood => {
+                let r = self.rng.next();
+                s.client[2] = (r >> 16) as u8;
+                s.client[3] = (r >> 24) as u8;
+                s.cport = (r >> 32) as u16;
+                self.icmp_echo(s, true, 1, &[0x61; 56]);
+                s.done = true;
             }
             SynFlood => {
                 let r = self.rng.next();
                 s.client[2] = (r >> 16) as u8;
                 s.client[3] = (r >> 24) as u8;
                 s.cport = (r >> 32) as u16 | 1024;
-                self.tcp(&s, true, SYN, &[]);
+                self.tcp(s, true, SYN, &[]);
                 s.done = true;
             }
             UdpFlood => {
                 let n = 512 + self.rng.below(900) as usize;
                 let p = vec![0x41u8; n];
-                self.udp(&s, true, &p);
+                self.udp(s, true, &p);
                 s.done = true;
             }
             Scan => {
                 if s.step == 0 {
-                    self.tcp(&s, true, SYN, &[]);
+                    self.tcp(s, true, SYN, &[]);
                 } else {
                     s.cseq = s.cseq.wrapping_add(1);
-                    self.tcp(&s, false, RST | ACK, &[]);
+                    self.tcp(s, false, RST | ACK, &[]);
                     s.done = true;
                 }
                 s.step += 1;
             }
         }
-        self.sessions[i] = s;
+    }
+
+    /// The scheduled attack with the earliest packet due at or before
+    /// `before`, and that packet's time.
+    fn due_attack(&self, before: u64) -> Option<(usize, u64)> {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, (_, next)) in self.attacks.iter().enumerate() {
+            let a = &self.cfg.attacks.schedule[i];
+            let end = self.cfg.start_ns + a.start_ns + a.duration_ns;
+            if *next <= before && *next < end && best.is_none_or(|(_, t)| *next < t) {
+                best = Some((i, *next));
+            }
+        }
+        best
     }
 
     fn ip_header(&mut self, v6: bool, src: &[u8; 16], dst: &[u8; 16], proto: u8, l4_len: usize) {
@@ -673,8 +768,13 @@ impl PacketSource for SynthSource {
             if self.cfg.packets > 0 && self.emitted >= self.cfg.packets {
                 break;
             }
+            // The next packet: a scheduled attack's when one is due before
+            // the next normal packet, else the normal one.
+            let normal_ts = self.ts + self.step_ns.max(1);
+            let attack = self.due_attack(normal_ts);
+            let ts = attack.map_or(normal_ts, |(_, t)| t);
             if self.cfg.realtime {
-                let due = self.started + std::time::Duration::from_nanos(self.emitted * self.step_ns);
+                let due = self.started + std::time::Duration::from_nanos(ts.saturating_sub(self.cfg.start_ns));
                 let now = std::time::Instant::now();
                 if due > now {
                     if n > 0 {
@@ -683,24 +783,33 @@ impl PacketSource for SynthSource {
                     std::thread::sleep(due - now);
                 }
             }
-            let i = self.rng.below(self.sessions.len() as u64) as usize;
-            self.next_packet(i);
-            if self.sessions[i].done {
-                let s = self.new_session();
-                self.sessions[i] = s;
+            if let Some((a, t)) = attack {
+                let (mut sess, _) = self.attacks[a].clone();
+                if sess.done {
+                    sess = self.session_of(self.cfg.attacks.schedule[a].kind.session_kind());
+                }
+                self.step(&mut sess);
+                let gap = 1_000_000_000 / self.cfg.attacks.schedule[a].pps.max(1);
+                self.attacks[a] = (sess, t + gap.max(1));
+            } else {
+                let i = self.rng.below(self.sessions.len() as u64) as usize;
+                self.next_packet(i);
+                if self.sessions[i].done {
+                    let s = self.new_session();
+                    self.sessions[i] = s;
+                }
+                self.ts = normal_ts;
             }
             if self.buf.is_empty() {
                 continue;
             }
             let off = region.len();
             region.extend_from_slice(&self.buf);
-            // jitter within the step keeps timestamps realistic and increasing
-            self.ts += self.step_ns.max(1);
             batch.descs.push(Desc {
                 offset: off as u64,
                 caplen: self.buf.len() as u32,
                 wire_len: self.buf.len() as u32,
-                ts_ns: self.ts,
+                ts_ns: ts,
                 link: LinkType::ETHERNET,
                 iface: 0,
                 layers: Layers::All,

@@ -1,0 +1,140 @@
+//! The aggregation stage: one thread merging every worker's seconds and
+//! running the detectors once a second is complete everywhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+
+use super::detectors::Detectors;
+use super::{AlertManager, ConvKey, ConvStat, DetectSetup, SEC, WindowReport};
+use crate::records::{Output, Table};
+
+type Map = HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>;
+
+/// Merges reports; yields a second once every worker has moved past it.
+pub(crate) struct Aggregator {
+    watermarks: Vec<u64>,
+    pending: BTreeMap<u64, Map>,
+    pub overflow: u64,
+}
+
+impl Aggregator {
+    pub fn new(workers: usize) -> Aggregator {
+        Aggregator { watermarks: vec![0; workers.max(1)], pending: BTreeMap::new(), overflow: 0 }
+    }
+
+    pub fn add(&mut self, r: WindowReport) {
+        let m = self.pending.entry(r.sec).or_default();
+        for (k, s) in r.convs {
+            m.entry(k).or_default().merge(&s);
+        }
+        self.overflow += r.overflow;
+        if let Some(w) = self.watermarks.get_mut(r.worker as usize) {
+            *w = (*w).max(r.through);
+        }
+    }
+
+    /// Every worker has reported all seconds before this one.
+    pub fn watermark(&self) -> u64 {
+        self.watermarks.iter().copied().min().unwrap_or(0)
+    }
+
+    /// The oldest complete second, if any.
+    pub fn next_complete(&mut self) -> Option<(u64, Map)> {
+        let w = self.watermark();
+        let (&sec, _) = self.pending.first_key_value()?;
+        if sec < w { self.pending.remove(&sec).map(|m| (sec, m)) } else { None }
+    }
+
+    /// End of input: everything still pending, oldest first.
+    pub fn drain(&mut self) -> Vec<(u64, Map)> {
+        std::mem::take(&mut self.pending).into_iter().collect()
+    }
+}
+
+/// What detection did in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectSummary {
+    /// Alerts opened.
+    pub alerts: u64,
+    /// Alert events written (open, update, close).
+    pub events: u64,
+    /// Window reports lost because the aggregation stage fell behind (live capture).
+    pub dropped_windows: u64,
+    /// Conversations folded into unknown-source entries (a worker's table was full).
+    pub folded_convs: u64,
+}
+
+/// The running aggregation stage: workers send their seconds through `tx`.
+pub struct DetectHandle {
+    pub tx: Sender<WindowReport>,
+    thread: std::thread::JoinHandle<DetectSummary>,
+}
+
+impl DetectHandle {
+    /// Wait for the stage (after every worker, and so every sender, is gone).
+    pub fn join(self) -> DetectSummary {
+        drop(self.tx);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// Start the aggregation stage for `workers` workers; alert batches go to `out`.
+pub fn start(setup: Arc<DetectSetup>, workers: usize, out: Sender<Vec<Output>>) -> DetectHandle {
+    let (tx, rx) = bounded::<WindowReport>(workers.max(1) * 64);
+    let thread = std::thread::Builder::new()
+        .name("tapstream-detect".into())
+        .spawn(move || run(&setup, workers, rx, out))
+        .expect("spawn detection thread");
+    DetectHandle { tx, thread }
+}
+
+fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sender<Vec<Output>>) -> DetectSummary {
+    let mut mgr = match AlertManager::new(setup) {
+        Ok(m) => m,
+        Err(e) => {
+            let log = setup.log.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            tracing::error!("alert log {log}: {e}; alerts go to the alerts table and the feed only");
+            AlertManager::new(&DetectSetup { log: None, ..setup.clone() }).expect("no file to open")
+        }
+    };
+    let mut agg = Aggregator::new(workers);
+    let mut det = Detectors::new(setup.cfg.clone());
+    let mut last_sec = 0u64;
+    let send = |mgr: &mut AlertManager| {
+        if let Some(b) = mgr.take_batch() {
+            let _ = out.send(vec![(Table::Alerts, b)]);
+        }
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => agg.add(r),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while let Ok(r) = rx.try_recv() {
+            agg.add(r);
+        }
+        while let Some((sec, m)) = agg.next_complete() {
+            let f = det.evaluate(sec, &m);
+            mgr.observe(sec, f);
+            last_sec = sec;
+        }
+        // Seconds without traffic still end quiet alerts.
+        let w = agg.watermark();
+        if w != u64::MAX && w > last_sec + 1 {
+            mgr.close_quiet(w * SEC);
+        }
+        send(&mut mgr);
+    }
+    for (sec, m) in agg.drain() {
+        let f = det.evaluate(sec, &m);
+        mgr.observe(sec, f);
+        last_sec = sec;
+    }
+    mgr.close_all((last_sec + 1) * SEC);
+    send(&mut mgr);
+    DetectSummary { alerts: mgr.opened, events: mgr.events, dropped_windows: 0, folded_convs: agg.overflow }
+}

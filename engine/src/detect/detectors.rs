@@ -1,0 +1,622 @@
+//! The built-in detectors, run once per second on the merged view of every
+//! worker. Each finding names the group it belongs to: findings of one
+//! group (one target host under attack, one scanning source, the link) are
+//! one alert, so one attack is one alert however many detectors see it.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{ConvKey, ConvStat, DetectConfig, severity_for};
+use crate::alert::{Category, Severity, Verdict};
+use crate::decode::{PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, addr};
+use crate::flow::uid_string;
+
+type Addr = ([u8; 16], bool);
+
+/// What a detector saw in one second.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    /// Findings with the same group are one alert.
+    pub group: String,
+    /// Groups that take this finding in when one of them is open (a
+    /// volumetric DDoS on a host already alerted on for a SYN flood is that
+    /// flood, not a second alert).
+    pub absorbed_by: Vec<String>,
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub category: Category,
+    pub verdict: Verdict,
+    pub src_ips: Vec<String>,
+    pub dst_ips: Vec<String>,
+    pub ports: Vec<u16>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    pub rate: f64,
+    pub rate_unit: &'static str,
+    pub top_sources: Vec<String>,
+    pub sample_flows: Vec<String>,
+    pub explanation: String,
+}
+
+fn ip(a: &Addr) -> String {
+    addr(a.1, &a.0).to_string()
+}
+
+/// `48000.0` → `48,000`.
+pub(crate) fn thousands(x: f64) -> String {
+    let n = x.round().max(0.0) as u64;
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", (x * 100.0).clamp(0.0, 100.0))
+}
+
+/// An exponentially weighted moving average with bias correction, fed once
+/// per second (seconds without data count as zero).
+#[derive(Clone, Copy, Debug, Default)]
+struct Ewma {
+    value: f64,
+    first_sec: u64,
+    last_sec: u64,
+}
+
+impl Ewma {
+    fn update(&mut self, sec: u64, x: f64, tau: f64) {
+        let keep = (-1.0 / tau).exp();
+        if self.first_sec == 0 {
+            self.first_sec = sec;
+        } else if sec > self.last_sec + 1 {
+            self.value *= keep.powf((sec - self.last_sec - 1) as f64);
+        }
+        self.value = self.value * keep + x * (1.0 - keep);
+        self.last_sec = sec;
+    }
+
+    /// The average, corrected for having started at zero.
+    fn get(&self, sec: u64, tau: f64) -> f64 {
+        if self.first_sec == 0 {
+            return 0.0;
+        }
+        let n = (sec.max(self.last_sec) - self.first_sec + 1) as f64;
+        let keep = (-1.0 / tau).exp();
+        let corr = 1.0 - keep.powf(n);
+        let decay = keep.powf(sec.saturating_sub(self.last_sec) as f64);
+        if corr <= 0.0 { 0.0 } else { self.value * decay / corr }
+    }
+
+    fn age(&self, sec: u64) -> u64 {
+        if self.first_sec == 0 { 0 } else { sec.saturating_sub(self.first_sec) }
+    }
+}
+
+/// Everything sent to one host in a second.
+#[derive(Default)]
+struct Target {
+    pkts: u64,
+    bytes: u64,
+    rpkts: u64,
+    udp_pkts: u64,
+    udp_bytes: u64,
+    udp_rpkts: u64,
+    icmp_pkts: u64,
+    icmp_bytes: u64,
+    flows: u64,
+    srcs: HashMap<Addr, u64>,
+    /// Unknown sources (folded when a worker's table was full).
+    folded_srcs: bool,
+    /// Per TCP port: (SYNs, answered, rejected, packets, bytes, sources, samples).
+    syn_ports: HashMap<u16, SynPort>,
+    udp_ports: HashMap<u16, u64>,
+    samples: Vec<u64>,
+}
+
+#[derive(Default)]
+struct SynPort {
+    syn: u64,
+    answered: u64,
+    pkts: u64,
+    bytes: u64,
+    srcs: HashMap<Addr, u64>,
+    samples: Vec<u64>,
+}
+
+#[derive(Default)]
+struct ScanSrc {
+    /// (destination, protocol, port) → last second a failed attempt was seen.
+    pairs: HashMap<(Addr, u8, u16), u64>,
+    last_sec: u64,
+    samples: Vec<u64>,
+}
+
+const MAX_SCAN_PAIRS: usize = 8192;
+const MAX_BASELINES: usize = 200_000;
+const MAX_SCAN_SOURCES: usize = 100_000;
+
+/// The detectors' memory across seconds.
+pub struct Detectors {
+    cfg: DetectConfig,
+    /// Per destination host: packets/s.
+    baselines: HashMap<Addr, Ewma>,
+    link_pps: Ewma,
+    spike_run: u64,
+    scans: HashMap<Addr, ScanSrc>,
+    last_sweep: u64,
+}
+
+fn top<K: Clone + Ord>(m: &HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
+    let mut v: Vec<(K, u64)> = m.iter().map(|(k, c)| (k.clone(), *c)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
+}
+
+fn push_sample(v: &mut Vec<u64>, uid: u64) {
+    if uid != 0 && v.len() < 5 && !v.contains(&uid) {
+        v.push(uid);
+    }
+}
+
+impl Detectors {
+    pub fn new(cfg: DetectConfig) -> Detectors {
+        Detectors {
+            cfg,
+            baselines: HashMap::new(),
+            link_pps: Ewma::default(),
+            spike_run: 0,
+            scans: HashMap::new(),
+            last_sweep: 0,
+        }
+    }
+
+    /// Judge second `sec` from every conversation seen in it.
+    pub fn evaluate(
+        &mut self,
+        sec: u64,
+        convs: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>,
+    ) -> Vec<Finding> {
+        let mut targets: HashMap<Addr, Target> = HashMap::new();
+        let mut total_pkts = 0u64;
+        for (k, s) in convs {
+            total_pkts += s.pkts + s.rpkts;
+            let t = targets.entry((k.dst, k.v6)).or_default();
+            t.pkts += s.pkts;
+            t.bytes += s.bytes;
+            t.rpkts += s.rpkts;
+            t.flows += s.flows as u64;
+            if k.src_known() {
+                *t.srcs.entry((k.src, k.v6)).or_default() += s.pkts;
+            } else {
+                t.folded_srcs = true;
+            }
+            push_sample(&mut t.samples, s.sample);
+            match k.proto {
+                PROTO_TCP if s.syn > 0 => {
+                    let p = t.syn_ports.entry(k.dport).or_default();
+                    p.syn += s.syn as u64;
+                    p.answered += s.answered as u64;
+                    p.pkts += s.pkts;
+                    p.bytes += s.bytes;
+                    if k.src_known() {
+                        *p.srcs.entry((k.src, k.v6)).or_default() += s.syn as u64;
+                    }
+                    push_sample(&mut p.samples, s.sample);
+                }
+                PROTO_UDP => {
+                    t.udp_pkts += s.pkts;
+                    t.udp_bytes += s.bytes;
+                    t.udp_rpkts += s.rpkts;
+                    *t.udp_ports.entry(k.dport).or_default() += s.pkts;
+                }
+                PROTO_ICMP | PROTO_ICMP6 => {
+                    t.icmp_pkts += s.pkts;
+                    t.icmp_bytes += s.bytes;
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        let mut under_attack: HashSet<Addr> = HashSet::new();
+        let mut attack_pps = 0u64;
+        let tau = self.cfg.baseline_tau_secs.max(1) as f64;
+        let mut dsts: Vec<&Addr> = targets.keys().collect();
+        dsts.sort();
+        for dst in dsts {
+            let t = &targets[dst];
+            let base = self.baselines.get(dst).map_or(0.0, |b| b.get(sec, tau));
+            let learned = self.baselines.get(dst).is_some_and(|b| b.age(sec) >= self.cfg.ddos.warmup_secs);
+            let before = out.len();
+            self.syn_flood(dst, t, base, &mut out);
+            if out.len() == before {
+                self.udp_flood(dst, t, base, learned, &mut out);
+            }
+            if out.len() == before {
+                self.icmp_flood(dst, t, &mut out);
+            }
+            if out.len() == before {
+                self.ddos(dst, t, base, learned, &mut out);
+            }
+            if out.len() > before {
+                under_attack.insert(*dst);
+                attack_pps += t.pkts;
+            }
+        }
+        // Baselines learn from normal seconds only.
+        for (dst, t) in &targets {
+            if under_attack.contains(dst) {
+                continue;
+            }
+            if self.baselines.len() >= MAX_BASELINES && !self.baselines.contains_key(dst) {
+                continue;
+            }
+            self.baselines.entry(*dst).or_default().update(sec, t.pkts as f64, tau);
+        }
+        if self.baselines.len() >= MAX_BASELINES {
+            // Forget the hosts not seen for the longest.
+            let horizon = sec.saturating_sub(self.cfg.baseline_tau_secs);
+            self.baselines.retain(|_, b| b.last_sec > horizon);
+        }
+        self.scan(sec, convs, &mut out);
+        self.spike(sec, total_pkts, attack_pps, &mut out);
+        out
+    }
+
+    fn syn_flood(&self, dst: &Addr, t: &Target, base: f64, out: &mut Vec<Finding>) {
+        let c = &self.cfg.syn_flood;
+        if !c.enabled {
+            return;
+        }
+        let mut ports: Vec<(&u16, &SynPort)> = t.syn_ports.iter().collect();
+        ports.sort_by(|a, b| b.1.syn.cmp(&a.1.syn).then(a.0.cmp(b.0)));
+        let Some((&port, p)) = ports.first().copied() else { return };
+        let rate = p.syn as f64;
+        let answered = p.answered as f64 / rate.max(1.0);
+        if rate < c.min_rate || answered > c.max_answered {
+            return;
+        }
+        let unanswered = p.syn - p.answered;
+        let srcs = p.srcs.len();
+        let tops = top(&p.srcs, 5);
+        let mut e = format!("SYN rate to {}:{port} is {}/s", ip(dst), thousands(rate));
+        if base >= 1.0 {
+            e += &format!(", {}× its 1-hour baseline", thousands(rate / base));
+        }
+        e += &format!(
+            "; {} of SYNs unanswered ({} half-open this second); from {}{} sources",
+            pct(1.0 - answered),
+            thousands(unanswered as f64),
+            if t.folded_srcs { "at least " } else { "" },
+            thousands(srcs as f64)
+        );
+        out.push(Finding {
+            group: format!("syn_flood:{}", ip(dst)),
+            absorbed_by: vec![],
+            rule: "syn_flood",
+            severity: severity_for(rate / c.min_rate),
+            category: Category::Flood,
+            verdict: Verdict::Malicious,
+            src_ips: tops.iter().map(|(a, _)| ip(a)).collect(),
+            dst_ips: vec![ip(dst)],
+            ports: vec![port],
+            packets: p.pkts,
+            bytes: p.bytes,
+            flows: p.syn,
+            rate,
+            rate_unit: "syn/s",
+            top_sources: tops.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
+            sample_flows: p.samples.iter().map(|u| uid_string(*u)).collect(),
+            explanation: e,
+        });
+    }
+
+    fn udp_flood(&self, dst: &Addr, t: &Target, base: f64, learned: bool, out: &mut Vec<Finding>) {
+        let c = &self.cfg.udp_flood;
+        if !c.enabled {
+            return;
+        }
+        let pps = t.udp_pkts as f64;
+        let reply = t.udp_rpkts as f64 / pps.max(1.0);
+        if pps < c.min_pps || reply > c.max_reply_ratio || (learned && pps < c.baseline_factor * base) {
+            return;
+        }
+        let tops = top(&t.srcs, 5);
+        let ports = top(&t.udp_ports, 3);
+        let mut e = format!(
+            "UDP rate to {} is {} packets/s ({} Mbit/s)",
+            ip(dst),
+            thousands(pps),
+            thousands(t.udp_bytes as f64 * 8.0 / 1e6)
+        );
+        if base >= 1.0 {
+            e += &format!(", {}× its 1-hour baseline", thousands(pps / base));
+        }
+        e += &format!(
+            "; {} answered; from {}{} sources; top ports {}",
+            pct(reply),
+            if t.folded_srcs { "at least " } else { "" },
+            thousands(t.srcs.len() as f64),
+            ports.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        out.push(Finding {
+            group: format!("udp_flood:{}", ip(dst)),
+            absorbed_by: vec![],
+            rule: "udp_flood",
+            severity: severity_for(pps / c.min_pps),
+            category: Category::Flood,
+            verdict: Verdict::Malicious,
+            src_ips: tops.iter().map(|(a, _)| ip(a)).collect(),
+            dst_ips: vec![ip(dst)],
+            ports: ports.iter().map(|(p, _)| *p).collect(),
+            packets: t.udp_pkts,
+            bytes: t.udp_bytes,
+            flows: t.flows,
+            rate: pps,
+            rate_unit: "packets/s",
+            top_sources: tops.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
+            sample_flows: t.samples.iter().map(|u| uid_string(*u)).collect(),
+            explanation: e,
+        });
+    }
+
+    fn icmp_flood(&self, dst: &Addr, t: &Target, out: &mut Vec<Finding>) {
+        let c = &self.cfg.icmp_flood;
+        if !c.enabled || (t.icmp_pkts as f64) < c.min_pps {
+            return;
+        }
+        let pps = t.icmp_pkts as f64;
+        let tops = top(&t.srcs, 5);
+        out.push(Finding {
+            group: format!("icmp_flood:{}", ip(dst)),
+            absorbed_by: vec![],
+            rule: "icmp_flood",
+            severity: severity_for(pps / c.min_pps),
+            category: Category::Flood,
+            verdict: Verdict::Malicious,
+            src_ips: tops.iter().map(|(a, _)| ip(a)).collect(),
+            dst_ips: vec![ip(dst)],
+            ports: vec![],
+            packets: t.icmp_pkts,
+            bytes: t.icmp_bytes,
+            flows: t.flows,
+            rate: pps,
+            rate_unit: "packets/s",
+            top_sources: tops.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
+            sample_flows: t.samples.iter().map(|u| uid_string(*u)).collect(),
+            explanation: format!(
+                "ICMP rate to {} is {} packets/s (threshold {}); from {} sources",
+                ip(dst),
+                thousands(pps),
+                thousands(c.min_pps),
+                thousands(t.srcs.len() as f64)
+            ),
+        });
+    }
+
+    fn ddos(&self, dst: &Addr, t: &Target, base: f64, learned: bool, out: &mut Vec<Finding>) {
+        let c = &self.cfg.ddos;
+        if !c.enabled {
+            return;
+        }
+        let pps = t.pkts as f64;
+        let srcs = t.srcs.len() as u64;
+        let over =
+            if learned { pps >= c.min_pps && pps >= c.baseline_factor * base } else { pps >= c.unlearned_min_pps };
+        if !over || srcs < c.min_sources {
+            return;
+        }
+        let tops = top(&t.srcs, 5);
+        let mut e = format!(
+            "traffic to {} is {} packets/s ({} Mbit/s) from {}{} sources",
+            ip(dst),
+            thousands(pps),
+            thousands(t.bytes as f64 * 8.0 / 1e6),
+            if t.folded_srcs { "at least " } else { "" },
+            thousands(srcs as f64)
+        );
+        if learned {
+            e +=
+                &format!(", {}× its 1-hour baseline of {} packets/s", thousands(pps / base.max(1e-9)), thousands(base));
+        } else {
+            e += &format!(" (no baseline yet; over the {} packets/s limit)", thousands(c.unlearned_min_pps));
+        }
+        out.push(Finding {
+            group: format!("ddos:{}", ip(dst)),
+            absorbed_by: ["syn_flood", "udp_flood", "icmp_flood"].iter().map(|r| format!("{r}:{}", ip(dst))).collect(),
+            rule: "ddos",
+            severity: severity_for(pps / c.min_pps),
+            category: Category::Ddos,
+            verdict: Verdict::Malicious,
+            src_ips: tops.iter().map(|(a, _)| ip(a)).collect(),
+            dst_ips: vec![ip(dst)],
+            ports: vec![],
+            packets: t.pkts,
+            bytes: t.bytes,
+            flows: t.flows,
+            rate: pps,
+            rate_unit: "packets/s",
+            top_sources: tops.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
+            sample_flows: t.samples.iter().map(|u| uid_string(*u)).collect(),
+            explanation: e,
+        });
+    }
+
+    fn scan(
+        &mut self,
+        sec: u64,
+        convs: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>,
+        out: &mut Vec<Finding>,
+    ) {
+        let c = self.cfg.scan.clone();
+        if !c.enabled {
+            return;
+        }
+        let mut touched: HashSet<Addr> = HashSet::new();
+        for (k, s) in convs {
+            if s.failed == 0 || !k.src_known() {
+                continue;
+            }
+            let src = (k.src, k.v6);
+            if self.scans.len() >= MAX_SCAN_SOURCES && !self.scans.contains_key(&src) {
+                continue;
+            }
+            let st = self.scans.entry(src).or_default();
+            st.last_sec = sec;
+            if st.pairs.len() < MAX_SCAN_PAIRS || st.pairs.contains_key(&((k.dst, k.v6), k.proto, k.dport)) {
+                st.pairs.insert(((k.dst, k.v6), k.proto, k.dport), sec);
+            }
+            push_sample(&mut st.samples, s.sample);
+            touched.insert(src);
+        }
+        let horizon = sec.saturating_sub(c.window_secs);
+        let mut srcs: Vec<Addr> = touched.into_iter().collect();
+        srcs.sort();
+        for src in srcs {
+            let Some(st) = self.scans.get_mut(&src) else { continue };
+            st.pairs.retain(|_, last| *last > horizon);
+            let mut ports_per_dst: HashMap<Addr, u64> = HashMap::new();
+            let mut dsts_per_port: HashMap<(u8, u16), u64> = HashMap::new();
+            for (dst, proto, port) in st.pairs.keys() {
+                *ports_per_dst.entry(*dst).or_default() += 1;
+                *dsts_per_port.entry((*proto, *port)).or_default() += 1;
+            }
+            let v = top(&ports_per_dst, 3);
+            let h = top(&dsts_per_port, 3);
+            let vert = v.first().filter(|(_, n)| *n >= c.vertical_ports);
+            let horiz = h.first().filter(|(_, n)| *n >= c.horizontal_hosts);
+            if vert.is_none() && horiz.is_none() {
+                continue;
+            }
+            let attempts = st.pairs.len() as u64;
+            let (explanation, dst_ips, ports, rate, ratio) = match (vert, horiz) {
+                (Some((dst, n)), _) => {
+                    let mut ps: Vec<u16> = st.pairs.keys().filter(|(d, _, _)| d == dst).map(|(_, _, p)| *p).collect();
+                    ps.sort_unstable();
+                    let (lo, hi) = (ps.first().copied().unwrap_or(0), ps.last().copied().unwrap_or(0));
+                    (
+                        format!(
+                            "{} failed to connect to {} ports of {} in the last {} s (ports {lo}–{hi}): a vertical port scan",
+                            ip(&src),
+                            thousands(*n as f64),
+                            ip(dst),
+                            c.window_secs
+                        ),
+                        vec![ip(dst)],
+                        ps.iter().take(20).copied().collect(),
+                        *n as f64 / c.window_secs as f64,
+                        *n as f64 / c.vertical_ports as f64,
+                    )
+                }
+                (None, Some(((proto, port), n))) => (
+                    format!(
+                        "{} failed to connect to {} hosts on {}/{port} in the last {} s: a horizontal scan",
+                        ip(&src),
+                        thousands(*n as f64),
+                        match *proto {
+                            PROTO_TCP => "tcp",
+                            PROTO_UDP => "udp",
+                            _ => "ip",
+                        },
+                        c.window_secs
+                    ),
+                    {
+                        let mut d: Vec<String> = st
+                            .pairs
+                            .keys()
+                            .filter(|(_, pr, p)| (*pr, *p) == (*proto, *port))
+                            .map(|(d, _, _)| ip(d))
+                            .collect();
+                        d.sort();
+                        d.truncate(20);
+                        d
+                    },
+                    vec![*port],
+                    *n as f64 / c.window_secs as f64,
+                    *n as f64 / c.horizontal_hosts as f64,
+                ),
+                (None, None) => continue,
+            };
+            out.push(Finding {
+                group: format!("scan:{}", ip(&src)),
+                absorbed_by: vec![],
+                rule: if vert.is_some() { "port_scan_vertical" } else { "port_scan_horizontal" },
+                severity: severity_for(ratio),
+                category: Category::Scan,
+                verdict: Verdict::Suspicious,
+                src_ips: vec![ip(&src)],
+                dst_ips,
+                ports,
+                packets: 0,
+                bytes: 0,
+                flows: attempts,
+                rate,
+                rate_unit: "attempts/s",
+                top_sources: vec![ip(&src)],
+                sample_flows: st.samples.iter().map(|u| uid_string(*u)).collect(),
+                explanation,
+            });
+        }
+        if sec >= self.last_sweep + 10 {
+            self.last_sweep = sec;
+            self.scans.retain(|_, s| s.last_sec > horizon);
+        }
+    }
+
+    fn spike(&mut self, sec: u64, pkts: u64, attack_pkts: u64, out: &mut Vec<Finding>) {
+        let c = self.cfg.spike.clone();
+        if !c.enabled {
+            return;
+        }
+        let tau = c.average_secs.max(1) as f64;
+        let avg = self.link_pps.get(sec, tau);
+        let pps = pkts as f64;
+        let warm = self.link_pps.age(sec) >= c.warmup_secs;
+        let excess = pps - avg;
+        // An attack already alerted on that makes up most of the excess is
+        // that alert, not a second one.
+        let explained = attack_pkts as f64 >= 0.5 * excess;
+        let high = warm && pps >= c.min_pps && pps > c.factor * avg;
+        if high && !explained {
+            self.spike_run += 1;
+        } else {
+            self.spike_run = 0;
+        }
+        if self.spike_run >= c.for_secs.max(1) {
+            out.push(Finding {
+                group: "spike:link".into(),
+                absorbed_by: vec![],
+                rule: "traffic_spike",
+                severity: severity_for(pps / (c.factor * avg.max(1.0))),
+                category: Category::Anomaly,
+                verdict: Verdict::Suspicious,
+                src_ips: vec![],
+                dst_ips: vec![],
+                ports: vec![],
+                packets: pkts,
+                bytes: 0,
+                flows: 0,
+                rate: pps,
+                rate_unit: "packets/s",
+                top_sources: vec![],
+                sample_flows: vec![],
+                explanation: format!(
+                    "link rate is {} packets/s, {:.1}× its {}-minute average of {} packets/s, for {} s",
+                    thousands(pps),
+                    pps / avg.max(1e-9),
+                    c.average_secs / 60,
+                    thousands(avg),
+                    self.spike_run
+                ),
+            });
+        }
+        // The average learns from traffic without the alerted attacks in it.
+        self.link_pps.update(sec, (pps - attack_pkts as f64).max(0.0), tau);
+    }
+}

@@ -1,0 +1,246 @@
+//! Detection: built-in detectors over one-second windows, and the alerts
+//! they raise.
+//!
+//! Two stages, so the packet path takes no lock:
+//! - **per worker** (`window.rs`): the flow tracker marks each flow the
+//!   first time it is touched in a second; when the worker's clock passes
+//!   the second, the marked flows' deltas (packets, bytes, new connection
+//!   attempts and how they were answered) are folded into per-conversation
+//!   counters — (source, destination, protocol, destination port) — and
+//!   sent as one [`WindowReport`]. Cost per packet: one comparison.
+//! - **aggregation** (`agg.rs`, one thread): merges the reports of every
+//!   worker for a second once all of them have moved past it, then runs the
+//!   detectors (`detectors.rs`) on the global view — a flood aimed at one
+//!   host or a scan spread over every shard is seen whole — and hands what
+//!   they find to the alert manager (`manager.rs`), which groups repeats
+//!   into one open alert, closes quiet ones and writes every alert event to
+//!   the `alerts` table, the JSON-lines alert log and the live feed.
+
+mod agg;
+mod detectors;
+mod manager;
+mod window;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use agg::{DetectHandle, DetectSummary, start};
+pub use detectors::Finding;
+pub use manager::{AlertFeed, AlertManager, alert_json};
+pub(crate) use window::{WinMark, WindowAcc};
+
+use crate::alert::Severity;
+
+const SEC: u64 = 1_000_000_000;
+
+/// One direction-oriented conversation of a second: the originator of the
+/// flows, the responder, protocol and the responder's port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConvKey {
+    /// All zero: sources folded together because the window's table was full.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub v6: bool,
+    pub proto: u8,
+    pub dport: u16,
+}
+
+impl ConvKey {
+    pub fn src_known(&self) -> bool {
+        self.src != [0; 16]
+    }
+}
+
+/// What the flows of one conversation did in one second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvStat {
+    /// Packets and IP bytes from the originators, and back.
+    pub pkts: u64,
+    pub bytes: u64,
+    pub rpkts: u64,
+    pub rbytes: u64,
+    /// Flows that started in this second.
+    pub flows: u32,
+    /// New TCP flows opened with a SYN.
+    pub syn: u32,
+    /// New flows the responder answered (TCP: a SYN-ACK; others: any packet back).
+    pub answered: u32,
+    /// New TCP flows the responder refused with a RST.
+    pub rejected: u32,
+    /// Connection attempts that failed: refused, or still unanswered well
+    /// after they were sent (counted in the second they were judged).
+    pub failed: u32,
+    /// A flow id (uid) of a new flow, for evidence.
+    pub sample: u64,
+}
+
+impl ConvStat {
+    pub fn merge(&mut self, o: &ConvStat) {
+        self.pkts += o.pkts;
+        self.bytes += o.bytes;
+        self.rpkts += o.rpkts;
+        self.rbytes += o.rbytes;
+        self.flows += o.flows;
+        self.syn += o.syn;
+        self.answered += o.answered;
+        self.rejected += o.rejected;
+        self.failed += o.failed;
+        if self.sample == 0 {
+            self.sample = o.sample;
+        }
+    }
+}
+
+/// One worker's second: every conversation it saw, and how far its clock
+/// has moved (every second before `through` is complete for this worker).
+#[derive(Clone, Debug, Default)]
+pub struct WindowReport {
+    pub worker: u16,
+    pub sec: u64,
+    pub through: u64,
+    pub convs: Vec<(ConvKey, ConvStat)>,
+    /// Conversations folded into unknown-source entries (table full).
+    pub overflow: u64,
+}
+
+/// SYN flood: many new TCP connections to one host and port, mostly unanswered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynFloodConfig {
+    pub enabled: bool,
+    /// SYNs per second to one destination host:port.
+    pub min_rate: f64,
+    /// At most this share of the SYNs answered with a SYN-ACK.
+    pub max_answered: f64,
+}
+
+/// UDP flood: a high packet rate to one host that it does not answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UdpFloodConfig {
+    pub enabled: bool,
+    pub min_pps: f64,
+    /// At most this many reply packets per packet received.
+    pub max_reply_ratio: f64,
+    /// Against a learned baseline: at least this many times it.
+    pub baseline_factor: f64,
+}
+
+/// ICMP flood: echo requests (or other ICMP) at a high rate to one host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IcmpFloodConfig {
+    pub enabled: bool,
+    pub min_pps: f64,
+}
+
+/// Volumetric DDoS: everything to one host from many sources, far above
+/// that host's learned baseline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DdosConfig {
+    pub enabled: bool,
+    pub min_pps: f64,
+    pub min_sources: u64,
+    pub baseline_factor: f64,
+    /// Seconds of baseline needed before a host is judged against it; until
+    /// then only `unlearned_min_pps` counts.
+    pub warmup_secs: u64,
+    pub unlearned_min_pps: f64,
+}
+
+/// Traffic spike: the whole link's rate above k times its moving average.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpikeConfig {
+    pub enabled: bool,
+    pub factor: f64,
+    pub min_pps: f64,
+    /// Seconds of traffic before the average is trusted.
+    pub warmup_secs: u64,
+    /// The rate must stay above for this many seconds in a row.
+    pub for_secs: u64,
+    /// Time constant of the moving average.
+    pub average_secs: u64,
+}
+
+/// Port scans: one source failing to connect to many ports of one host
+/// (vertical) or to one port on many hosts (horizontal).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanConfig {
+    pub enabled: bool,
+    pub vertical_ports: u64,
+    pub horizontal_hosts: u64,
+    /// Attempts are remembered this long.
+    pub window_secs: u64,
+}
+
+/// Everything detection needs to know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectConfig {
+    /// An open alert closes after this long without the condition.
+    pub close_after_ns: u64,
+    /// An open alert writes an update event at most this often.
+    pub update_every_ns: u64,
+    /// Time constant of per-host baselines (the "1-hour baseline").
+    pub baseline_tau_secs: u64,
+    /// Conversations a worker keeps per second before folding sources.
+    pub max_convs: usize,
+    pub syn_flood: SynFloodConfig,
+    pub udp_flood: UdpFloodConfig,
+    pub icmp_flood: IcmpFloodConfig,
+    pub ddos: DdosConfig,
+    pub spike: SpikeConfig,
+    pub scan: ScanConfig,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            close_after_ns: 60 * SEC,
+            update_every_ns: 10 * SEC,
+            baseline_tau_secs: 3600,
+            max_convs: 1 << 17,
+            syn_flood: SynFloodConfig { enabled: true, min_rate: 500.0, max_answered: 0.5 },
+            udp_flood: UdpFloodConfig { enabled: true, min_pps: 5000.0, max_reply_ratio: 0.2, baseline_factor: 10.0 },
+            icmp_flood: IcmpFloodConfig { enabled: true, min_pps: 1000.0 },
+            ddos: DdosConfig {
+                enabled: true,
+                min_pps: 20_000.0,
+                min_sources: 50,
+                baseline_factor: 10.0,
+                warmup_secs: 300,
+                unlearned_min_pps: 100_000.0,
+            },
+            spike: SpikeConfig {
+                enabled: true,
+                factor: 2.0,
+                min_pps: 1000.0,
+                warmup_secs: 60,
+                for_secs: 3,
+                average_secs: 300,
+            },
+            scan: ScanConfig { enabled: true, vertical_ports: 100, horizontal_hosts: 50, window_secs: 60 },
+        }
+    }
+}
+
+/// A detection run's wiring: the settings and where alerts go besides the
+/// `alerts` table.
+#[derive(Clone, Debug, Default)]
+pub struct DetectSetup {
+    pub cfg: DetectConfig,
+    /// JSON-lines alert log (one object per alert event), appended to.
+    pub log: Option<PathBuf>,
+    /// In-memory feed of recent alert events.
+    pub feed: Option<Arc<AlertFeed>>,
+}
+
+/// Severity scaled by how far past its threshold a measurement is.
+pub(crate) fn severity_for(ratio: f64) -> Severity {
+    if ratio >= 20.0 {
+        Severity::Critical
+    } else if ratio >= 4.0 {
+        Severity::High
+    } else {
+        Severity::Medium
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,433 @@
+use std::collections::HashMap;
+
+use super::agg::Aggregator;
+use super::detectors::{Detectors, thousands};
+use super::*;
+use crate::alert::{AlertEvent, Category};
+use crate::decode::{DecodeConfig, Decoded, decode};
+use crate::flow::{FlowConfig, FlowTracker};
+use crate::records::Sinks;
+use crate::source::{Desc, Layers, LinkType};
+
+const T0: u64 = 1_767_225_600 * SEC;
+const MS: u64 = 1_000_000;
+
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0u8; 16];
+    x[..4].copy_from_slice(&a);
+    x
+}
+
+/// An Ethernet/IPv4 frame with a TCP (flags) or UDP (`flags == None`) header.
+fn frame(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, flags: Option<u8>, payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    let l4 = if flags.is_some() { 20 } else { 8 };
+    let total = (20 + l4 + payload) as u16;
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, if flags.is_some() { 6 } else { 17 }, 0, 0]);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sp.to_be_bytes());
+    f.extend_from_slice(&dp.to_be_bytes());
+    match flags {
+        Some(fl) => {
+            f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, fl, 0xff, 0xff, 0, 0, 0, 0]);
+        }
+        None => f.extend_from_slice(&[((8 + payload) >> 8) as u8, (8 + payload) as u8, 0, 0]),
+    }
+    f.extend(std::iter::repeat_n(0u8, payload));
+    f
+}
+
+struct Rig {
+    t: FlowTracker,
+    sinks: Sinks,
+    d: Decoded,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let mut t = FlowTracker::new(FlowConfig::default(), 0);
+        t.enable_windows(1 << 12);
+        Rig { t, sinks: Sinks::new(1024), d: Decoded::default() }
+    }
+    fn send(&mut self, ts: u64, f: &[u8]) {
+        decode(LinkType::ETHERNET, f, &DecodeConfig::default(), &mut self.d);
+        let desc = Desc {
+            offset: 0,
+            caplen: f.len() as u32,
+            wire_len: f.len() as u32,
+            ts_ns: ts,
+            link: LinkType::ETHERNET,
+            iface: 0,
+            layers: Layers::All,
+            in_aux: false,
+        };
+        self.t.packet(&desc, f, &self.d, &mut self.sinks);
+    }
+    fn reports(&mut self) -> Vec<WindowReport> {
+        self.t.take_windows().collect()
+    }
+}
+
+const SYN: Option<u8> = Some(0x02);
+const SYNACK: Option<u8> = Some(0x12);
+const ACK: Option<u8> = Some(0x10);
+const RSTACK: Option<u8> = Some(0x14);
+
+fn conv(r: &WindowReport, src: [u8; 4], dst: [u8; 4], dport: u16) -> ConvStat {
+    r.convs
+        .iter()
+        .find(|(k, _)| k.src == v4(src) && k.dst == v4(dst) && k.dport == dport)
+        .map(|(_, s)| *s)
+        .unwrap_or_default()
+}
+
+#[test]
+fn windows_count_attempts_answers_and_per_second_deltas() {
+    let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let mut r = Rig::new();
+    // answered: SYN, SYN-ACK, ACK + data
+    r.send(T0 + 100 * MS, &frame(c, s, 40000, 80, SYN, 0));
+    r.send(T0 + 101 * MS, &frame(s, c, 80, 40000, SYNACK, 0));
+    r.send(T0 + 102 * MS, &frame(c, s, 40000, 80, ACK, 100));
+    // refused
+    r.send(T0 + 200 * MS, &frame(c, s, 40001, 81, SYN, 0));
+    r.send(T0 + 201 * MS, &frame(s, c, 81, 40001, RSTACK, 0));
+    // unanswered, old enough to judge when the second closes
+    r.send(T0 + 300 * MS, &frame(c, s, 40002, 82, SYN, 0));
+    // unanswered and young: judged a second later
+    r.send(T0 + 900 * MS, &frame(c, s, 40003, 83, SYN, 0));
+    // young but answered in the next second: not a failure
+    r.send(T0 + 950 * MS, &frame(c, s, 40004, 84, SYN, 0));
+    // UDP answered
+    r.send(T0 + 500 * MS, &frame(c, s, 5353, 53, None, 30));
+    r.send(T0 + 501 * MS, &frame(s, c, 53, 5353, None, 60));
+    assert!(r.reports().is_empty(), "the second is still open");
+    r.send(T0 + 1100 * MS, &frame(s, c, 84, 40004, SYNACK, 0));
+    r.send(T0 + 1200 * MS, &frame(c, s, 40000, 80, ACK, 10));
+    let first = r.reports();
+    assert_eq!(first.len(), 1);
+    let w = &first[0];
+    assert_eq!((w.sec, w.through), (T0 / SEC, T0 / SEC + 1));
+    let a = conv(w, c, s, 80);
+    assert_eq!((a.flows, a.syn, a.answered, a.failed, a.pkts, a.rpkts), (1, 1, 1, 0, 2, 1));
+    assert!(a.sample != 0);
+    let b = conv(w, c, s, 81);
+    assert_eq!((b.syn, b.answered, b.rejected, b.failed), (1, 0, 1, 1));
+    assert_eq!(conv(w, c, s, 82).failed, 1);
+    assert_eq!(conv(w, c, s, 83).failed, 0, "young attempts wait");
+    assert_eq!(conv(w, c, s, 84).failed, 0);
+    let u = conv(w, c, s, 53);
+    assert_eq!((u.flows, u.answered, u.pkts, u.rpkts), (1, 1, 1, 1));
+    // The next second: the young unanswered attempt is now judged failed;
+    // the one answered meanwhile is not; flow 80's data packet is counted.
+    r.send(T0 + 2100 * MS, &frame(c, s, 40000, 80, ACK, 10));
+    let second = r.reports();
+    assert_eq!(second.len(), 1);
+    let w = &second[0];
+    assert_eq!(w.sec, T0 / SEC + 1);
+    assert_eq!(conv(w, c, s, 83).failed, 1);
+    assert_eq!(conv(w, c, s, 84).failed, 0);
+    let a = conv(w, c, s, 80);
+    assert_eq!((a.flows, a.pkts), (0, 1), "only this second's packets, no new flow");
+    // End of input: the rest, and a watermark past everything.
+    r.t.flush(&mut r.sinks);
+    let last = r.reports();
+    assert_eq!(last.last().unwrap().through, u64::MAX);
+}
+
+#[test]
+fn a_time_jump_closes_the_second_once_and_removed_flows_still_count() {
+    let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let mut r = Rig::new();
+    r.send(T0 + 100 * MS, &frame(c, s, 40000, 80, SYN, 0));
+    // Ten seconds later (the attempt expired on the way: 5 s timeout).
+    r.send(T0 + 10_000 * MS, &frame(c, s, 40001, 80, SYN, 0));
+    let reps = r.reports();
+    assert_eq!(reps.len(), 1);
+    assert_eq!(reps[0].through, T0 / SEC + 10);
+    assert_eq!(conv(&reps[0], c, s, 80).failed, 1);
+    // A flow removed mid-second (refused and reused) still counts there.
+    let mut r = Rig::new();
+    for i in 0..3u64 {
+        r.send(T0 + (100 + i * 10) * MS, &frame(c, s, 40000, 80, SYN, 0));
+        r.send(T0 + (101 + i * 10) * MS, &frame(s, c, 80, 40000, RSTACK, 0));
+    }
+    r.send(T0 + 1500 * MS, &frame(c, s, 40009, 9, SYN, 0));
+    let reps = r.reports();
+    let k = conv(&reps[0], c, s, 80);
+    assert!(k.syn >= 1 && k.rejected == k.syn, "{k:?}");
+}
+
+fn syn_map(
+    dst: [u8; 4],
+    n_src: u32,
+    syn_per_src: u32,
+    answered: bool,
+) -> HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> {
+    let mut m = HashMap::default();
+    for i in 0..n_src {
+        let k = ConvKey { src: v4([203, 0, (i >> 8) as u8, i as u8]), dst: v4(dst), v6: false, proto: 6, dport: 80 };
+        m.insert(
+            k,
+            ConvStat {
+                pkts: syn_per_src as u64,
+                bytes: 60 * syn_per_src as u64,
+                flows: syn_per_src,
+                syn: syn_per_src,
+                answered: if answered { syn_per_src } else { 0 },
+                rpkts: if answered { syn_per_src as u64 } else { 0 },
+                failed: if answered { 0 } else { syn_per_src },
+                sample: 1 + i as u64,
+                ..Default::default()
+            },
+        );
+    }
+    m
+}
+
+#[test]
+fn syn_flood_needs_rate_and_unanswered_syns() {
+    let mut d = Detectors::new(DetectConfig::default());
+    let sec = T0 / SEC;
+    let f = d.evaluate(sec, &syn_map([10, 0, 0, 5], 1000, 2, false));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "syn_flood");
+    assert_eq!(f[0].group, "syn_flood:10.0.0.5");
+    assert!(f[0].explanation.starts_with("SYN rate to 10.0.0.5:80 is 2,000/s"), "{}", f[0].explanation);
+    assert!(f[0].explanation.contains("100% of SYNs unanswered"));
+    assert_eq!(f[0].dst_ips, vec!["10.0.0.5"]);
+    assert_eq!(f[0].sample_flows.len(), 5);
+    // A busy server answering as many SYNs is not a flood.
+    let mut d = Detectors::new(DetectConfig::default());
+    assert!(d.evaluate(sec, &syn_map([10, 0, 0, 5], 1000, 2, true)).is_empty());
+    // Below the rate, not either.
+    let mut d = Detectors::new(DetectConfig::default());
+    assert!(d.evaluate(sec, &syn_map([10, 0, 0, 5], 100, 2, false)).is_empty());
+}
+
+#[test]
+fn floods_are_judged_against_the_hosts_baseline() {
+    let mut d = Detectors::new(DetectConfig::default());
+    let sec = T0 / SEC;
+    // 300 quiet seconds of 100 SYNs/s, answered: the baseline.
+    for i in 0..300 {
+        assert!(d.evaluate(sec + i, &syn_map([10, 0, 0, 5], 50, 2, true)).is_empty());
+    }
+    let f = d.evaluate(sec + 300, &syn_map([10, 0, 0, 5], 1000, 5, false));
+    assert_eq!(f.len(), 1);
+    assert!(f[0].explanation.contains("50× its 1-hour baseline"), "{}", f[0].explanation);
+    assert_eq!(f[0].severity, crate::alert::Severity::High);
+}
+
+fn scan_map(
+    src: [u8; 4],
+    targets: impl Iterator<Item = ([u8; 4], u16)>,
+    failed: bool,
+) -> HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> {
+    let mut m = HashMap::default();
+    for (dst, port) in targets {
+        m.insert(
+            ConvKey { src: v4(src), dst: v4(dst), v6: false, proto: 6, dport: port },
+            ConvStat {
+                pkts: 1,
+                flows: 1,
+                syn: 1,
+                failed: failed as u32,
+                answered: !failed as u32,
+                rpkts: 1,
+                ..Default::default()
+            },
+        );
+    }
+    m
+}
+
+#[test]
+fn scans_vertical_horizontal_and_not_busy_clients() {
+    let sec = T0 / SEC;
+    let mut d = Detectors::new(DetectConfig::default());
+    // 60 ports a second for two seconds: the second crosses 100.
+    assert!(d.evaluate(sec, &scan_map([10, 9, 9, 9], (1..=60).map(|p| ([10, 0, 0, 5], p)), true)).is_empty());
+    let f = d.evaluate(sec + 1, &scan_map([10, 9, 9, 9], (61..=120).map(|p| ([10, 0, 0, 5], p)), true));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(
+        (f[0].rule, f[0].category, f[0].group.as_str()),
+        ("port_scan_vertical", Category::Scan, "scan:10.9.9.9")
+    );
+    assert!(f[0].explanation.contains("120 ports of 10.0.0.5"), "{}", f[0].explanation);
+    // Horizontal: port 22 on 60 hosts.
+    let mut d = Detectors::new(DetectConfig::default());
+    let f = d.evaluate(sec, &scan_map([10, 9, 9, 8], (1..=60).map(|h| ([10, 0, 1, h as u8], 22)), true));
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].rule, "port_scan_horizontal");
+    assert!(f[0].explanation.contains("60 hosts on tcp/22"), "{}", f[0].explanation);
+    // A proxy reaching 500 hosts on 443, all answered: nothing.
+    let mut d = Detectors::new(DetectConfig::default());
+    let f = d.evaluate(sec, &scan_map([10, 9, 9, 7], (0..500).map(|h| ([10, 2, (h >> 8) as u8, h as u8], 443)), false));
+    assert!(f.is_empty());
+    // Old attempts leave the window.
+    let mut d = Detectors::new(DetectConfig::default());
+    d.evaluate(sec, &scan_map([10, 9, 9, 9], (1..=60).map(|p| ([10, 0, 0, 5], p)), true));
+    let f = d.evaluate(sec + 61, &scan_map([10, 9, 9, 9], (61..=120).map(|p| ([10, 0, 0, 5], p)), true));
+    assert!(f.is_empty(), "{f:?}");
+}
+
+fn udp_map(n: u32, to: [u8; 4], from_hosts: u32) -> HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> {
+    let mut m = HashMap::default();
+    for i in 0..n {
+        let k = ConvKey {
+            src: v4([10, 1, ((i % from_hosts) >> 8) as u8, (i % from_hosts) as u8]),
+            dst: v4(to),
+            v6: false,
+            proto: 17,
+            dport: 1000 + (i % 50) as u16,
+        };
+        let s = m.entry(k).or_insert_with(ConvStat::default);
+        s.pkts += 1;
+        s.bytes += 500;
+        s.flows += 1;
+        s.rpkts += 1;
+    }
+    m
+}
+
+#[test]
+fn traffic_spike_after_warmup_unless_an_alerted_attack_explains_it() {
+    let sec = T0 / SEC;
+    let mut d = Detectors::new(DetectConfig::default());
+    for i in 0..60 {
+        assert!(d.evaluate(sec + i, &udp_map(2000, [10, 0, 0, 9], 200)).is_empty());
+    }
+    // Triple the traffic (answered, spread over many hosts): a spike after
+    // three seconds in a row.
+    let mut fired = None;
+    for i in 60..70 {
+        let mut m = udp_map(2000, [10, 0, 0, 9], 200);
+        m.extend(udp_map(4000, [10, 0, 0, 10], 300));
+        let f = d.evaluate(sec + i, &m);
+        if !f.is_empty() {
+            fired = Some((i, f));
+            break;
+        }
+    }
+    let (at, f) = fired.expect("a spike");
+    assert_eq!(at, 62);
+    assert_eq!(f[0].rule, "traffic_spike");
+    let e = &f[0].explanation;
+    assert!(e.starts_with("link rate is 12,000 packets/s, 2.9× its 5-minute average of 4,"), "{e}");
+    // The same excess as an unanswered flood is the flood's alert only.
+    let mut d = Detectors::new(DetectConfig::default());
+    for i in 0..60 {
+        d.evaluate(sec + i, &udp_map(2000, [10, 0, 0, 9], 200));
+    }
+    for i in 60..70 {
+        let mut m = udp_map(2000, [10, 0, 0, 9], 200);
+        let mut flood = udp_map(8000, [10, 0, 0, 10], 300);
+        flood.values_mut().for_each(|s| s.rpkts = 0);
+        m.extend(flood);
+        let f = d.evaluate(sec + i, &m);
+        assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["udp_flood"], "second {i}");
+    }
+}
+
+fn finding(group: &str, rule: &'static str) -> Finding {
+    Finding {
+        group: group.into(),
+        absorbed_by: vec![],
+        rule,
+        severity: crate::alert::Severity::High,
+        category: Category::Flood,
+        verdict: crate::alert::Verdict::Malicious,
+        src_ips: vec!["203.0.113.1".into()],
+        dst_ips: vec!["10.0.0.5".into()],
+        ports: vec![80],
+        packets: 100,
+        bytes: 6000,
+        flows: 100,
+        rate: 100.0,
+        rate_unit: "syn/s",
+        top_sources: vec![],
+        sample_flows: vec![],
+        explanation: "x".into(),
+    }
+}
+
+#[test]
+fn one_alert_per_condition_updated_then_closed_when_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Arc::new(AlertFeed::new(100));
+    let setup = DetectSetup {
+        cfg: DetectConfig { close_after_ns: 10 * SEC, update_every_ns: 5 * SEC, ..DetectConfig::default() },
+        log: Some(dir.path().join("sub/alerts.json")),
+        feed: Some(feed.clone()),
+    };
+    let mut m = AlertManager::new(&setup).unwrap();
+    let s0 = T0 / SEC;
+    for i in 0..12 {
+        m.observe(s0 + i, vec![finding("syn_flood:10.0.0.5", "syn_flood")]);
+    }
+    // A volumetric finding on the same host joins the open flood.
+    let mut dd = finding("ddos:10.0.0.5", "ddos");
+    dd.absorbed_by = vec!["syn_flood:10.0.0.5".into()];
+    m.observe(s0 + 12, vec![dd]);
+    assert_eq!(m.open_count(), 1);
+    for i in 13..40 {
+        m.observe(s0 + i, vec![]);
+    }
+    assert_eq!(m.open_count(), 0);
+    let b = m.take_batch().unwrap();
+    let events: Vec<AlertEvent> = feed.since(0).iter().map(|(_, a)| a.event).collect();
+    assert_eq!(
+        events,
+        vec![AlertEvent::Open, AlertEvent::Update, AlertEvent::Update, AlertEvent::Close],
+        "open at 1 s, updates at 6 s and 11 s, close 10 s after 13 s"
+    );
+    assert_eq!(b.num_rows(), 4);
+    let all = feed.since(0);
+    let close = &all[3].1;
+    assert_eq!(close.packets, 1300);
+    assert_eq!(close.start_ts, T0);
+    assert_eq!(close.last_ts, T0 + 13 * SEC);
+    assert_eq!(close.ts, T0 + 23 * SEC);
+    assert!(all.iter().all(|(_, a)| a.id == close.id));
+    let log = std::fs::read_to_string(dir.path().join("sub/alerts.json")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["event_type"], "alert");
+    assert_eq!(lines[0]["event"], "open");
+    assert_eq!(lines[0]["timestamp"], "2026-01-01T00:00:01Z");
+    assert_eq!(lines[3]["event"], "close");
+    assert_eq!(lines[3]["id"], lines[0]["id"]);
+    // The same condition later is a new alert.
+    m.observe(s0 + 100, vec![finding("syn_flood:10.0.0.5", "syn_flood")]);
+    assert_eq!(m.opened, 2);
+    assert_ne!(feed.since(4)[0].1.id, close.id);
+}
+
+#[test]
+fn a_second_completes_when_every_worker_has_passed_it() {
+    let mut a = Aggregator::new(2);
+    let k = ConvKey { src: v4([1, 1, 1, 1]), dst: v4([2, 2, 2, 2]), v6: false, proto: 6, dport: 80 };
+    let st = ConvStat { pkts: 5, ..Default::default() };
+    a.add(WindowReport { worker: 0, sec: 100, through: 101, convs: vec![(k, st)], overflow: 0 });
+    assert!(a.next_complete().is_none(), "worker 1 has not reported");
+    a.add(WindowReport { worker: 1, sec: 100, through: 105, convs: vec![(k, st)], overflow: 0 });
+    let (sec, m) = a.next_complete().unwrap();
+    assert_eq!(sec, 100);
+    assert_eq!(m[&k].pkts, 10);
+    a.add(WindowReport { worker: 0, sec: 103, through: 104, convs: vec![(k, st)], overflow: 0 });
+    assert_eq!(a.next_complete().map(|x| x.0), Some(103));
+    a.add(WindowReport { worker: 1, sec: 106, through: 107, convs: vec![], overflow: 0 });
+    assert!(a.next_complete().is_none(), "worker 0 is still at 104");
+    assert_eq!(a.drain().len(), 1);
+}
+
+#[test]
+fn numbers_read_well() {
+    assert_eq!(thousands(48_000.0), "48,000");
+    assert_eq!(thousands(999.4), "999");
+    assert_eq!(thousands(1_234_567.0), "1,234,567");
+}
