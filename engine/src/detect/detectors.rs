@@ -264,7 +264,7 @@ impl Detectors {
             let horizon = sec.saturating_sub(self.cfg.baseline_tau_secs);
             self.baselines.retain(|_, b| b.last_sec > horizon);
         }
-        self.scan(sec, convs, &mut out);
+        self.scan(sec, convs, &under_attack, &mut out);
         self.spike(sec, total_pkts, attack_pps, &mut out);
         out
     }
@@ -448,10 +448,13 @@ impl Detectors {
         });
     }
 
+    /// Failed attempts to a host under a flood are the flood (random-port
+    /// floods fail on many ports from each source), not scans.
     fn scan(
         &mut self,
         sec: u64,
         convs: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>,
+        under_attack: &HashSet<Addr>,
         out: &mut Vec<Finding>,
     ) {
         let c = self.cfg.scan.clone();
@@ -460,7 +463,7 @@ impl Detectors {
         }
         let mut touched: HashSet<Addr> = HashSet::new();
         for (k, s) in convs {
-            if s.failed == 0 || !k.src_known() {
+            if s.failed == 0 || !k.src_known() || under_attack.contains(&(k.dst, k.v6)) {
                 continue;
             }
             let src = (k.src, k.v6);
