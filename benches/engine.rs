@@ -1,10 +1,11 @@
 //! Criterion benchmarks of the packet path: decode alone, and decode + flow
 //! tracking + protocol analysis per worker core, over synthetic traffic held
-//! in memory. Whole-process pcap→Parquet runs against peers live in
+//! in memory, with and without the detectors' per-worker half. Whole-process pcap→Parquet runs against peers live in
 //! `benches/peers.sh` (see docs/benchmarks.md).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tapstream_engine::decode::{DecodeConfig, Decoded, decode};
+use tapstream_engine::detect::DetectConfig;
 use tapstream_engine::pipeline::{PipelineConfig, Worker};
 use tapstream_engine::source::{Batch, PacketSource, SynthConfig, SynthSource};
 
@@ -44,6 +45,29 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decode_flow_proto_per_worker", |bch| {
         bch.iter_batched(
             || Worker::new(0, &PipelineConfig::default()),
+            |mut w| {
+                for b in &bs {
+                    w.process(b);
+                    w.sinks.ready.clear();
+                }
+                w.packets
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    // The same with the built-in detectors' per-worker half on (flows marked
+    // per second, folded into conversations when a second closes); the
+    // aggregation stage runs on its own thread and is measured in the
+    // whole-run comparison (docs/benchmarks.md).
+    g.bench_function("decode_flow_proto_detect_per_worker", |bch| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        bch.iter_batched(
+            || {
+                while rx.try_recv().is_ok() {}
+                let mut w = Worker::new(0, &PipelineConfig::default());
+                w.attach_detect(tx.clone(), DetectConfig::default().max_convs);
+                w
+            },
             |mut w| {
                 for b in &bs {
                     w.process(b);

@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use tapstream_engine::decode::DecodeConfig;
 use tapstream_engine::detect::{
-    DdosConfig, DetectConfig, DetectSetup, IcmpFloodConfig, ScanConfig, SpikeConfig, SynFloodConfig, UdpFloodConfig,
+    DdosConfig, DetectConfig, DetectSetup, DnsConfig, IcmpFloodConfig, ScanConfig, SpikeConfig, SynFloodConfig,
+    UdpFloodConfig,
 };
 use tapstream_engine::flow::FlowConfig;
 use tapstream_engine::live::{BindMode, CaptureMethod, LiveConfig, XdpModeChoice, XskConfig};
@@ -63,6 +64,21 @@ pub struct RawDetect {
     pub spike: RawSpike,
     #[serde(default)]
     pub scan: RawScan,
+    #[serde(default)]
+    pub dns: RawDns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub enabled: Option<bool>,
+    pub tunnel_names: Option<u64>,
+    pub tunnel_min_length: Option<f64>,
+    pub tunnel_min_entropy: Option<f64>,
+    pub window_secs: Option<u64>,
+    pub nx_answers: Option<u64>,
+    pub nx_ratio: Option<f64>,
+    pub nx_window_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +253,16 @@ fn detect(r: RawDetect) -> anyhow::Result<Option<Detect>> {
                 1 << 24,
             )?,
             window_secs: count("scan.window_secs", r.scan.window_secs, d.scan.window_secs, 1, 86_400)?,
+        },
+        dns: DnsConfig {
+            enabled: r.dns.enabled.unwrap_or(true),
+            tunnel_names: count("dns.tunnel_names", r.dns.tunnel_names, d.dns.tunnel_names, 2, 1 << 20)?,
+            tunnel_min_length: pos("dns.tunnel_min_length", r.dns.tunnel_min_length, d.dns.tunnel_min_length, 253.0)?,
+            tunnel_min_entropy: pos("dns.tunnel_min_entropy", r.dns.tunnel_min_entropy, d.dns.tunnel_min_entropy, 8.0)?,
+            window_secs: count("dns.window_secs", r.dns.window_secs, d.dns.window_secs, 1, 86_400)?,
+            nx_answers: count("dns.nx_answers", r.dns.nx_answers, d.dns.nx_answers, 1, 1 << 32)?,
+            nx_ratio: ratio("dns.nx_ratio", r.dns.nx_ratio, d.dns.nx_ratio)?,
+            nx_window_secs: count("dns.nx_window_secs", r.dns.nx_window_secs, d.dns.nx_window_secs, 1, 86_400)?,
         },
     };
     let alert_log = r.alert_log.unwrap_or_else(|| PathBuf::from("alerts.json"));
@@ -720,6 +746,40 @@ mod tests {
         assert_eq!(c.retention.max_age[&Table::Dns], Duration::from_secs(400 * 86_400));
         assert_eq!(c.retention.disk_budget, Some(2_500_000_000));
         assert_eq!(parse_attacks("port-scan=0.5").unwrap().port_scan, 0.5);
+    }
+
+    #[test]
+    fn detection_settings_and_scheduled_attacks() {
+        let c = validate(toml::from_str("[detect]\nenabled = false").unwrap()).unwrap();
+        assert!(c.detect.is_none());
+        let c = validate(toml::from_str("[detect.scan]\nvertical_ports = 20\n[detect]\nclose_after_secs = 5").unwrap())
+            .unwrap();
+        let d = c.detect.unwrap();
+        assert_eq!(d.cfg.scan.vertical_ports, 20);
+        assert_eq!(d.cfg.close_after_ns, 5_000_000_000);
+        assert_eq!(d.setup(Path::new("/d")).log.as_deref(), Some(Path::new("/d/alerts.json")));
+        let m = parse_attacks("syn-flood:5000@20+10,port-scan=0.1,icmp-flood:10@0.5+1").unwrap();
+        assert_eq!(m.port_scan, 0.1);
+        assert_eq!(
+            m.schedule,
+            vec![
+                ScheduledAttack {
+                    kind: AttackKind::SynFlood,
+                    pps: 5000,
+                    start_ns: 20_000_000_000,
+                    duration_ns: 10_000_000_000
+                },
+                ScheduledAttack {
+                    kind: AttackKind::IcmpFlood,
+                    pps: 10,
+                    start_ns: 500_000_000,
+                    duration_ns: 1_000_000_000
+                },
+            ]
+        );
+        for bad in ["syn-flood:0@1+1", "nope:10@1+1", "syn-flood:10@1", "syn-flood:10@x+1"] {
+            assert!(parse_attacks(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

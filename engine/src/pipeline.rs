@@ -176,7 +176,7 @@ impl Worker {
     /// Send this worker's closed seconds to the aggregation stage at `tx`
     /// (the worker keeps per-second conversation counters from now on).
     pub fn attach_detect(&mut self, tx: Sender<crate::detect::WindowReport>, max_convs: usize) {
-        self.tracker.enable_windows(max_convs);
+        self.tracker.enable_windows(max_convs, &mut self.sinks);
         self.detect_tx = Some(tx);
     }
 

@@ -884,6 +884,8 @@ pub struct Sinks {
     scratch: String,
     /// Community ID seed (0 unless configured).
     pub community_id_seed: u16,
+    /// Names used this second, for detection (disabled unless it runs).
+    pub names: crate::detect::NameAcc,
 }
 
 impl Sinks {
@@ -899,6 +901,7 @@ impl Sinks {
             batch_rows: batch_rows.max(1),
             scratch: String::with_capacity(64),
             community_id_seed: 0,
+            names: crate::detect::NameAcc::default(),
         }
     }
 
@@ -919,6 +922,9 @@ impl Sinks {
     }
 
     pub fn tls(&mut self, c: &ConnId, r: &TlsRecord) {
+        if let Some(n) = r.server_name {
+            self.names.note(n, c.orig_h, c.v6, c.resp_h, c.uid, crate::detect::NAME_SNI);
+        }
         self.tls.append(c, r, &mut self.scratch);
         if self.tls.rows >= self.batch_rows {
             let b = self.tls.finish();
@@ -927,6 +933,11 @@ impl Sinks {
     }
 
     pub fn http(&mut self, c: &ConnId, r: &HttpRecord) {
+        if let Some(h) = r.host {
+            // Host may carry a port.
+            let h = h.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(h, |(n, _)| n);
+            self.names.note(h, c.orig_h, c.v6, c.resp_h, c.uid, crate::detect::NAME_HTTP);
+        }
         self.http.append(c, r, &mut self.scratch);
         if self.http.rows >= self.batch_rows {
             let b = self.http.finish();

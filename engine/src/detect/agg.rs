@@ -8,15 +8,23 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::detectors::Detectors;
-use super::{AlertManager, ConvKey, ConvStat, DetectSetup, SEC, WindowReport};
+use super::{AlertManager, ConvKey, ConvStat, DetectSetup, NameKey, NameStat, SEC, WindowReport};
 use crate::records::{Output, Table};
 
 type Map = HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>;
+pub(crate) type Names = HashMap<NameKey, NameStat, foldhash::fast::FixedState>;
+
+/// One second, merged from every worker.
+#[derive(Default)]
+pub(crate) struct Second {
+    pub convs: Map,
+    pub names: Names,
+}
 
 /// Merges reports; yields a second once every worker has moved past it.
 pub(crate) struct Aggregator {
     watermarks: Vec<u64>,
-    pending: BTreeMap<u64, Map>,
+    pending: BTreeMap<u64, Second>,
     pub overflow: u64,
 }
 
@@ -28,7 +36,10 @@ impl Aggregator {
     pub fn add(&mut self, r: WindowReport) {
         let m = self.pending.entry(r.sec).or_default();
         for (k, s) in r.convs {
-            m.entry(k).or_default().merge(&s);
+            m.convs.entry(k).or_default().merge(&s);
+        }
+        for (k, s) in r.names {
+            m.names.entry(k).or_default().merge(&s);
         }
         self.overflow += r.overflow;
         if let Some(w) = self.watermarks.get_mut(r.worker as usize) {
@@ -42,14 +53,14 @@ impl Aggregator {
     }
 
     /// The oldest complete second, if any.
-    pub fn next_complete(&mut self) -> Option<(u64, Map)> {
+    pub fn next_complete(&mut self) -> Option<(u64, Second)> {
         let w = self.watermark();
         let (&sec, _) = self.pending.first_key_value()?;
         if sec < w { self.pending.remove(&sec).map(|m| (sec, m)) } else { None }
     }
 
     /// End of input: everything still pending, oldest first.
-    pub fn drain(&mut self) -> Vec<(u64, Map)> {
+    pub fn drain(&mut self) -> Vec<(u64, Second)> {
         std::mem::take(&mut self.pending).into_iter().collect()
     }
 }
@@ -118,7 +129,7 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
             agg.add(r);
         }
         while let Some((sec, m)) = agg.next_complete() {
-            let f = det.evaluate(sec, &m);
+            let f = det.evaluate(sec, &m.convs, &m.names);
             mgr.observe(sec, f);
             last_sec = sec;
         }
@@ -130,7 +141,7 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
         send(&mut mgr);
     }
     for (sec, m) in agg.drain() {
-        let f = det.evaluate(sec, &m);
+        let f = det.evaluate(sec, &m.convs, &m.names);
         mgr.observe(sec, f);
         last_sec = sec;
     }

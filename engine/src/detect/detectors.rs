@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ConvKey, ConvStat, DetectConfig, severity_for};
+use super::{ConvKey, ConvStat, DetectConfig, NameKey, severity_for};
 use crate::alert::{Category, Severity, Verdict};
 use crate::decode::{PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, addr};
 use crate::flow::uid_string;
@@ -150,6 +150,69 @@ pub struct Detectors {
     spike_run: u64,
     scans: HashMap<Addr, ScanSrc>,
     last_sweep: u64,
+    domains: HashMap<String, DomainState>,
+    nx: HashMap<Addr, NxState>,
+}
+
+#[derive(Default)]
+struct DomainState {
+    /// Name (left of the domain) → (last second seen, length, entropy).
+    names: HashMap<String, (u64, usize, f64)>,
+    clients: HashMap<Addr, u64>,
+    servers: Vec<Addr>,
+    samples: Vec<u64>,
+    last_sec: u64,
+}
+
+#[derive(Default)]
+struct NxState {
+    /// Per second: (second, NXDOMAIN answers, queries).
+    secs: std::collections::VecDeque<(u64, u64, u64)>,
+    names: Vec<String>,
+    samples: Vec<u64>,
+}
+
+const MAX_DOMAIN_NAMES: usize = 4096;
+const MAX_DOMAINS: usize = 100_000;
+
+/// The registered domain of `name` and what is left of it: `a.b.example.com`
+/// → (`example.com`, `a.b`). Two labels, or three under a two-letter country
+/// code with a generic second level (`example.co.uk`).
+pub(crate) fn split_domain(name: &str) -> (&str, &str) {
+    let labels: Vec<&str> = name.split('.').collect();
+    let n = labels.len();
+    if n <= 2 {
+        return (name, "");
+    }
+    let cc_sld = labels[n - 1].len() == 2
+        && matches!(labels[n - 2], "co" | "com" | "net" | "org" | "gov" | "edu" | "ac" | "or" | "ne" | "go");
+    let keep = if cc_sld { 3 } else { 2 };
+    if n <= keep {
+        return (name, "");
+    }
+    let cut: usize = labels[..n - keep].iter().map(|l| l.len() + 1).sum();
+    (&name[cut..], &name[..cut - 1])
+}
+
+/// Shannon entropy of `s` in bits per character (dots not counted).
+pub(crate) fn entropy(s: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in s.bytes().filter(|&b| b != b'.') {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 fn top<K: Clone + Ord>(m: &HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
@@ -174,6 +237,8 @@ impl Detectors {
             spike_run: 0,
             scans: HashMap::new(),
             last_sweep: 0,
+            domains: HashMap::new(),
+            nx: HashMap::new(),
         }
     }
 
@@ -182,6 +247,7 @@ impl Detectors {
         &mut self,
         sec: u64,
         convs: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>,
+        names: &super::agg::Names,
     ) -> Vec<Finding> {
         let mut targets: HashMap<Addr, Target> = HashMap::new();
         let mut total_pkts = 0u64;
@@ -266,7 +332,145 @@ impl Detectors {
         }
         self.scan(sec, convs, &under_attack, &mut out);
         self.spike(sec, total_pkts, attack_pps, &mut out);
+        self.dns(sec, names, &mut out);
         out
+    }
+
+    fn dns(&mut self, sec: u64, names: &super::agg::Names, out: &mut Vec<Finding>) {
+        let c = self.cfg.dns.clone();
+        if !c.enabled {
+            return;
+        }
+        let mut touched: Vec<String> = Vec::new();
+        let mut nx_touched: Vec<Addr> = Vec::new();
+        let mut keys: Vec<&NameKey> = names.keys().filter(|k| names[*k].queries > 0).collect();
+        keys.sort_by(|a, b| (&a.name, a.client, a.v6).cmp(&(&b.name, b.client, b.v6)));
+        for k in keys {
+            let st = &names[k];
+            let client = (k.client, k.v6);
+            // NXDOMAIN answers per client
+            let e = self.nx.entry(client).or_default();
+            match e.secs.back_mut() {
+                Some(last) if last.0 == sec => {
+                    last.1 += st.nxdomain as u64;
+                    last.2 += st.queries as u64;
+                }
+                _ => e.secs.push_back((sec, st.nxdomain as u64, st.queries as u64)),
+            }
+            if st.nxdomain > 0 {
+                if e.names.len() < 5 && !e.names.contains(&k.name) {
+                    e.names.push(k.name.clone());
+                }
+                push_sample(&mut e.samples, st.sample);
+            }
+            nx_touched.push(client);
+            // names per registered domain
+            let (domain, sub) = split_domain(&k.name);
+            if sub.is_empty() {
+                continue;
+            }
+            if self.domains.len() >= MAX_DOMAINS && !self.domains.contains_key(domain) {
+                continue;
+            }
+            let d = self.domains.entry(domain.to_string()).or_default();
+            d.last_sec = sec;
+            if d.names.len() < MAX_DOMAIN_NAMES || d.names.contains_key(sub) {
+                d.names.insert(sub.to_string(), (sec, sub.len(), entropy(sub)));
+            }
+            *d.clients.entry(client).or_default() += st.queries as u64;
+            let server = (st.server, k.v6);
+            if d.servers.len() < 5 && !d.servers.contains(&server) {
+                d.servers.push(server);
+            }
+            push_sample(&mut d.samples, st.sample);
+            touched.push(domain.to_string());
+        }
+        touched.sort();
+        touched.dedup();
+        let horizon = sec.saturating_sub(c.window_secs);
+        for domain in touched {
+            let Some(d) = self.domains.get_mut(&domain) else { continue };
+            d.names.retain(|_, v| v.0 > horizon);
+            let n = d.names.len() as u64;
+            if n < c.tunnel_names {
+                continue;
+            }
+            let len = d.names.values().map(|v| v.1 as f64).sum::<f64>() / n as f64;
+            let ent = d.names.values().map(|v| v.2).sum::<f64>() / n as f64;
+            if len < c.tunnel_min_length || ent < c.tunnel_min_entropy {
+                continue;
+            }
+            let tops = top(&d.clients, 5);
+            let example = d.names.keys().min().cloned().unwrap_or_default();
+            out.push(Finding {
+                group: format!("dns_tunnel:{domain}"),
+                absorbed_by: vec![],
+                rule: "dns_tunnel",
+                severity: severity_for(n as f64 / c.tunnel_names as f64),
+                category: Category::Anomaly,
+                verdict: Verdict::Suspicious,
+                src_ips: tops.iter().map(|(a, _)| ip(a)).collect(),
+                dst_ips: d.servers.iter().map(ip).collect(),
+                ports: vec![53],
+                packets: 0,
+                bytes: 0,
+                flows: n,
+                rate: n as f64 / c.window_secs as f64,
+                rate_unit: "names/s",
+                top_sources: tops.iter().map(|(a, q)| format!("{} ({q} queries)", ip(a))).collect(),
+                sample_flows: d.samples.iter().map(|u| uid_string(*u)).collect(),
+                explanation: format!(
+                    "{} distinct names under {domain} in the last {} s, {len:.0} characters long on average with \
+                     {ent:.1} bits of entropy per character (e.g. {example}.{domain}): data tunnelled through DNS?",
+                    thousands(n as f64),
+                    c.window_secs,
+                ),
+            });
+        }
+        let nx_horizon = sec.saturating_sub(c.nx_window_secs);
+        nx_touched.sort();
+        nx_touched.dedup();
+        for client in nx_touched {
+            let Some(e) = self.nx.get_mut(&client) else { continue };
+            while e.secs.front().is_some_and(|x| x.0 <= nx_horizon) {
+                e.secs.pop_front();
+            }
+            let (nx, q) = e.secs.iter().fold((0, 0), |a, x| (a.0 + x.1, a.1 + x.2));
+            if nx < c.nx_answers || (nx as f64) < c.nx_ratio * q as f64 {
+                continue;
+            }
+            out.push(Finding {
+                group: format!("dns_nx:{}", ip(&client)),
+                absorbed_by: vec![],
+                rule: "dns_nxdomain_storm",
+                severity: severity_for(nx as f64 / c.nx_answers as f64),
+                category: Category::Anomaly,
+                verdict: Verdict::Suspicious,
+                src_ips: vec![ip(&client)],
+                dst_ips: vec![],
+                ports: vec![53],
+                packets: 0,
+                bytes: 0,
+                flows: q,
+                rate: nx as f64 / c.nx_window_secs as f64,
+                rate_unit: "nxdomain/s",
+                top_sources: vec![ip(&client)],
+                sample_flows: e.samples.iter().map(|u| uid_string(*u)).collect(),
+                explanation: format!(
+                    "{} got {} NXDOMAIN answers in the last {} s ({} of its {} queries), e.g. {}",
+                    ip(&client),
+                    thousands(nx as f64),
+                    c.nx_window_secs,
+                    pct(nx as f64 / q.max(1) as f64),
+                    thousands(q as f64),
+                    e.names.join(", ")
+                ),
+            });
+        }
+        if sec.is_multiple_of(10) {
+            self.domains.retain(|_, d| d.last_sec > horizon);
+            self.nx.retain(|_, e| e.secs.back().is_some_and(|x| x.0 > nx_horizon));
+        }
     }
 
     fn syn_flood(&self, dst: &Addr, t: &Target, base: f64, out: &mut Vec<Finding>) {

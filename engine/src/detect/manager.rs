@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use super::{DetectConfig, DetectSetup, Finding, SEC};
-use crate::alert::{Alert, AlertBuilder, AlertEvent};
+use crate::alert::{Alert, AlertBuilder, AlertEvent, Category};
 
 /// Recent alert events in memory, numbered, for live readers (the API's
 /// stream, the console). Holds at most `capacity` events.
@@ -191,8 +191,12 @@ impl AlertManager {
                 a.verdict = a.verdict.max(f.verdict);
                 a.packets += f.packets;
                 a.bytes += f.bytes;
-                a.flows =
-                    if a.category == crate::alert::Category::Scan { a.flows.max(f.flows) } else { a.flows + f.flows };
+                // Scans and anomalies count what their window holds: the peak, not a sum.
+                a.flows = if matches!(a.category, Category::Scan | Category::Anomaly) {
+                    a.flows.max(f.flows)
+                } else {
+                    a.flows + f.flows
+                };
                 a.rate = a.rate.max(f.rate);
                 merge_list(&mut a.src_ips, &f.src_ips, 20);
                 merge_list(&mut a.dst_ips, &f.dst_ips, 20);

@@ -27,6 +27,7 @@ use std::sync::Arc;
 pub use agg::{DetectHandle, DetectSummary, start};
 pub use detectors::Finding;
 pub use manager::{AlertFeed, AlertManager, alert_json};
+pub use window::NameAcc;
 pub(crate) use window::{WinMark, WindowAcc};
 
 use crate::alert::Severity;
@@ -91,6 +92,47 @@ impl ConvStat {
     }
 }
 
+/// Where a name was seen.
+pub const NAME_DNS: u8 = 1;
+pub const NAME_SNI: u8 = 2;
+pub const NAME_HTTP: u8 = 4;
+
+/// A host name one client used in a second (DNS query, TLS SNI, HTTP Host).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    /// Lowercase, without a trailing dot.
+    pub name: String,
+    pub client: [u8; 16],
+    pub v6: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameStat {
+    /// `NAME_*` bits.
+    pub seen_in: u8,
+    /// DNS transactions (query/response pairs), and those answered NXDOMAIN.
+    pub queries: u32,
+    pub nxdomain: u32,
+    /// TLS handshakes and HTTP requests naming it.
+    pub other: u32,
+    /// The server asked (the resolver, or the TLS/HTTP server), and a flow id.
+    pub server: [u8; 16],
+    pub sample: u64,
+}
+
+impl NameStat {
+    pub fn merge(&mut self, o: &NameStat) {
+        self.seen_in |= o.seen_in;
+        self.queries += o.queries;
+        self.nxdomain += o.nxdomain;
+        self.other += o.other;
+        if self.sample == 0 {
+            self.sample = o.sample;
+            self.server = o.server;
+        }
+    }
+}
+
 /// One worker's second: every conversation it saw, and how far its clock
 /// has moved (every second before `through` is complete for this worker).
 #[derive(Clone, Debug, Default)]
@@ -99,6 +141,8 @@ pub struct WindowReport {
     pub sec: u64,
     pub through: u64,
     pub convs: Vec<(ConvKey, ConvStat)>,
+    /// Names clients used in this second.
+    pub names: Vec<(NameKey, NameStat)>,
     /// Conversations folded into unknown-source entries (table full).
     pub overflow: u64,
 }
@@ -170,6 +214,25 @@ pub struct ScanConfig {
     pub window_secs: u64,
 }
 
+/// DNS anomalies: tunnelling (many long, random names under one domain)
+/// and NXDOMAIN storms (one client getting mostly "no such name").
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsConfig {
+    pub enabled: bool,
+    /// Distinct names under one registered domain within `window_secs`...
+    pub tunnel_names: u64,
+    /// ...whose part left of the domain averages at least this many characters...
+    pub tunnel_min_length: f64,
+    /// ...and this many bits of entropy per character.
+    pub tunnel_min_entropy: f64,
+    pub window_secs: u64,
+    /// NXDOMAIN answers to one client within `nx_window_secs`...
+    pub nx_answers: u64,
+    /// ...being at least this share of its queries.
+    pub nx_ratio: f64,
+    pub nx_window_secs: u64,
+}
+
 /// Everything detection needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectConfig {
@@ -187,6 +250,7 @@ pub struct DetectConfig {
     pub ddos: DdosConfig,
     pub spike: SpikeConfig,
     pub scan: ScanConfig,
+    pub dns: DnsConfig,
 }
 
 impl Default for DetectConfig {
@@ -216,6 +280,16 @@ impl Default for DetectConfig {
                 average_secs: 300,
             },
             scan: ScanConfig { enabled: true, vertical_ports: 100, horizontal_hosts: 50, window_secs: 60 },
+            dns: DnsConfig {
+                enabled: true,
+                tunnel_names: 30,
+                tunnel_min_length: 24.0,
+                tunnel_min_entropy: 3.3,
+                window_secs: 60,
+                nx_answers: 100,
+                nx_ratio: 0.5,
+                nx_window_secs: 10,
+            },
         }
     }
 }

@@ -49,8 +49,9 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let mut t = FlowTracker::new(FlowConfig::default(), 0);
-        t.enable_windows(1 << 12);
-        Rig { t, sinks: Sinks::new(1024), d: Decoded::default() }
+        let mut sinks = Sinks::new(1024);
+        t.enable_windows(1 << 12, &mut sinks);
+        Rig { t, sinks, d: Decoded::default() }
     }
     fn send(&mut self, ts: u64, f: &[u8]) {
         decode(LinkType::ETHERNET, f, &DecodeConfig::default(), &mut self.d);
@@ -192,7 +193,7 @@ fn syn_map(
 fn syn_flood_needs_rate_and_unanswered_syns() {
     let mut d = Detectors::new(DetectConfig::default());
     let sec = T0 / SEC;
-    let f = d.evaluate(sec, &syn_map([10, 0, 0, 5], 1000, 2, false));
+    let f = eval(&mut d, sec, &syn_map([10, 0, 0, 5], 1000, 2, false));
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].rule, "syn_flood");
     assert_eq!(f[0].group, "syn_flood:10.0.0.5");
@@ -202,10 +203,10 @@ fn syn_flood_needs_rate_and_unanswered_syns() {
     assert_eq!(f[0].sample_flows.len(), 5);
     // A busy server answering as many SYNs is not a flood.
     let mut d = Detectors::new(DetectConfig::default());
-    assert!(d.evaluate(sec, &syn_map([10, 0, 0, 5], 1000, 2, true)).is_empty());
+    assert!(eval(&mut d, sec, &syn_map([10, 0, 0, 5], 1000, 2, true)).is_empty());
     // Below the rate, not either.
     let mut d = Detectors::new(DetectConfig::default());
-    assert!(d.evaluate(sec, &syn_map([10, 0, 0, 5], 100, 2, false)).is_empty());
+    assert!(eval(&mut d, sec, &syn_map([10, 0, 0, 5], 100, 2, false)).is_empty());
 }
 
 #[test]
@@ -214,9 +215,9 @@ fn floods_are_judged_against_the_hosts_baseline() {
     let sec = T0 / SEC;
     // 300 quiet seconds of 100 SYNs/s, answered: the baseline.
     for i in 0..300 {
-        assert!(d.evaluate(sec + i, &syn_map([10, 0, 0, 5], 50, 2, true)).is_empty());
+        assert!(eval(&mut d, sec + i, &syn_map([10, 0, 0, 5], 50, 2, true)).is_empty());
     }
-    let f = d.evaluate(sec + 300, &syn_map([10, 0, 0, 5], 1000, 5, false));
+    let f = eval(&mut d, sec + 300, &syn_map([10, 0, 0, 5], 1000, 5, false));
     assert_eq!(f.len(), 1);
     assert!(f[0].explanation.contains("50× its 1-hour baseline"), "{}", f[0].explanation);
     assert_eq!(f[0].severity, crate::alert::Severity::High);
@@ -250,8 +251,8 @@ fn scans_vertical_horizontal_and_not_busy_clients() {
     let sec = T0 / SEC;
     let mut d = Detectors::new(DetectConfig::default());
     // 60 ports a second for two seconds: the second crosses 100.
-    assert!(d.evaluate(sec, &scan_map([10, 9, 9, 9], (1..=60).map(|p| ([10, 0, 0, 5], p)), true)).is_empty());
-    let f = d.evaluate(sec + 1, &scan_map([10, 9, 9, 9], (61..=120).map(|p| ([10, 0, 0, 5], p)), true));
+    assert!(eval(&mut d, sec, &scan_map([10, 9, 9, 9], (1..=60).map(|p| ([10, 0, 0, 5], p)), true)).is_empty());
+    let f = eval(&mut d, sec + 1, &scan_map([10, 9, 9, 9], (61..=120).map(|p| ([10, 0, 0, 5], p)), true));
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(
         (f[0].rule, f[0].category, f[0].group.as_str()),
@@ -260,18 +261,19 @@ fn scans_vertical_horizontal_and_not_busy_clients() {
     assert!(f[0].explanation.contains("120 ports of 10.0.0.5"), "{}", f[0].explanation);
     // Horizontal: port 22 on 60 hosts.
     let mut d = Detectors::new(DetectConfig::default());
-    let f = d.evaluate(sec, &scan_map([10, 9, 9, 8], (1..=60).map(|h| ([10, 0, 1, h as u8], 22)), true));
+    let f = eval(&mut d, sec, &scan_map([10, 9, 9, 8], (1..=60).map(|h| ([10, 0, 1, h as u8], 22)), true));
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].rule, "port_scan_horizontal");
     assert!(f[0].explanation.contains("60 hosts on tcp/22"), "{}", f[0].explanation);
     // A proxy reaching 500 hosts on 443, all answered: nothing.
     let mut d = Detectors::new(DetectConfig::default());
-    let f = d.evaluate(sec, &scan_map([10, 9, 9, 7], (0..500).map(|h| ([10, 2, (h >> 8) as u8, h as u8], 443)), false));
+    let f =
+        eval(&mut d, sec, &scan_map([10, 9, 9, 7], (0..500).map(|h| ([10, 2, (h >> 8) as u8, h as u8], 443)), false));
     assert!(f.is_empty());
     // Old attempts leave the window.
     let mut d = Detectors::new(DetectConfig::default());
-    d.evaluate(sec, &scan_map([10, 9, 9, 9], (1..=60).map(|p| ([10, 0, 0, 5], p)), true));
-    let f = d.evaluate(sec + 61, &scan_map([10, 9, 9, 9], (61..=120).map(|p| ([10, 0, 0, 5], p)), true));
+    eval(&mut d, sec, &scan_map([10, 9, 9, 9], (1..=60).map(|p| ([10, 0, 0, 5], p)), true));
+    let f = eval(&mut d, sec + 61, &scan_map([10, 9, 9, 9], (61..=120).map(|p| ([10, 0, 0, 5], p)), true));
     assert!(f.is_empty(), "{f:?}");
 }
 
@@ -299,7 +301,7 @@ fn traffic_spike_after_warmup_unless_an_alerted_attack_explains_it() {
     let sec = T0 / SEC;
     let mut d = Detectors::new(DetectConfig::default());
     for i in 0..60 {
-        assert!(d.evaluate(sec + i, &udp_map(2000, [10, 0, 0, 9], 200)).is_empty());
+        assert!(eval(&mut d, sec + i, &udp_map(2000, [10, 0, 0, 9], 200)).is_empty());
     }
     // Triple the traffic (answered, spread over many hosts): a spike after
     // three seconds in a row.
@@ -307,7 +309,7 @@ fn traffic_spike_after_warmup_unless_an_alerted_attack_explains_it() {
     for i in 60..70 {
         let mut m = udp_map(2000, [10, 0, 0, 9], 200);
         m.extend(udp_map(4000, [10, 0, 0, 10], 300));
-        let f = d.evaluate(sec + i, &m);
+        let f = eval(&mut d, sec + i, &m);
         if !f.is_empty() {
             fired = Some((i, f));
             break;
@@ -321,14 +323,14 @@ fn traffic_spike_after_warmup_unless_an_alerted_attack_explains_it() {
     // The same excess as an unanswered flood is the flood's alert only.
     let mut d = Detectors::new(DetectConfig::default());
     for i in 0..60 {
-        d.evaluate(sec + i, &udp_map(2000, [10, 0, 0, 9], 200));
+        eval(&mut d, sec + i, &udp_map(2000, [10, 0, 0, 9], 200));
     }
     for i in 60..70 {
         let mut m = udp_map(2000, [10, 0, 0, 9], 200);
         let mut flood = udp_map(8000, [10, 0, 0, 10], 300);
         flood.values_mut().for_each(|s| s.rpkts = 0);
         m.extend(flood);
-        let f = d.evaluate(sec + i, &m);
+        let f = eval(&mut d, sec + i, &m);
         assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["udp_flood"], "second {i}");
     }
 }
@@ -412,15 +414,15 @@ fn a_second_completes_when_every_worker_has_passed_it() {
     let mut a = Aggregator::new(2);
     let k = ConvKey { src: v4([1, 1, 1, 1]), dst: v4([2, 2, 2, 2]), v6: false, proto: 6, dport: 80 };
     let st = ConvStat { pkts: 5, ..Default::default() };
-    a.add(WindowReport { worker: 0, sec: 100, through: 101, convs: vec![(k, st)], overflow: 0 });
+    a.add(WindowReport { worker: 0, sec: 100, through: 101, convs: vec![(k, st)], overflow: 0, names: vec![] });
     assert!(a.next_complete().is_none(), "worker 1 has not reported");
-    a.add(WindowReport { worker: 1, sec: 100, through: 105, convs: vec![(k, st)], overflow: 0 });
+    a.add(WindowReport { worker: 1, sec: 100, through: 105, convs: vec![(k, st)], overflow: 0, names: vec![] });
     let (sec, m) = a.next_complete().unwrap();
     assert_eq!(sec, 100);
-    assert_eq!(m[&k].pkts, 10);
-    a.add(WindowReport { worker: 0, sec: 103, through: 104, convs: vec![(k, st)], overflow: 0 });
+    assert_eq!(m.convs[&k].pkts, 10);
+    a.add(WindowReport { worker: 0, sec: 103, through: 104, convs: vec![(k, st)], overflow: 0, names: vec![] });
     assert_eq!(a.next_complete().map(|x| x.0), Some(103));
-    a.add(WindowReport { worker: 1, sec: 106, through: 107, convs: vec![], overflow: 0 });
+    a.add(WindowReport { worker: 1, sec: 106, through: 107, convs: vec![], overflow: 0, names: vec![] });
     assert!(a.next_complete().is_none(), "worker 0 is still at 104");
     assert_eq!(a.drain().len(), 1);
 }
@@ -430,4 +432,96 @@ fn numbers_read_well() {
     assert_eq!(thousands(48_000.0), "48,000");
     assert_eq!(thousands(999.4), "999");
     assert_eq!(thousands(1_234_567.0), "1,234,567");
+}
+
+fn eval(d: &mut Detectors, sec: u64, convs: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>) -> Vec<Finding> {
+    d.evaluate(sec, convs, &Default::default())
+}
+
+fn names(list: &[(&str, [u8; 4], u32, u32)]) -> super::agg::Names {
+    let mut m = super::agg::Names::default();
+    for (name, client, q, nx) in list {
+        let s = m.entry(NameKey { name: name.to_string(), client: v4(*client), v6: false }).or_default();
+        s.seen_in |= NAME_DNS;
+        s.queries += q;
+        s.nxdomain += nx;
+        s.server = v4([10, 0, 0, 53]);
+        s.sample = 7;
+    }
+    m
+}
+
+#[test]
+fn domains_split_where_they_are_registered() {
+    use super::detectors::{entropy, split_domain};
+    assert_eq!(split_domain("a.b.example.com"), ("example.com", "a.b"));
+    assert_eq!(split_domain("example.com"), ("example.com", ""));
+    assert_eq!(split_domain("www.bbc.co.uk"), ("bbc.co.uk", "www"));
+    assert_eq!(split_domain("localhost"), ("localhost", ""));
+    assert!(entropy("aaaa") < 0.01);
+    assert!((entropy("abcd") - 2.0).abs() < 1e-9);
+}
+
+#[test]
+fn dns_tunnels_and_nxdomain_storms() {
+    let sec = T0 / SEC;
+    let empty = HashMap::default();
+    // 40 long random names under one domain over 4 seconds.
+    let mut d = Detectors::new(DetectConfig::default());
+    let mut fired = Vec::new();
+    for i in 0..4u64 {
+        let list: Vec<String> = (0..10)
+            .map(|j| {
+                let mut x = (i * 10 + j + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let label: String = (0..40)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (b'a' + (x % 26) as u8) as char
+                    })
+                    .collect();
+                format!("{label}.t.exfil.example")
+            })
+            .collect();
+        let n: Vec<(&str, [u8; 4], u32, u32)> = list.iter().map(|s| (s.as_str(), [10, 1, 0, 7], 1, 0)).collect();
+        fired.extend(d.evaluate(sec + i, &empty, &names(&n)));
+    }
+    assert_eq!(
+        fired.iter().map(|f| f.rule).collect::<Vec<_>>(),
+        vec!["dns_tunnel", "dns_tunnel"],
+        "at 30 and 40 names"
+    );
+    assert_eq!(fired[0].group, "dns_tunnel:exfil.example");
+    assert!(fired[0].explanation.starts_with("30 distinct names under exfil.example in the last 60 s, 42 characters"));
+    assert_eq!(fired[0].src_ips, vec!["10.1.0.7"]);
+    // Many short ordinary names under one domain: no tunnel.
+    let mut d = Detectors::new(DetectConfig::default());
+    let list: Vec<String> = (0..200).map(|i| format!("host{i}.cdn.example.net")).collect();
+    let n: Vec<(&str, [u8; 4], u32, u32)> = list.iter().map(|s| (s.as_str(), [10, 1, 0, 8], 3, 0)).collect();
+    assert!(d.evaluate(sec, &empty, &names(&n)).is_empty());
+    // NXDOMAIN storm: 120 NXDOMAIN of 130 queries in 10 s from one client.
+    let mut d = Detectors::new(DetectConfig::default());
+    let mut got = Vec::new();
+    for i in 0..10u64 {
+        let list: Vec<String> = (0..12).map(|j| format!("q{i}x{j}.com")).collect();
+        let mut n: Vec<(&str, [u8; 4], u32, u32)> = list.iter().map(|s| (s.as_str(), [10, 1, 0, 66], 1, 1)).collect();
+        n.push(("www.example.com", [10, 1, 0, 66], 1, 0));
+        got.extend(d.evaluate(sec + i, &empty, &names(&n)));
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].rule, "dns_nxdomain_storm");
+    assert!(
+        got[0].explanation.starts_with("10.1.0.66 got 108 NXDOMAIN answers in the last 10 s (92% of its 117 queries)"),
+        "{}",
+        got[0].explanation
+    );
+    // A client with a few typos among many good answers: nothing.
+    let mut d = Detectors::new(DetectConfig::default());
+    for i in 0..10u64 {
+        let list: Vec<String> = (0..50).map(|j| format!("h{j}.example.org")).collect();
+        let mut n: Vec<(&str, [u8; 4], u32, u32)> = list.iter().map(|s| (s.as_str(), [10, 1, 0, 9], 4, 0)).collect();
+        n.push(("typo.example.org", [10, 1, 0, 9], 20, 20));
+        assert!(d.evaluate(sec + i, &empty, &names(&n)).is_empty());
+    }
 }

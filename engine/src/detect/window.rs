@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{ConvKey, ConvStat, SEC, WindowReport};
+use super::{ConvKey, ConvStat, NameKey, NameStat, SEC, WindowReport};
 use crate::decode::PROTO_TCP;
 use crate::flow::{Flow, FlowKey};
 
@@ -172,8 +172,9 @@ impl WindowAcc {
         }
     }
 
-    /// End the open second (its flows already folded) and open `new_sec`.
-    pub fn close(&mut self, new_sec: u64) {
+    /// End the open second (its flows already folded; `names`, the names
+    /// used in it) and open `new_sec`.
+    pub fn close(&mut self, new_sec: u64, names: &mut NameAcc) {
         if self.sec != 0 {
             let convs: Vec<(ConvKey, ConvStat)> = self.convs.drain().collect();
             self.ready.push(WindowReport {
@@ -181,6 +182,7 @@ impl WindowAcc {
                 sec: self.sec,
                 through: new_sec,
                 convs,
+                names: names.take(),
                 overflow: std::mem::take(&mut self.overflow),
             });
         }
@@ -190,9 +192,89 @@ impl WindowAcc {
     }
 
     /// End of input: the open second is complete and so is all time after it.
-    pub fn finish(&mut self) {
+    pub fn finish(&mut self, names: &mut NameAcc) {
         if self.enabled && self.sec != 0 {
-            self.close(u64::MAX);
+            self.close(u64::MAX, names);
         }
+    }
+}
+
+/// Names used this second, kept by a worker's record sinks (the DNS, TLS and
+/// HTTP analyzers report through them). Disabled, it costs one branch per
+/// record.
+#[derive(Default)]
+pub struct NameAcc {
+    pub enabled: bool,
+    names: HashMap<NameKey, NameStat, foldhash::fast::FixedState>,
+    max: usize,
+    pub dropped: u64,
+    key: NameKey,
+}
+
+impl NameAcc {
+    pub fn new(max: usize) -> NameAcc {
+        NameAcc { enabled: true, max: max.max(16), ..NameAcc::default() }
+    }
+
+    /// The stats of `name` used by `client`, made on first use (None when
+    /// the second's table is full: counted in `dropped`).
+    fn stat(&mut self, name: &str, client: [u8; 16], v6: bool, server: [u8; 16], uid: u64) -> Option<&mut NameStat> {
+        if !self.enabled || name.is_empty() {
+            return None;
+        }
+        // Reuse one key buffer: a map insert copies it only for a new name.
+        self.key.name.clear();
+        self.key.name.extend(name.trim_end_matches('.').chars().map(|c| c.to_ascii_lowercase()));
+        self.key.client = client;
+        self.key.v6 = v6;
+        if !self.names.contains_key(&self.key) && self.names.len() >= self.max {
+            self.dropped += 1;
+            return None;
+        }
+        let s = self.names.entry(self.key.clone()).or_default();
+        if s.sample == 0 {
+            s.sample = uid;
+            s.server = server;
+        }
+        Some(s)
+    }
+
+    /// A name in a TLS handshake or HTTP request (`kind`: a `NAME_*` bit).
+    pub fn note(&mut self, name: &str, client: [u8; 16], v6: bool, server: [u8; 16], uid: u64, kind: u8) {
+        if let Some(s) = self.stat(name, client, v6, server, uid) {
+            s.seen_in |= kind;
+            s.other += 1;
+        }
+    }
+
+    /// A DNS query `client` sent to `server`.
+    pub fn dns_query(&mut self, name: &str, client: [u8; 16], v6: bool, server: [u8; 16], uid: u64) {
+        if let Some(s) = self.stat(name, client, v6, server, uid) {
+            s.seen_in |= super::NAME_DNS;
+            s.queries += 1;
+        }
+    }
+
+    /// A DNS response to `client`; `lone`: no query of it was seen (counted as one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dns_answer(
+        &mut self,
+        name: &str,
+        client: [u8; 16],
+        v6: bool,
+        server: [u8; 16],
+        uid: u64,
+        nx: bool,
+        lone: bool,
+    ) {
+        if let Some(s) = self.stat(name, client, v6, server, uid) {
+            s.seen_in |= super::NAME_DNS;
+            s.nxdomain += nx as u32;
+            s.queries += lone as u32;
+        }
+    }
+
+    pub fn take(&mut self) -> Vec<(NameKey, NameStat)> {
+        self.names.drain().collect()
     }
 }

@@ -155,9 +155,11 @@ impl FlowTracker {
         }
     }
 
-    /// Keep detection's per-second conversation counters (see [`crate::detect`]).
-    pub fn enable_windows(&mut self, max_convs: usize) {
+    /// Keep detection's per-second conversation counters (see
+    /// [`crate::detect`]); `sinks` then keeps the names used each second.
+    pub fn enable_windows(&mut self, max_convs: usize, sinks: &mut Sinks) {
         self.win = crate::detect::WindowAcc::new(self.worker, max_convs);
+        sinks.names = crate::detect::NameAcc::new(max_convs / 8);
     }
 
     /// Closed seconds for detection, oldest first.
@@ -171,7 +173,7 @@ impl FlowTracker {
 
     /// Close detection's open second: judge the attempts carried from the
     /// second before, fold every flow touched in it, and open `new_sec`.
-    fn close_window(&mut self, new_sec: u64) {
+    fn close_window(&mut self, new_sec: u64, sinks: &mut Sinks) {
         for i in 0..self.win.carry.len() {
             let (e, uid) = self.win.carry[i];
             if self.live(e, uid) {
@@ -188,7 +190,7 @@ impl FlowTracker {
             }
         }
         self.win.active.clear();
-        self.win.close(new_sec);
+        self.win.close(new_sec, &mut sinks.names);
     }
 
     pub fn len(&self) -> usize {
@@ -207,7 +209,7 @@ impl FlowTracker {
     pub fn packet(&mut self, desc: &Desc, frame: &[u8], d: &Decoded, sinks: &mut Sinks) {
         let ts = desc.ts_ns;
         if self.win.passes(ts) {
-            self.close_window(ts / SEC);
+            self.close_window(ts / SEC, sinks);
         }
         if ts > self.now {
             self.now = ts;
@@ -378,7 +380,7 @@ impl FlowTracker {
     /// Advance time without a packet (idle capture) and expire.
     pub fn tick(&mut self, now: u64, sinks: &mut Sinks) {
         if self.win.passes(now) {
-            self.close_window(now / SEC);
+            self.close_window(now / SEC, sinks);
         }
         if now > self.now {
             self.now = now;
@@ -394,7 +396,7 @@ impl FlowTracker {
             self.emit(e, RecordKind::Final, sinks);
             self.table.remove(e);
         }
-        self.win.finish();
+        self.win.finish(&mut sinks.names);
     }
 
     fn emit(&mut self, e: u32, kind: RecordKind, sinks: &mut Sinks) {

@@ -215,6 +215,12 @@ fn message(pend: &mut DnsPending, st: &mut DnsFlow, ctx: &ProtoCtx, m: &[u8], tc
         }
     }
     if !h.qr {
+        if qname_ok {
+            // Detection counts a query when it is asked (not when its record
+            // is written, which for an unanswered one can be much later).
+            let c = conn_id(ctx.ts, ctx.uid, &ctx.key, orig_is_lo);
+            sinks.names.dns_query(&pend.name, c.orig_h, c.v6, c.resp_h, c.uid);
+        }
         let q = Pending {
             uid: ctx.uid,
             trans_id: h.id,
@@ -341,6 +347,9 @@ fn message(pend: &mut DnsPending, st: &mut DnsFlow, ctx: &ProtoCtx, m: &[u8], tc
         None => (ctx.ts, None, name_for_match.unwrap_or_default().to_string()),
     };
     let c = conn_id(ts, ctx.uid, &ctx.key, orig_is_lo);
+    if !query.is_empty() {
+        sinks.names.dns_answer(&query, c.orig_h, c.v6, c.resp_h, c.uid, h.rcode == 3, matched.is_none());
+    }
     let r = DnsRecord {
         proto: if tcp { "tcp" } else { "udp" },
         trans_id: h.id,

@@ -29,15 +29,18 @@ pub enum AttackKind {
     PortScan,
     /// Long random names under t.exfil.example.
     DnsTunnel,
+    /// 10.1.0.66 asking for random names that do not exist (NXDOMAIN).
+    DnsNx,
 }
 
 impl AttackKind {
-    pub const ALL: [AttackKind; 5] = [
+    pub const ALL: [AttackKind; 6] = [
         AttackKind::SynFlood,
         AttackKind::UdpFlood,
         AttackKind::IcmpFlood,
         AttackKind::PortScan,
         AttackKind::DnsTunnel,
+        AttackKind::DnsNx,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +49,7 @@ impl AttackKind {
             AttackKind::IcmpFlood => "icmp-flood",
             AttackKind::PortScan => "port-scan",
             AttackKind::DnsTunnel => "dns-tunnel",
+            AttackKind::DnsNx => "dns-nxdomain",
         }
     }
     fn session_kind(self) -> Kind {
@@ -55,6 +59,7 @@ impl AttackKind {
             AttackKind::IcmpFlood => Kind::IcmpFlood,
             AttackKind::PortScan => Kind::Scan,
             AttackKind::DnsTunnel => Kind::DnsTunnel,
+            AttackKind::DnsNx => Kind::DnsNx,
         }
     }
 }
@@ -136,6 +141,7 @@ enum Kind {
     IcmpFlood,
     Scan,
     DnsTunnel,
+    DnsNx,
 }
 
 #[derive(Clone, Debug)]
@@ -270,7 +276,7 @@ impl SynthSource {
         let sport = match kind {
             Kind::Http => 80,
             Kind::Tls => 443,
-            Kind::Dns | Kind::DnsTunnel => 53,
+            Kind::Dns | Kind::DnsTunnel | Kind::DnsNx => 53,
             Kind::Dhcp => 67,
             Kind::SynFlood => 80,
             Kind::IcmpFlood => 0,
@@ -292,6 +298,9 @@ impl SynthSource {
         }
         if kind == Kind::Scan {
             client[..4].copy_from_slice(&[10, 9, 9, 9]);
+        }
+        if kind == Kind::DnsNx {
+            client[..4].copy_from_slice(&[10, 1, 0, 66]);
         }
         let left = match kind {
             Kind::Http => self.rng.zipf(2_000_000) * 200,
@@ -400,17 +409,26 @@ impl SynthSource {
                 }
                 s.step += 1;
             }
-            Dns | DnsTunnel => {
-                let name = if s.kind == DnsTunnel {
-                    let mut lbl = String::new();
-                    for _ in 0..48 {
-                        lbl.push((b'a' + self.rng.below(26) as u8) as char);
-                    }
-                    format!("{lbl}.t.exfil.example")
+            Dns | DnsTunnel | DnsNx => {
+                // Random labels derived from the session, so a response
+                // repeats its query's name.
+                let mut r = Rng((s.cseq as u64) << 32 | s.sseq as u64);
+                let mut label = |n: usize| -> String { (0..n).map(|_| (b'a' + r.below(26) as u8) as char).collect() };
+                let name = if s.kind == DnsNx {
+                    format!("{}.com", label(12))
+                } else if s.kind == DnsTunnel {
+                    format!("{}.t.exfil.example", label(48))
                 } else {
                     HOSTS[s.name as usize].to_string()
                 };
-                let q = dns_msg(s.cseq as u16, &name, s.step == 1, s.v6, s.kind == DnsTunnel);
+                let mut q = dns_msg(s.cseq as u16, &name, s.step == 1, s.v6, s.kind == DnsTunnel);
+                if s.kind == DnsNx && s.step == 1 {
+                    // NXDOMAIN, no answer
+                    q[3] = 0x83;
+                    q[7] = 0;
+                    let end = q.len() - 16;
+                    q.truncate(end);
+                }
                 let (c, sv) = (s.step == 0, s.step == 1);
                 if c || sv {
                     self.udp(s, c, &q);
