@@ -7,10 +7,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tap
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add x86_64-unknown-linux-gnu >/dev/null
 # Live-capture tests build network namespaces and veth pairs (iproute2) and
-# drive a real tool through them (ping); exported packet recordings must
-# open in tshark.
-if ! command -v ip >/dev/null || ! command -v ping >/dev/null || ! command -v tshark >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iputils-ping tshark >/dev/null
+# drive real tools through them (ping; hping3 floods and nmap scans against
+# hosts inside those namespaces); exported packet recordings must open in
+# tshark.
+if ! command -v ip >/dev/null || ! command -v ping >/dev/null || ! command -v tshark >/dev/null \
+    || ! command -v hping3 >/dev/null || ! command -v nmap >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iputils-ping tshark hping3 nmap >/dev/null
 fi
 python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet pyarrow
 test -d ../shared/corpus/zeek || { echo "missing ../shared/corpus (the golden captures)" >&2; exit 1; }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use tapstream_engine::decode::DecodeConfig;
+use tapstream_engine::detect::intel::{FeedFormat, FeedSpec, Intel};
 use tapstream_engine::detect::{
-    DdosConfig, DetectConfig, DetectSetup, DnsConfig, IcmpFloodConfig, ScanConfig, SpikeConfig, SynFloodConfig,
-    UdpFloodConfig,
+    AllowRule, DdosConfig, DetectConfig, DetectSetup, DnsConfig, IcmpFloodConfig, Policy, ScanConfig, Service,
+    SpikeConfig, Subnet, SynFloodConfig, UdpFloodConfig,
 };
 use tapstream_engine::flow::FlowConfig;
 use tapstream_engine::live::{BindMode, CaptureMethod, LiveConfig, XdpModeChoice, XskConfig};
@@ -41,6 +42,23 @@ pub struct RawConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub detect: RawDetect,
+    #[serde(default)]
+    pub intel: RawIntel,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntel {
+    pub refresh_secs: Option<f64>,
+    pub feeds: Option<Vec<RawFeed>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeed {
+    pub name: Option<String>,
+    pub path: PathBuf,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +84,42 @@ pub struct RawDetect {
     pub scan: RawScan,
     #[serde(default)]
     pub dns: RawDns,
+    pub policy: Option<Vec<RawPolicy>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub name: String,
+    pub subnet: String,
+    pub direction: Option<String>,
+    pub allow: Vec<String>,
+}
+
+fn policies(raw: Option<Vec<RawPolicy>>) -> anyhow::Result<Vec<Policy>> {
+    let mut out: Vec<Policy> = Vec::new();
+    for p in raw.unwrap_or_default() {
+        let name = p.name;
+        if name.is_empty() || out.iter().any(|o| o.name == name) {
+            bail!("detect.policy: names must be set and distinct (`{name}`)");
+        }
+        let subnet = Subnet::parse(&p.subnet)
+            .with_context(|| format!("detect.policy `{name}`: subnet `{}` is not an address or network", p.subnet))?;
+        let outbound = match p.direction.as_deref().unwrap_or("inbound") {
+            "inbound" => false,
+            "outbound" => true,
+            d => bail!("detect.policy `{name}`: direction `{d}` must be inbound or outbound"),
+        };
+        let mut allow = Vec::new();
+        for a in &p.allow {
+            let (service, any_port) = Service::parse(a).with_context(|| {
+                format!("detect.policy `{name}`: `{a}` is not a service (tcp/443, udp/53, tcp, udp, icmp, icmp6)")
+            })?;
+            allow.push(AllowRule { service, any_port });
+        }
+        out.push(Policy { name, subnet, outbound, allow });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,20 +196,55 @@ pub struct Detect {
     pub cfg: DetectConfig,
     /// The JSON-lines alert log, relative to the data directory unless absolute.
     pub alert_log: PathBuf,
+    pub feeds: Vec<FeedSpec>,
+    pub intel_refresh: Duration,
 }
 
 impl Detect {
-    /// The wiring for a run writing history to `data`.
-    pub fn setup(&self, data: &Path) -> std::sync::Arc<DetectSetup> {
-        std::sync::Arc::new(DetectSetup {
+    /// The wiring for a run writing history to `data`: threat feeds are
+    /// loaded here, so a missing or unreadable feed stops the start with its
+    /// name; lines without an indicator are warned about.
+    pub fn setup(&self, data: &Path) -> anyhow::Result<std::sync::Arc<DetectSetup>> {
+        let (intel, reports) = Intel::load(&self.feeds)?;
+        for r in reports {
+            tracing::info!(feed = %r.name, networks = r.networks, domains = r.domains, "threat feed loaded");
+            if r.bad_count > 0 {
+                let first: Vec<String> = r.bad_lines.iter().map(|(n, l)| format!("line {n}: {l}")).collect();
+                tracing::warn!(feed = %r.name, "{} lines hold no IP, network or domain (skipped): {}", r.bad_count, first.join("; "));
+            }
+        }
+        Ok(std::sync::Arc::new(DetectSetup {
             cfg: self.cfg.clone(),
             log: Some(data.join(&self.alert_log)),
             feed: Some(std::sync::Arc::new(tapstream_engine::detect::AlertFeed::default())),
-        })
+            intel,
+            intel_feeds: self.feeds.clone(),
+            intel_refresh: self.intel_refresh,
+        }))
     }
 }
 
-fn detect(r: RawDetect) -> anyhow::Result<Option<Detect>> {
+fn feeds(r: RawIntel) -> anyhow::Result<(Vec<FeedSpec>, Duration)> {
+    let every = secs("intel.refresh_secs", r.refresh_secs, Duration::from_secs(60), 1.0, 86_400.0 * 7.0)?;
+    let mut out: Vec<FeedSpec> = Vec::new();
+    for (i, f) in r.feeds.unwrap_or_default().into_iter().enumerate() {
+        let name = f.name.unwrap_or_else(|| {
+            f.path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| format!("feed{}", i + 1))
+        });
+        if out.iter().any(|o| o.name == name) {
+            bail!("intel.feeds: two feeds are named `{name}`");
+        }
+        let fmt = f.format.as_deref().unwrap_or("auto");
+        let format = FeedFormat::from_name(fmt).with_context(|| {
+            format!("intel.feeds `{name}`: format `{fmt}` unknown (auto, plain, spamhaus-drop, hosts, abusech-csv, json-lines)")
+        })?;
+        out.push(FeedSpec { name, path: f.path, format });
+    }
+    Ok((out, every))
+}
+
+fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
+    let (feeds, intel_refresh) = feeds(intel)?;
     if !r.enabled.unwrap_or(true) {
         return Ok(None);
     }
@@ -264,12 +353,13 @@ fn detect(r: RawDetect) -> anyhow::Result<Option<Detect>> {
             nx_ratio: ratio("dns.nx_ratio", r.dns.nx_ratio, d.dns.nx_ratio)?,
             nx_window_secs: count("dns.nx_window_secs", r.dns.nx_window_secs, d.dns.nx_window_secs, 1, 86_400)?,
         },
+        policies: policies(r.policy)?,
     };
     let alert_log = r.alert_log.unwrap_or_else(|| PathBuf::from("alerts.json"));
     if alert_log.as_os_str().is_empty() {
         bail!("detect.alert_log: must name a file");
     }
-    Ok(Some(Detect { cfg, alert_log }))
+    Ok(Some(Detect { cfg, alert_log, feeds, intel_refresh }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -613,7 +703,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         )? << 20,
     };
     let retention = retention(&raw.retention)?;
-    let detect = detect(raw.detect)?;
+    let detect = detect(raw.detect, raw.intel)?;
     Ok(Config {
         detect,
         pipeline,
@@ -757,7 +847,12 @@ mod tests {
         let d = c.detect.unwrap();
         assert_eq!(d.cfg.scan.vertical_ports, 20);
         assert_eq!(d.cfg.close_after_ns, 5_000_000_000);
-        assert_eq!(d.setup(Path::new("/d")).log.as_deref(), Some(Path::new("/d/alerts.json")));
+        assert_eq!(d.setup(Path::new("/d")).unwrap().log.as_deref(), Some(Path::new("/d/alerts.json")));
+        let e = validate(toml::from_str("[[intel.feeds]]\npath = \"x.txt\"\nformat = \"xml\"").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("intel.feeds `x`: format `xml` unknown"), "{e}");
+        let c = validate(toml::from_str("[[intel.feeds]]\npath = \"/nonexistent/drop.txt\"").unwrap()).unwrap();
+        let e = c.detect.unwrap().setup(Path::new("/d")).unwrap_err();
+        assert!(e.to_string().contains("threat feed drop (/nonexistent/drop.txt)"), "{e}");
         let m = parse_attacks("syn-flood:5000@20+10,port-scan=0.1,icmp-flood:10@0.5+1").unwrap();
         assert_eq!(m.port_scan, 0.1);
         assert_eq!(
@@ -777,6 +872,23 @@ mod tests {
                 },
             ]
         );
+        let c = validate(
+            toml::from_str(
+                "[[detect.policy]]\nname = \"dmz\"\nsubnet = \"10.0.0.0/24\"\nallow = [\"tcp/443\", \"icmp\", \"udp\"]",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let p = &c.detect.unwrap().cfg.policies[0];
+        assert!(p.allows(6, 443) && p.allows(1, 0) && p.allows(17, 9999) && !p.allows(6, 22));
+        for (bad, msg) in [
+            ("subnet = \"10.0.0.0/33\"\nallow = []", "subnet `10.0.0.0/33`"),
+            ("subnet = \"10.0.0.0/8\"\nallow = [\"icmp/3\"]", "`icmp/3` is not a service"),
+            ("subnet = \"10.0.0.0/8\"\ndirection = \"up\"\nallow = []", "direction `up`"),
+        ] {
+            let e = validate(toml::from_str(&format!("[[detect.policy]]\nname = \"p\"\n{bad}")).unwrap()).unwrap_err();
+            assert!(e.to_string().contains(msg), "{e}");
+        }
         for bad in ["syn-flood:0@1+1", "nope:10@1+1", "syn-flood:10@1", "syn-flood:10@x+1"] {
             assert!(parse_attacks(bad).is_err(), "{bad}");
         }

@@ -102,6 +102,9 @@ struct RunJson {
     kernel_drops: u64,
     records: u64,
     dropped_record_batches: u64,
+    /// Alerts opened, and detection's seconds lost when its stage fell behind.
+    alerts: u64,
+    detection_windows_dropped: u64,
     seconds: f64,
     per_interface: Vec<InterfaceJson>,
     feeds: Vec<FeedJson>,
@@ -120,6 +123,8 @@ fn summary_json(ifaces: &[String], s: &LiveSummary) -> RunJson {
         kernel_drops: feeds.iter().map(|f| f.rx_dropped + f.rx_ring_full).sum(),
         records: s.run.records,
         dropped_record_batches: s.run.dropped_batches,
+        alerts: s.run.detect.alerts,
+        detection_windows_dropped: s.run.detect.dropped_windows,
         seconds: s.run.elapsed.as_secs_f64(),
         per_interface: per_interface(ifaces, &feeds, &s.feeds),
         feeds,
@@ -152,7 +157,7 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let retention = start_retention(&data, &cfg, &writer, &stop)?;
     let recorder = crate::record::start(&data, &mut pcfg)?;
-    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data));
+    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data)).transpose()?;
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     if let Some(every) = cfg.capture.stats_interval {

@@ -145,7 +145,11 @@ fn a_long_benign_run_is_quiet_and_alerts_reach_the_sink() {
         let log = dir.path().join("alerts.json");
         let cfg = PipelineConfig {
             workers: 4,
-            detect: Some(Arc::new(DetectSetup { cfg: DetectConfig::default(), log: Some(log.clone()), feed: None })),
+            detect: Some(Arc::new(DetectSetup {
+                cfg: DetectConfig::default(),
+                log: Some(log.clone()),
+                ..DetectSetup::default()
+            })),
             ..PipelineConfig::default()
         };
         let src = SynthSource::new(SynthConfig { packets: 4_800_000, pps: 8000, attacks, ..SynthConfig::default() });
@@ -268,4 +272,90 @@ fn bad_detection_settings_are_clear_errors() {
     let out = bin().args(["synth", "--out", "/dev/null", "--attacks", "syn-flood:fast@1+2"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME:PPS@START+DURATION"));
+}
+
+/// Threat feeds: traffic to a listed address and a listed name looked up
+/// and contacted raise one `threat_intel` alert each; a feed that cannot be
+/// read stops the start with its name. A subnet's allow-list raises one
+/// alert per host and service it does not allow.
+#[test]
+fn listed_addresses_names_and_policy_breaches_raise_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("normal.pcap");
+    let out = bin().args(["synth", "--packets", "60000", "--pps", "2000"]).arg("--out").arg(&pcap).output().unwrap();
+    assert!(out.status.success());
+    std::fs::write(
+        dir.path().join("feodo.csv"),
+        "# \"first_seen_utc\",\"dst_ip\",\"dst_port\"\n\"2024-01-01\",\"198.51.100.3\",\"443\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hosts.txt"), "0.0.0.0 login.example.net\n0.0.0.0 never.example\n").unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[intel.feeds]]\npath = \"{0}/feodo.csv\"\n[[intel.feeds]]\nname = \"blocked-hosts\"\npath = \"{0}/hosts.txt\"\nformat = \"hosts\"\n\
+             [[detect.policy]]\nname = \"servers\"\nsubnet = \"198.51.100.0/24\"\nallow = [\"tcp/80\", \"tcp/443\", \"icmp\"]\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    ingest(&pcap, &data, Some(&cfg), "2");
+    let all = alerts(&data);
+    // The policy lets the servers take web traffic and pings only: every
+    // server answering DNS is one violation alert (udp/53).
+    let policy: Vec<&Vec<Value>> = all.iter().filter(|e| e[0]["rule"] == "policy_violation").collect();
+    let out = bin()
+        .args([
+            "sql",
+            "SELECT count(DISTINCT resp_h) FROM flows WHERE ts >= '2026-01-01' AND proto = 'udp' AND resp_p = 53 AND cidr_contains('198.51.100.0/24', resp_h)",
+            "--format",
+            "csv",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let dns_servers: usize = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+    assert!(dns_servers > 5);
+    assert_eq!(policy.len(), dns_servers);
+    for e in &policy {
+        let x = e[0]["explanation"].as_str().unwrap();
+        assert!(x.contains("udp/53 connection") && x.contains("policy `servers` (into 198.51.100.0/24)"), "{x}");
+        assert_eq!(e[0]["category"], "policy");
+    }
+    let got: Vec<Vec<Value>> = all.into_iter().filter(|e| e[0]["rule"] != "policy_violation").collect();
+    let opens: Vec<(String, String)> = got
+        .iter()
+        .map(|e| (e[0]["rule"].as_str().unwrap().to_string(), e[0]["explanation"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(opens.len(), 2, "{opens:#?}");
+    assert!(opens.iter().all(|(r, _)| r == "threat_intel"));
+    assert!(opens.iter().any(|(_, e)| e.contains("talked to 198.51.100.3, listed by feodo")), "{opens:#?}");
+    assert!(
+        opens.iter().any(|(_, e)| e.starts_with("login.example.net (listed by blocked-hosts) looked up in DNS")),
+        "{opens:#?}"
+    );
+    for e in &got {
+        assert_eq!(e[0]["category"], "intel");
+        assert!(!e[0]["sample_flows"].as_array().unwrap().is_empty());
+    }
+    // A missing feed is a clear error at start.
+    std::fs::remove_file(dir.path().join("hosts.txt")).unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ingest", "--quiet"])
+        .arg(&pcap)
+        .arg("--data")
+        .arg(dir.path().join("d2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("threat feed blocked-hosts"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

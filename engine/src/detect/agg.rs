@@ -113,6 +113,7 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
     };
     let mut agg = Aggregator::new(workers);
     let mut det = Detectors::new(setup.cfg.clone());
+    let mut feeds = super::intel::IntelFeeds::new(setup.intel_feeds.clone(), setup.intel.clone(), setup.intel_refresh);
     let mut last_sec = 0u64;
     let send = |mgr: &mut AlertManager| {
         if let Some(b) = mgr.take_batch() {
@@ -128,8 +129,10 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
         while let Ok(r) = rx.try_recv() {
             agg.add(r);
         }
+        feeds.refresh();
         while let Some((sec, m)) = agg.next_complete() {
-            let f = det.evaluate(sec, &m.convs, &m.names);
+            let mut f = det.evaluate(sec, &m.convs, &m.names);
+            det.intel(&feeds.intel, &m.convs, &m.names, &mut f);
             mgr.observe(sec, f);
             last_sec = sec;
         }
@@ -141,7 +144,8 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
         send(&mut mgr);
     }
     for (sec, m) in agg.drain() {
-        let f = det.evaluate(sec, &m.convs, &m.names);
+        let mut f = det.evaluate(sec, &m.convs, &m.names);
+        det.intel(&feeds.intel, &m.convs, &m.names, &mut f);
         mgr.observe(sec, f);
         last_sec = sec;
     }

@@ -333,6 +333,7 @@ impl Detectors {
         self.scan(sec, convs, &under_attack, &mut out);
         self.spike(sec, total_pkts, attack_pps, &mut out);
         self.dns(sec, names, &mut out);
+        self.policy(convs, &mut out);
         out
     }
 
@@ -470,6 +471,208 @@ impl Detectors {
         if sec.is_multiple_of(10) {
             self.domains.retain(|_, d| d.last_sec > horizon);
             self.nx.retain(|_, e| e.secs.back().is_some_and(|x| x.0 > nx_horizon));
+        }
+    }
+
+    /// Traffic to or from listed addresses, and listed names looked up or
+    /// contacted. One alert per indicator.
+    pub fn intel(
+        &mut self,
+        intel: &super::intel::Intel,
+        convs: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>,
+        names: &super::agg::Names,
+        out: &mut Vec<Finding>,
+    ) {
+        if intel.is_empty() {
+            return;
+        }
+        #[derive(Default)]
+        struct Hit {
+            feed: String,
+            peers: HashMap<Addr, u64>,
+            ports: Vec<u16>,
+            pkts: u64,
+            bytes: u64,
+            flows: u64,
+            samples: Vec<u64>,
+            outbound: bool,
+            seen_in: u8,
+        }
+        let mut hits: HashMap<String, Hit> = HashMap::new();
+        for (k, s) in convs {
+            for (listed, peer, outbound) in [(&k.dst, &k.src, true), (&k.src, &k.dst, false)] {
+                if !outbound && !k.src_known() {
+                    continue;
+                }
+                let Some(feed) = intel.ip(listed, k.v6) else { continue };
+                let h = hits.entry(ip(&(*listed, k.v6))).or_default();
+                h.feed = feed.to_string();
+                h.outbound |= outbound;
+                if *peer != [0; 16] {
+                    *h.peers.entry((*peer, k.v6)).or_default() += s.pkts + s.rpkts;
+                }
+                if h.ports.len() < 10 && !h.ports.contains(&k.dport) {
+                    h.ports.push(k.dport);
+                }
+                h.pkts += s.pkts + s.rpkts;
+                h.bytes += s.bytes + s.rbytes;
+                h.flows += s.flows as u64;
+                push_sample(&mut h.samples, s.sample);
+            }
+        }
+        for (k, s) in names {
+            let Some((listed, feed)) = intel.domain(&k.name) else { continue };
+            let h = hits.entry(listed.to_string()).or_default();
+            h.feed = feed.to_string();
+            h.outbound = true;
+            h.seen_in |= s.seen_in;
+            *h.peers.entry((k.client, k.v6)).or_default() += (s.queries + s.other) as u64;
+            h.flows += (s.queries + s.other) as u64;
+            push_sample(&mut h.samples, s.sample);
+        }
+        let mut keys: Vec<String> = hits.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let h = &hits[&key];
+            let peers = top(&h.peers, 5);
+            let peer_list = peers.iter().map(|(a, _)| ip(a)).collect::<Vec<_>>();
+            let how = if h.seen_in != 0 {
+                let mut w = Vec::new();
+                if h.seen_in & super::NAME_DNS != 0 {
+                    w.push("looked up in DNS");
+                }
+                if h.seen_in & super::NAME_SNI != 0 {
+                    w.push("named in TLS (SNI)");
+                }
+                if h.seen_in & super::NAME_HTTP != 0 {
+                    w.push("asked for over HTTP");
+                }
+                format!("{key} (listed by {}) {} by {}", h.feed, w.join(", "), peer_list.join(", "))
+            } else if h.outbound {
+                format!(
+                    "{} talked to {key}, listed by {}: {} packets, {} bytes, {} new flows, ports {}",
+                    peer_list.join(", "),
+                    h.feed,
+                    thousands(h.pkts as f64),
+                    thousands(h.bytes as f64),
+                    thousands(h.flows as f64),
+                    h.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                )
+            } else {
+                format!(
+                    "{key}, listed by {}, reached {}: {} packets, {} bytes, {} new flows",
+                    h.feed,
+                    peer_list.join(", "),
+                    thousands(h.pkts as f64),
+                    thousands(h.bytes as f64),
+                    thousands(h.flows as f64)
+                )
+            };
+            let (src_ips, dst_ips) = if h.outbound {
+                (peer_list.clone(), vec![key.clone()])
+            } else {
+                (vec![key.clone()], peer_list.clone())
+            };
+            out.push(Finding {
+                group: format!("intel:{key}"),
+                absorbed_by: vec![],
+                rule: "threat_intel",
+                severity: Severity::High,
+                category: Category::Intel,
+                verdict: Verdict::Malicious,
+                src_ips,
+                dst_ips,
+                ports: h.ports.clone(),
+                packets: h.pkts,
+                bytes: h.bytes,
+                flows: h.flows,
+                rate: h.pkts as f64,
+                rate_unit: "packets/s",
+                top_sources: peers.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
+                sample_flows: h.samples.iter().map(|u| uid_string(*u)).collect(),
+                explanation: how,
+            });
+        }
+    }
+
+    /// Connections into (or out of) a subnet on a protocol/port its policy
+    /// does not allow. One alert per policy, host and service.
+    pub fn policy(&mut self, convs: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>, out: &mut Vec<Finding>) {
+        if self.cfg.policies.is_empty() {
+            return;
+        }
+        #[derive(Default)]
+        struct Hit {
+            peers: HashMap<Addr, u64>,
+            pkts: u64,
+            bytes: u64,
+            flows: u64,
+            answered: u64,
+            samples: Vec<u64>,
+        }
+        let mut hits: HashMap<(usize, Addr, u8, u16), Hit> = HashMap::new();
+        for (k, s) in convs {
+            if s.flows == 0 {
+                continue;
+            }
+            for (pi, p) in self.cfg.policies.iter().enumerate() {
+                let (inside, peer) = if p.outbound { (&k.src, &k.dst) } else { (&k.dst, &k.src) };
+                if (p.outbound && !k.src_known()) || !p.subnet.contains(inside, k.v6) || p.allows(k.proto, k.dport) {
+                    continue;
+                }
+                let h = hits.entry((pi, (*inside, k.v6), k.proto, k.dport)).or_default();
+                if *peer != [0; 16] {
+                    *h.peers.entry((*peer, k.v6)).or_default() += s.flows as u64;
+                }
+                h.pkts += s.pkts + s.rpkts;
+                h.bytes += s.bytes + s.rbytes;
+                h.flows += s.flows as u64;
+                h.answered += s.answered as u64;
+                push_sample(&mut h.samples, s.sample);
+            }
+        }
+        let mut keys: Vec<&(usize, Addr, u8, u16)> = hits.keys().collect();
+        keys.sort();
+        for key in keys {
+            let (pi, host, proto, port) = *key;
+            let h = &hits[key];
+            let p = &self.cfg.policies[pi];
+            let svc = super::Service { proto, port }.to_string();
+            let peers = top(&h.peers, 5);
+            let peer_list: Vec<String> = peers.iter().map(|(a, _)| ip(a)).collect();
+            let (src_ips, dst_ips) =
+                if p.outbound { (vec![ip(&host)], peer_list.clone()) } else { (peer_list.clone(), vec![ip(&host)]) };
+            let explanation = format!(
+                "{} new {svc} connection{} {} {} ({} answered), which policy `{}` ({} {}) does not allow; allowed: {}",
+                thousands(h.flows as f64),
+                if h.flows == 1 { "" } else { "s" },
+                if p.outbound { "from" } else { "to" },
+                ip(&host),
+                thousands(h.answered as f64),
+                p.name,
+                if p.outbound { "from" } else { "into" },
+                p.subnet,
+                p.allow.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+            );
+            out.push(Finding {
+                group: format!("policy:{}:{}:{svc}", p.name, ip(&host)),
+                absorbed_by: vec![],
+                rule: "policy_violation",
+                severity: Severity::Medium,
+                category: Category::Policy,
+                verdict: Verdict::Suspicious,
+                src_ips,
+                dst_ips,
+                ports: vec![port],
+                packets: h.pkts,
+                bytes: h.bytes,
+                flows: h.flows,
+                rate: h.flows as f64,
+                rate_unit: "flows/s",
+                top_sources: peers.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
+                sample_flows: h.samples.iter().map(|u| uid_string(*u)).collect(),
+                explanation,
+            });
         }
     }
 

@@ -18,6 +18,7 @@
 
 mod agg;
 mod detectors;
+pub mod intel;
 mod manager;
 mod window;
 
@@ -233,6 +234,134 @@ pub struct DnsConfig {
     pub nx_window_secs: u64,
 }
 
+/// An IPv4 or IPv6 network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub addr: [u8; 16],
+    pub v6: bool,
+    pub len: u8,
+}
+
+impl Subnet {
+    /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.
+    pub fn parse(s: &str) -> Option<Subnet> {
+        let (a, len) = match s.trim().split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+            None => (s.trim(), None),
+        };
+        let ip: std::net::IpAddr = a.parse().ok()?;
+        let (addr, v6, max) = match ip {
+            std::net::IpAddr::V4(v) => {
+                let mut x = [0u8; 16];
+                x[..4].copy_from_slice(&v.octets());
+                (x, false, 32)
+            }
+            std::net::IpAddr::V6(v) => (v.octets(), true, 128),
+        };
+        let len = len.unwrap_or(max);
+        (len <= max).then_some(Subnet { addr, v6, len })
+    }
+
+    pub fn contains(&self, a: &[u8; 16], v6: bool) -> bool {
+        if v6 != self.v6 {
+            return false;
+        }
+        let full = (self.len / 8) as usize;
+        if a[..full] != self.addr[..full] {
+            return false;
+        }
+        let rest = self.len % 8;
+        rest == 0 || (a[full] ^ self.addr[full]) & (0xffu8 << (8 - rest)) == 0
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", crate::decode::addr(self.v6, &self.addr), self.len)
+    }
+}
+
+/// A protocol and port (`tcp/443`); ICMP and other protocols have port 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Service {
+    pub proto: u8,
+    pub port: u16,
+}
+
+impl Service {
+    /// `tcp/443`, `udp/53`, `icmp`, `icmp6`, `tcp` (any port: port 0 with `any_port`).
+    pub fn parse(s: &str) -> Option<(Service, bool)> {
+        let (p, port) = match s.trim().split_once('/') {
+            Some((p, n)) => (p, Some(n.parse::<u16>().ok()?)),
+            None => (s.trim(), None),
+        };
+        let proto = match p {
+            "tcp" => crate::decode::PROTO_TCP,
+            "udp" => crate::decode::PROTO_UDP,
+            "icmp" => crate::decode::PROTO_ICMP,
+            "icmp6" => crate::decode::PROTO_ICMP6,
+            _ => return None,
+        };
+        let ported = matches!(proto, crate::decode::PROTO_TCP | crate::decode::PROTO_UDP);
+        if port.is_some() && !ported {
+            return None;
+        }
+        Some((Service { proto, port: port.unwrap_or(0) }, port.is_none()))
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.proto {
+            crate::decode::PROTO_TCP => "tcp",
+            crate::decode::PROTO_UDP => "udp",
+            crate::decode::PROTO_ICMP => "icmp",
+            crate::decode::PROTO_ICMP6 => "icmp6",
+            _ => return write!(f, "ip-proto-{}", self.proto),
+        };
+        if matches!(self.proto, crate::decode::PROTO_TCP | crate::decode::PROTO_UDP) {
+            write!(f, "{name}/{}", self.port)
+        } else {
+            f.write_str(name)
+        }
+    }
+}
+
+/// A policy allow-list: new connections into `subnet` (or out of it, when
+/// `outbound`) may use only the allowed services.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub subnet: Subnet,
+    pub outbound: bool,
+    /// (service, any port of its protocol)
+    pub allow: Vec<AllowRule>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AllowRule {
+    pub service: Service,
+    pub any_port: bool,
+}
+
+impl std::fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.any_port {
+            let s = self.service.to_string();
+            f.write_str(s.split('/').next().unwrap_or(""))
+        } else {
+            self.service.fmt(f)
+        }
+    }
+}
+
+impl Policy {
+    pub fn allows(&self, proto: u8, port: u16) -> bool {
+        let ported = matches!(proto, crate::decode::PROTO_TCP | crate::decode::PROTO_UDP);
+        self.allow.iter().any(|r| r.service.proto == proto && (r.any_port || !ported || r.service.port == port))
+    }
+}
+
 /// Everything detection needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectConfig {
@@ -251,6 +380,8 @@ pub struct DetectConfig {
     pub spike: SpikeConfig,
     pub scan: ScanConfig,
     pub dns: DnsConfig,
+    /// Allow-lists per subnet (`policy_violation`).
+    pub policies: Vec<Policy>,
 }
 
 impl Default for DetectConfig {
@@ -290,6 +421,7 @@ impl Default for DetectConfig {
                 nx_ratio: 0.5,
                 nx_window_secs: 10,
             },
+            policies: Vec::new(),
         }
     }
 }
@@ -303,6 +435,11 @@ pub struct DetectSetup {
     pub log: Option<PathBuf>,
     /// In-memory feed of recent alert events.
     pub feed: Option<Arc<AlertFeed>>,
+    /// Threat feeds (as loaded at start, and where to reload them from when
+    /// their files change) and how often to look for changes.
+    pub intel: intel::Intel,
+    pub intel_feeds: Vec<intel::FeedSpec>,
+    pub intel_refresh: std::time::Duration,
 }
 
 /// Severity scaled by how far past its threshold a measurement is.

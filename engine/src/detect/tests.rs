@@ -365,6 +365,7 @@ fn one_alert_per_condition_updated_then_closed_when_quiet() {
         cfg: DetectConfig { close_after_ns: 10 * SEC, update_every_ns: 5 * SEC, ..DetectConfig::default() },
         log: Some(dir.path().join("sub/alerts.json")),
         feed: Some(feed.clone()),
+        ..DetectSetup::default()
     };
     let mut m = AlertManager::new(&setup).unwrap();
     let s0 = T0 / SEC;
@@ -524,4 +525,226 @@ fn dns_tunnels_and_nxdomain_storms() {
         n.push(("typo.example.org", [10, 1, 0, 9], 20, 20));
         assert!(d.evaluate(sec + i, &empty, &names(&n)).is_empty());
     }
+}
+
+fn feed(dir: &std::path::Path, name: &str, text: &str, format: intel::FeedFormat) -> intel::FeedSpec {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    intel::FeedSpec { name: name.split('.').next().unwrap().to_string(), path, format }
+}
+
+#[test]
+fn threat_feeds_in_every_common_format() {
+    use intel::{FeedFormat, Intel};
+    let dir = tempfile::tempdir().unwrap();
+    let specs = vec![
+        feed(
+            dir.path(),
+            "plain.txt",
+            "# my list\n192.0.2.7\n198.51.100.0/24 ; a network\n2001:db8:bad::/48\nbad.example\nnot an indicator\n",
+            FeedFormat::Auto,
+        ),
+        feed(
+            dir.path(),
+            "drop.txt",
+            "; Spamhaus DROP List\n1.10.16.0/20 ; SBL256894\n1.19.0.0/16 ; SBL434604\n",
+            FeedFormat::Plain,
+        ),
+        feed(
+            dir.path(),
+            "hosts.txt",
+            "127.0.0.1 localhost\n0.0.0.0 ads.tracker.example\n0.0.0.0 malware.example # comment\n",
+            FeedFormat::Auto,
+        ),
+        feed(
+            dir.path(),
+            "feodo.csv",
+            "################\n# Feodo Tracker\n# \"first_seen_utc\",\"dst_ip\",\"dst_port\",\"c2_status\",\"last_online\",\"malware\"\n\"2024-01-01 00:00:00\",\"203.0.113.66\",\"443\",\"online\",\"2024-01-02\",\"QakBot\"\n",
+            FeedFormat::Auto,
+        ),
+        feed(
+            dir.path(),
+            "urlhaus.csv",
+            "# id,dateadded,url,url_status,last_online,threat,tags,urlhaus_link,reporter\n\"1\",\"2024-01-01\",\"http://dl.evil.example:8080/x.exe\",\"online\",\"\",\"malware_download\",\"exe\",\"https://urlhaus.abuse.ch/url/1/\",\"r\"\n\"2\",\"2024-01-01\",\"http://203.0.113.99/bins/mozi\",\"online\",\"\",\"malware_download\",\"elf\",\"https://urlhaus.abuse.ch/url/2/\",\"r\"\n",
+            FeedFormat::Auto,
+        ),
+        feed(
+            dir.path(),
+            "threatfox.csv",
+            "# \"first_seen_utc\",\"ioc_id\",\"ioc_value\",\"ioc_type\",\"threat_type\"\n\"2024-01-01\",\"9\",\"203.0.113.120:4444\",\"ip:port\",\"botnet_cc\"\n\"2024-01-01\",\"10\",\"c2.evil.example\",\"domain\",\"botnet_cc\"\n",
+            FeedFormat::Auto,
+        ),
+        feed(
+            dir.path(),
+            "drop_v4.json",
+            "{\"cidr\":\"1.2.3.0/24\",\"sblid\":\"SBL1\",\"rir\":\"apnic\"}\n{\"type\":\"metadata\",\"timestamp\":1}\n",
+            FeedFormat::Auto,
+        ),
+    ];
+    let (i, reports) = Intel::load(&specs).unwrap();
+    let r = |n: &str| reports.iter().find(|r| r.name == n).unwrap().clone();
+    assert_eq!((r("plain").networks, r("plain").domains, r("plain").bad_count), (3, 1, 1));
+    assert_eq!(r("plain").bad_lines, vec![(6, "not an indicator".to_string())]);
+    assert_eq!((r("drop").networks, r("hosts").domains), (2, 2));
+    assert_eq!((r("feodo").networks, r("urlhaus").networks, r("urlhaus").domains), (1, 1, 1));
+    assert_eq!((r("threatfox").networks, r("threatfox").domains, r("drop_v4").networks), (1, 1, 1));
+    let ip = |s: &str| {
+        let a: std::net::IpAddr = s.parse().unwrap();
+        match a {
+            std::net::IpAddr::V4(v) => i.ip(&v4(v.octets()), false).map(str::to_string),
+            std::net::IpAddr::V6(v) => i.ip(&v.octets(), true).map(str::to_string),
+        }
+    };
+    assert_eq!(ip("192.0.2.7").as_deref(), Some("plain"));
+    assert_eq!(ip("192.0.2.8"), None);
+    assert_eq!(ip("198.51.100.0").as_deref(), Some("plain"));
+    assert_eq!(ip("198.51.100.255").as_deref(), Some("plain"));
+    assert_eq!(ip("198.51.101.0"), None);
+    assert_eq!(ip("1.10.31.255").as_deref(), Some("drop"));
+    assert_eq!(ip("1.10.32.0"), None);
+    assert_eq!(ip("203.0.113.66").as_deref(), Some("feodo"));
+    assert_eq!(ip("203.0.113.99").as_deref(), Some("urlhaus"));
+    assert_eq!(ip("203.0.113.120").as_deref(), Some("threatfox"));
+    assert_eq!(ip("1.2.3.4").as_deref(), Some("drop_v4"));
+    assert_eq!(ip("2001:db8:bad:1::5").as_deref(), Some("plain"));
+    assert_eq!(ip("2001:db8:bae::5"), None);
+    assert_eq!(i.domain("www.bad.example"), Some(("bad.example", "plain")));
+    assert_eq!(i.domain("bad.example"), Some(("bad.example", "plain")));
+    assert_eq!(i.domain("notbad.example"), None);
+    assert_eq!(i.domain("dl.evil.example"), Some(("dl.evil.example", "urlhaus")));
+    assert_eq!(i.domain("x.c2.evil.example"), Some(("c2.evil.example", "threatfox")));
+    assert_eq!(i.domain("ads.tracker.example"), Some(("ads.tracker.example", "hosts")));
+    assert_eq!(i.domain("localhost"), None);
+    // Unreadable or empty feeds are errors naming the feed.
+    let missing = intel::FeedSpec { name: "gone".into(), path: dir.path().join("gone.txt"), format: FeedFormat::Auto };
+    assert!(Intel::load(&[missing]).unwrap_err().to_string().contains("threat feed gone"));
+    let empty = feed(dir.path(), "empty.txt", "# nothing\n\nfoo bar\n", FeedFormat::Plain);
+    assert!(Intel::load(&[empty]).unwrap_err().to_string().contains("no indicator in 3 lines"));
+}
+
+#[test]
+fn listed_addresses_and_names_raise_one_alert_each() {
+    use intel::{FeedFormat, Intel};
+    let dir = tempfile::tempdir().unwrap();
+    let (i, _) = Intel::load(&[feed(dir.path(), "bl.txt", "203.0.113.66\nbad.example\n", FeedFormat::Plain)]).unwrap();
+    let mut convs: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> = HashMap::default();
+    for (src, dst) in
+        [([10, 0, 0, 1], [203, 0, 113, 66]), ([10, 0, 0, 2], [203, 0, 113, 66]), ([10, 0, 0, 1], [10, 0, 0, 9])]
+    {
+        convs.insert(
+            ConvKey { src: v4(src), dst: v4(dst), v6: false, proto: 6, dport: 443 },
+            ConvStat {
+                pkts: 5,
+                rpkts: 4,
+                bytes: 500,
+                rbytes: 400,
+                flows: 1,
+                syn: 1,
+                answered: 1,
+                sample: 9,
+                ..Default::default()
+            },
+        );
+    }
+    let mut n = names(&[("www.bad.example", [10, 0, 0, 3], 2, 0), ("ok.example", [10, 0, 0, 3], 2, 0)]);
+    n.insert(
+        NameKey { name: "bad.example".into(), client: v4([10, 0, 0, 4]), v6: false },
+        NameStat { seen_in: NAME_SNI, other: 1, sample: 3, ..Default::default() },
+    );
+    let mut d = Detectors::new(DetectConfig::default());
+    let mut out = Vec::new();
+    d.intel(&i, &convs, &n, &mut out);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let ipf = out.iter().find(|f| f.group == "intel:203.0.113.66").unwrap();
+    assert_eq!(ipf.rule, "threat_intel");
+    assert_eq!(ipf.category, Category::Intel);
+    assert_eq!(ipf.packets, 18);
+    assert_eq!(ipf.dst_ips, vec!["203.0.113.66"]);
+    assert_eq!(ipf.src_ips.len(), 2);
+    assert!(ipf.explanation.contains("talked to 203.0.113.66, listed by bl: 18 packets"), "{}", ipf.explanation);
+    let nf = out.iter().find(|f| f.group == "intel:bad.example").unwrap();
+    assert!(
+        nf.explanation.starts_with("bad.example (listed by bl) looked up in DNS, named in TLS (SNI) by "),
+        "{}",
+        nf.explanation
+    );
+    // Nothing listed, nothing raised.
+    let mut out = Vec::new();
+    d.intel(&Intel::default(), &convs, &n, &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn feeds_reload_when_their_file_changes_and_keep_the_old_on_error() {
+    use intel::{FeedFormat, Intel, IntelFeeds};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = feed(dir.path(), "bl.txt", "192.0.2.1\n", FeedFormat::Plain);
+    let (i, _) = Intel::load(std::slice::from_ref(&spec)).unwrap();
+    let mut f = IntelFeeds::new(vec![spec.clone()], i, std::time::Duration::ZERO);
+    let touch = |text: &str, secs: u64| {
+        std::fs::write(&spec.path, text).unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + secs);
+        std::fs::File::options().write(true).open(&spec.path).unwrap().set_modified(t).unwrap();
+    };
+    touch("192.0.2.2\n", 1);
+    f.refresh();
+    assert!(f.intel.ip(&v4([192, 0, 2, 2]), false).is_some());
+    assert!(f.intel.ip(&v4([192, 0, 2, 1]), false).is_none());
+    touch("garbage only\n", 2);
+    f.refresh();
+    assert!(f.intel.ip(&v4([192, 0, 2, 2]), false).is_some(), "a broken file keeps the old list");
+}
+
+#[test]
+fn policies_flag_services_a_subnet_does_not_allow() {
+    let (svc, any) = Service::parse("tcp/443").unwrap();
+    let (icmp, _) = Service::parse("icmp").unwrap();
+    assert!(!any && Service::parse("icmp/1").is_none() && Service::parse("sctp/1").is_none());
+    let subnet = Subnet::parse("10.0.0.0/23").unwrap();
+    assert!(subnet.contains(&v4([10, 0, 1, 255]), false) && !subnet.contains(&v4([10, 0, 2, 0]), false));
+    assert!(
+        Subnet::parse("2001:db8::/33")
+            .unwrap()
+            .contains(&"2001:db8:7fff::1".parse::<std::net::Ipv6Addr>().unwrap().octets(), true)
+    );
+    let cfg = DetectConfig {
+        policies: vec![
+            Policy {
+                name: "dmz".into(),
+                subnet,
+                outbound: false,
+                allow: vec![AllowRule { service: svc, any_port: false }, AllowRule { service: icmp, any_port: false }],
+            },
+            Policy {
+                name: "no-smtp-out".into(),
+                subnet: Subnet::parse("10.0.0.0/8").unwrap(),
+                outbound: true,
+                allow: vec![AllowRule { service: Service { proto: 6, port: 0 }, any_port: true }],
+            },
+        ],
+        ..DetectConfig::default()
+    };
+    let mut convs: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> = HashMap::default();
+    let st = ConvStat { pkts: 3, flows: 1, syn: 1, answered: 1, rpkts: 2, sample: 5, ..Default::default() };
+    for (src, dst, proto, port) in [
+        ([192, 0, 2, 1], [10, 0, 0, 5], 6, 443), // allowed
+        ([192, 0, 2, 1], [10, 0, 0, 5], 6, 22),  // not allowed in
+        ([192, 0, 2, 2], [10, 0, 0, 5], 6, 22),  // same host and service: same alert
+        ([192, 0, 2, 1], [10, 0, 0, 5], 1, 0),   // icmp allowed
+        ([10, 0, 0, 5], [192, 0, 2, 9], 17, 25), // out of 10/8 over UDP: not allowed out
+        ([10, 0, 0, 5], [192, 0, 2, 9], 6, 25),  // tcp out: allowed
+    ] {
+        convs.insert(ConvKey { src: v4(src), dst: v4(dst), v6: false, proto, dport: port }, st);
+    }
+    let mut d = Detectors::new(cfg);
+    let f = eval(&mut d, T0 / SEC, &convs);
+    let groups: Vec<&str> = f.iter().map(|f| f.group.as_str()).collect();
+    assert_eq!(groups, vec!["policy:dmz:10.0.0.5:tcp/22", "policy:no-smtp-out:10.0.0.5:udp/25"], "{f:?}");
+    assert_eq!(f[0].flows, 2);
+    assert!(
+        f[0].explanation.starts_with("2 new tcp/22 connections to 10.0.0.5 (2 answered), which policy `dmz` (into 10.0.0.0/23) does not allow; allowed: tcp/443, icmp"),
+        "{}",
+        f[0].explanation
+    );
+    assert_eq!(f[1].src_ips, vec!["10.0.0.5"]);
 }
