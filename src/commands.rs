@@ -210,7 +210,9 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let retention = start_retention(&data, &cfg, &writer, &stop)?;
     let recorder = crate::record::start(&data, &mut pcfg)?;
-    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data)).transpose()?;
+    let geo = cfg.geoip.open()?;
+    pcfg.geo = geo.clone();
+    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
     let progress = Arc::new(Progress::default());
     let (summary, err) = pipeline::run(src, &pcfg, stop.clone(), progress, sink);
     recorder.finish();
@@ -275,7 +277,9 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
     if a.verify_checksums {
         pcfg.decode.verify_checksums = true;
     }
-    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data)).transpose()?;
+    let geo = cfg.geoip.open()?;
+    pcfg.geo = geo.clone();
+    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
     let mut failed = false;
     for f in &a.files {
         let path = f.display().to_string();

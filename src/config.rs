@@ -14,6 +14,7 @@ use tapstream_engine::detect::{
     SpikeConfig, Subnet, SynFloodConfig, UdpFloodConfig,
 };
 use tapstream_engine::flow::FlowConfig;
+use tapstream_engine::geo::{Geo, GeoConfig};
 use tapstream_engine::live::{BindMode, CaptureMethod, LiveConfig, XdpModeChoice, XskConfig};
 use tapstream_engine::pipeline::PipelineConfig;
 use tapstream_engine::records::Table;
@@ -44,6 +45,59 @@ pub struct RawConfig {
     pub detect: RawDetect,
     #[serde(default)]
     pub intel: RawIntel,
+    #[serde(default)]
+    pub geoip: RawGeoip,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoip {
+    pub country_db: Option<PathBuf>,
+    pub asn_db: Option<Vec<PathBuf>>,
+    pub dir: Option<PathBuf>,
+}
+
+/// GeoIP databases: configured paths, or the free ones `scripts/geoip.sh`
+/// installs under `dir`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoSettings {
+    pub configured: GeoConfig,
+    pub dir: PathBuf,
+}
+
+impl GeoSettings {
+    /// Open the databases. Configured paths must open (a clear error names
+    /// the file); with none configured, the installed free databases are
+    /// used when present, and GeoIP is off (logged) when not.
+    pub fn open(&self) -> anyhow::Result<Option<std::sync::Arc<Geo>>> {
+        let cfg = if self.configured != GeoConfig::default() {
+            self.configured.clone()
+        } else {
+            let found = tapstream_engine::geo::installed(&self.dir);
+            if found == GeoConfig::default() {
+                tracing::info!(
+                    "GeoIP off: no databases configured and none installed in {} (scripts/geoip.sh installs them)",
+                    self.dir.display()
+                );
+                return Ok(None);
+            }
+            found
+        };
+        let g = Geo::open(&cfg)?;
+        tracing::info!(country = ?cfg.country, asn = ?cfg.asn, "GeoIP databases loaded");
+        Ok(Some(std::sync::Arc::new(g)))
+    }
+}
+
+fn geoip(r: RawGeoip) -> GeoSettings {
+    let dir = r.dir.unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("tapstream/geoip")
+    });
+    GeoSettings { configured: GeoConfig { country: r.country_db, asn: r.asn_db.unwrap_or_default() }, dir }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +139,7 @@ pub struct RawDetect {
     #[serde(default)]
     pub dns: RawDns,
     pub policy: Option<Vec<RawPolicy>>,
+    pub watch_countries: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,7 +259,7 @@ impl Detect {
     /// The wiring for a run writing history to `data`: threat feeds are
     /// loaded here, so a missing or unreadable feed stops the start with its
     /// name; lines without an indicator are warned about.
-    pub fn setup(&self, data: &Path) -> anyhow::Result<std::sync::Arc<DetectSetup>> {
+    pub fn setup(&self, data: &Path, geo: Option<std::sync::Arc<Geo>>) -> anyhow::Result<std::sync::Arc<DetectSetup>> {
         let (intel, reports) = Intel::load(&self.feeds)?;
         for r in reports {
             tracing::info!(feed = %r.name, networks = r.networks, domains = r.domains, "threat feed loaded");
@@ -220,6 +275,7 @@ impl Detect {
             intel,
             intel_feeds: self.feeds.clone(),
             intel_refresh: self.intel_refresh,
+            geo,
         }))
     }
 }
@@ -354,6 +410,13 @@ fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
             nx_window_secs: count("dns.nx_window_secs", r.dns.nx_window_secs, d.dns.nx_window_secs, 1, 86_400)?,
         },
         policies: policies(r.policy)?,
+        watch_countries: {
+            let w = r.watch_countries.unwrap_or_default();
+            if let Some(bad) = w.iter().find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
+                bail!("detect.watch_countries: `{bad}` is not a two-letter country code (ISO 3166, upper case)");
+            }
+            w
+        },
     };
     let alert_log = r.alert_log.unwrap_or_else(|| PathBuf::from("alerts.json"));
     if alert_log.as_os_str().is_empty() {
@@ -479,6 +542,7 @@ pub struct Config {
     pub retention: RetentionPolicy,
     /// None: detection off.
     pub detect: Option<Detect>,
+    pub geoip: GeoSettings,
 }
 
 /// Validated live-capture settings.
@@ -680,6 +744,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         live_clock: false,
         recorder: None,
         detect: None,
+        geo: None,
     };
     let writer = WriterConfig {
         max_rows_per_file: range("storage.max_rows_per_file", raw.storage.max_rows_per_file, 1_000_000, 1, 1 << 30)?,
@@ -706,6 +771,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
     let detect = detect(raw.detect, raw.intel)?;
     Ok(Config {
         detect,
+        geoip: geoip(raw.geoip),
         pipeline,
         writer,
         data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -847,11 +913,11 @@ mod tests {
         let d = c.detect.unwrap();
         assert_eq!(d.cfg.scan.vertical_ports, 20);
         assert_eq!(d.cfg.close_after_ns, 5_000_000_000);
-        assert_eq!(d.setup(Path::new("/d")).unwrap().log.as_deref(), Some(Path::new("/d/alerts.json")));
+        assert_eq!(d.setup(Path::new("/d"), None).unwrap().log.as_deref(), Some(Path::new("/d/alerts.json")));
         let e = validate(toml::from_str("[[intel.feeds]]\npath = \"x.txt\"\nformat = \"xml\"").unwrap()).unwrap_err();
         assert!(e.to_string().contains("intel.feeds `x`: format `xml` unknown"), "{e}");
         let c = validate(toml::from_str("[[intel.feeds]]\npath = \"/nonexistent/drop.txt\"").unwrap()).unwrap();
-        let e = c.detect.unwrap().setup(Path::new("/d")).unwrap_err();
+        let e = c.detect.unwrap().setup(Path::new("/d"), None).unwrap_err();
         assert!(e.to_string().contains("threat feed drop (/nonexistent/drop.txt)"), "{e}");
         let m = parse_attacks("syn-flood:5000@20+10,port-scan=0.1,icmp-flood:10@0.5+1").unwrap();
         assert_eq!(m.port_scan, 0.1);

@@ -157,7 +157,9 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
     let retention = start_retention(&data, &cfg, &writer, &stop)?;
     let recorder = crate::record::start(&data, &mut pcfg)?;
-    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data)).transpose()?;
+    let geo = cfg.geoip.open()?;
+    pcfg.geo = geo.clone();
+    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     if let Some(every) = cfg.capture.stats_interval {

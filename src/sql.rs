@@ -28,6 +28,9 @@ pub fn run(cfg: Config, a: SqlArgs) -> anyhow::Result<ExitCode> {
 
 async fn query(cfg: Config, a: SqlArgs, data: std::path::PathBuf) -> anyhow::Result<ExitCode> {
     let h = History::open(&data, cfg.sql.clone()).await?;
+    if let Some(g) = cfg.geoip.open()? {
+        h.set_geo(g);
+    }
     let res = h.query(&a.query).await?;
     for n in &res.notes {
         eprintln!("note: {n}");

@@ -359,3 +359,153 @@ fn listed_addresses_names_and_policy_breaches_raise_alerts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn geoip_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share"));
+    base.join("tapstream/geoip")
+}
+
+fn geo() -> tapstream_engine::geo::Geo {
+    let cfg = tapstream_engine::geo::installed(&geoip_dir());
+    assert!(cfg.country.is_some() && cfg.asn.len() == 2, "GeoIP databases missing: run scripts/geoip.sh ({cfg:?})");
+    tapstream_engine::geo::Geo::open(&cfg).unwrap()
+}
+
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0u8; 16];
+    x[..4].copy_from_slice(&a);
+    x
+}
+
+/// The free databases answer for well-known addresses.
+#[test]
+fn geoip_databases_name_countries_and_autonomous_systems() {
+    let g = geo();
+    assert_eq!(g.country_str(&v4([8, 8, 8, 8]), false).as_deref(), Some("US"));
+    assert_eq!(g.asn(&v4([8, 8, 8, 8]), false), Some(15169));
+    assert_eq!(g.asn_full(&v4([1, 0, 0, 1]), false), Some((13335, "Cloudflare, Inc.")));
+    let google6: std::net::Ipv6Addr = "2001:4860:4860::8888".parse().unwrap();
+    assert_eq!(g.asn(&google6.octets(), true), Some(15169));
+    assert_eq!(g.country_str(&google6.octets(), true).as_deref(), Some("US"));
+    assert_eq!(g.country(&v4([10, 0, 0, 1]), false), None, "private addresses have no country");
+    assert_eq!(g.asn(&v4([192, 168, 1, 1]), false), None);
+    // A configured file that is not a database is a clear error.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("x.mmdb");
+    std::fs::write(&bad, [0xffu8; 64]).unwrap();
+    let e = tapstream_engine::geo::Geo::open(&tapstream_engine::geo::GeoConfig { country: Some(bad), asn: vec![] })
+        .unwrap_err();
+    assert!(e.to_string().starts_with("GeoIP database "), "{e}");
+}
+
+/// An Ethernet/IPv4 frame: TCP with `flags`, or UDP when `flags` is None.
+fn frame(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, flags: Option<u8>) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    let l4 = if flags.is_some() { 20 } else { 8 };
+    f.extend_from_slice(&[0x45, 0, 0, (20 + l4) as u8, 0, 0, 0x40, 0, 64, if flags.is_some() { 6 } else { 17 }, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sp.to_be_bytes());
+    f.extend_from_slice(&dp.to_be_bytes());
+    match flags {
+        Some(fl) => f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, fl, 0xff, 0xff, 0, 0, 0, 0]),
+        None => f.extend_from_slice(&[0, 8, 0, 0]),
+    }
+    f
+}
+
+/// Every flow carries its endpoints' country and AS; alerts list the
+/// countries of their addresses; traffic with a watched country raises one
+/// `country_watch` alert per foreign address.
+#[test]
+fn flows_and_alerts_carry_countries_and_watched_countries_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("geo.pcap");
+    let mut w = tapstream_engine::source::PcapWriter::new(
+        std::fs::File::create(&pcap).unwrap(),
+        tapstream_engine::source::LinkType::ETHERNET,
+        65535,
+    )
+    .unwrap();
+    let (me, google, cloudflare) = ([10, 0, 0, 7], [8, 8, 8, 8], [1, 0, 0, 1]);
+    let mut ts = START_NS;
+    for i in 0..20u16 {
+        for f in [
+            frame(me, google, 40000 + i, 443, Some(0x02)),
+            frame(google, me, 443, 40000 + i, Some(0x12)),
+            frame(me, cloudflare, 50000 + i, 853, Some(0x02)),
+            frame(cloudflare, me, 853, 50000 + i, Some(0x12)),
+        ] {
+            ts += 10_000_000;
+            w.write(ts, &f, f.len() as u32).unwrap();
+        }
+    }
+    w.into_inner().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[detect]\nwatch_countries = [\"US\"]\n").unwrap();
+    let data = dir.path().join("data");
+    ingest(&pcap, &data, Some(&cfg), "2");
+    let out = bin()
+        .args([
+            "sql",
+            "SELECT resp_h, orig_cc, resp_cc, orig_asn, resp_asn, count(*) n FROM flows WHERE ts >= '2026-01-01' \
+             GROUP BY 1, 2, 3, 4, 5 ORDER BY 1",
+            "--format",
+            "csv",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout).to_string();
+    let g = geo();
+    let cf_cc = g.country_str(&v4(cloudflare), false).unwrap_or_default();
+    assert_eq!(
+        csv.lines().skip(1).collect::<Vec<_>>(),
+        vec![format!("1.0.0.1,,{cf_cc},,13335,20"), "8.8.8.8,,US,,15169,20".to_string()],
+        "{csv}"
+    );
+    // The SQL functions give the same answers as the stored columns.
+    let out = bin()
+        .args([
+            "sql",
+            "SELECT count(*) FROM flows WHERE ts >= '2026-01-01' AND country(resp_h) = resp_cc AND asn(resp_h) = resp_asn \
+             AND country(orig_h) IS NULL",
+            "--format",
+            "csv",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("40"), "{out:?}");
+    let got = alerts(&data);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let a = &got[0][0];
+    assert_eq!(a["rule"], "country_watch");
+    assert_eq!(a["dst_ips"][0], "8.8.8.8");
+    assert_eq!(a["countries"], serde_json::json!(["US"]));
+    assert!(
+        a["explanation"].as_str().unwrap().starts_with("10.0.0.7 talked to 8.8.8.8 in US (a watched country)"),
+        "{a}"
+    );
+    let out = bin().arg("--config").arg(dir.path().join("bad.toml")).args(["sql", "SELECT 1"]).output().unwrap();
+    assert!(!out.status.success());
+    std::fs::write(dir.path().join("bad.toml"), "[detect]\nwatch_countries = [\"usa\"]\n").unwrap();
+    let out = bin().arg("--config").arg(dir.path().join("bad.toml")).args(["sql", "SELECT 1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`usa` is not a two-letter country code"));
+    // Without databases, country() says how to get one.
+    std::fs::write(dir.path().join("nogeo.toml"), format!("[geoip]\ndir = \"{}/none\"\n", dir.path().display()))
+        .unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(dir.path().join("nogeo.toml"))
+        .args(["sql", "SELECT country('8.8.8.8')"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("country(): no GeoIP database (scripts/geoip.sh"), "{out:?}");
+}

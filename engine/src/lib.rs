@@ -13,6 +13,7 @@ pub mod decode;
 pub mod detect;
 pub mod filter;
 pub mod flow;
+pub mod geo;
 #[cfg(target_os = "linux")]
 pub mod live;
 pub mod pipeline;

@@ -66,6 +66,8 @@ pub struct PipelineConfig {
     /// Run the detectors (see [`crate::detect`]); alerts go to the sink as
     /// `alerts` batches.
     pub detect: Option<Arc<crate::detect::DetectSetup>>,
+    /// GeoIP databases: flows get their endpoints' country and AS.
+    pub geo: Option<Arc<crate::geo::Geo>>,
 }
 
 impl Default for PipelineConfig {
@@ -87,6 +89,7 @@ impl Default for PipelineConfig {
             live_clock: false,
             recorder: None,
             detect: None,
+            geo: None,
         }
     }
 }
@@ -153,6 +156,7 @@ impl Worker {
             sinks: {
                 let mut s = Sinks::new(cfg.record_batch_rows);
                 s.community_id_seed = cfg.community_id_seed;
+                s.geo = cfg.geo.clone();
                 s
             },
             stats: StatsAcc::new(id),

@@ -160,6 +160,10 @@ pub fn flows_schema() -> SchemaRef {
             f("resp_tcp_flags", DataType::UInt8, true),
             f("record_kind", DataType::Utf8, false),
             f("flow_start", ts_type(), false),
+            f("orig_cc", DataType::Utf8, true),
+            f("resp_cc", DataType::Utf8, true),
+            f("orig_asn", DataType::UInt32, true),
+            f("resp_asn", DataType::UInt32, true),
         ]))
     })
     .clone()
@@ -227,6 +231,10 @@ pub struct FlowBuilder {
     resp_flags: UInt8Builder,
     kind: StringBuilder,
     flow_start: TimestampNanosecondBuilder,
+    orig_cc: StringBuilder,
+    resp_cc: StringBuilder,
+    orig_asn: UInt32Builder,
+    resp_asn: UInt32Builder,
     rows: usize,
 }
 
@@ -267,6 +275,10 @@ impl Default for FlowBuilder {
             resp_flags: UInt8Builder::new(),
             kind: StringBuilder::new(),
             flow_start: tsb(),
+            orig_cc: StringBuilder::new(),
+            resp_cc: StringBuilder::new(),
+            orig_asn: UInt32Builder::new(),
+            resp_asn: UInt32Builder::new(),
             rows: 0,
         }
     }
@@ -280,7 +292,7 @@ pub fn write_addr(buf: &mut String, v6: bool, a: &[u8; 16]) {
 }
 
 impl FlowBuilder {
-    pub fn append(&mut self, r: &FlowRecord, seed: u16, scratch: &mut String) {
+    pub fn append(&mut self, r: &FlowRecord, seed: u16, scratch: &mut String, geo: Option<&crate::geo::Geo>) {
         self.ts.append_value(r.ts as i64);
         self.last_ts.append_value(r.last_ts as i64);
         self.uid.append_value(uid_string(r.uid));
@@ -321,6 +333,14 @@ impl FlowBuilder {
         self.resp_flags.append_option(tcp.then_some(r.resp_flags));
         self.kind.append_value(r.kind.name());
         self.flow_start.append_value(r.first_ts as i64);
+        let cc = |b: &mut StringBuilder, a: &[u8; 16]| match geo.and_then(|g| g.country(a, r.v6)) {
+            Some(c) => b.append_value(std::str::from_utf8(&c).unwrap_or("")),
+            None => b.append_null(),
+        };
+        cc(&mut self.orig_cc, &r.orig_h);
+        cc(&mut self.resp_cc, &r.resp_h);
+        self.orig_asn.append_option(geo.and_then(|g| g.asn(&r.orig_h, r.v6)));
+        self.resp_asn.append_option(geo.and_then(|g| g.asn(&r.resp_h, r.v6)));
         self.rows += 1;
     }
 
@@ -364,6 +384,10 @@ impl FlowBuilder {
             Arc::new(self.resp_flags.finish()),
             Arc::new(self.kind.finish()),
             Arc::new(self.flow_start.finish()),
+            Arc::new(self.orig_cc.finish()),
+            Arc::new(self.resp_cc.finish()),
+            Arc::new(self.orig_asn.finish()),
+            Arc::new(self.resp_asn.finish()),
         ];
         RecordBatch::try_new(flows_schema(), cols).expect("flows batch matches its schema")
     }
@@ -886,6 +910,8 @@ pub struct Sinks {
     pub community_id_seed: u16,
     /// Names used this second, for detection (disabled unless it runs).
     pub names: crate::detect::NameAcc,
+    /// Country and AS of flow endpoints (none without databases).
+    pub geo: Option<Arc<crate::geo::Geo>>,
 }
 
 impl Sinks {
@@ -902,11 +928,12 @@ impl Sinks {
             scratch: String::with_capacity(64),
             community_id_seed: 0,
             names: crate::detect::NameAcc::default(),
+            geo: None,
         }
     }
 
     pub fn flow(&mut self, r: &FlowRecord) {
-        self.flows.append(r, self.community_id_seed, &mut self.scratch);
+        self.flows.append(r, self.community_id_seed, &mut self.scratch, self.geo.as_deref());
         if self.flows.len() >= self.batch_rows {
             let b = self.flows.finish();
             self.ready.push((Table::Flows, b));

@@ -99,6 +99,13 @@ pub struct QueryResult {
 }
 
 impl History {
+    /// Answer `country(ip)` and `asn(ip)` from these GeoIP databases.
+    pub fn set_geo(&self, geo: Arc<tapstream_engine::geo::Geo>) {
+        for f in udf::geo_functions(Some(geo)) {
+            self.ctx.register_udf(f);
+        }
+    }
+
     /// Open the tables under `data` (missing tables are empty).
     pub async fn open(data: &Path, limits: Guardrails) -> Result<History, QueryError> {
         raise_open_files_limit();

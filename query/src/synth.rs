@@ -145,7 +145,7 @@ impl FlowSynth {
                 resp_flags: if ip_proto == 6 && resp_bytes > 0 { 0x1b } else { 0 },
                 parents: [None, None],
             };
-            self.builder.append(&rec, 0, &mut self.scratch);
+            self.builder.append(&rec, 0, &mut self.scratch, None);
         }
         self.builder.finish()
     }

@@ -179,6 +179,46 @@ fn int_to_ip(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionError> {
     Ok(ColumnarValue::Array(Arc::new(out)))
 }
 
+/// `country(ip)` and `asn(ip)` over `geo`; without databases they fail
+/// with a message saying how to get one.
+pub fn geo_functions(geo: Option<Arc<tapstream_engine::geo::Geo>>) -> Vec<ScalarUDF> {
+    let lookup = |name: &'static str, g: Option<Arc<tapstream_engine::geo::Geo>>, out: DataType| {
+        let f = move |args: &[ColumnarValue]| -> Result<ColumnarValue, DataFusionError> {
+            let Some(g) = &g else {
+                return Err(DataFusionError::Execution(format!(
+                    "{name}(): no GeoIP database (scripts/geoip.sh installs the free ones; or set geoip.country_db / geoip.asn_db)"
+                )));
+            };
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let parse = |s: &str| -> Option<([u8; 16], bool)> {
+                match s.parse::<std::net::IpAddr>().ok()? {
+                    std::net::IpAddr::V4(v) => {
+                        let mut a = [0u8; 16];
+                        a[..4].copy_from_slice(&v.octets());
+                        Some((a, false))
+                    }
+                    std::net::IpAddr::V6(v) => Some((v.octets(), true)),
+                }
+            };
+            let out: ArrayRef = if name == "country" {
+                let mut b = arrow::array::StringBuilder::new();
+                each_str(&arrays[0], |ip| match ip.and_then(parse).and_then(|(a, v6)| g.country(&a, v6)) {
+                    Some(c) => b.append_value(std::str::from_utf8(&c).unwrap_or("")),
+                    None => b.append_null(),
+                })?;
+                Arc::new(b.finish())
+            } else {
+                let mut b = arrow::array::UInt32Builder::new();
+                each_str(&arrays[0], |ip| b.append_option(ip.and_then(parse).and_then(|(a, v6)| g.asn(&a, v6))))?;
+                Arc::new(b.finish())
+            };
+            Ok(ColumnarValue::Array(out))
+        };
+        create_udf(name, vec![DataType::Utf8], out, Volatility::Immutable, Arc::new(f))
+    };
+    vec![lookup("country", geo.clone(), DataType::Utf8), lookup("asn", geo, DataType::UInt32)]
+}
+
 /// The functions, ready to register.
 pub fn functions() -> Vec<ScalarUDF> {
     vec![
@@ -195,7 +235,7 @@ pub fn functions() -> Vec<ScalarUDF> {
 }
 
 pub fn register(ctx: &SessionContext) {
-    for f in functions() {
+    for f in functions().into_iter().chain(geo_functions(None)) {
         ctx.register_udf(f);
     }
 }

@@ -113,6 +113,7 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
     };
     let mut agg = Aggregator::new(workers);
     let mut det = Detectors::new(setup.cfg.clone());
+    det.geo = setup.geo.clone();
     let mut feeds = super::intel::IntelFeeds::new(setup.intel_feeds.clone(), setup.intel.clone(), setup.intel_refresh);
     let mut last_sec = 0u64;
     let send = |mgr: &mut AlertManager| {

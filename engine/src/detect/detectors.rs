@@ -152,6 +152,7 @@ pub struct Detectors {
     last_sweep: u64,
     domains: HashMap<String, DomainState>,
     nx: HashMap<Addr, NxState>,
+    pub geo: Option<std::sync::Arc<crate::geo::Geo>>,
 }
 
 #[derive(Default)]
@@ -239,6 +240,7 @@ impl Detectors {
             last_sweep: 0,
             domains: HashMap::new(),
             nx: HashMap::new(),
+            geo: None,
         }
     }
 
@@ -334,6 +336,7 @@ impl Detectors {
         self.spike(sec, total_pkts, attack_pps, &mut out);
         self.dns(sec, names, &mut out);
         self.policy(convs, &mut out);
+        self.countries(convs, &mut out);
         out
     }
 
@@ -672,6 +675,93 @@ impl Detectors {
                 top_sources: peers.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
                 sample_flows: h.samples.iter().map(|u| uid_string(*u)).collect(),
                 explanation,
+            });
+        }
+    }
+
+    /// Traffic with hosts in watched countries. One alert per country and
+    /// foreign address.
+    pub fn countries(
+        &mut self,
+        convs: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(geo) = self.geo.clone() else { return };
+        if self.cfg.watch_countries.is_empty() || !geo.has_country() {
+            return;
+        }
+        #[derive(Default)]
+        struct Hit {
+            cc: String,
+            peers: HashMap<Addr, u64>,
+            outbound: bool,
+            pkts: u64,
+            bytes: u64,
+            flows: u64,
+            ports: Vec<u16>,
+            samples: Vec<u64>,
+        }
+        let mut hits: HashMap<Addr, Hit> = HashMap::new();
+        for (k, s) in convs {
+            for (far, near, outbound) in [(&k.dst, &k.src, true), (&k.src, &k.dst, false)] {
+                if !outbound && !k.src_known() {
+                    continue;
+                }
+                let Some(cc) = geo.country(far, k.v6) else { continue };
+                let cc = std::str::from_utf8(&cc).unwrap_or("");
+                if !self.cfg.watch_countries.iter().any(|w| w == cc) {
+                    continue;
+                }
+                let h = hits.entry((*far, k.v6)).or_default();
+                h.cc = cc.to_string();
+                h.outbound |= outbound;
+                if *near != [0; 16] {
+                    *h.peers.entry((*near, k.v6)).or_default() += s.pkts + s.rpkts;
+                }
+                h.pkts += s.pkts + s.rpkts;
+                h.bytes += s.bytes + s.rbytes;
+                h.flows += s.flows as u64;
+                if h.ports.len() < 10 && !h.ports.contains(&k.dport) {
+                    h.ports.push(k.dport);
+                }
+                push_sample(&mut h.samples, s.sample);
+            }
+        }
+        let mut keys: Vec<Addr> = hits.keys().copied().collect();
+        keys.sort();
+        for far in keys {
+            let h = &hits[&far];
+            let peers = top(&h.peers, 5);
+            let peer_list: Vec<String> = peers.iter().map(|(a, _)| ip(a)).collect();
+            let (src_ips, dst_ips) =
+                if h.outbound { (peer_list.clone(), vec![ip(&far)]) } else { (vec![ip(&far)], peer_list.clone()) };
+            out.push(Finding {
+                group: format!("country:{}:{}", h.cc, ip(&far)),
+                absorbed_by: vec![],
+                rule: "country_watch",
+                severity: Severity::Medium,
+                category: Category::Policy,
+                verdict: Verdict::Suspicious,
+                src_ips,
+                dst_ips,
+                ports: h.ports.clone(),
+                packets: h.pkts,
+                bytes: h.bytes,
+                flows: h.flows,
+                rate: h.pkts as f64,
+                rate_unit: "packets/s",
+                top_sources: peers.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
+                sample_flows: h.samples.iter().map(|u| uid_string(*u)).collect(),
+                explanation: format!(
+                    "{} {} {} in {} (a watched country): {} packets, {} bytes, ports {}",
+                    peer_list.join(", "),
+                    if h.outbound { "talked to" } else { "was reached from" },
+                    ip(&far),
+                    h.cc,
+                    thousands(h.pkts as f64),
+                    thousands(h.bytes as f64),
+                    h.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                ),
             });
         }
     }

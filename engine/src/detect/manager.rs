@@ -90,6 +90,7 @@ pub struct AlertManager {
     builder: AlertBuilder,
     log: Option<std::io::BufWriter<std::fs::File>>,
     feed: Option<std::sync::Arc<super::AlertFeed>>,
+    geo: Option<std::sync::Arc<crate::geo::Geo>>,
     pub opened: u64,
     pub events: u64,
     pub log_errors: u64,
@@ -137,6 +138,7 @@ impl AlertManager {
             builder: AlertBuilder::default(),
             log,
             feed: setup.feed.clone(),
+            geo: setup.geo.clone(),
             opened: 0,
             events: 0,
             log_errors: 0,
@@ -145,6 +147,19 @@ impl AlertManager {
 
     pub fn open_count(&self) -> usize {
         self.open.len()
+    }
+
+    /// The countries of an alert's addresses (with GeoIP), sorted.
+    fn countries(&self, a: &mut Alert) {
+        let Some(g) = &self.geo else { return };
+        for ip in a.src_ips.iter().chain(&a.dst_ips) {
+            if let Some(c) = g.country_of(ip)
+                && !a.countries.contains(&c)
+            {
+                a.countries.push(c);
+            }
+        }
+        a.countries.sort();
     }
 
     fn emit(&mut self, a: &Alert) {
@@ -206,7 +221,11 @@ impl AlertManager {
                 a.explanation = f.explanation;
                 if now >= o.last_emit + self.cfg.update_every_ns {
                     o.last_emit = now;
-                    let a = o.alert.clone();
+                    let mut a = o.alert.clone();
+                    self.countries(&mut a);
+                    if let Some(o) = self.open.get_mut(&f.group) {
+                        o.alert.countries = a.countries.clone();
+                    }
                     self.emit(&a);
                 }
                 continue;
@@ -235,6 +254,8 @@ impl AlertManager {
                 sample_flows: f.sample_flows,
                 explanation: f.explanation,
             };
+            let mut a = a;
+            self.countries(&mut a);
             self.opened += 1;
             self.emit(&a);
             self.open.insert(f.group, Open { alert: a, last_emit: now });

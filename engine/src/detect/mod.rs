@@ -382,6 +382,8 @@ pub struct DetectConfig {
     pub dns: DnsConfig,
     /// Allow-lists per subnet (`policy_violation`).
     pub policies: Vec<Policy>,
+    /// Countries (ISO codes) whose traffic raises `country_watch` alerts.
+    pub watch_countries: Vec<String>,
 }
 
 impl Default for DetectConfig {
@@ -422,6 +424,7 @@ impl Default for DetectConfig {
                 nx_window_secs: 10,
             },
             policies: Vec::new(),
+            watch_countries: Vec::new(),
         }
     }
 }
@@ -440,6 +443,8 @@ pub struct DetectSetup {
     pub intel: intel::Intel,
     pub intel_feeds: Vec<intel::FeedSpec>,
     pub intel_refresh: std::time::Duration,
+    /// Countries of alert endpoints, and the country watch list.
+    pub geo: Option<Arc<crate::geo::Geo>>,
 }
 
 /// Severity scaled by how far past its threshold a measurement is.
