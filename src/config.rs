@@ -140,6 +140,7 @@ pub struct RawDetect {
     pub dns: RawDns,
     pub policy: Option<Vec<RawPolicy>>,
     pub watch_countries: Option<Vec<String>>,
+    pub rules_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +254,7 @@ pub struct Detect {
     pub alert_log: PathBuf,
     pub feeds: Vec<FeedSpec>,
     pub intel_refresh: Duration,
+    pub rules_file: Option<PathBuf>,
 }
 
 impl Detect {
@@ -260,6 +262,10 @@ impl Detect {
     /// loaded here, so a missing or unreadable feed stops the start with its
     /// name; lines without an indicator are warned about.
     pub fn setup(&self, data: &Path, geo: Option<std::sync::Arc<Geo>>) -> anyhow::Result<std::sync::Arc<DetectSetup>> {
+        if let Some(p) = &self.rules_file {
+            let r = tapstream_engine::detect::rules::RuleSet::load(p, self.cfg.close_after_ns / 1_000_000_000)?;
+            tracing::info!(rules = r.rules.len(), file = %p.display(), "custom rules loaded");
+        }
         let (intel, reports) = Intel::load(&self.feeds)?;
         for r in reports {
             tracing::info!(feed = %r.name, networks = r.networks, domains = r.domains, "threat feed loaded");
@@ -276,6 +282,7 @@ impl Detect {
             intel_feeds: self.feeds.clone(),
             intel_refresh: self.intel_refresh,
             geo,
+            rules_file: self.rules_file.clone(),
         }))
     }
 }
@@ -422,7 +429,8 @@ fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
     if alert_log.as_os_str().is_empty() {
         bail!("detect.alert_log: must name a file");
     }
-    Ok(Some(Detect { cfg, alert_log, feeds, intel_refresh }))
+    let rules_file = r.rules_file.filter(|p| !p.as_os_str().is_empty());
+    Ok(Some(Detect { cfg, alert_log, feeds, intel_refresh, rules_file }))
 }
 
 #[derive(Debug, Default, Deserialize)]

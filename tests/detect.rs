@@ -509,3 +509,61 @@ fn flows_and_alerts_carry_countries_and_watched_countries_alert() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("country(): no GeoIP database (scripts/geoip.sh"), "{out:?}");
 }
+
+/// A custom rule from a rules file raises its own alert, named after the
+/// rule; a rules file with a mistake stops the start with its line.
+#[test]
+fn custom_rules_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("r.pcap");
+    let out = bin()
+        .args(["synth", "--packets", "60000", "--pps", "2000", "--attacks", "udp-flood:3000@10+5"])
+        .arg("--out")
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"udp-heavy\"\ndescription = \"too much UDP to one host\"\n\
+         condition = \"packets_per_s by dst_ip > 2500 for 3s where proto = udp\"\nseverity = \"critical\"\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("[detect]\nrules_file = \"{}\"\n", rules.display())).unwrap();
+    let data = dir.path().join("data");
+    ingest(&pcap, &data, Some(&cfg), "2");
+    let got = alerts(&data);
+    let custom: Vec<&Vec<Value>> = got.iter().filter(|e| e[0]["rule"] == "udp-heavy").collect();
+    assert_eq!(custom.len(), 1, "{got:#?}");
+    let open = &custom[0][0];
+    assert_eq!(open["severity"], "critical");
+    assert_eq!(open["dst_ips"][0], "198.51.100.200");
+    let raised = ns(open["timestamp"].as_str().unwrap());
+    // Three seconds in a row over the limit, from the flood's start at 10 s.
+    assert!(raised >= START_NS + 12 * SEC && raised <= START_NS + 14 * SEC, "{open}");
+    assert!(
+        open["explanation"]
+            .as_str()
+            .unwrap()
+            .starts_with("too much UDP to one host: packets/s for dst_ip 198.51.100.200 is")
+    );
+    // Under the built-in flood threshold (5,000 packets/s): only the rule speaks.
+    assert_eq!(got.len(), 1, "{got:#?}");
+    // A mistake: the start is refused, naming the line.
+    std::fs::write(&rules, "[[rule]]\nname = \"x\"\n\ncondition = \"packets_per_s by dst_ip > 2500 for ages\"\n")
+        .unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ingest", "--quiet"])
+        .arg(&pcap)
+        .arg("--data")
+        .arg(dir.path().join("d2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 4: rule `x`: `for` needs a duration"), "{err}");
+}

@@ -114,6 +114,14 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
     let mut agg = Aggregator::new(workers);
     let mut det = Detectors::new(setup.cfg.clone());
     det.geo = setup.geo.clone();
+    let close_secs = setup.cfg.close_after_ns / SEC;
+    let mut rules = match &setup.rules_file {
+        Some(p) => super::rules::RuleSet::load(p, close_secs).unwrap_or_else(|e| {
+            tracing::error!("{e}; no custom rules until the file is fixed");
+            super::rules::RuleSet::empty()
+        }),
+        None => super::rules::RuleSet::empty(),
+    };
     let mut feeds = super::intel::IntelFeeds::new(setup.intel_feeds.clone(), setup.intel.clone(), setup.intel_refresh);
     let mut last_sec = 0u64;
     let send = |mgr: &mut AlertManager| {
@@ -131,9 +139,11 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
             agg.add(r);
         }
         feeds.refresh();
+        rules.refresh();
         while let Some((sec, m)) = agg.next_complete() {
             let mut f = det.evaluate(sec, &m.convs, &m.names);
             det.intel(&feeds.intel, &m.convs, &m.names, &mut f);
+            rules.evaluate(sec, &m.convs, setup.geo.as_deref(), &mut f);
             mgr.observe(sec, f);
             last_sec = sec;
         }
@@ -147,6 +157,7 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
     for (sec, m) in agg.drain() {
         let mut f = det.evaluate(sec, &m.convs, &m.names);
         det.intel(&feeds.intel, &m.convs, &m.names, &mut f);
+        rules.evaluate(sec, &m.convs, setup.geo.as_deref(), &mut f);
         mgr.observe(sec, f);
         last_sec = sec;
     }

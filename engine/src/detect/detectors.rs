@@ -21,6 +21,8 @@ pub struct Finding {
     /// volumetric DDoS on a host already alerted on for a SYN flood is that
     /// flood, not a second alert).
     pub absorbed_by: Vec<String>,
+    /// A custom rule's name (`rule` is then `custom`).
+    pub rule_name: Option<String>,
     pub rule: &'static str,
     pub severity: Severity,
     pub category: Category,
@@ -409,6 +411,7 @@ impl Detectors {
             out.push(Finding {
                 group: format!("dns_tunnel:{domain}"),
                 absorbed_by: vec![],
+                rule_name: None,
                 rule: "dns_tunnel",
                 severity: severity_for(n as f64 / c.tunnel_names as f64),
                 category: Category::Anomaly,
@@ -446,6 +449,7 @@ impl Detectors {
             out.push(Finding {
                 group: format!("dns_nx:{}", ip(&client)),
                 absorbed_by: vec![],
+                rule_name: None,
                 rule: "dns_nxdomain_storm",
                 severity: severity_for(nx as f64 / c.nx_answers as f64),
                 category: Category::Anomaly,
@@ -579,6 +583,7 @@ impl Detectors {
             out.push(Finding {
                 group: format!("intel:{key}"),
                 absorbed_by: vec![],
+                rule_name: None,
                 rule: "threat_intel",
                 severity: Severity::High,
                 category: Category::Intel,
@@ -660,6 +665,7 @@ impl Detectors {
             out.push(Finding {
                 group: format!("policy:{}:{}:{svc}", p.name, ip(&host)),
                 absorbed_by: vec![],
+                rule_name: None,
                 rule: "policy_violation",
                 severity: Severity::Medium,
                 category: Category::Policy,
@@ -738,6 +744,7 @@ impl Detectors {
             out.push(Finding {
                 group: format!("country:{}:{}", h.cc, ip(&far)),
                 absorbed_by: vec![],
+                rule_name: None,
                 rule: "country_watch",
                 severity: Severity::Medium,
                 category: Category::Policy,
@@ -796,6 +803,7 @@ impl Detectors {
         out.push(Finding {
             group: format!("syn_flood:{}", ip(dst)),
             absorbed_by: vec![],
+            rule_name: None,
             rule: "syn_flood",
             severity: severity_for(rate / c.min_rate),
             category: Category::Flood,
@@ -845,6 +853,7 @@ impl Detectors {
         out.push(Finding {
             group: format!("udp_flood:{}", ip(dst)),
             absorbed_by: vec![],
+            rule_name: None,
             rule: "udp_flood",
             severity: severity_for(pps / c.min_pps),
             category: Category::Flood,
@@ -873,6 +882,7 @@ impl Detectors {
         out.push(Finding {
             group: format!("icmp_flood:{}", ip(dst)),
             absorbed_by: vec![],
+            rule_name: None,
             rule: "icmp_flood",
             severity: severity_for(pps / c.min_pps),
             category: Category::Flood,
@@ -927,6 +937,7 @@ impl Detectors {
         out.push(Finding {
             group: format!("ddos:{}", ip(dst)),
             absorbed_by: ["syn_flood", "udp_flood", "icmp_flood"].iter().map(|r| format!("{r}:{}", ip(dst))).collect(),
+            rule_name: None,
             rule: "ddos",
             severity: severity_for(pps / c.min_pps),
             category: Category::Ddos,
@@ -1046,6 +1057,7 @@ impl Detectors {
             out.push(Finding {
                 group: format!("scan:{}", ip(&src)),
                 absorbed_by: vec![],
+                rule_name: None,
                 rule: if vert.is_some() { "port_scan_vertical" } else { "port_scan_horizontal" },
                 severity: severity_for(ratio),
                 category: Category::Scan,
@@ -1092,6 +1104,7 @@ impl Detectors {
             out.push(Finding {
                 group: "spike:link".into(),
                 absorbed_by: vec![],
+                rule_name: None,
                 rule: "traffic_spike",
                 severity: severity_for(pps / (c.factor * avg.max(1.0))),
                 category: Category::Anomaly,

@@ -235,7 +235,7 @@ impl AlertManager {
                 ts: now,
                 event: AlertEvent::Open,
                 id: alert_id(&f.group, start),
-                rule: f.rule.to_string(),
+                rule: f.rule_name.clone().unwrap_or_else(|| f.rule.to_string()),
                 severity: f.severity,
                 category: f.category,
                 verdict: f.verdict,

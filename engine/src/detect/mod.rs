@@ -20,6 +20,7 @@ mod agg;
 mod detectors;
 pub mod intel;
 mod manager;
+pub mod rules;
 mod window;
 
 use std::path::PathBuf;
@@ -445,6 +446,8 @@ pub struct DetectSetup {
     pub intel_refresh: std::time::Duration,
     /// Countries of alert endpoints, and the country watch list.
     pub geo: Option<Arc<crate::geo::Geo>>,
+    /// Custom rules file (hot-reloaded), already checked at start.
+    pub rules_file: Option<PathBuf>,
 }
 
 /// Severity scaled by how far past its threshold a measurement is.

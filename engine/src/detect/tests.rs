@@ -339,6 +339,7 @@ fn finding(group: &str, rule: &'static str) -> Finding {
     Finding {
         group: group.into(),
         absorbed_by: vec![],
+        rule_name: None,
         rule,
         severity: crate::alert::Severity::High,
         category: Category::Flood,
@@ -747,4 +748,174 @@ fn policies_flag_services_a_subnet_does_not_allow() {
         f[0].explanation
     );
     assert_eq!(f[1].src_ips, vec!["10.0.0.5"]);
+}
+
+#[test]
+fn rules_parse_with_lines_for_every_mistake() {
+    use rules::parse;
+    let p = std::path::Path::new("rules.toml");
+    let shipped = include_str!("../../../configs/rules.toml");
+    let r = parse(p, shipped).unwrap();
+    assert_eq!(r.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["udp-exfiltration", "many-ports"]);
+    assert_eq!(r[0].severity, crate::alert::Severity::High);
+    assert_eq!(r[0].cooldown_secs, 300);
+    let bad = |text: &str| parse(p, text).unwrap_err().to_string();
+    let e = bad(
+        "[[rule]]\nname = \"a\"\ncondition = \"packets_per_s by src_ip > 10\"\n\n[[rule]]\nname = \"b\"\n\ncondition = \"bytes_per_s by nothing > 5\"\n",
+    );
+    assert_eq!(e, "rules file rules.toml, line 8: rule `b`: `by` needs a key field, found `nothing`");
+    let e = bad("[[rule]]\nname = \"a\"\ncondition = \"packets_per_s by src_ip > lots\"\n");
+    assert!(e.contains("line 3: rule `a`: `lots` is not a number"), "{e}");
+    let e = bad("[[rule]]\nname = \"a\"\ncondition = \"flows by dst_ip > 5 for ever\"\n");
+    assert!(e.contains("`for` needs a duration"), "{e}");
+    let e = bad("[[rule]]\nname = \"a\"\ncondition = \"dst_port = 22 and src_ip in [10.0.0.0/33]\"\n");
+    assert!(e.contains("`10.0.0.0/33` is not an address or network"), "{e}");
+    let e = bad("[[rule]]\nname = \"a\"\nseverity = \"loud\"\ncondition = \"dst_port = 22\"\n");
+    assert!(e.contains("line 1: rule `a`: severity `loud`"), "{e}");
+    let e = bad(
+        "[[rule]]\nname = \"a\"\ncondition = \"dst_port = 22\"\n[[rule]]\nname = \"a\"\ncondition = \"dst_port = 23\"\n",
+    );
+    assert!(e.contains("names must be set and distinct"), "{e}");
+    let e = bad("[[rule]]\nname = \"a\"\ncondition = \"dst_port = 22\"\ncolour = 1\n");
+    assert!(e.starts_with("rules file rules.toml: ") && e.contains("colour"), "{e}");
+    let e = bad("[[rule]]\nname = \"a\"\ncondition = \"dst_port = 22\"\nactions = [\"page\"]\n");
+    assert!(e.contains("action `page`"), "{e}");
+}
+
+fn rule(text: &str) -> rules::Rule {
+    rules::parse(std::path::Path::new("r.toml"), &format!("[[rule]]\nname = \"r\"\ncondition = '{text}'\n"))
+        .unwrap()
+        .remove(0)
+}
+
+fn udp(src: [u8; 4], dst: [u8; 4], port: u16, pkts: u64, bytes: u64) -> (ConvKey, ConvStat) {
+    (
+        ConvKey { src: v4(src), dst: v4(dst), v6: false, proto: 17, dport: port },
+        ConvStat { pkts, bytes, flows: 1, sample: 11, ..Default::default() },
+    )
+}
+
+#[test]
+fn rules_measure_per_key_for_and_in_windows() {
+    let s0 = T0 / SEC;
+    // bytes_per_s over 50 MB/s for 30 s, UDP only.
+    let mut set =
+        rules::RuleSet::from_rules(vec![rule("bytes_per_s by src_ip > 50 MB/s for 30s where proto = udp")], 60);
+    let mut fired_at = None;
+    for i in 0..40 {
+        let mut m: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> = HashMap::default();
+        m.extend([
+            udp([10, 0, 0, 1], [192, 0, 2, 1], 9000, 60_000, 60_000_000),
+            udp([10, 0, 0, 2], [192, 0, 2, 1], 9000, 1000, 1_000_000),
+        ]);
+        let mut out = Vec::new();
+        set.evaluate(s0 + i, &m, None, &mut out);
+        if !out.is_empty() && fired_at.is_none() {
+            fired_at = Some(i);
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].rule_name.as_deref(), Some("r"));
+            assert_eq!(out[0].group, "rule:r:10.0.0.1");
+            assert_eq!(out[0].src_ips, vec!["10.0.0.1"]);
+            assert!(
+                out[0]
+                    .explanation
+                    .starts_with("bytes/s for src_ip 10.0.0.1 is 60,000,000 (> 50,000,000 (MB/s), for 30 s in a row)"),
+                "{}",
+                out[0].explanation
+            );
+        }
+    }
+    assert_eq!(fired_at, Some(29), "the 30th second in a row");
+    // The same volume over TCP does not count.
+    let mut set = rules::RuleSet::from_rules(vec![rule("bytes_per_s by src_ip > 50 MB/s where proto = udp")], 60);
+    let mut m: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> = HashMap::default();
+    let (mut k, st) = udp([10, 0, 0, 1], [192, 0, 2, 1], 9000, 60_000, 60_000_000);
+    k.proto = 6;
+    m.insert(k, st);
+    let mut out = Vec::new();
+    set.evaluate(s0, &m, None, &mut out);
+    assert!(out.is_empty());
+    // distinct dst_port over 60 s.
+    let mut set = rules::RuleSet::from_rules(vec![rule("distinct dst_port by src_ip > 100 in 60s")], 60);
+    let mut out = Vec::new();
+    for i in 0..3u64 {
+        let m: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> =
+            (0..40).map(|p| udp([10, 0, 0, 9], [192, 0, 2, 5], (i * 40 + p) as u16 + 1, 1, 60)).collect();
+        set.evaluate(s0 + i * 10, &m, None, &mut out);
+    }
+    assert_eq!(out.len(), 1, "120 ports within 60 s: {out:?}");
+    assert!(
+        out[0].explanation.starts_with("distinct dst_port for src_ip 10.0.0.9 is 120 over 60 s (> 100)"),
+        "{}",
+        out[0].explanation
+    );
+    // A filter alone: every new flow it matches, per source and destination.
+    let mut set =
+        rules::RuleSet::from_rules(vec![rule(r#"dst_port = 22 and src_ip in ["10.0.0.0/8"] and proto != udp"#)], 60);
+    let mut m: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> = HashMap::default();
+    for (src, port, proto) in
+        [([10, 1, 1, 1], 22, 6), ([172, 16, 0, 1], 22, 6), ([10, 1, 1, 2], 23, 6), ([10, 1, 1, 3], 22, 17)]
+    {
+        let (mut k, st) = udp(src, [192, 0, 2, 7], port, 3, 180);
+        k.proto = proto;
+        m.insert(k, st);
+    }
+    let mut out = Vec::new();
+    set.evaluate(s0, &m, None, &mut out);
+    assert_eq!(out.iter().map(|f| f.group.as_str()).collect::<Vec<_>>(), vec!["rule:r:10.1.1.1 → 192.0.2.7"]);
+    assert_eq!(
+        (out[0].src_ips.clone(), out[0].dst_ips.clone()),
+        (vec!["10.1.1.1".to_string()], vec!["192.0.2.7".to_string()])
+    );
+}
+
+#[test]
+fn rules_cool_down_and_reload_only_whole_good_files() {
+    let s0 = T0 / SEC;
+    let mut r = rule("packets_per_s by dst_ip > 100");
+    r.cooldown_secs = 30;
+    let mut set = rules::RuleSet::from_rules(vec![r], 10);
+    let hot: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> =
+        [udp([10, 0, 0, 1], [192, 0, 2, 1], 53, 500, 1)].into_iter().collect();
+    let quiet: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> = HashMap::default();
+    let fires = |set: &mut rules::RuleSet, sec: u64, m: &HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>| {
+        let mut out = Vec::new();
+        set.evaluate(sec, m, None, &mut out);
+        !out.is_empty()
+    };
+    assert!(fires(&mut set, s0, &hot));
+    assert!(fires(&mut set, s0 + 5, &hot), "an open alert keeps being fed");
+    for i in 6..20 {
+        assert!(!fires(&mut set, s0 + i, &quiet));
+    }
+    // Closed after 10 s quiet (at 15 s): quiet for 30 s more.
+    assert!(!fires(&mut set, s0 + 20, &hot), "cooling down");
+    assert!(!fires(&mut set, s0 + 45, &hot), "cooling down");
+    assert!(fires(&mut set, s0 + 46, &hot));
+    // Reload: a good file replaces the rules, a bad one changes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    let write = |text: &str, secs: u64| {
+        std::fs::write(&path, text).unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + secs);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(t).unwrap();
+    };
+    write("[[rule]]\nname = \"one\"\ncondition = \"dst_port = 22\"\n", 1);
+    let mut set = rules::RuleSet::load(&path, 60).unwrap().check_every(std::time::Duration::ZERO);
+    write(
+        "[[rule]]\nname = \"one\"\ncondition = \"dst_port = 22\"\n[[rule]]\nname = \"two\"\ncondition = \"dst_port = 23\"\n",
+        2,
+    );
+    set.refresh();
+    assert_eq!(set.rules.len(), 2);
+    write(
+        "[[rule]]\nname = \"three\"\ncondition = \"dst_port = 24\"\n[[rule]]\nname = \"bad\"\ncondition = \"dst_port = x\"\n",
+        3,
+    );
+    set.refresh();
+    assert_eq!(
+        set.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        vec!["one", "two"],
+        "the bad file is refused whole"
+    );
 }
