@@ -32,6 +32,35 @@ pub enum Cmd {
     Import(ImportArgs),
     /// Packet recording sessions (start, stop, list, delete) and PCAP export.
     Record(RecordArgs),
+    /// The anomaly model: train it on a baseline period of history.
+    Model(ModelArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Data directory (default: storage.data_dir).
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: ModelCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ModelCmd {
+    /// Train on the history between two times (the baseline: normal traffic).
+    Train {
+        /// From this time (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        from: String,
+        /// Up to this time (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        to: String,
+        /// Write the model here (default: detect.ml.model under the data directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// What the current model was trained on.
+    Show,
 }
 
 #[derive(clap::Args, Debug)]

@@ -29,6 +29,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Sql(a) => crate::sql::run(cfg, a),
         Cmd::Import(a) => import(cfg, a),
         Cmd::Record(a) => crate::record::run(cfg, a),
+        Cmd::Model(a) => crate::model::run(cfg, a),
     }
 }
 

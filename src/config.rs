@@ -10,8 +10,8 @@ use serde::Deserialize;
 use tapstream_engine::decode::DecodeConfig;
 use tapstream_engine::detect::intel::{FeedFormat, FeedSpec, Intel};
 use tapstream_engine::detect::{
-    AllowRule, DdosConfig, DetectConfig, DetectSetup, DnsConfig, IcmpFloodConfig, Policy, ScanConfig, Service,
-    SpikeConfig, Subnet, SynFloodConfig, UdpFloodConfig,
+    AllowRule, DdosConfig, DetectConfig, DetectSetup, DnsConfig, IcmpFloodConfig, MlConfig, Policy, ScanConfig,
+    Service, SpikeConfig, Subnet, SynFloodConfig, UdpFloodConfig,
 };
 use tapstream_engine::flow::FlowConfig;
 use tapstream_engine::geo::{Geo, GeoConfig};
@@ -141,6 +141,21 @@ pub struct RawDetect {
     pub policy: Option<Vec<RawPolicy>>,
     pub watch_countries: Option<Vec<String>>,
     pub rules_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ml: RawMl,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMl {
+    pub enabled: Option<bool>,
+    pub model: Option<PathBuf>,
+    pub learn_minutes: Option<f64>,
+    pub suspicious: Option<f64>,
+    pub malicious: Option<f64>,
+    pub for_secs: Option<u64>,
+    pub trees: Option<u64>,
+    pub sample: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,6 +270,8 @@ pub struct Detect {
     pub feeds: Vec<FeedSpec>,
     pub intel_refresh: Duration,
     pub rules_file: Option<PathBuf>,
+    /// The anomaly model's file, relative to the data directory unless absolute.
+    pub model: PathBuf,
 }
 
 impl Detect {
@@ -274,8 +291,10 @@ impl Detect {
                 tracing::warn!(feed = %r.name, "{} lines hold no IP, network or domain (skipped): {}", r.bad_count, first.join("; "));
             }
         }
+        let mut cfg = self.cfg.clone();
+        cfg.ml.model = Some(data.join(&self.model));
         Ok(std::sync::Arc::new(DetectSetup {
-            cfg: self.cfg.clone(),
+            cfg,
             log: Some(data.join(&self.alert_log)),
             feed: Some(std::sync::Arc::new(tapstream_engine::detect::AlertFeed::default())),
             intel,
@@ -417,6 +436,28 @@ fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
             nx_window_secs: count("dns.nx_window_secs", r.dns.nx_window_secs, d.dns.nx_window_secs, 1, 86_400)?,
         },
         policies: policies(r.policy)?,
+        ml: {
+            let m = &r.ml;
+            let suspicious = ratio("ml.suspicious", m.suspicious, d.ml.suspicious)?;
+            let malicious = ratio("ml.malicious", m.malicious, d.ml.malicious)?;
+            if malicious < suspicious {
+                bail!("detect.ml.malicious = {malicious}: must not be below detect.ml.suspicious ({suspicious})");
+            }
+            MlConfig {
+                enabled: m.enabled.unwrap_or(true),
+                model: None,
+                learn_secs: match m.learn_minutes {
+                    None => d.ml.learn_secs,
+                    Some(x) if x.is_finite() && (0.0..=10_080.0).contains(&x) => (x * 60.0) as u64,
+                    Some(x) => bail!("detect.ml.learn_minutes = {x}: must be between 0 and 10080 (a week)"),
+                },
+                suspicious,
+                malicious,
+                for_secs: count("ml.for_secs", m.for_secs, d.ml.for_secs, 1, 3600)?,
+                trees: count("ml.trees", m.trees, d.ml.trees as u64, 1, 10_000)? as usize,
+                sample: count("ml.sample", m.sample, d.ml.sample as u64, 16, 1 << 20)? as usize,
+            }
+        },
         watch_countries: {
             let w = r.watch_countries.unwrap_or_default();
             if let Some(bad) = w.iter().find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
@@ -430,7 +471,8 @@ fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
         bail!("detect.alert_log: must name a file");
     }
     let rules_file = r.rules_file.filter(|p| !p.as_os_str().is_empty());
-    Ok(Some(Detect { cfg, alert_log, feeds, intel_refresh, rules_file }))
+    let model = r.ml.model.clone().unwrap_or_else(|| PathBuf::from("model.json"));
+    Ok(Some(Detect { cfg, alert_log, feeds, intel_refresh, rules_file, model }))
 }
 
 #[derive(Debug, Default, Deserialize)]

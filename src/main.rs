@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod live;
+mod model;
 mod output;
 mod record;
 mod sql;

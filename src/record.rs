@@ -108,7 +108,7 @@ fn secs(s: &str) -> anyhow::Result<u64> {
 }
 
 /// A point in time: RFC 3339 (`2026-11-30T10:00:00Z`) or Unix seconds.
-fn time_ns(s: &str) -> anyhow::Result<u64> {
+pub(crate) fn time_ns(s: &str) -> anyhow::Result<u64> {
     if let Ok(x) = s.parse::<f64>() {
         if x < 0.0 || !x.is_finite() {
             bail!("time `{s}`: before 1970");

@@ -567,3 +567,64 @@ fn custom_rules_from_a_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 4: rule `x`: `for` needs a duration"), "{err}");
 }
+
+/// The anomaly model: trained by `tapstream model train` on a baseline
+/// period of history, it flags a later stretch of traffic unlike the
+/// baseline that no other detector alerts on (UDP at 2,500 packets/s, under
+/// the flood threshold), once, naming what moved; normal traffic before it
+/// raises nothing.
+#[test]
+fn an_anomaly_model_trained_on_history_flags_unusual_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = |name: &str, attacks: &str| {
+        let p = dir.path().join(name);
+        let mut c = bin();
+        c.args(["synth", "--packets", "240000", "--pps", "1000", "--seed", if attacks.is_empty() { "5" } else { "6" }]);
+        if !attacks.is_empty() {
+            c.args(["--attacks", attacks]);
+        }
+        let out = c.arg("--out").arg(&p).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        p
+    };
+    let base = synth("base.pcap", "");
+    let baseline = dir.path().join("baseline");
+    ingest(&base, &baseline, None, "2");
+    let model = dir.path().join("model.json");
+    let out = bin()
+        .args(["model", "train", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T00:05:00Z"])
+        .arg("--data")
+        .arg(&baseline)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let secs: usize = said.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!((200..=241).contains(&secs), "{said}");
+    // Too short a baseline is a clear error.
+    let out = bin()
+        .args(["model", "train", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T00:00:10Z"])
+        .arg("--data")
+        .arg(&baseline)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("training needs at least 30 seconds"), "{out:?}");
+    let test = synth("test.pcap", "udp-flood:2500@120+20");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("[detect.ml]\nmodel = \"{}\"\n[detect.spike]\nenabled = false\n", model.display()))
+        .unwrap();
+    let data = dir.path().join("data");
+    ingest(&test, &data, Some(&cfg), "2");
+    let got = alerts(&data);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let open = &got[0][0];
+    assert_eq!(open["rule"], "ml_anomaly");
+    assert_eq!(open["category"], "anomaly");
+    let raised = ns(open["timestamp"].as_str().unwrap());
+    assert!((START_NS + 121 * SEC..=START_NS + 126 * SEC).contains(&raised), "{open}");
+    let e = open["explanation"].as_str().unwrap();
+    assert!(e.starts_with("traffic scores 0.") && e.contains("(usual "), "{e}");
+    assert!(open["rate"].as_f64().unwrap() >= 0.6);
+}

@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::detectors::Detectors;
 use super::{AlertManager, ConvKey, ConvStat, DetectSetup, NameKey, NameStat, SEC, WindowReport};
+use crate::alert::Category;
 use crate::records::{Output, Table};
 
 type Map = HashMap<ConvKey, ConvStat, foldhash::fast::FixedState>;
@@ -115,6 +116,7 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
     let mut det = Detectors::new(setup.cfg.clone());
     det.geo = setup.geo.clone();
     let close_secs = setup.cfg.close_after_ns / SEC;
+    let mut anomaly = super::ml::Anomaly::new(setup.cfg.ml.clone());
     let mut rules = match &setup.rules_file {
         Some(p) => super::rules::RuleSet::load(p, close_secs).unwrap_or_else(|e| {
             tracing::error!("{e}; no custom rules until the file is fixed");
@@ -144,6 +146,10 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
             let mut f = det.evaluate(sec, &m.convs, &m.names);
             det.intel(&feeds.intel, &m.convs, &m.names, &mut f);
             rules.evaluate(sec, &m.convs, setup.geo.as_deref(), &mut f);
+            let explained = f.iter().any(|x| matches!(x.category, Category::Flood | Category::Ddos | Category::Scan));
+            anomaly.evaluate(sec, &super::ml::counts(&m.convs, &m.names), explained, &mut f);
+            let explained = f.iter().any(|x| matches!(x.category, Category::Flood | Category::Ddos | Category::Scan));
+            anomaly.evaluate(sec, &super::ml::counts(&m.convs, &m.names), explained, &mut f);
             mgr.observe(sec, f);
             last_sec = sec;
         }
@@ -158,6 +164,8 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
         let mut f = det.evaluate(sec, &m.convs, &m.names);
         det.intel(&feeds.intel, &m.convs, &m.names, &mut f);
         rules.evaluate(sec, &m.convs, setup.geo.as_deref(), &mut f);
+        let explained = f.iter().any(|x| matches!(x.category, Category::Flood | Category::Ddos | Category::Scan));
+        anomaly.evaluate(sec, &super::ml::counts(&m.convs, &m.names), explained, &mut f);
         mgr.observe(sec, f);
         last_sec = sec;
     }

@@ -1103,7 +1103,7 @@ impl Detectors {
         if self.spike_run >= c.for_secs.max(1) {
             out.push(Finding {
                 group: "spike:link".into(),
-                absorbed_by: vec![],
+                absorbed_by: vec!["anomaly:link".into()],
                 rule_name: None,
                 rule: "traffic_spike",
                 severity: severity_for(pps / (c.factor * avg.max(1.0))),

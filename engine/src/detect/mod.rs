@@ -20,6 +20,7 @@ mod agg;
 mod detectors;
 pub mod intel;
 mod manager;
+pub mod ml;
 pub mod rules;
 mod window;
 
@@ -363,6 +364,39 @@ impl Policy {
     }
 }
 
+/// Anomaly detection with an isolation forest (see [`ml`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlConfig {
+    pub enabled: bool,
+    /// Where the model is kept (loaded at start when present).
+    pub model: Option<PathBuf>,
+    /// With no model: learn one from the first this many seconds of traffic
+    /// (0: only `tapstream model train` makes one).
+    pub learn_secs: u64,
+    /// Score thresholds for the verdicts.
+    pub suspicious: f64,
+    pub malicious: f64,
+    /// The score must stay over `suspicious` this many seconds in a row.
+    pub for_secs: u64,
+    pub trees: usize,
+    pub sample: usize,
+}
+
+impl Default for MlConfig {
+    fn default() -> Self {
+        MlConfig {
+            enabled: true,
+            model: None,
+            learn_secs: 0,
+            suspicious: 0.6,
+            malicious: 0.7,
+            for_secs: 3,
+            trees: 100,
+            sample: 256,
+        }
+    }
+}
+
 /// Everything detection needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectConfig {
@@ -385,6 +419,7 @@ pub struct DetectConfig {
     pub policies: Vec<Policy>,
     /// Countries (ISO codes) whose traffic raises `country_watch` alerts.
     pub watch_countries: Vec<String>,
+    pub ml: MlConfig,
 }
 
 impl Default for DetectConfig {
@@ -426,6 +461,7 @@ impl Default for DetectConfig {
             },
             policies: Vec::new(),
             watch_countries: Vec::new(),
+            ml: MlConfig::default(),
         }
     }
 }

@@ -96,7 +96,7 @@ fn windows_count_attempts_answers_and_per_second_deltas() {
     // refused
     r.send(T0 + 200 * MS, &frame(c, s, 40001, 81, SYN, 0));
     r.send(T0 + 201 * MS, &frame(s, c, 81, 40001, RSTACK, 0));
-    // unanswered, old enough to judge when the second closes
+    // unanswered: judged when the next second closes
     r.send(T0 + 300 * MS, &frame(c, s, 40002, 82, SYN, 0));
     // unanswered and young: judged a second later
     r.send(T0 + 900 * MS, &frame(c, s, 40003, 83, SYN, 0));
@@ -117,8 +117,8 @@ fn windows_count_attempts_answers_and_per_second_deltas() {
     assert!(a.sample != 0);
     let b = conv(w, c, s, 81);
     assert_eq!((b.syn, b.answered, b.rejected, b.failed), (1, 0, 1, 1));
-    assert_eq!(conv(w, c, s, 82).failed, 1);
-    assert_eq!(conv(w, c, s, 83).failed, 0, "young attempts wait");
+    assert_eq!(conv(w, c, s, 82).failed, 0, "unanswered attempts wait a second");
+    assert_eq!(conv(w, c, s, 83).failed, 0);
     assert_eq!(conv(w, c, s, 84).failed, 0);
     let u = conv(w, c, s, 53);
     assert_eq!((u.flows, u.answered, u.pkts, u.rpkts), (1, 1, 1, 1));
@@ -129,6 +129,7 @@ fn windows_count_attempts_answers_and_per_second_deltas() {
     assert_eq!(second.len(), 1);
     let w = &second[0];
     assert_eq!(w.sec, T0 / SEC + 1);
+    assert_eq!(conv(w, c, s, 82).failed, 1);
     assert_eq!(conv(w, c, s, 83).failed, 1);
     assert_eq!(conv(w, c, s, 84).failed, 0);
     let a = conv(w, c, s, 80);
@@ -149,7 +150,12 @@ fn a_time_jump_closes_the_second_once_and_removed_flows_still_count() {
     let reps = r.reports();
     assert_eq!(reps.len(), 1);
     assert_eq!(reps[0].through, T0 / SEC + 10);
-    assert_eq!(conv(&reps[0], c, s, 80).failed, 1);
+    assert_eq!(conv(&reps[0], c, s, 80).syn, 1);
+    // Judged when it expired, in the second that removed it.
+    r.t.flush(&mut r.sinks);
+    let reps = r.reports();
+    assert_eq!(reps[0].sec, T0 / SEC + 10);
+    assert_eq!(conv(&reps[0], c, s, 80).failed, 2, "the expired attempt and, at the end, the new one");
     // A flow removed mid-second (refused and reused) still counts there.
     let mut r = Rig::new();
     for i in 0..3u64 {
@@ -917,5 +923,110 @@ fn rules_cool_down_and_reload_only_whole_good_files() {
         set.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         vec!["one", "two"],
         "the bad file is refused whole"
+    );
+}
+
+fn normal_second(rng: &mut u64) -> ml::SecondCounts {
+    let mut r = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        (*rng % 1000) as f64 / 1000.0
+    };
+    let pps = 2000.0 * (0.8 + 0.4 * r());
+    ml::SecondCounts {
+        packets: pps,
+        bytes: pps * (700.0 + 100.0 * r()),
+        sources: 150.0 + 30.0 * r(),
+        destinations: 30.0 + 8.0 * r(),
+        ports: 6.0 + 2.0 * r(),
+        syn: 60.0 + 10.0 * r(),
+        syn_unanswered: 2.0 * r(),
+        tcp_packets: pps * 0.7,
+        udp_packets: pps * 0.28,
+        icmp_packets: pps * 0.02,
+        other_packets: 0.0,
+        dns_queries: 50.0 + 10.0 * r(),
+        dns_nxdomain: r(),
+    }
+}
+
+#[test]
+fn isolation_forest_isolates_outliers_and_names_what_moved() {
+    assert_eq!(ml::c(1.0), 0.0);
+    assert_eq!(ml::c(2.0), 1.0);
+    assert!((ml::c(256.0) - 10.244).abs() < 0.01, "{}", ml::c(256.0));
+    let mut rng = 7u64;
+    let base: Vec<ml::Features> = (0..600).map(|_| normal_second(&mut rng).features()).collect();
+    assert!(ml::Model::train(&base[..10], 100, 256, 1, 0, 1).is_err(), "too little to learn from");
+    let m = ml::Model::train(&base, 100, 256, 1, 0, 1).unwrap();
+    assert!(m == ml::Model::train(&base, 100, 256, 1, 0, 1).unwrap(), "deterministic for a seed");
+    let fresh: Vec<f64> = (0..200).map(|_| m.score(&normal_second(&mut rng).features())).collect();
+    let mean = fresh.iter().sum::<f64>() / fresh.len() as f64;
+    assert!(fresh.iter().all(|s| *s > 0.0 && *s < 1.0));
+    let mx = fresh.iter().cloned().fold(0.0, f64::max);
+    let mut sw = normal_second(&mut rng);
+    sw.ports = 300.0;
+    let mut bu = normal_second(&mut rng);
+    bu.packets *= 30.0;
+    bu.bytes *= 30.0;
+    bu.udp_packets *= 100.0;
+    assert!(mean < 0.5, "ordinary seconds score about 0.5 or less: {mean}");
+    assert!(mx < 0.6, "none reaches the suspicious threshold: {mx}");
+    assert!(m.score(&bu.features()) > 0.6, "a burst: {}", m.score(&bu.features()));
+    // A port sweep: the same traffic, 40× the destination ports.
+    let mut sweep = normal_second(&mut rng);
+    sweep.ports = 300.0;
+    let x = sweep.features();
+    assert!(m.score(&x) > 0.6, "{}", m.score(&x));
+    assert_eq!(ml::FEATURES[m.drivers(&x)[0].0], "destination ports");
+    assert!(m.drivers(&x)[0].1 > 3.0, "above the usual");
+    // Far outside everything: isolated at least as fast as the oddest
+    // second of the baseline (scores saturate outside the training range).
+    let far = [1e9, 1e12, 1e6, 1e6, 6e4, 1.0, 60.0, 0.0, 1.0];
+    let train_max = base.iter().map(|x| m.score(x)).fold(0.0, f64::max);
+    assert!(m.score(&far) > 0.6 && m.score(&far) >= train_max - 0.02, "{} vs {train_max}", m.score(&far));
+    // Saved and loaded, the same model.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.json");
+    m.save(&p).unwrap();
+    let back = ml::Model::load(&p).unwrap();
+    for x in [&far, &x, &base[0]] {
+        assert!((back.score(x) - m.score(x)).abs() < 1e-9, "the loaded model scores alike");
+    }
+    std::fs::write(&p, "{\"version\": 9}").unwrap();
+    assert!(ml::Model::load(&p).unwrap_err().to_string().starts_with("model file "));
+}
+
+#[test]
+fn the_anomaly_detector_learns_then_flags_and_stays_quiet_when_explained() {
+    let cfg = MlConfig { learn_secs: 300, ..MlConfig::default() };
+    let mut a = ml::Anomaly::new(cfg);
+    let mut rng = 11u64;
+    let s0 = T0 / SEC;
+    let mut out = Vec::new();
+    for i in 0..400 {
+        a.evaluate(s0 + i, &normal_second(&mut rng), false, &mut out);
+    }
+    assert!(a.model.is_some(), "learned from 300 seconds after the first minute");
+    assert!(out.is_empty(), "ordinary traffic: {out:?}");
+    let mut burst = normal_second(&mut rng);
+    burst.packets *= 30.0;
+    burst.bytes *= 30.0;
+    burst.udp_packets *= 100.0;
+    for i in 0..3 {
+        a.evaluate(s0 + 400 + i, &burst, true, &mut out);
+    }
+    assert!(out.is_empty(), "another detector explains it");
+    for i in 0..3 {
+        a.evaluate(s0 + 410 + i, &burst, false, &mut out);
+    }
+    assert_eq!(out.len(), 1, "after for_secs seconds in a row");
+    assert_eq!(out[0].rule, "ml_anomaly");
+    assert!(out[0].explanation.contains("packets/s"), "{}", out[0].explanation);
+    assert!(
+        out[0].explanation.contains("(usual 2,0") || out[0].explanation.contains("(usual 1,9"),
+        "{}",
+        out[0].explanation
     );
 }

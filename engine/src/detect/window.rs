@@ -10,11 +10,6 @@ use crate::flow::{Flow, FlowKey};
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
 
-/// An attempt still unanswered this long after it was sent counts as failed
-/// when its second closes; a younger one is judged a second later (its
-/// answer may be on the way).
-const YOUNG_NS: u64 = 250_000_000;
-
 /// A flow's counters when it was first touched in second `sec`.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct WinMark {
@@ -103,7 +98,6 @@ impl WindowAcc {
     /// attempt is judged now.
     pub fn fold(&mut self, e: u32, key: &FlowKey, f: &mut Flow, ended: bool) {
         let start = self.sec * SEC;
-        let end = start + SEC;
         let c = &f.conn;
         let (src, dst, dport) =
             if f.orig_is_lo { (key.lo, key.hi, key.hi_port) } else { (key.hi, key.lo, key.lo_port) };
@@ -137,9 +131,12 @@ impl WindowAcc {
                     } else if tcp && resp_flags & RST != 0 {
                         s.rejected += 1;
                         s.failed += 1;
-                    } else if ended || end.saturating_sub(first_ts) >= YOUNG_NS {
+                    } else if ended {
                         s.failed += 1;
                     } else {
+                        // Unanswered yet: judged when the next second closes
+                        // (at least a second after it was sent), so a slow
+                        // answer is never taken for a failure.
                         carry = true;
                     }
                 }
