@@ -965,8 +965,6 @@ fn isolation_forest_isolates_outliers_and_names_what_moved() {
     let mean = fresh.iter().sum::<f64>() / fresh.len() as f64;
     assert!(fresh.iter().all(|s| *s > 0.0 && *s < 1.0));
     let mx = fresh.iter().cloned().fold(0.0, f64::max);
-    let mut sw = normal_second(&mut rng);
-    sw.ports = 300.0;
     let mut bu = normal_second(&mut rng);
     bu.packets *= 30.0;
     bu.bytes *= 30.0;
