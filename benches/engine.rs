@@ -81,5 +81,42 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// GeoIP: what a flow record pays for its endpoints' country and AS (two
+/// of each per flow), over random public IPv4 addresses, with the free
+/// databases `scripts/geoip.sh` installs.
+fn geoip(c: &mut Criterion) {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share"));
+    let cfg = tapstream_engine::geo::installed(&base.join("tapstream/geoip"));
+    assert!(cfg.country.is_some(), "GeoIP databases missing: run scripts/geoip.sh");
+    let geo = tapstream_engine::geo::Geo::open(&cfg).expect("open GeoIP databases");
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let addrs: Vec<[u8; 16]> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&((x as u32) | 0x0100_0000).to_be_bytes());
+            a
+        })
+        .collect();
+    let mut g = c.benchmark_group("geoip");
+    g.throughput(Throughput::Elements(addrs.len() as u64));
+    g.sample_size(10);
+    g.bench_function("country_and_asn_per_address", |bch| {
+        bch.iter(|| {
+            let mut n = 0u64;
+            for a in &addrs {
+                n += geo.country(a, false).map_or(0, |c| c[0] as u64);
+                n += geo.asn(a, false).unwrap_or(0) as u64;
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, geoip);
 criterion_main!(benches);

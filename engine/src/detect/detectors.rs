@@ -88,10 +88,12 @@ impl Ewma {
         if self.first_sec == 0 {
             return 0.0;
         }
-        let n = (sec.max(self.last_sec) - self.first_sec + 1) as f64;
+        let n = (self.last_sec - self.first_sec + 1) as f64;
         let keep = (-1.0 / tau).exp();
         let corr = 1.0 - keep.powf(n);
-        let decay = keep.powf(sec.saturating_sub(self.last_sec) as f64);
+        // Seconds with no traffic since the last update count as zeros (the
+        // second being judged is not one of them).
+        let decay = keep.powf(sec.saturating_sub(self.last_sec + 1) as f64);
         if corr <= 0.0 { 0.0 } else { self.value * decay / corr }
     }
 

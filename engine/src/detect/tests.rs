@@ -325,7 +325,7 @@ fn traffic_spike_after_warmup_unless_an_alerted_attack_explains_it() {
     assert_eq!(at, 62);
     assert_eq!(f[0].rule, "traffic_spike");
     let e = &f[0].explanation;
-    assert!(e.starts_with("link rate is 12,000 packets/s, 2.9× its 5-minute average of 4,"), "{e}");
+    assert!(e.starts_with("link rate is 12,000 packets/s, 2.8× its 5-minute average of 4,2"), "{e}");
     // The same excess as an unanswered flood is the flood's alert only.
     let mut d = Detectors::new(DetectConfig::default());
     for i in 0..60 {
@@ -1027,4 +1027,76 @@ fn the_anomaly_detector_learns_then_flags_and_stays_quiet_when_explained() {
         "{}",
         out[0].explanation
     );
+}
+
+/// Traffic to one host from `n` sources: `pps` packets/s of TCP data, all answered.
+fn to_host(dst: [u8; 4], n: u32, pps: u64) -> HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> {
+    (0..n)
+        .map(|i| {
+            (
+                ConvKey { src: v4([100, 64, (i >> 8) as u8, i as u8]), dst: v4(dst), v6: false, proto: 6, dport: 443 },
+                ConvStat { pkts: pps / n as u64, bytes: 1000 * pps / n as u64, rpkts: 1, ..Default::default() },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn volumetric_ddos_against_the_hosts_baseline_and_the_unlearned_limit() {
+    let s0 = T0 / SEC;
+    let cfg = DetectConfig {
+        ddos: DdosConfig { warmup_secs: 60, ..DetectConfig::default().ddos },
+        spike: SpikeConfig { enabled: false, ..DetectConfig::default().spike },
+        ..DetectConfig::default()
+    };
+    // A busy host: 5,000 packets/s from 200 sources, learnt over 2 minutes.
+    let mut d = Detectors::new(cfg.clone());
+    for i in 0..120 {
+        assert!(eval(&mut d, s0 + i, &to_host([10, 0, 0, 80], 200, 5000)).is_empty());
+    }
+    // 12x its baseline from 1,000 sources: a DDoS.
+    let f = eval(&mut d, s0 + 120, &to_host([10, 0, 0, 80], 1000, 60_000));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].rule, f[0].category), ("ddos", Category::Ddos));
+    assert!(
+        f[0].explanation.contains("from 1,000 sources, 12× its 1-hour baseline of 5,000 packets/s"),
+        "{}",
+        f[0].explanation
+    );
+    // Twice its baseline: busy, not an attack.
+    assert!(eval(&mut d, s0 + 121, &to_host([10, 0, 0, 80], 1000, 10_000)).is_empty());
+    // Far over the baseline but from a handful of sources: not distributed.
+    assert!(eval(&mut d, s0 + 122, &to_host([10, 0, 0, 80], 20, 60_000)).is_empty());
+    // A host never seen before: only the unlearned limit counts.
+    let mut d = Detectors::new(cfg);
+    assert!(eval(&mut d, s0, &to_host([10, 0, 0, 81], 500, 60_000)).is_empty());
+    let f = eval(&mut d, s0 + 1, &to_host([10, 0, 0, 82], 500, 150_000));
+    assert_eq!(f.len(), 1);
+    assert!(f[0].explanation.contains("no baseline yet; over the 100,000 packets/s limit"), "{}", f[0].explanation);
+}
+
+#[test]
+fn icmp_and_udp_floods_need_their_rates_and_no_answers() {
+    let s0 = T0 / SEC;
+    let mut d = Detectors::new(DetectConfig::default());
+    let icmp: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> = (0..50u32)
+        .map(|i| {
+            (
+                ConvKey { src: v4([100, 64, 0, i as u8]), dst: v4([10, 0, 0, 9]), v6: false, proto: 1, dport: 0 },
+                ConvStat { pkts: 40, bytes: 40 * 84, rpkts: 40, flows: 1, ..Default::default() },
+            )
+        })
+        .collect();
+    let f = eval(&mut d, s0, &icmp);
+    assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["icmp_flood"], "2,000 echo requests/s");
+    let slow: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> =
+        icmp.iter().map(|(k, s)| (*k, ConvStat { pkts: s.pkts / 4, ..*s })).collect();
+    assert!(eval(&mut Detectors::new(DetectConfig::default()), s0, &slow).is_empty(), "500/s is ping traffic");
+    // A DNS server answering 8,000 queries/s is not flooded.
+    let answered = udp_map(8000, [10, 0, 0, 53], 400);
+    assert!(eval(&mut Detectors::new(DetectConfig::default()), s0, &answered).is_empty());
+    let mut unanswered = answered.clone();
+    unanswered.values_mut().for_each(|s| s.rpkts = 0);
+    let f = eval(&mut Detectors::new(DetectConfig::default()), s0, &unanswered);
+    assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["udp_flood"]);
 }
