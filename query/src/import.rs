@@ -127,6 +127,11 @@ struct Row {
     resp_flags: Option<u8>,
     record_kind: String,
     flow_start: i64,
+    /// Countries and AS numbers as exported (GeoIP columns), when present.
+    orig_cc: Option<String>,
+    resp_cc: Option<String>,
+    orig_asn: Option<u32>,
+    resp_asn: Option<u32>,
 }
 
 const COUNTERS: [&str; 7] =
@@ -263,6 +268,18 @@ fn parse_row(c: &Columns, rec: &csv::StringRecord, line: u64, errs: &mut Vec<Row
     let flags = |v: &str| v.parse::<u8>().map_err(|_| "not TCP flags (0-255)".to_string());
     let orig_flags = field!("orig_tcp_flags", flags);
     let resp_flags = field!("resp_tcp_flags", flags);
+    let cc = |v: &str| {
+        if v.len() == 2 && v.bytes().all(|b| b.is_ascii_alphabetic()) {
+            Ok(v.to_ascii_uppercase())
+        } else {
+            Err("not a two-letter country code".to_string())
+        }
+    };
+    let orig_cc = field!("orig_cc", cc);
+    let resp_cc = field!("resp_cc", cc);
+    let asn = |v: &str| v.parse::<u32>().map_err(|_| "not an AS number".to_string());
+    let orig_asn = field!("orig_asn", asn);
+    let resp_asn = field!("resp_asn", asn);
     let record_kind = c.get(rec, "record_kind").unwrap_or("final").to_string();
     if !["final", "interim", "evicted"].contains(&record_kind.as_str()) {
         bad("record_kind", &record_kind, "not final, interim or evicted".into());
@@ -338,6 +355,10 @@ fn parse_row(c: &Columns, rec: &csv::StringRecord, line: u64, errs: &mut Vec<Row
         resp_flags,
         record_kind,
         flow_start: flow_start.unwrap_or(ts),
+        orig_cc,
+        resp_cc,
+        orig_asn,
+        resp_asn,
     })
 }
 
@@ -359,6 +380,11 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
     };
     let u16s = |f: &dyn Fn(&Row) -> Option<u16>| {
         let mut b = UInt16Builder::with_capacity(rows.len());
+        rows.iter().for_each(|r| b.append_option(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let u32s = |f: &dyn Fn(&Row) -> Option<u32>| {
+        let mut b = arrow::array::UInt32Builder::with_capacity(rows.len());
         rows.iter().for_each(|r| b.append_option(f(r)));
         Arc::new(b.finish()) as ArrayRef
     };
@@ -412,6 +438,10 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
             "orig_tcp_flags" => u8s(&|r| r.orig_flags),
             "resp_tcp_flags" => u8s(&|r| r.resp_flags),
             "record_kind" => s(&|r| Some(r.record_kind.clone())),
+            "orig_cc" => s(&|r| r.orig_cc.clone()),
+            "resp_cc" => s(&|r| r.resp_cc.clone()),
+            "orig_asn" => u32s(&|r| r.orig_asn),
+            "resp_asn" => u32s(&|r| r.resp_asn),
             name => {
                 let i = COUNTERS.iter().position(|c| *c == name).expect("every flows column is built");
                 debug_assert_eq!(f.data_type(), &DataType::UInt64);
