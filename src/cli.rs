@@ -34,6 +34,26 @@ pub enum Cmd {
     Record(RecordArgs),
     /// The anomaly model: train it on a baseline period of history.
     Model(ModelArgs),
+    /// Alerts: acknowledge (stops escalation of their notifications).
+    Alerts(AlertsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AlertsArgs {
+    /// Data directory (default: storage.data_dir).
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: AlertsCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AlertsCmd {
+    /// Acknowledge alerts by id.
+    Ack {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]

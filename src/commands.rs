@@ -30,6 +30,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Import(a) => import(cfg, a),
         Cmd::Record(a) => crate::record::run(cfg, a),
         Cmd::Model(a) => crate::model::run(cfg, a),
+        Cmd::Alerts(a) => {
+            let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+            match a.cmd {
+                crate::cli::AlertsCmd::Ack { ids } => crate::notify::ack(&data, &ids)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -214,8 +221,12 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     let geo = cfg.geoip.open()?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
+    let notifier = crate::notify::start_for(&cfg, &pcfg, &data);
     let progress = Arc::new(Progress::default());
     let (summary, err) = pipeline::run(src, &pcfg, stop.clone(), progress, sink);
+    if let Some(n) = notifier {
+        n.finish(Duration::from_secs(30));
+    }
     recorder.finish();
     stop.store(true, Ordering::SeqCst);
     let _ = retention.join();
@@ -281,6 +292,7 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
     let geo = cfg.geoip.open()?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
+    let notifier = crate::notify::start_for(&cfg, &pcfg, &data);
     let mut failed = false;
     for f in &a.files {
         let path = f.display().to_string();
@@ -330,6 +342,9 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
         if !errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
             failed = true;
         }
+    }
+    if let Some(n) = notifier {
+        n.finish(Duration::from_secs(30));
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

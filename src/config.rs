@@ -47,6 +47,8 @@ pub struct RawConfig {
     pub intel: RawIntel,
     #[serde(default)]
     pub geoip: RawGeoip,
+    #[serde(default)]
+    pub notify: crate::notify::RawNotify,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -593,6 +595,7 @@ pub struct Config {
     /// None: detection off.
     pub detect: Option<Detect>,
     pub geoip: GeoSettings,
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// Validated live-capture settings.
@@ -822,6 +825,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
     Ok(Config {
         detect,
         geoip: geoip(raw.geoip),
+        notify: crate::notify::validate(raw.notify)?,
         pipeline,
         writer,
         data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),

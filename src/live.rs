@@ -160,6 +160,7 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     let geo = cfg.geoip.open()?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
+    let notifier = crate::notify::start_for(&cfg, &pcfg, &data);
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     if let Some(every) = cfg.capture.stats_interval {
@@ -168,6 +169,9 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     eprintln!("ready: {} queue(s) on {}", sources.len(), ifaces.join(", "));
     let summary = pipeline::run_live(sources, &pcfg, &cfg.capture.rx_cores, stop.clone(), status, sink);
     recorder.finish();
+    if let Some(n) = notifier {
+        n.finish(Duration::from_secs(30));
+    }
     // Detach the XDP programs (the kernel would too when we exit).
     drop(programs);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod live;
 mod model;
+mod notify;
 mod output;
 mod record;
 mod sql;

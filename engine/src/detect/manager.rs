@@ -28,7 +28,8 @@ impl AlertFeed {
         AlertFeed { inner: Mutex::new((0, VecDeque::new())), capacity: capacity.max(1) }
     }
 
-    fn push(&self, a: &Alert) {
+    /// Add an event (the alert manager does; tests and the API may too).
+    pub fn push(&self, a: &Alert) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.0 += 1;
         let n = g.0;
