@@ -390,6 +390,17 @@ fn geoip_databases_name_countries_and_autonomous_systems() {
     assert_eq!(g.asn(&google6.octets(), true), Some(15169));
     assert_eq!(g.country_str(&google6.octets(), true).as_deref(), Some("US"));
     assert_eq!(g.country(&v4([10, 0, 0, 1]), false), None, "private addresses have no country");
+    // A worker's cache answers as the databases do, hit or miss.
+    let mut c = tapstream_engine::geo::GeoLookup::new(std::sync::Arc::new(geo()));
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..50_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let a = v4(((x as u32 % 4096) | 0x0800_0000).to_be_bytes());
+        assert_eq!(c.get(&a, false), (g.country(&a, false), g.asn(&a, false)));
+    }
+    assert!(c.hits > c.misses, "{} hits, {} misses", c.hits, c.misses);
     assert_eq!(g.asn(&v4([192, 168, 1, 1]), false), None);
     // A configured file that is not a database is a clear error.
     let dir = tempfile::tempdir().unwrap();

@@ -223,3 +223,54 @@ pub fn installed(base: &Path) -> GeoConfig {
         ["asn/asn-ipv4.csv", "asn/asn-ipv6.csv"].iter().map(|f| m.join(f)).filter(|p| p.exists()).collect();
     GeoConfig { country: country.exists().then_some(country), asn }
 }
+
+/// A worker's cache of lookups in front of [`Geo`]: direct-mapped, fixed
+/// size, allocated once. Traffic repeats its addresses (popular servers,
+/// busy clients), so most flow records skip the database.
+pub struct GeoLookup {
+    geo: std::sync::Arc<Geo>,
+    slots: Vec<Slot>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    key: u128,
+    /// bit 0: used, bit 1: IPv6, bit 2: has a country, bit 3: has an AS.
+    flags: u8,
+    cc: [u8; 2],
+    asn: u32,
+}
+
+const CACHE_SLOTS: usize = 1 << 14;
+
+impl GeoLookup {
+    pub fn new(geo: std::sync::Arc<Geo>) -> GeoLookup {
+        GeoLookup { geo, slots: vec![Slot::default(); CACHE_SLOTS], hits: 0, misses: 0 }
+    }
+
+    /// Country and AS of an address.
+    #[inline]
+    pub fn get(&mut self, a: &[u8; 16], v6: bool) -> (Option<[u8; 2]>, Option<u32>) {
+        let key = u128::from_be_bytes(*a);
+        let tag = 1 | ((v6 as u8) << 1);
+        let h = (key as u64 ^ (key >> 64) as u64 ^ v6 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let i = (h >> 50) as usize & (CACHE_SLOTS - 1);
+        let s = self.slots[i];
+        if s.flags & 3 == tag && s.key == key {
+            self.hits += 1;
+            return ((s.flags & 4 != 0).then_some(s.cc), (s.flags & 8 != 0).then_some(s.asn));
+        }
+        self.misses += 1;
+        let cc = self.geo.country(a, v6);
+        let asn = self.geo.asn(a, v6);
+        self.slots[i] = Slot {
+            key,
+            flags: tag | if cc.is_some() { 4 } else { 0 } | if asn.is_some() { 8 } else { 0 },
+            cc: cc.unwrap_or_default(),
+            asn: asn.unwrap_or(0),
+        };
+        (cc, asn)
+    }
+}

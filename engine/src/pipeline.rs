@@ -156,7 +156,7 @@ impl Worker {
             sinks: {
                 let mut s = Sinks::new(cfg.record_batch_rows);
                 s.community_id_seed = cfg.community_id_seed;
-                s.geo = cfg.geo.clone();
+                s.geo = cfg.geo.clone().map(crate::geo::GeoLookup::new);
                 s
             },
             stats: StatsAcc::new(id),

@@ -292,7 +292,7 @@ pub fn write_addr(buf: &mut String, v6: bool, a: &[u8; 16]) {
 }
 
 impl FlowBuilder {
-    pub fn append(&mut self, r: &FlowRecord, seed: u16, scratch: &mut String, geo: Option<&crate::geo::Geo>) {
+    pub fn append(&mut self, r: &FlowRecord, seed: u16, scratch: &mut String, geo: Option<&mut crate::geo::GeoLookup>) {
         self.ts.append_value(r.ts as i64);
         self.last_ts.append_value(r.last_ts as i64);
         self.uid.append_value(uid_string(r.uid));
@@ -333,14 +333,18 @@ impl FlowBuilder {
         self.resp_flags.append_option(tcp.then_some(r.resp_flags));
         self.kind.append_value(r.kind.name());
         self.flow_start.append_value(r.first_ts as i64);
-        let cc = |b: &mut StringBuilder, a: &[u8; 16]| match geo.and_then(|g| g.country(a, r.v6)) {
-            Some(c) => b.append_value(std::str::from_utf8(&c).unwrap_or("")),
-            None => b.append_null(),
+        let ((occ, oasn), (rcc, rasn)) = match geo {
+            Some(g) => (g.get(&r.orig_h, r.v6), g.get(&r.resp_h, r.v6)),
+            None => ((None, None), (None, None)),
         };
-        cc(&mut self.orig_cc, &r.orig_h);
-        cc(&mut self.resp_cc, &r.resp_h);
-        self.orig_asn.append_option(geo.and_then(|g| g.asn(&r.orig_h, r.v6)));
-        self.resp_asn.append_option(geo.and_then(|g| g.asn(&r.resp_h, r.v6)));
+        for (b, c) in [(&mut self.orig_cc, occ), (&mut self.resp_cc, rcc)] {
+            match c {
+                Some(c) => b.append_value(std::str::from_utf8(&c).unwrap_or("")),
+                None => b.append_null(),
+            }
+        }
+        self.orig_asn.append_option(oasn);
+        self.resp_asn.append_option(rasn);
         self.rows += 1;
     }
 
@@ -911,7 +915,7 @@ pub struct Sinks {
     /// Names used this second, for detection (disabled unless it runs).
     pub names: crate::detect::NameAcc,
     /// Country and AS of flow endpoints (none without databases).
-    pub geo: Option<Arc<crate::geo::Geo>>,
+    pub geo: Option<crate::geo::GeoLookup>,
 }
 
 impl Sinks {
@@ -933,7 +937,7 @@ impl Sinks {
     }
 
     pub fn flow(&mut self, r: &FlowRecord) {
-        self.flows.append(r, self.community_id_seed, &mut self.scratch, self.geo.as_deref());
+        self.flows.append(r, self.community_id_seed, &mut self.scratch, self.geo.as_mut());
         if self.flows.len() >= self.batch_rows {
             let b = self.flows.finish();
             self.ready.push((Table::Flows, b));
