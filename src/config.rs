@@ -113,7 +113,11 @@ pub struct RawIntel {
 #[serde(deny_unknown_fields)]
 pub struct RawFeed {
     pub name: Option<String>,
-    pub path: PathBuf,
+    /// A file; or, with `url`, where the downloaded copy is kept (default
+    /// DATA/feeds/NAME).
+    pub path: Option<PathBuf>,
+    pub url: Option<String>,
+    pub refresh_minutes: Option<f64>,
     pub format: Option<String>,
 }
 
@@ -270,6 +274,7 @@ pub struct Detect {
     /// The JSON-lines alert log, relative to the data directory unless absolute.
     pub alert_log: PathBuf,
     pub feeds: Vec<FeedSpec>,
+    pub url_feeds: Vec<UrlFeed>,
     pub intel_refresh: Duration,
     pub rules_file: Option<PathBuf>,
     /// The anomaly model's file, relative to the data directory unless absolute.
@@ -285,7 +290,18 @@ impl Detect {
             let r = tapstream_engine::detect::rules::RuleSet::load(p, self.cfg.close_after_ns / 1_000_000_000)?;
             tracing::info!(rules = r.rules.len(), file = %p.display(), "custom rules loaded");
         }
-        let (intel, reports) = Intel::load(&self.feeds)?;
+        // Feeds from URLs: downloaded now (or the copy kept from before, if
+        // the download fails), then refreshed on their schedule.
+        let mut feeds = self.feeds.clone();
+        for u in &self.url_feeds {
+            let path = u.path.clone().unwrap_or_else(|| data.join("feeds").join(&u.name));
+            crate::feeds::fetch_at_start(u, &path)?;
+            if let Some(f) = feeds.iter_mut().find(|f| f.name == u.name) {
+                f.path = path.clone();
+            }
+            crate::feeds::keep_fresh(u.clone(), path);
+        }
+        let (intel, reports) = Intel::load(&feeds)?;
         for r in reports {
             tracing::info!(feed = %r.name, networks = r.networks, domains = r.domains, "threat feed loaded");
             if r.bad_count > 0 {
@@ -300,7 +316,7 @@ impl Detect {
             log: Some(data.join(&self.alert_log)),
             feed: Some(std::sync::Arc::new(tapstream_engine::detect::AlertFeed::default())),
             intel,
-            intel_feeds: self.feeds.clone(),
+            intel_feeds: feeds,
             intel_refresh: self.intel_refresh,
             geo,
             rules_file: self.rules_file.clone(),
@@ -308,13 +324,34 @@ impl Detect {
     }
 }
 
-fn feeds(r: RawIntel) -> anyhow::Result<(Vec<FeedSpec>, Duration)> {
+/// A feed downloaded from a URL on a schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UrlFeed {
+    pub name: String,
+    pub url: String,
+    pub refresh: Duration,
+    /// None: DATA/feeds/NAME.
+    pub path: Option<PathBuf>,
+}
+
+fn feeds(r: RawIntel) -> anyhow::Result<(Vec<FeedSpec>, Vec<UrlFeed>, Duration)> {
     let every = secs("intel.refresh_secs", r.refresh_secs, Duration::from_secs(60), 1.0, 86_400.0 * 7.0)?;
     let mut out: Vec<FeedSpec> = Vec::new();
+    let mut urls: Vec<UrlFeed> = Vec::new();
     for (i, f) in r.feeds.unwrap_or_default().into_iter().enumerate() {
-        let name = f.name.unwrap_or_else(|| {
-            f.path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| format!("feed{}", i + 1))
+        let stem = |p: &str| {
+            Path::new(p.split(['?', '#']).next().unwrap_or(p)).file_stem().map(|s| s.to_string_lossy().to_string())
+        };
+        let name = f.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| {
+            f.path
+                .as_ref()
+                .and_then(|p| stem(&p.to_string_lossy()))
+                .or_else(|| f.url.as_deref().and_then(stem))
+                .unwrap_or_else(|| format!("feed{}", i + 1))
         });
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            bail!("intel.feeds `{name}`: a name is letters, digits, `-`, `_` and `.`");
+        }
         if out.iter().any(|o| o.name == name) {
             bail!("intel.feeds: two feeds are named `{name}`");
         }
@@ -322,13 +359,29 @@ fn feeds(r: RawIntel) -> anyhow::Result<(Vec<FeedSpec>, Duration)> {
         let format = FeedFormat::from_name(fmt).with_context(|| {
             format!("intel.feeds `{name}`: format `{fmt}` unknown (auto, plain, spamhaus-drop, hosts, abusech-csv, json-lines)")
         })?;
-        out.push(FeedSpec { name, path: f.path, format });
+        match (&f.url, &f.path) {
+            (Some(url), path) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    bail!("intel.feeds `{name}`: url `{url}` must start with http:// or https://");
+                }
+                let refresh = match f.refresh_minutes {
+                    None => Duration::from_secs(3600),
+                    Some(m) if m.is_finite() && (0.01..=10_080.0).contains(&m) => Duration::from_secs_f64(m * 60.0),
+                    Some(m) => bail!("intel.feeds `{name}`: refresh_minutes = {m}: between 0.01 and 10080"),
+                };
+                urls.push(UrlFeed { name: name.clone(), url: url.clone(), refresh, path: path.clone() });
+                // The path is settled with the data directory (see Detect::setup).
+                out.push(FeedSpec { name, path: path.clone().unwrap_or_default(), format });
+            }
+            (None, Some(p)) => out.push(FeedSpec { name, path: p.clone(), format }),
+            (None, None) => bail!("intel.feeds `{name}`: needs a `path` or a `url`"),
+        }
     }
-    Ok((out, every))
+    Ok((out, urls, every))
 }
 
 fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
-    let (feeds, intel_refresh) = feeds(intel)?;
+    let (feeds, url_feeds, intel_refresh) = feeds(intel)?;
     if !r.enabled.unwrap_or(true) {
         return Ok(None);
     }
@@ -474,7 +527,7 @@ fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
     }
     let rules_file = r.rules_file.filter(|p| !p.as_os_str().is_empty());
     let model = r.ml.model.clone().unwrap_or_else(|| PathBuf::from("model.json"));
-    Ok(Some(Detect { cfg, alert_log, feeds, intel_refresh, rules_file, model }))
+    Ok(Some(Detect { cfg, alert_log, feeds, url_feeds, intel_refresh, rules_file, model }))
 }
 
 #[derive(Debug, Default, Deserialize)]

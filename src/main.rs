@@ -8,6 +8,7 @@ static GLOBAL: MiMalloc = MiMalloc;
 mod cli;
 mod commands;
 mod config;
+mod feeds;
 mod live;
 mod model;
 mod notify;

@@ -639,3 +639,94 @@ fn an_anomaly_model_trained_on_history_flags_unusual_traffic() {
     assert!(e.starts_with("traffic scores 0.") && e.contains("(usual "), "{e}");
     assert!(open["rate"].as_f64().unwrap() >= 0.6);
 }
+
+/// Serve `body` over HTTP on loopback for each GET; returns the URL base
+/// and the request counter.
+fn serve(body: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = n.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(
+                r.into_inner(),
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (base, n)
+}
+
+/// A feed from a URL: downloaded at start into the data directory, used
+/// from that copy while it is fresh or when the server is down; with no
+/// copy and no server the start fails, naming the feed.
+#[test]
+fn threat_feeds_from_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("n.pcap");
+    assert!(
+        bin()
+            .args(["synth", "--packets", "20000", "--pps", "2000"])
+            .arg("--out")
+            .arg(&pcap)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let (base, hits) = serve("; remote DROP list\n198.51.100.3/32 ; SBL1\n");
+    let cfg = |url: &str, name: &str, refresh: &str| {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!("[[intel.feeds]]\nname = \"{name}\"\nurl = \"{url}\"\nrefresh_minutes = {refresh}\n"),
+        )
+        .unwrap();
+        p
+    };
+    let data = dir.path().join("data");
+    let c1 = cfg(&format!("{base}/drop.txt"), "remote-drop", "60");
+    ingest(&pcap, &data, Some(&c1), "2");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(data.join("feeds/remote-drop").exists());
+    let got = alerts(&data);
+    assert!(got.iter().any(|e| e[0]["explanation"].as_str().unwrap().contains("listed by remote-drop")), "{got:#?}");
+    // Fresh copy: no download.
+    ingest(&pcap, &data, Some(&c1), "2");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Stale copy and the server gone: the copy is used, and the start goes on.
+    let dead = format!(
+        "http://127.0.0.1:{}/drop.txt",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let c2 = cfg(&dead, "remote-drop", "0.01");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let log = ingest(&pcap, &data, Some(&c2), "2");
+    assert!(log.contains("using the copy from before"), "{log}");
+    // No copy, no server: a clear error.
+    let out = bin()
+        .arg("--config")
+        .arg(cfg(&dead, "other", "60"))
+        .args(["ingest", "--quiet"])
+        .arg(&pcap)
+        .arg("--data")
+        .arg(dir.path().join("d2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("threat feed other: downloading http://127.0.0.1"),
+        "{out:?}"
+    );
+}
