@@ -398,6 +398,8 @@ pub fn deliver(kind: &ChannelKind, m: &Message) -> anyhow::Result<()> {
 /// Counters of a notifier, readable while it runs.
 #[derive(Debug, Default)]
 pub struct NotifyStats {
+    /// Events that left the in-memory feed before the notifier read them.
+    pub missed: AtomicU64,
     pub sent: AtomicU64,
     pub failed: AtomicU64,
     pub rate_limited: AtomicU64,
@@ -521,6 +523,13 @@ pub fn start(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Noti
             loop {
                 let stopping = s.load(Ordering::SeqCst);
                 for (n, a) in feed.since(seq) {
+                    if n > seq + 1 {
+                        st.missed.fetch_add(n - seq - 1, Ordering::Relaxed);
+                        tracing::error!(
+                            "notifications fell behind the alert feed: {} alert events were not notified",
+                            n - seq - 1
+                        );
+                    }
                     seq = n;
                     for (ri, r) in cfg.routes.iter().enumerate() {
                         let wanted = match a.event {
@@ -780,5 +789,26 @@ mod tests {
         assert_eq!(esc.len(), 2, "{esc:?}");
         assert!(esc.iter().all(|e| e.contains("ESCALATED (not acknowledged)")));
         assert!(esc.iter().any(|e| e.contains("syn_flood")) && esc.iter().all(|e| !e.contains("udp_flood")));
+    }
+
+    #[test]
+    fn events_that_left_the_feed_unread_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, got) = listener();
+        let cfg = validate(raw(&format!(
+            "[[channel]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"{url}\"\n[[route]]\nchannels = [\"h\"]\n"
+        )))
+        .unwrap();
+        let feed = Arc::new(AlertFeed::new(2));
+        for i in 0..5 {
+            let mut a = alert("syn_flood", Severity::High, AlertEvent::Open);
+            a.id = format!("A{i}");
+            feed.push(&a);
+        }
+        let n = start(cfg, feed, dir.path().join("alerts.ack"));
+        let stats = n.stats.clone();
+        n.finish(Duration::from_secs(10));
+        assert_eq!(stats.missed.load(Ordering::Relaxed), 3);
+        assert_eq!(got.lock().unwrap().len(), 2, "the two the feed still held");
     }
 }
