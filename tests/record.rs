@@ -107,11 +107,11 @@ fn sessions_record_while_the_appliance_runs_and_exports_open_in_tshark() {
     assert_eq!(rows.len() as u64, dns["status"]["packets"].as_u64().unwrap());
 
     // One flow by its id from the flows table: exactly its packets.
-    // A DNS flow that ended a second before the dns session stopped, so the
+    // An IPv4 DNS flow (tshark's ip.* fields below) that ended a second before the dns session stopped, so the
     // session holds all of it (the appliance ran on after the stop).
     let q = format!(
         "SELECT uid, sum(orig_pkts + resp_pkts) AS n, min(orig_h) AS a, min(resp_h) AS b FROM flows \
-         WHERE proto = 'udp' AND resp_p = 53 GROUP BY uid \
+         WHERE proto = 'udp' AND resp_p = 53 AND orig_h NOT LIKE '%:%' GROUP BY uid \
          HAVING count(*) = 1 AND max(last_ts) < to_timestamp_nanos({}) ORDER BY uid LIMIT 1",
         ((stopped_at - 1.0) * 1e9) as i64
     );
