@@ -140,6 +140,9 @@ impl Route {
 pub struct NotifyConfig {
     pub channels: Vec<Channel>,
     pub routes: Vec<Route>,
+    /// The custom rules file, whose `notify:CHANNEL` actions also route
+    /// their rules' alerts (re-read when it changes).
+    pub rules_file: Option<PathBuf>,
     pub rate_per_minute: u32,
     pub retries: u32,
     pub backoff: Duration,
@@ -271,6 +274,7 @@ pub fn validate(r: RawNotify) -> anyhow::Result<NotifyConfig> {
     Ok(NotifyConfig {
         channels,
         routes,
+        rules_file: None,
         rate_per_minute: r.rate_limit_per_minute.unwrap_or(30).max(1),
         retries: r.retry_attempts.unwrap_or(5).min(100),
         backoff: Duration::from_secs_f64(r.retry_backoff_secs.unwrap_or(2.0).clamp(0.01, 3600.0)),
@@ -512,6 +516,10 @@ pub fn start(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Noti
                 cfg.routes.iter().map(|_| (Instant::now(), Vec::new())).collect();
             // Open alerts waiting for an acknowledgement: id → (route, opened, alert).
             let mut pending: HashMap<String, (usize, Instant, Alert)> = HashMap::new();
+            // Custom rules' notify actions: rule name → channels.
+            let mut actions: HashMap<String, Vec<String>> = HashMap::new();
+            let mut rules_stamp: Option<std::time::SystemTime> = None;
+            let mut rules_checked = Instant::now() - Duration::from_secs(10);
             let send = |name: &str, m: Message| {
                 if let Some(tx) = txs.get(name)
                     && tx.try_send(m).is_err()
@@ -522,7 +530,46 @@ pub fn start(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Noti
             };
             loop {
                 let stopping = s.load(Ordering::SeqCst);
+                if let Some(p) = &cfg.rules_file
+                    && rules_checked.elapsed() >= Duration::from_secs(2)
+                {
+                    rules_checked = Instant::now();
+                    let stamp = std::fs::metadata(p).and_then(|m| m.modified()).ok();
+                    if stamp != rules_stamp {
+                        rules_stamp = stamp;
+                        let parsed = std::fs::read_to_string(p)
+                            .map_err(|e| e.to_string())
+                            .and_then(|t| tapstream_engine::detect::rules::parse(p, &t).map_err(|e| e.to_string()));
+                        match parsed {
+                            Ok(rules) => {
+                                actions = rules
+                                    .iter()
+                                    .map(|r| {
+                                        let chans: Vec<String> = r
+                                            .actions
+                                            .iter()
+                                            .filter_map(|a| a.strip_prefix("notify:"))
+                                            .map(str::to_string)
+                                            .collect();
+                                        for c in chans.iter().filter(|c| !txs.contains_key(*c)) {
+                                            tracing::warn!(rule = %r.name, "action notify:{c}: no such channel");
+                                        }
+                                        (r.name.clone(), chans)
+                                    })
+                                    .collect();
+                            }
+                            Err(e) => tracing::warn!("{e}; rule actions as before"),
+                        }
+                    }
+                }
                 for (n, a) in feed.since(seq) {
+                    if a.event == AlertEvent::Open
+                        && let Some(chans) = actions.get(&a.rule)
+                    {
+                        for c in chans {
+                            send(c, message_for(&a, false));
+                        }
+                    }
                     if n > seq + 1 {
                         st.missed.fetch_add(n - seq - 1, Ordering::Relaxed);
                         tracing::error!(
@@ -611,14 +658,16 @@ pub fn start_for(
     pcfg: &tapstream_engine::pipeline::PipelineConfig,
     data: &std::path::Path,
 ) -> Option<Notifier> {
-    if cfg.notify.routes.is_empty() {
+    if cfg.notify.channels.is_empty() {
         return None;
     }
     let feed = pcfg.detect.as_ref()?.feed.clone()?;
+    let mut ncfg = cfg.notify.clone();
+    ncfg.rules_file = cfg.detect.as_ref().and_then(|d| d.rules_file.clone());
     for c in &cfg.notify.channels {
         tracing::info!(channel = %c.name, "notifications: {:?}", c.kind);
     }
-    Some(start(cfg.notify.clone(), feed, data.join("alerts.ack")))
+    Some(start(ncfg, feed, data.join("alerts.ack")))
 }
 
 /// `tapstream alerts ack ID…`: acknowledge alerts (no escalation for them).

@@ -109,13 +109,21 @@ fn alerts_reach_mail_webhooks_and_syslog_and_a_dead_mail_server_costs_nothing_el
     let server = smtp(dir.path());
     let (hook, hooked) = webhook(1);
     let (slack, slacked) = webhook(0);
+    let (rulehook, rulehooked) = webhook(0);
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"tcp-heavy\"\ncondition = \"packets_per_s by dst_ip > 2000 where proto = tcp\"\nactions = [\"alert\", \"notify:rules\"]\n",
+    )
+    .unwrap();
     let sys = UdpSocket::bind("127.0.0.1:0").unwrap();
     sys.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[notify]\nretry_backoff_secs = 0.2\n\
+            "[detect]\nrules_file = \"{}\"\n[notify]\nretry_backoff_secs = 0.2\n\
+             [[notify.channel]]\nname = \"rules\"\nkind = \"webhook\"\nurl = \"{rulehook}\"\n\
              [[notify.channel]]\nname = \"mail\"\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsecurity = \"none\"\nfrom = \"tapstream@example.org\"\nto = [\"soc@example.org\"]\n\
              [[notify.channel]]\nname = \"dead-mail\"\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsecurity = \"none\"\nfrom = \"tapstream@example.org\"\nto = [\"soc@example.org\"]\n\
              [[notify.channel]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{hook}\"\n\
@@ -124,6 +132,7 @@ fn alerts_reach_mail_webhooks_and_syslog_and_a_dead_mail_server_costs_nothing_el
              [[notify.route]]\nmin_severity = \"high\"\nrules = [\"syn_flood\"]\nchannels = [\"mail\", \"dead-mail\", \"hook\", \"siem\"]\n\
              [[notify.route]]\ncategories = [\"scan\"]\nchannels = [\"hook\"]\n\
              [[notify.route]]\ndigest_minutes = 60\nchannels = [\"chat\"]\n",
+            rules.display(),
             server.port,
             free_port(),
             sys.local_addr().unwrap()
@@ -145,7 +154,7 @@ fn alerts_reach_mail_webhooks_and_syslog_and_a_dead_mail_server_costs_nothing_el
     // The dead server's retries (0.2 + 0.4 + … s) end within the exit grace.
     assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
     assert!(log.contains("delivery failed for good after 6 attempts") && log.contains("channel=dead-mail"), "{log}");
-    assert!(log.contains("notifications sent=5 failed=1 rate_limited=0"), "{log}");
+    assert!(log.contains("notifications sent=6 failed=1 rate_limited=0"), "{log}");
     // Mail: one message, for the SYN flood (high), none for the scan (medium).
     let m = mails(&server.dir);
     assert_eq!(m.len(), 1, "{m:#?}");
@@ -158,17 +167,21 @@ fn alerts_reach_mail_webhooks_and_syslog_and_a_dead_mail_server_costs_nothing_el
         .map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap()["rule"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(rules, vec!["syn_flood", "port_scan_vertical"], "{h:#?}");
-    // Slack-style digest: one message with both.
+    // Slack-style digest: one message with all three.
     let s = slacked.lock().unwrap().clone();
     assert_eq!(s.len(), 1, "{s:#?}");
     let text = serde_json::from_str::<serde_json::Value>(&s[0]).unwrap()["text"].as_str().unwrap().to_string();
-    assert!(text.starts_with("*[tapstream] digest: 2 alert events (worst high)*"), "{text}");
+    assert!(text.starts_with("*[tapstream] digest: 3 alert events (worst high)*"), "{text}");
     // Syslog: RFC 5424 with facility local0 and the alert as JSON.
     let mut buf = [0u8; 65536];
     let n = sys.recv(&mut buf).unwrap();
     let line = String::from_utf8_lossy(&buf[..n]);
     assert!(line.starts_with("<131>1 2026-01-01T00:00:1"), "{line}");
     assert!(line.contains("\"rule\":\"syn_flood\""), "{line}");
+    // A custom rule's notify action: its alert reaches its channel.
+    let r = rulehooked.lock().unwrap().clone();
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&r[0]).unwrap()["rule"], "tcp-heavy");
     // Acknowledging is recorded for escalation.
     let out = bin().args(["alerts", "ack", "Abc123"]).arg("--data").arg(dir.path().join("data")).output().unwrap();
     assert!(out.status.success());
