@@ -978,7 +978,12 @@ impl Detectors {
             }
             let src = (k.src, k.v6);
             if self.scans.len() >= MAX_SCAN_SOURCES && !self.scans.contains_key(&src) {
-                continue;
+                // Full (spoofed floods make a source per packet): forget the
+                // sources with a single attempt, so a real scanner is seen.
+                self.scans.retain(|_, s| s.pairs.len() > 1);
+                if self.scans.len() >= MAX_SCAN_SOURCES {
+                    continue;
+                }
             }
             let st = self.scans.entry(src).or_default();
             st.last_sec = sec;

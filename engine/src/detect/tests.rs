@@ -1100,3 +1100,24 @@ fn icmp_and_udp_floods_need_their_rates_and_no_answers() {
     let f = eval(&mut Detectors::new(DetectConfig::default()), s0, &unanswered);
     assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["udp_flood"]);
 }
+
+#[test]
+fn a_spoofed_flood_does_not_blind_the_scan_detector() {
+    let s0 = T0 / SEC;
+    let mut d = Detectors::new(DetectConfig::default());
+    // A spoofed SYN flood on 10.0.0.5: 150,000 sources, one SYN each; a
+    // second later their attempts are judged failed (no flood that second).
+    let flood = syn_map([10, 0, 0, 5], 150_000, 1, false);
+    assert_eq!(eval(&mut d, s0, &flood).first().map(|f| f.rule), Some("syn_flood"));
+    let mut late: HashMap<ConvKey, ConvStat, foldhash::fast::FixedState> = HashMap::default();
+    for k in flood.keys() {
+        late.insert(*k, ConvStat { failed: 1, ..Default::default() });
+    }
+    assert!(eval(&mut d, s0 + 1, &late).is_empty(), "the flood's failures are not 150,000 scans");
+    // Then a real scan of another host: seen.
+    let f = eval(&mut d, s0 + 3, &scan_map([10, 9, 9, 9], (1..=150).map(|p| ([10, 0, 0, 6], p)), true));
+    assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["port_scan_vertical"]);
+    // And a scan of the flooded host itself, a few seconds after the flood.
+    let f = eval(&mut d, s0 + 4, &scan_map([10, 9, 9, 8], (1..=150).map(|p| ([10, 0, 0, 5], p)), true));
+    assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["port_scan_vertical"]);
+}
