@@ -945,7 +945,8 @@ fn retention(r: &RawRetention) -> anyhow::Result<RetentionPolicy> {
 
 /// Parse `syn-flood=0.05,port-scan=0.01` (a share of new sessions all
 /// along) and `syn-flood:5000@20+10` (5,000 packets/s from 20 s after the
-/// start, for 10 s) into attacks.
+/// start, for 10 s) into attacks. For `beacon` the number is the period in
+/// seconds (`beacon:60@0+900`: a connection a minute for 15 minutes).
 pub fn parse_attacks(s: &str) -> anyhow::Result<AttackMix> {
     let mut m = AttackMix::default();
     for part in s.split(',').filter(|p| !p.is_empty()) {

@@ -37,6 +37,9 @@ named!(
     /// What kind of trouble.
     Category {
         Ddos => "ddos", Scan => "scan", Flood => "flood", Policy => "policy", Intel => "intel", Anomaly => "anomaly",
+        Malware => "malware", Exfiltration => "exfiltration",
+        /// The appliance's own health (a quarantined plugin).
+        System => "system",
     }
 );
 named!(

@@ -17,6 +17,7 @@ pub mod geo;
 #[cfg(target_os = "linux")]
 pub mod live;
 pub mod pipeline;
+pub mod plugin;
 pub mod proto;
 pub mod record;
 pub mod records;

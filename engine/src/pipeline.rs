@@ -68,6 +68,9 @@ pub struct PipelineConfig {
     pub detect: Option<Arc<crate::detect::DetectSetup>>,
     /// GeoIP databases: flows get their endpoints' country and AS.
     pub geo: Option<Arc<crate::geo::Geo>>,
+    /// WASM plugins (shard plugins run on the workers; they need `detect`,
+    /// whose stage turns their findings into alerts).
+    pub plugins: Option<crate::plugin::PluginSetup>,
 }
 
 impl Default for PipelineConfig {
@@ -90,6 +93,7 @@ impl Default for PipelineConfig {
             recorder: None,
             detect: None,
             geo: None,
+            plugins: None,
         }
     }
 }
@@ -157,6 +161,16 @@ impl Worker {
                 let mut s = Sinks::new(cfg.record_batch_rows);
                 s.community_id_seed = cfg.community_id_seed;
                 s.geo = cfg.geo.clone().map(crate::geo::GeoLookup::new);
+                if cfg.detect.is_some()
+                    && let Some(p) = &cfg.plugins
+                {
+                    s.plugins = Some(Box::new(crate::plugin::PluginRunner::new(
+                        crate::plugin::Scope::Shard,
+                        id,
+                        p.tap.clone(),
+                        p.stats.clone(),
+                    )));
+                }
                 s
             },
             stats: StatsAcc::new(id),
@@ -186,6 +200,14 @@ impl Worker {
 
     fn send_windows(&mut self) {
         let Some(tx) = &self.detect_tx else { return };
+        // A second passed: plugins get their batches, and what they raise
+        // travels with the newest closed second.
+        if let Some(p) = self.sinks.plugins.as_deref_mut()
+            && let Some(last) = self.tracker.last_window_mut()
+        {
+            p.tick(last.through * 1_000_000_000);
+            last.findings.append(&mut p.findings);
+        }
         for r in self.tracker.take_windows() {
             if self.detect_nowait {
                 if tx.try_send(r).is_err() {
@@ -207,6 +229,9 @@ impl Worker {
     pub fn process(&mut self, batch: &Batch) {
         const AHEAD: usize = 4;
         self.record.refresh();
+        if let Some(p) = self.sinks.plugins.as_deref_mut() {
+            p.refresh();
+        }
         for (i, d) in batch.descs.iter().enumerate() {
             // The headers of the frame a few packets on, into this core's cache.
             if let Some(next) = batch.descs.get(i + AHEAD) {

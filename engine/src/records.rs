@@ -916,6 +916,8 @@ pub struct Sinks {
     pub names: crate::detect::NameAcc,
     /// Country and AS of flow endpoints (none without databases).
     pub geo: Option<crate::geo::GeoLookup>,
+    /// This worker's plugins (none unless configured).
+    pub plugins: Option<Box<crate::plugin::PluginRunner>>,
 }
 
 impl Sinks {
@@ -933,10 +935,14 @@ impl Sinks {
             community_id_seed: 0,
             names: crate::detect::NameAcc::default(),
             geo: None,
+            plugins: None,
         }
     }
 
     pub fn flow(&mut self, r: &FlowRecord) {
+        if let Some(p) = self.plugins.as_deref_mut() {
+            p.flow(r);
+        }
         self.flows.append(r, self.community_id_seed, &mut self.scratch, self.geo.as_mut());
         if self.flows.len() >= self.batch_rows {
             let b = self.flows.finish();
@@ -945,6 +951,9 @@ impl Sinks {
     }
 
     pub fn dns(&mut self, c: &ConnId, r: &DnsRecord) {
+        if let Some(p) = self.plugins.as_deref_mut() {
+            p.dns(c, r);
+        }
         self.dns.append(c, r, &mut self.scratch);
         if self.dns.rows >= self.batch_rows {
             let b = self.dns.finish();
@@ -953,6 +962,9 @@ impl Sinks {
     }
 
     pub fn tls(&mut self, c: &ConnId, r: &TlsRecord) {
+        if let Some(p) = self.plugins.as_deref_mut() {
+            p.tls(c, r);
+        }
         if let Some(n) = r.server_name {
             self.names.note(n, c.orig_h, c.v6, c.resp_h, c.uid, crate::detect::NAME_SNI);
         }
@@ -964,6 +976,9 @@ impl Sinks {
     }
 
     pub fn http(&mut self, c: &ConnId, r: &HttpRecord) {
+        if let Some(p) = self.plugins.as_deref_mut() {
+            p.http(c, r);
+        }
         if let Some(h) = r.host {
             // Host may carry a port.
             let h = h.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(h, |(n, _)| n);

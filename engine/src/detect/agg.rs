@@ -20,6 +20,8 @@ pub(crate) type Names = HashMap<NameKey, NameStat, foldhash::fast::FixedState>;
 pub(crate) struct Second {
     pub convs: Map,
     pub names: Names,
+    /// What the workers' plugins raised.
+    pub findings: Vec<super::Finding>,
 }
 
 /// Merges reports; yields a second once every worker has moved past it.
@@ -42,6 +44,7 @@ impl Aggregator {
         for (k, s) in r.names {
             m.names.entry(k).or_default().merge(&s);
         }
+        m.findings.extend(r.findings);
         self.overflow += r.overflow;
         if let Some(w) = self.watermarks.get_mut(r.worker as usize) {
             *w = (*w).max(r.through);
@@ -113,18 +116,7 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
         }
     };
     let mut agg = Aggregator::new(workers);
-    let mut det = Detectors::new(setup.cfg.clone());
-    det.geo = setup.geo.clone();
-    let close_secs = setup.cfg.close_after_ns / SEC;
-    let mut anomaly = super::ml::Anomaly::new(setup.cfg.ml.clone());
-    let mut rules = match &setup.rules_file {
-        Some(p) => super::rules::RuleSet::load(p, close_secs).unwrap_or_else(|e| {
-            tracing::error!("{e}; no custom rules until the file is fixed");
-            super::rules::RuleSet::empty()
-        }),
-        None => super::rules::RuleSet::empty(),
-    };
-    let mut feeds = super::intel::IntelFeeds::new(setup.intel_feeds.clone(), setup.intel.clone(), setup.intel_refresh);
+    let mut stages = Stages::new(setup);
     let mut last_sec = 0u64;
     let send = |mgr: &mut AlertManager| {
         if let Some(b) = mgr.take_batch() {
@@ -140,17 +132,10 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
         while let Ok(r) = rx.try_recv() {
             agg.add(r);
         }
-        feeds.refresh();
-        rules.refresh();
+        stages.feeds.refresh();
+        stages.rules.refresh();
         while let Some((sec, m)) = agg.next_complete() {
-            let mut f = det.evaluate(sec, &m.convs, &m.names);
-            det.intel(&feeds.intel, &m.convs, &m.names, &mut f);
-            rules.evaluate(sec, &m.convs, setup.geo.as_deref(), &mut f);
-            let explained = f.iter().any(|x| matches!(x.category, Category::Flood | Category::Ddos | Category::Scan));
-            anomaly.evaluate(sec, &super::ml::counts(&m.convs, &m.names), explained, &mut f);
-            let explained = f.iter().any(|x| matches!(x.category, Category::Flood | Category::Ddos | Category::Scan));
-            anomaly.evaluate(sec, &super::ml::counts(&m.convs, &m.names), explained, &mut f);
-            mgr.observe(sec, f);
+            stages.second(sec, m, &mut mgr);
             last_sec = sec;
         }
         // Seconds without traffic still end quiet alerts.
@@ -161,15 +146,73 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
         send(&mut mgr);
     }
     for (sec, m) in agg.drain() {
-        let mut f = det.evaluate(sec, &m.convs, &m.names);
-        det.intel(&feeds.intel, &m.convs, &m.names, &mut f);
-        rules.evaluate(sec, &m.convs, setup.geo.as_deref(), &mut f);
-        let explained = f.iter().any(|x| matches!(x.category, Category::Flood | Category::Ddos | Category::Scan));
-        anomaly.evaluate(sec, &super::ml::counts(&m.convs, &m.names), explained, &mut f);
-        mgr.observe(sec, f);
+        stages.second(sec, m, &mut mgr);
         last_sec = sec;
+    }
+    if let Some(p) = stages.plugins.as_mut() {
+        p.finish((last_sec + 1) * SEC);
+        let f = p.take_findings();
+        if !f.is_empty() {
+            mgr.observe(last_sec, f);
+        }
     }
     mgr.close_all((last_sec + 1) * SEC);
     send(&mut mgr);
     DetectSummary { alerts: mgr.opened, events: mgr.events, dropped_windows: 0, folded_convs: agg.overflow }
+}
+
+/// Everything that judges a merged second, in order: built-in detectors,
+/// threat intel, custom rules, global plugins, the anomaly model; then the
+/// workers' plugin findings join.
+struct Stages<'s> {
+    setup: &'s DetectSetup,
+    det: Detectors,
+    anomaly: super::ml::Anomaly,
+    rules: super::rules::RuleSet,
+    feeds: super::intel::IntelFeeds,
+    plugins: Option<crate::plugin::PluginRunner>,
+}
+
+impl<'s> Stages<'s> {
+    fn new(setup: &'s DetectSetup) -> Stages<'s> {
+        let mut det = Detectors::new(setup.cfg.clone());
+        det.geo = setup.geo.clone();
+        let close_secs = setup.cfg.close_after_ns / SEC;
+        let rules = match &setup.rules_file {
+            Some(p) => super::rules::RuleSet::load(p, close_secs).unwrap_or_else(|e| {
+                tracing::error!("{e}; no custom rules until the file is fixed");
+                super::rules::RuleSet::empty()
+            }),
+            None => super::rules::RuleSet::empty(),
+        };
+        Stages {
+            setup,
+            det,
+            anomaly: super::ml::Anomaly::new(setup.cfg.ml.clone()),
+            rules,
+            feeds: super::intel::IntelFeeds::new(setup.intel_feeds.clone(), setup.intel.clone(), setup.intel_refresh),
+            plugins: setup.plugins.as_ref().map(|p| {
+                crate::plugin::PluginRunner::new(crate::plugin::Scope::Global, u16::MAX, p.tap.clone(), p.stats.clone())
+            }),
+        }
+    }
+
+    fn second(&mut self, sec: u64, m: Second, mgr: &mut AlertManager) {
+        let mut f = self.det.evaluate(sec, &m.convs, &m.names);
+        self.det.intel(&self.feeds.intel, &m.convs, &m.names, &mut f);
+        self.rules.evaluate(sec, &m.convs, self.setup.geo.as_deref(), &mut f);
+        if let Some(p) = self.plugins.as_mut() {
+            let mut convs: Vec<(ConvKey, ConvStat)> = if p.wants(tapstream_plugin_sdk::Kind::Window) {
+                m.convs.iter().map(|(k, s)| (*k, *s)).collect()
+            } else {
+                Vec::new()
+            };
+            p.window_second(sec, &mut convs);
+            f.extend(p.take_findings());
+        }
+        let explained = f.iter().any(|x| matches!(x.category, Category::Flood | Category::Ddos | Category::Scan));
+        self.anomaly.evaluate(sec, &super::ml::counts(&m.convs, &m.names), explained, &mut f);
+        f.extend(m.findings);
+        mgr.observe(sec, f);
+    }
 }

@@ -500,7 +500,7 @@ impl Anomaly {
             bytes: c.bytes as u64,
             flows: 0,
             rate: score,
-            rate_unit: "score",
+            rate_unit: "score".into(),
             top_sources: vec![],
             sample_flows: vec![],
             explanation: format!(

@@ -148,6 +148,8 @@ pub struct WindowReport {
     pub names: Vec<(NameKey, NameStat)>,
     /// Conversations folded into unknown-source entries (table full).
     pub overflow: u64,
+    /// Alerts the worker's plugins raised up to the end of this second.
+    pub findings: Vec<Finding>,
 }
 
 /// SYN flood: many new TCP connections to one host and port, mostly unanswered.
@@ -484,6 +486,8 @@ pub struct DetectSetup {
     pub geo: Option<Arc<crate::geo::Geo>>,
     /// Custom rules file (hot-reloaded), already checked at start.
     pub rules_file: Option<PathBuf>,
+    /// Plugins: the global ones run on this stage.
+    pub plugins: Option<crate::plugin::PluginSetup>,
 }
 
 /// Severity scaled by how far past its threshold a measurement is.

@@ -801,7 +801,7 @@ impl RuleSet {
                     bytes: 0,
                     flows: 0,
                     rate: value,
-                    rate_unit: "",
+                    rate_unit: "".into(),
                     top_sources: vec![],
                     sample_flows: st.samples.iter().map(|u| crate::flow::uid_string(*u)).collect(),
                     explanation,

@@ -357,7 +357,7 @@ fn finding(group: &str, rule: &'static str) -> Finding {
         bytes: 6000,
         flows: 100,
         rate: 100.0,
-        rate_unit: "syn/s",
+        rate_unit: "syn/s".into(),
         top_sources: vec![],
         sample_flows: vec![],
         explanation: "x".into(),
@@ -422,15 +422,47 @@ fn a_second_completes_when_every_worker_has_passed_it() {
     let mut a = Aggregator::new(2);
     let k = ConvKey { src: v4([1, 1, 1, 1]), dst: v4([2, 2, 2, 2]), v6: false, proto: 6, dport: 80 };
     let st = ConvStat { pkts: 5, ..Default::default() };
-    a.add(WindowReport { worker: 0, sec: 100, through: 101, convs: vec![(k, st)], overflow: 0, names: vec![] });
+    a.add(WindowReport {
+        worker: 0,
+        sec: 100,
+        through: 101,
+        convs: vec![(k, st)],
+        overflow: 0,
+        names: vec![],
+        findings: vec![],
+    });
     assert!(a.next_complete().is_none(), "worker 1 has not reported");
-    a.add(WindowReport { worker: 1, sec: 100, through: 105, convs: vec![(k, st)], overflow: 0, names: vec![] });
+    a.add(WindowReport {
+        worker: 1,
+        sec: 100,
+        through: 105,
+        convs: vec![(k, st)],
+        overflow: 0,
+        names: vec![],
+        findings: vec![],
+    });
     let (sec, m) = a.next_complete().unwrap();
     assert_eq!(sec, 100);
     assert_eq!(m.convs[&k].pkts, 10);
-    a.add(WindowReport { worker: 0, sec: 103, through: 104, convs: vec![(k, st)], overflow: 0, names: vec![] });
+    a.add(WindowReport {
+        worker: 0,
+        sec: 103,
+        through: 104,
+        convs: vec![(k, st)],
+        overflow: 0,
+        names: vec![],
+        findings: vec![],
+    });
     assert_eq!(a.next_complete().map(|x| x.0), Some(103));
-    a.add(WindowReport { worker: 1, sec: 106, through: 107, convs: vec![], overflow: 0, names: vec![] });
+    a.add(WindowReport {
+        worker: 1,
+        sec: 106,
+        through: 107,
+        convs: vec![],
+        overflow: 0,
+        names: vec![],
+        findings: vec![],
+    });
     assert!(a.next_complete().is_none(), "worker 0 is still at 104");
     assert_eq!(a.drain().len(), 1);
 }

@@ -181,6 +181,7 @@ impl WindowAcc {
                 convs,
                 names: names.take(),
                 overflow: std::mem::take(&mut self.overflow),
+                findings: Vec::new(),
             });
         }
         std::mem::swap(&mut self.carry, &mut self.carry_next);

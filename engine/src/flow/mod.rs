@@ -167,6 +167,11 @@ impl FlowTracker {
         self.win.ready.drain(..)
     }
 
+    /// The newest closed second not yet taken, if any.
+    pub fn last_window_mut(&mut self) -> Option<&mut crate::detect::WindowReport> {
+        self.win.ready.last_mut()
+    }
+
     fn live(&self, e: u32, uid: u64) -> bool {
         (e as usize) < self.table.capacity() && self.table.get(e).uid == uid
     }

@@ -31,16 +31,20 @@ pub enum AttackKind {
     DnsTunnel,
     /// 10.1.0.66 asking for random names that do not exist (NXDOMAIN).
     DnsNx,
+    /// 10.1.0.77 opening a short TLS connection to 198.51.100.250:443 every
+    /// period (its `pps` is the period in seconds), ± 0.2 s.
+    Beacon,
 }
 
 impl AttackKind {
-    pub const ALL: [AttackKind; 6] = [
+    pub const ALL: [AttackKind; 7] = [
         AttackKind::SynFlood,
         AttackKind::UdpFlood,
         AttackKind::IcmpFlood,
         AttackKind::PortScan,
         AttackKind::DnsTunnel,
         AttackKind::DnsNx,
+        AttackKind::Beacon,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -50,6 +54,7 @@ impl AttackKind {
             AttackKind::PortScan => "port-scan",
             AttackKind::DnsTunnel => "dns-tunnel",
             AttackKind::DnsNx => "dns-nxdomain",
+            AttackKind::Beacon => "beacon",
         }
     }
     fn session_kind(self) -> Kind {
@@ -60,6 +65,7 @@ impl AttackKind {
             AttackKind::PortScan => Kind::Scan,
             AttackKind::DnsTunnel => Kind::DnsTunnel,
             AttackKind::DnsNx => Kind::DnsNx,
+            AttackKind::Beacon => Kind::Tls,
         }
     }
 }
@@ -209,7 +215,7 @@ impl SynthSource {
             cfg,
         };
         for a in s.cfg.attacks.schedule.clone() {
-            let sess = s.session_of(a.kind.session_kind());
+            let sess = s.attack_session(a.kind);
             s.attacks.push((sess, s.cfg.start_ns + a.start_ns));
         }
         for _ in 0..s.cfg.concurrency.max(1) {
@@ -262,6 +268,19 @@ impl SynthSource {
             90..=91 => Kind::Dhcp,
             _ => Kind::Icmp,
         }
+    }
+
+    fn attack_session(&mut self, kind: AttackKind) -> Session {
+        let mut s = self.session_of(kind.session_kind());
+        if kind == AttackKind::Beacon {
+            s.v6 = false;
+            s.client = [0; 16];
+            s.client[..4].copy_from_slice(&[10, 1, 0, 77]);
+            s.server = [0; 16];
+            s.server[..4].copy_from_slice(&[198, 51, 100, 250]);
+            s.left = 300;
+        }
+        s
     }
 
     fn new_session(&mut self) -> Session {
@@ -803,11 +822,24 @@ impl PacketSource for SynthSource {
             }
             if let Some((a, t)) = attack {
                 let (mut sess, _) = self.attacks[a].clone();
+                let kind = self.cfg.attacks.schedule[a].kind;
                 if sess.done {
-                    sess = self.session_of(self.cfg.attacks.schedule[a].kind.session_kind());
+                    sess = self.attack_session(kind);
                 }
                 self.step(&mut sess);
-                let gap = 1_000_000_000 / self.cfg.attacks.schedule[a].pps.max(1);
+                let gap = if kind == AttackKind::Beacon {
+                    // Packets of a connection 1 ms apart; the next connection
+                    // a period after this one began.
+                    if sess.done {
+                        let period = self.cfg.attacks.schedule[a].pps.max(1) * 1_000_000_000;
+                        let jitter = self.rng.below(400_000_000);
+                        (period + jitter).saturating_sub(200_000_000 + sess.step as u64 * 1_000_000)
+                    } else {
+                        1_000_000
+                    }
+                } else {
+                    1_000_000_000 / self.cfg.attacks.schedule[a].pps.max(1)
+                };
                 self.attacks[a] = (sess, t + gap.max(1));
             } else {
                 let i = self.rng.below(self.sessions.len() as u64) as usize;
