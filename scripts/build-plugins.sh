@@ -3,7 +3,8 @@
 # $CARGO_TARGET_DIR/plugins (or the directory given as $1):
 #   examples/   beacon (Rust), tls_watch (C), dns_exfil (AssemblyScript),
 #               each .wasm with its manifest beside it
-#   misbehave/  loop, hog, trap, badabi (C): the sandbox tests' culprits
+#   misbehave/  loop, hog, trap, badabi (C): the sandbox tests' culprits;
+#               count and count2 (two versions of one plugin, for hot reload)
 # Installs what it needs: the wasm32 Rust target, Debian's clang and lld,
 # AssemblyScript from npm. Prints the output directory.
 set -euo pipefail
@@ -30,9 +31,9 @@ cc_wasm() {
 }
 cc_wasm -o "$out/examples/tls_watch.wasm" plugins/tls-watch/tls_watch.c
 cp plugins/tls-watch/tls_watch.toml "$out/examples/tls_watch.toml"
-for v in loop hog trap badabi; do
+for v in loop hog trap badabi count count2; do
     cc_wasm "-D${v^^}" -o "$out/misbehave/$v.wasm" plugins/misbehave/misbehave.c
-    cp "plugins/misbehave/$v.toml" "$out/misbehave/$v.toml"
+    cp "plugins/misbehave/${v%2}.toml" "$out/misbehave/$v.toml"
 done
 
 # AssemblyScript: the compiler from npm (pinned in package-lock.json).

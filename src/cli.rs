@@ -36,6 +36,51 @@ pub enum Cmd {
     Model(ModelArgs),
     /// Alerts: acknowledge (stops escalation of their notifications).
     Alerts(AlertsArgs),
+    /// WASM detector plugins: check one, list the installed ones.
+    Plugin(PluginArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PluginArgs {
+    /// Data directory (default: storage.data_dir).
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: PluginCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PluginCmd {
+    /// Validate a plugin (manifest beside it, imports, exports, ABI version)
+    /// and run it over a sample capture, printing its alerts and metrics.
+    Check(PluginCheckArgs),
+    /// The plugins in the plugin directory and what they have done.
+    List {
+        /// Plugin directory (default: plugins.dir under the data directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PluginCheckArgs {
+    /// The plugin module; its manifest is the .toml beside it.
+    pub file: PathBuf,
+    /// Sample capture (default: synthetic traffic with injected attacks).
+    #[arg(long)]
+    pub pcap: Option<PathBuf>,
+    /// Seconds of synthetic traffic (2,000 packets/s).
+    #[arg(long, default_value_t = 300)]
+    pub seconds: u64,
+    /// Attacks injected into the synthetic traffic (as for `run --attacks`).
+    #[arg(long, default_value = "beacon:30@10+600,dns-tunnel:400@60+60,port-scan:200@120+20")]
+    pub attacks: String,
+    /// Workers.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
 }
 
 #[derive(clap::Args, Debug)]

@@ -37,6 +37,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Plugin(a) => {
+            let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+            match &a.cmd {
+                crate::cli::PluginCmd::Check(c) => crate::plugins::check(&cfg, c),
+                crate::cli::PluginCmd::List { dir, json } => crate::plugins::list(&cfg, dir.as_deref(), &data, *json),
+            }
+        }
     }
 }
 
@@ -221,6 +228,7 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     let geo = cfg.geoip.open()?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
+    let plugins = crate::plugins::attach(&cfg, &data, &mut pcfg)?;
     let notifier = crate::notify::start_for(&cfg, &pcfg, &data);
     let progress = Arc::new(Progress::default());
     let (summary, err) = pipeline::run(src, &pcfg, stop.clone(), progress, sink);
@@ -232,6 +240,9 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = retention.join();
     let ws = close_writer(&writer)?;
     print_summary(&summary, &ws);
+    if let Some(p) = plugins {
+        p.finish();
+    }
     if let Some(e) = err {
         return Err(e.into());
     }
@@ -292,6 +303,7 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
     let geo = cfg.geoip.open()?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
+    let plugins = crate::plugins::attach(&cfg, &data, &mut pcfg)?;
     let notifier = crate::notify::start_for(&cfg, &pcfg, &data);
     let mut failed = false;
     for f in &a.files {
@@ -342,6 +354,9 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
         if !errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
             failed = true;
         }
+    }
+    if let Some(p) = plugins {
+        p.finish();
     }
     if let Some(n) = notifier {
         n.finish(Duration::from_secs(30));

@@ -49,6 +49,8 @@ pub struct RawConfig {
     pub geoip: RawGeoip,
     #[serde(default)]
     pub notify: crate::notify::RawNotify,
+    #[serde(default)]
+    pub plugins: crate::plugins::RawPlugins,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +322,7 @@ impl Detect {
             intel_refresh: self.intel_refresh,
             geo,
             rules_file: self.rules_file.clone(),
+            plugins: None,
         }))
     }
 }
@@ -649,6 +652,7 @@ pub struct Config {
     pub detect: Option<Detect>,
     pub geoip: GeoSettings,
     pub notify: crate::notify::NotifyConfig,
+    pub plugins: crate::plugins::PluginsConfig,
 }
 
 /// Validated live-capture settings.
@@ -851,6 +855,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         recorder: None,
         detect: None,
         geo: None,
+        plugins: None,
     };
     let writer = WriterConfig {
         max_rows_per_file: range("storage.max_rows_per_file", raw.storage.max_rows_per_file, 1_000_000, 1, 1 << 30)?,
@@ -879,6 +884,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         detect,
         geoip: geoip(raw.geoip),
         notify: crate::notify::validate(raw.notify)?,
+        plugins: crate::plugins::validate(raw.plugins)?,
         pipeline,
         writer,
         data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),

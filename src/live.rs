@@ -160,6 +160,7 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     let geo = cfg.geoip.open()?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
+    let plugins = crate::plugins::attach(&cfg, &data, &mut pcfg)?;
     let notifier = crate::notify::start_for(&cfg, &pcfg, &data);
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
@@ -178,6 +179,9 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     let _ = retention.join();
     let ws = close_writer(&writer)?;
     print_summary(&summary.run, &ws);
+    if let Some(p) = plugins {
+        p.finish();
+    }
     for f in &summary.feeds {
         let c = f.capture.clone().unwrap_or_default();
         eprintln!(

@@ -13,6 +13,7 @@ mod live;
 mod model;
 mod notify;
 mod output;
+mod plugins;
 mod record;
 mod sql;
 

@@ -205,7 +205,7 @@ impl Worker {
         if let Some(p) = self.sinks.plugins.as_deref_mut()
             && let Some(last) = self.tracker.last_window_mut()
         {
-            p.tick(last.through * 1_000_000_000);
+            p.tick(last.sec.saturating_add(1).saturating_mul(1_000_000_000));
             last.findings.append(&mut p.findings);
         }
         for r in self.tracker.take_windows() {

@@ -4,17 +4,26 @@
  *   -DHOG    grows its memory without end (stopped by the memory cap)
  *   -DTRAP   traps (unreachable) on every batch
  *   -DBADABI reports ABI version 99 (refused at load)
+ * and two that behave, for the hot-reload test:
+ *   -DCOUNT  counts records into `records_seen`
+ *   -DCOUNT2 counts records into `records_seen_v2` (the "new version")
  * Every variant counts the records it was given before misbehaving, so a
  * test can see it ran.
  */
 #include "tapstream.h"
 
+#if defined(LOOP) || defined(HOG)
 static volatile uint64_t sink;
+#endif
 
 static int32_t on_batch(uint32_t kind, const uint8_t *base, int32_t count, int32_t bytes) {
     (void)base;
     (void)bytes;
+#if defined(COUNT2)
+    ts_counter_add("records_seen_v2", 15, count);
+#else
     ts_counter_add("records_seen", 12, count);
+#endif
 #if defined(LOOP)
     for (;;) sink += kind;
 #elif defined(HOG)

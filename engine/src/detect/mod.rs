@@ -424,6 +424,22 @@ pub struct DetectConfig {
     pub ml: MlConfig,
 }
 
+impl DetectConfig {
+    /// Every built-in detector off (plugins alone raise alerts).
+    pub fn builtins_off() -> DetectConfig {
+        let mut c = DetectConfig::default();
+        c.syn_flood.enabled = false;
+        c.udp_flood.enabled = false;
+        c.icmp_flood.enabled = false;
+        c.ddos.enabled = false;
+        c.spike.enabled = false;
+        c.scan.enabled = false;
+        c.dns.enabled = false;
+        c.ml.enabled = false;
+        c
+    }
+}
+
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {

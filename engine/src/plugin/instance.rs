@@ -110,7 +110,11 @@ fn crash(e: wasmtime::Error) -> Crash {
         return Crash(what);
     }
     // Memory-limit breaches and other host-side errors: the root cause says it.
-    Crash(e.root_cause().to_string())
+    let why = e.root_cause().to_string();
+    if why.contains("growing memory") {
+        return Crash(format!("went over its memory cap ({why})"));
+    }
+    Crash(why)
 }
 
 impl Instance {

@@ -41,6 +41,8 @@ pub struct Limits {
     /// This many crashes within `crash_window_secs` quarantines the plugin.
     pub max_crashes: u32,
     pub crash_window_secs: u64,
+    /// First restart delay after a crash (doubling per consecutive crash, up to 10 s).
+    pub restart_backoff_ms: u64,
     /// Alerts a plugin may raise per second (per instance); more are refused.
     pub alerts_per_sec: u32,
     /// Key-value state: entries and total bytes (keys plus values).
@@ -58,6 +60,7 @@ impl Default for Limits {
             fuel: None,
             max_crashes: 5,
             crash_window_secs: 300,
+            restart_backoff_ms: 100,
             alerts_per_sec: 50,
             kv_max_keys: 4096,
             kv_max_bytes: 1 << 20,
@@ -114,6 +117,7 @@ struct RawLimits {
     fuel: Option<u64>,
     max_crashes: Option<u32>,
     crash_window_secs: Option<u64>,
+    restart_backoff_ms: Option<u64>,
     alerts_per_sec: Option<u32>,
     kv_max_keys: Option<usize>,
     kv_max_bytes: Option<usize>,
@@ -217,6 +221,7 @@ impl Manifest {
             },
             max_crashes: range("max_crashes", l.max_crashes.map(u64::from), 1, 1000, d.max_crashes as u64)? as u32,
             crash_window_secs: range("crash_window_secs", l.crash_window_secs, 1, 86_400, d.crash_window_secs)?,
+            restart_backoff_ms: range("restart_backoff_ms", l.restart_backoff_ms, 1, 10_000, d.restart_backoff_ms)?,
             alerts_per_sec: range(
                 "alerts_per_sec",
                 l.alerts_per_sec.map(u64::from),

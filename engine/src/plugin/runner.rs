@@ -18,8 +18,7 @@ use crate::alert::{Category, Severity, Verdict};
 use crate::detect::{ConvKey, ConvStat, Finding};
 use crate::records::{ConnId, DnsRecord, FlowRecord, HttpRecord, TlsRecord};
 
-/// First restart delay after a crash; doubles per consecutive crash.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// Restart delays double per consecutive crash, up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const SEC: u64 = 1_000_000_000;
 
@@ -508,7 +507,9 @@ impl PluginRunner {
             });
         } else {
             slot.state = SlotState::Backoff;
-            let backoff = BACKOFF_FIRST.saturating_mul(1 << (slot.consecutive - 1).min(16)).min(BACKOFF_MAX);
+            let backoff = Duration::from_millis(l.restart_backoff_ms)
+                .saturating_mul(1 << (slot.consecutive - 1).min(16))
+                .min(BACKOFF_MAX);
             slot.retry_at = now + backoff;
             tracing::warn!(plugin = %name, "{why}; restarting in {} ms", backoff.as_millis());
         }

@@ -27,6 +27,7 @@ pub struct TlsFlow {
     alpn: Vec<String>,
     suites: Vec<u16>,
     ja4: Option<String>,
+    ja3: Option<String>,
     saw_client_hello: bool,
     saw_server_hello: bool,
     app_data: [bool; 2],
@@ -234,6 +235,8 @@ impl TlsFlow {
         self.client_version = Some(legacy);
         let mut exts: Vec<u16> = Vec::new();
         let mut sig_algs: Vec<u16> = Vec::new();
+        let mut groups: Vec<u16> = Vec::new();
+        let mut point_formats: Vec<u8> = Vec::new();
         let mut best_version = legacy;
         let mut has_sni = false;
         if r.0.len() >= 2 {
@@ -266,6 +269,15 @@ impl TlsFlow {
                             self.alpn.push(String::from_utf8_lossy(v).into_owned());
                         }
                     }
+                    10 => {
+                        let l = d.u16()? as usize;
+                        let v = d.take(l)?;
+                        groups = v.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                    }
+                    11 => {
+                        let l = d.u8()? as usize;
+                        point_formats = d.take(l)?.to_vec();
+                    }
                     13 => {
                         let l = d.u16()? as usize;
                         let v = d.take(l)?;
@@ -285,6 +297,7 @@ impl TlsFlow {
                 }
             }
         }
+        self.ja3 = Some(ja3(legacy, &self.suites, &exts, &groups, &point_formats));
         self.ja4 = Some(ja4(
             if self.dtls { 'd' } else { 't' },
             best_version,
@@ -338,12 +351,41 @@ impl TlsFlow {
             server_name: self.server_name.as_deref(),
             alpn: &self.alpn,
             cipher_suites: &self.suites,
-            ja3: None,
+            ja3: self.ja3.as_deref(),
             ja4: self.ja4.as_deref(),
             established,
         };
         sinks.tls(&c, &r);
     }
+}
+
+/// The JA3 TLS client fingerprint (Salesforce's): the MD5, in hex, of
+/// `version,ciphers,extensions,groups,point_formats` in decimal, lists
+/// joined with `-`, GREASE values left out.
+pub fn ja3(version: u16, suites: &[u16], exts: &[u16], groups: &[u16], point_formats: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    let list = |v: &mut String, xs: &mut dyn Iterator<Item = u16>| {
+        for (i, x) in xs.enumerate() {
+            if i > 0 {
+                v.push('-');
+            }
+            let _ = write!(v, "{x}");
+        }
+    };
+    let mut s = format!("{version},");
+    list(&mut s, &mut suites.iter().copied().filter(|x| !is_grease(*x)));
+    s.push(',');
+    list(&mut s, &mut exts.iter().copied().filter(|x| !is_grease(*x)));
+    s.push(',');
+    list(&mut s, &mut groups.iter().copied().filter(|x| !is_grease(*x)));
+    s.push(',');
+    list(&mut s, &mut point_formats.iter().map(|x| *x as u16));
+    let d = Md5::digest(s.as_bytes());
+    let mut o = String::with_capacity(32);
+    for b in d.iter() {
+        let _ = write!(o, "{b:02x}");
+    }
+    o
 }
 
 /// The JA4 TLS client fingerprint (FoxIO's JA4 specification, TCP variant).
@@ -522,6 +564,23 @@ pub fn cipher_name(c: u16) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ja3_matches_suricata() {
+        // suricata-verify tls__tls13-draft28: the string and hash Suricata gives.
+        let suites = [
+            4866, 4867, 4865, 4868, 49196, 52393, 49325, 49162, 49195, 49324, 49161, 49200, 52392, 49172, 49199, 49171,
+            157, 49309, 53, 156, 49308, 47, 159, 52394, 49311, 57, 158, 49310, 51,
+        ];
+        let exts = [5, 10, 11, 13, 22, 23, 35, 51, 43, 65281, 0, 45, 41];
+        assert_eq!(ja3(771, &suites, &exts, &[23], &[0]), "d00857e0c8e7a7f35e446508c6233460");
+        // GREASE values are left out.
+        let mut greasy = suites.to_vec();
+        greasy.insert(0, 0x2a2a);
+        let mut ge = exts.to_vec();
+        ge.push(0xfafa);
+        assert_eq!(ja3(771, &greasy, &ge, &[0x3a3a, 23], &[0]), "d00857e0c8e7a7f35e446508c6233460");
+    }
 
     #[test]
     fn ja4_shape() {
