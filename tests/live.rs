@@ -3,6 +3,8 @@
 //! ping) sending on the other. Needs root (CAP_NET_ADMIN, CAP_BPF); every
 //! namespace is deleted when its test ends, failed or not.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -551,6 +553,27 @@ fn opened(log: &Path) -> Vec<(String, String)> {
         .filter(|v| v["event"] == "open")
         .map(|v| (v["rule"].as_str().unwrap_or("").to_string(), v["id"].as_str().unwrap_or("").to_string()))
         .collect()
+}
+
+/// Plugins that loop forever, eat memory or trap run beside live capture:
+/// each is stopped, restarted, then quarantined (with an alert saying so),
+/// and every packet sent is captured and every flow recorded.
+#[test]
+fn misbehaving_plugins_cost_no_packet_in_live_capture() {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 2);
+    common::install_plugins(&lab.path("data").join("plugins"), &["misbehave/loop", "misbehave/hog", "misbehave/trap"]);
+    let cap = lab.capture(0, &["cap0"], &["--workers", "2"], None);
+    let web = lab.gen_traffic(1, "gen0", "web", 5000, 40, 8000);
+    let dns = lab.gen_traffic(1, "gen0", "dns", 5000, 30, 1001);
+    let (s, log, data) = cap.stop();
+    assert_eq!(n(&s, "packets"), n(&web, "packets") + n(&dns, "packets"), "{s}\n{log}");
+    assert_eq!(n(&s, "flows"), n(&web, "flows") + n(&dns, "flows"), "{s}");
+    assert_eq!(n(&s, "worker_drops") + n(&s, "kernel_drops"), 0, "{s}");
+    let rules: Vec<String> = opened(&data.join("alerts.json")).into_iter().map(|(r, _)| r).collect();
+    for q in ["loop/quarantine", "hog/quarantine", "trap/quarantine"] {
+        assert!(rules.contains(&q.to_string()), "{q} missing: {rules:?}\n{log}");
+    }
 }
 
 /// Real attack tools against a host in the test's own namespaces, seen

@@ -9,21 +9,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::bin;
 use serde_json::Value;
 
-/// The built plugins (scripts/build-plugins.sh, run once per test binary).
 fn built() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = std::process::Command::new("bash").arg(root.join("scripts/build-plugins.sh")).output().unwrap();
-        assert!(out.status.success(), "building the plugins: {}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
+    common::built_plugins()
 }
 
 /// Install `names` (e.g. "examples/beacon") into DATA/plugins, with the
@@ -361,4 +353,74 @@ fn plugin_check_and_list() {
     let out = bin().args(["plugin", "list", "--json", "--data"]).arg(&data).output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3);
+}
+
+/// The code block after `marker` in docs/plugins.md.
+fn snippet(doc: &str, marker: &str) -> String {
+    let i = doc.find(marker).unwrap_or_else(|| panic!("no {marker} in docs/plugins.md")) + marker.len();
+    let start = i + doc[i..].find("```").unwrap();
+    let body = start + doc[start..].find('\n').unwrap() + 1;
+    doc[body..body + doc[body..].find("```").unwrap()].to_string()
+}
+
+/// The tutorial's three plugins, as docs/plugins.md writes them, build with
+/// the commands it gives and run clean under `plugin check`.
+#[test]
+fn the_tutorial_plugins_build_and_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/plugins.md")).unwrap();
+    let manifest = snippet(&doc, "## The manifest");
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root, dir.path().join("tapstream")).unwrap();
+    let proj = dir.path().join("telnet-watch");
+    std::fs::create_dir_all(proj.join("src")).unwrap();
+    std::fs::create_dir_all(proj.join("assembly")).unwrap();
+    let run = |c: &mut std::process::Command| {
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{c:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut wasm = Vec::new();
+    // Rust.
+    std::fs::write(proj.join("src/lib.rs"), snippet(&doc, "`src/lib.rs`:")).unwrap();
+    let cargo = snippet(&doc, "`Cargo.toml`:");
+    std::fs::write(
+        proj.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"telnet-watch\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n\n{cargo}"
+        ),
+    )
+    .unwrap();
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target")).join("tutorial");
+    run(std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "--target", "wasm32-unknown-unknown"])
+        .current_dir(&proj)
+        .env("CARGO_TARGET_DIR", &target));
+    std::fs::copy(target.join("wasm32-unknown-unknown/release/telnet_watch.wasm"), proj.join("rust.wasm")).unwrap();
+    wasm.push(proj.join("rust.wasm"));
+    // C, with the command the page gives.
+    std::fs::write(proj.join("telnet_watch.c"), snippet(&doc, "`telnet_watch.c`:")).unwrap();
+    let cmd = snippet(&doc, "TS_PLUGIN(on_batch)\n```").replace("\\\n", " ");
+    run(std::process::Command::new("bash").arg("-c").arg(cmd.trim()).current_dir(&proj));
+    std::fs::rename(proj.join("telnet_watch.wasm"), proj.join("c.wasm")).unwrap();
+    wasm.push(proj.join("c.wasm"));
+    // AssemblyScript, with the compiler the build script installed.
+    std::fs::write(proj.join("assembly/index.ts"), snippet(&doc, "`assembly/index.ts`:")).unwrap();
+    std::os::unix::fs::symlink(root.join("plugins/dns-exfil/node_modules"), proj.join("node_modules")).unwrap();
+    let cmd = snippet(&doc, "  return 0;\n}\n```").replace("\\\n", " ").replace("npx asc", "node_modules/.bin/asc");
+    run(std::process::Command::new("bash").arg("-c").arg(cmd.trim()).current_dir(&proj));
+    std::fs::rename(proj.join("telnet_watch.wasm"), proj.join("as.wasm")).unwrap();
+    wasm.push(proj.join("as.wasm"));
+    for w in wasm {
+        std::fs::write(w.with_extension("toml"), &manifest).unwrap();
+        let out = bin().args(["plugin", "check"]).arg(&w).args(["--seconds", "20"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {text}{}", w.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("ok   telnet-watch 1.0.0") && text.contains("0 traps"), "{text}");
+    }
 }

@@ -203,3 +203,61 @@ fn steady_state(recorder: Option<std::sync::Arc<record::RecordTap>>) -> u64 {
     w.finish();
     w.packets - before_recording
 }
+
+/// A WASM plugin fed ten batches of 256 records a second: the host encodes
+/// into buffers it keeps, copies into the instance's memory and calls it
+/// without allocating; what allocates is the once-a-second bookkeeping
+/// (metrics published), never a record or a batch.
+#[test]
+fn plugins_allocate_per_second_not_per_record() {
+    use std::sync::Arc;
+    use tapstream_engine::detect::{ConvKey, ConvStat};
+    use tapstream_engine::plugin::{PluginRunner, PluginSet, PluginStats, PluginTap, Scope, load_plugin};
+
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("count.wasm");
+    std::fs::write(
+        &wasm,
+        r#"(module
+  (import "tapstream" "counter_add" (func $counter (param i32 i32 i64)))
+  (memory (export "memory") 4)
+  (data (i32.const 0) "records")
+  (func (export "tapstream_abi") (result i32) (i32.const 1))
+  (func (export "tapstream_buffer") (param i32) (result i32) (i32.const 65536))
+  (func (export "tapstream_batch") (param i32 i32 i32 i32) (result i32)
+    (call $counter (i32.const 0) (i32.const 7) (i64.extend_i32_u (local.get 2)))
+    (i32.const 0)))"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("count.toml"),
+        "name = \"count\"\nversion = \"0\"\nabi = 1\nscope = \"global\"\nsubscribe = [\"window\"]\n",
+    )
+    .unwrap();
+    let p = Arc::new(load_plugin(&wasm, None).unwrap());
+    let stats = Arc::new(PluginStats::default());
+    let mut r = PluginRunner::new(Scope::Global, 0, PluginTap::new(PluginSet { plugins: vec![p] }), stats.clone());
+    let mut convs: Vec<(ConvKey, ConvStat)> = (0..2560u32)
+        .map(|i| {
+            let mut k = ConvKey { proto: 6, dport: 443, ..Default::default() };
+            k.src[..4].copy_from_slice(&i.to_be_bytes());
+            (k, ConvStat { flows: 1, pkts: 2, ..Default::default() })
+        })
+        .collect();
+    // Warm up: the instance starts, buffers reach their size.
+    for s in 0..5 {
+        r.window_second(1000 + s, &mut convs);
+    }
+    const SECONDS: u64 = 200;
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for s in 0..SECONDS {
+        r.window_second(2000 + s, &mut convs);
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let records = SECONDS * convs.len() as u64;
+    assert!(allocs <= 8 * SECONDS, "{allocs} allocations for {records} records in {SECONDS} seconds");
+    let m = &stats.snapshot()["count"];
+    assert_eq!(m.counters["records"] as u64, records + 5 * convs.len() as u64);
+    assert_eq!(m.calls, (SECONDS + 5) * 10);
+}

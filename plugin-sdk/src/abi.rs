@@ -336,9 +336,9 @@ mod tests {
             let align = t.size().min(8);
             assert_eq!(off % align, 0, "{name}.{f} at {off} is not aligned to {align}");
             assert!(off + t.size() <= size, "{name}.{f} ends past the record ({size} bytes)");
-            for b in *off..off + t.size() {
-                assert!(!used[b], "{name}.{f} overlaps another field at byte {b}");
-                used[b] = true;
+            for (b, u) in used.iter_mut().enumerate().take(off + t.size()).skip(*off) {
+                assert!(!*u, "{name}.{f} overlaps another field at byte {b}");
+                *u = true;
             }
         }
         assert_eq!(size % 8, 0, "{name}: records must stay 8-byte aligned");

@@ -40,6 +40,11 @@ impl BatchBuf {
         }
     }
 
+    /// A placeholder holding no memory (while the real buffer is lent out).
+    pub(crate) fn unallocated(kind: Kind) -> BatchBuf {
+        BatchBuf { kind, records: Vec::new(), strings: Vec::new(), count: 0 }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -345,10 +345,20 @@ pub(crate) fn linker(engine: &Engine, grants: Grants) -> wasmtime::Result<Linker
         }
     })?;
     l.func_wrap(M, "counter_add", |mut c: Caller<'_, HostState>, np: i32, nl: i32, delta: i64| {
-        let Ok(n) = read_str(&mut c, np as u32, (nl as u32).min(64)) else { return };
+        // Called per batch: an existing counter costs no allocation.
+        let Some(m) = memory(&mut c) else { return };
+        let (p, n) = (np as u32 as usize, (nl as u32).min(64) as usize);
+        let mut name = [0u8; 64];
+        match m.data(&c).get(p..p + n) {
+            Some(b) => name[..n].copy_from_slice(b),
+            None => return,
+        }
+        let Ok(name) = std::str::from_utf8(&name[..n]) else { return };
         let st = c.data_mut();
-        if st.counters.len() < 64 || st.counters.contains_key(&n) {
-            *st.counters.entry(n).or_default() += delta;
+        if let Some(v) = st.counters.get_mut(name) {
+            *v += delta;
+        } else if st.counters.len() < 64 {
+            st.counters.insert(name.to_string(), delta);
         }
     })?;
     l.func_wrap(M, "kv_get", |mut c: Caller<'_, HostState>, kp: i32, kl: i32, op: i32, oc: i32| -> i32 {

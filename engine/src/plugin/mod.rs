@@ -31,7 +31,7 @@ pub use dir::{PluginDir, PluginSet, PluginTap};
 pub use encode::BatchBuf;
 pub use load::{LoadedPlugin, load_plugin};
 pub use manifest::{Grants, Limits, Manifest, Scope};
-pub use runner::{PluginMetrics, PluginRunner, PluginStats, SlotState};
+pub use runner::{PluginMetrics, PluginRunner, PluginStats, SlotState, Standalone};
 
 /// Epoch ticks: the deadline of a call is counted in these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);

@@ -322,7 +322,7 @@ impl PluginRunner {
 
     /// A second of merged conversations (global plugins), handed over
     /// sorted so the plugins see the same order whatever the worker count.
-    pub fn window_second(&mut self, sec: u64, convs: &mut Vec<(ConvKey, ConvStat)>) {
+    pub fn window_second(&mut self, sec: u64, convs: &mut [(ConvKey, ConvStat)]) {
         self.refresh();
         if self.wants(Kind::Window) {
             convs.sort_unstable_by(|a, b| {
@@ -340,7 +340,8 @@ impl PluginRunner {
         if self.bufs[i].is_empty() {
             return;
         }
-        let buf = std::mem::replace(&mut self.bufs[i], BatchBuf::new(k));
+        // Lent out while the plugins read it; the placeholder allocates nothing.
+        let buf = std::mem::replace(&mut self.bufs[i], BatchBuf::unallocated(k));
         for s in 0..self.slots.len() {
             if self.slots[s].plugin.manifest.wants(k) {
                 self.run(s, |inst| inst.batch(k as u32, &buf.records, &buf.strings, buf.count), buf.count as u64);
@@ -370,6 +371,9 @@ impl PluginRunner {
         }
         let PluginRunner { slots, stats, id, .. } = self;
         for st in slots.iter_mut() {
+            if let Some(inst) = st.inst.as_mut() {
+                take_counters(inst, &mut st.delta);
+            }
             stats.publish(&st.plugin.name, *id, &st.delta, st.state);
             st.delta = PluginMetrics::default();
         }
@@ -381,6 +385,9 @@ impl PluginRunner {
     }
 
     fn publish_slot(&self, s: &mut Slot) {
+        if let Some(inst) = s.inst.as_mut() {
+            take_counters(inst, &mut s.delta);
+        }
         self.stats.publish(&s.plugin.name, self.id, &s.delta, s.state);
         s.delta = PluginMetrics::default();
     }
@@ -435,9 +442,6 @@ impl PluginRunner {
         slot.delta.alerts += alerts.len() as u64;
         slot.delta.alerts_refused += std::mem::take(&mut st.alerts_refused);
         slot.delta.logs_dropped += std::mem::take(&mut st.logs_dropped);
-        for (k, v) in std::mem::take(&mut st.counters) {
-            *slot.delta.counters.entry(k).or_default() += v;
-        }
         self.findings.extend(alerts);
         match r {
             Ok(rc) => {
@@ -458,7 +462,8 @@ impl PluginRunner {
 
     fn crashed(&mut self, s: usize, why: String) {
         let slot = &mut self.slots[s];
-        if let Some(inst) = slot.inst.take() {
+        if let Some(mut inst) = slot.inst.take() {
+            take_counters(&mut inst, &mut slot.delta);
             slot.kv = inst.into_kv();
         }
         let l = slot.plugin.manifest.limits;
@@ -518,5 +523,41 @@ impl PluginRunner {
     /// Current state of each plugin here.
     pub fn states(&self) -> Vec<(Arc<str>, SlotState)> {
         self.slots.iter().map(|s| (s.plugin.name.clone(), s.state)).collect()
+    }
+}
+
+/// Move an instance's counters into `delta`, keeping its names (so counting
+/// on allocates nothing).
+fn take_counters(inst: &mut Instance, delta: &mut PluginMetrics) {
+    for (k, v) in inst.store.data_mut().counters.iter_mut() {
+        if *v != 0 {
+            match delta.counters.get_mut(k) {
+                Some(d) => *d += *v,
+                None => {
+                    delta.counters.insert(k.clone(), *v);
+                }
+            }
+            *v = 0;
+        }
+    }
+}
+
+/// One plugin instance outside any runner, for benchmarks and tools: no
+/// backoff, no quarantine, errors returned as they are.
+pub struct Standalone(Instance);
+
+impl Standalone {
+    pub fn start(p: &LoadedPlugin) -> Result<Standalone, String> {
+        Instance::start(p, Kv::default()).map(Standalone).map_err(|(c, _)| c.0)
+    }
+
+    /// Hand `b` over; the plugin's status, or why it crashed.
+    pub fn batch(&mut self, b: &BatchBuf) -> Result<i32, String> {
+        self.0.batch(b.kind as u32, &b.records, &b.strings, b.count).map_err(|c| c.0)
+    }
+
+    /// Alerts raised so far (taken).
+    pub fn take_alerts(&mut self) -> Vec<Finding> {
+        std::mem::take(&mut self.0.store.data_mut().alerts)
     }
 }

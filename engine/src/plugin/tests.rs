@@ -252,3 +252,42 @@ fn hot_reload_swaps_between_batches_and_keeps_what_was_buffered() {
     second(&mut r, 4, 100);
     assert!(r.is_empty());
 }
+
+#[test]
+fn fuel_stops_a_loop_before_the_deadline_does() {
+    let d = tempfile::tempdir().unwrap();
+    let extra = format!("{GLOBAL}[limits]\ndeadline_ms = 5000\nfuel = 100000\n");
+    let p = Arc::new(load_plugin(&write(d.path(), "burn", &wat(1, "", "(loop $l (br $l))"), &extra), None).unwrap());
+    let (mut r, stats, _tap) = runner(vec![p]);
+    let t0 = Instant::now();
+    second(&mut r, 1, 5);
+    assert!(t0.elapsed() < Duration::from_secs(2), "fuel did not stop it");
+    let m = stats.snapshot()["burn"].clone();
+    assert_eq!(m.traps, 1);
+    assert_eq!(m.last_crash.as_deref(), Some("ran out of fuel"));
+}
+
+#[test]
+fn granted_clock_and_randomness_work() {
+    let d = tempfile::tempdir().unwrap();
+    let imports = r#"(import "tapstream" "now_ns" (func $now (result i64)))
+  (import "tapstream" "random" (func $random (param i32 i32) (result i32)))"#;
+    // Count `n` = the clock in seconds (plausible: after 2020), and `r` =
+    // how many of 64 random bytes are not zero.
+    let body = r#"
+    (call $counter (i32.const 16) (i32.const 1) (i64.div_u (call $now) (i64.const 1000000000)))
+    (drop (call $random (i32.const 100) (i32.const 64)))
+    (call $counter (i32.const 17) (i32.const 1)
+      (i64.extend_i32_u (i64.ne (i64.load (i32.const 100)) (i64.const 0))))"#;
+    let m = wat(1, imports, body).replace("(data (i32.const 16) \"n\")", "(data (i32.const 16) \"nr\")");
+    let p = Arc::new(
+        load_plugin(&write(d.path(), "granted", &m, &format!("{GLOBAL}grants = [\"clock\", \"random\"]\n")), None)
+            .unwrap(),
+    );
+    let (mut r, stats, _tap) = runner(vec![p]);
+    second(&mut r, 1, 1);
+    let m = stats.snapshot()["granted"].clone();
+    assert_eq!(m.traps, 0, "{:?}", m.last_crash);
+    assert!(m.counters["n"] > 1_577_836_800, "{m:?}");
+    assert_eq!(m.counters["r"], 1, "random bytes were all zero");
+}
