@@ -132,6 +132,10 @@ export const ALERT_SIZE: i32 = 112;
 @external("tapstream", "kv_get") declare function host_kv_get(kp: usize, kl: usize, op: usize, oc: usize): i32;
 @external("tapstream", "kv_set") declare function host_kv_set(kp: usize, kl: usize, vp: usize, vl: usize): i32;
 @external("tapstream", "kv_del") declare function host_kv_del(kp: usize, kl: usize): void;
+// Only with the matching grant in the manifest (clock, random, files).
+@external("tapstream", "now_ns") export declare function host_now_ns(): i64;
+@external("tapstream", "random") export declare function host_random(ptr: usize, len: usize): i32;
+@external("tapstream", "read_file") export declare function host_read_file(np: usize, nl: usize, op: usize, oc: usize): i32;
 
 const BUFFER: usize = memory.data(131072, 8);
 

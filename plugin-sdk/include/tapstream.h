@@ -173,9 +173,10 @@ TS_IMPORT("counter_add") void ts_counter_add(const char *name, size_t len, int64
 TS_IMPORT("kv_get") int32_t ts_kv_get(const void *key, size_t key_len, void *out, size_t cap);
 TS_IMPORT("kv_set") int32_t ts_kv_set(const void *key, size_t key_len, const void *val, size_t val_len);
 TS_IMPORT("kv_del") void ts_kv_del(const void *key, size_t key_len);
-/* Only with grants = ["clock"] / ["random"] in the manifest. */
+/* Only with grants = ["clock"] / ["random"] / ["files"] in the manifest. */
 TS_IMPORT("now_ns") int64_t ts_now_ns(void);
 TS_IMPORT("random") int32_t ts_random(void *out, size_t len);
+TS_IMPORT("read_file") int32_t ts_read_file(const char *name, size_t name_len, void *out, size_t cap);
 
 #define TS_EXPORT(name) __attribute__((export_name(name)))
 

@@ -50,6 +50,12 @@ mod imp {
 
     #[link(wasm_import_module = "tapstream")]
     unsafe extern "C" {
+        #[link_name = "now_ns"]
+        fn ts_now_ns() -> i64;
+        #[link_name = "random"]
+        fn ts_random(out: *mut u8, len: usize) -> i32;
+        #[link_name = "read_file"]
+        fn ts_read_file(np: *const u8, nl: usize, out: *mut u8, cap: usize) -> i32;
         #[link_name = "alert"]
         fn ts_alert(ptr: *const u8) -> i32;
         #[link_name = "log"]
@@ -158,6 +164,28 @@ mod imp {
             // Safety: a valid slice for the call's duration.
             unsafe { ts_kv_del(key.as_ptr(), key.len()) }
         }
+    }
+
+    /// Wall-clock time, ns. The module then imports `now_ns`: its manifest
+    /// must grant `clock`.
+    pub fn now_ns() -> u64 {
+        // Safety: no arguments.
+        unsafe { ts_now_ns() as u64 }
+    }
+
+    /// Fill `buf` with random bytes (up to 4096). Needs the `random` grant.
+    pub fn random(buf: &mut [u8]) -> bool {
+        // Safety: the host writes at most `buf.len()` bytes into `buf`.
+        unsafe { ts_random(buf.as_mut_ptr(), buf.len()) >= 0 }
+    }
+
+    /// Read a file the manifest lists into `buf`; its length (`Err(len)`
+    /// when `buf` is too small; `Err(-4)` not listed or missing). Needs the
+    /// `files` grant.
+    pub fn read_file(name: &str, buf: &mut [u8]) -> Result<usize, i32> {
+        // Safety: the host writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { ts_read_file(name.as_ptr(), name.len(), buf.as_mut_ptr(), buf.len()) };
+        if n < 0 || n as usize > buf.len() { Err(n) } else { Ok(n as usize) }
     }
 
     pub fn init<P: Plugin>(slot: &Slot<P>) -> i32 {

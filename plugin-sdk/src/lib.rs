@@ -33,6 +33,12 @@ pub mod abi;
 mod alert;
 #[doc(hidden)]
 pub mod guest;
+/// What a manifest must grant: the clock, randomness, listed files
+/// (WebAssembly only; a plugin imports these only when it calls them).
+#[cfg(target_arch = "wasm32")]
+pub mod granted {
+    pub use crate::guest::{now_ns, random, read_file};
+}
 #[cfg(feature = "testing")]
 pub mod testing;
 mod view;

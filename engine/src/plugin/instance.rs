@@ -43,6 +43,8 @@ pub(crate) struct HostState {
     pub name: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
     pub limits: Limits,
+    /// Readable files (the `files` grant): name → path.
+    files: Arc<Vec<(String, std::path::PathBuf)>>,
     store_limits: StoreLimits,
     pub kv: Kv,
     /// The plugin's own counters.
@@ -65,6 +67,7 @@ impl HostState {
             name: p.name.clone(),
             config: p.config.clone(),
             limits: m.limits,
+            files: p.files.clone(),
             store_limits: StoreLimitsBuilder::new()
                 .memory_size(m.limits.memory_bytes)
                 .memories(1)
@@ -84,6 +87,9 @@ impl HostState {
         }
     }
 }
+
+/// Largest file `read_file` hands over.
+const MAX_FILE: u64 = 16 << 20;
 
 /// A running instance.
 pub(crate) struct Instance {
@@ -386,6 +392,22 @@ pub(crate) fn linker(engine: &Engine, grants: Grants) -> wasmtime::Result<Linker
     if grants.clock {
         l.func_wrap(M, "now_ns", || -> i64 {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+        })?;
+    }
+    if grants.files {
+        l.func_wrap(M, "read_file", |mut c: Caller<'_, HostState>, np: i32, nl: i32, op: i32, oc: i32| -> i32 {
+            let Ok(name) = read_str(&mut c, np as u32, (nl as u32).min(4096)) else { return errno::BOUNDS };
+            let files = c.data().files.clone();
+            let Some((_, path)) = files.iter().find(|(n, _)| *n == name) else { return errno::NOT_FOUND };
+            match std::fs::metadata(path) {
+                Ok(m) if m.len() > MAX_FILE => return errno::LIMIT,
+                Ok(_) => {}
+                Err(_) => return errno::NOT_FOUND,
+            }
+            match std::fs::read(path) {
+                Ok(b) => write(&mut c, op as u32, oc as u32, &b),
+                Err(_) => errno::NOT_FOUND,
+            }
         })?;
     }
     if grants.random {

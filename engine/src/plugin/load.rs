@@ -26,6 +26,7 @@ pub struct LoadedPlugin {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) files: Arc<Vec<(String, PathBuf)>>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -58,6 +59,7 @@ fn check_import(path: &Path, module: &str, name: &str, m: &Manifest) -> Result<(
         "alert" | "log" | "config_get" | "counter_add" | "kv_get" | "kv_set" | "kv_del" => return Ok(()),
         "now_ns" => ("clock", m.grants.clock),
         "random" => ("random", m.grants.random),
+        "read_file" => ("files", m.grants.files),
         o => {
             return Err(module_err(
                 path,
@@ -178,6 +180,7 @@ pub fn load_plugin(wasm: &Path, cache: Option<&Path>) -> Result<LoadedPlugin, Pl
     let p = LoadedPlugin {
         name: manifest.name.as_str().into(),
         config: Arc::new(manifest.config.clone()),
+        files: Arc::new(manifest.files.clone()),
         manifest,
         wasm: wasm.to_path_buf(),
         manifest_path,

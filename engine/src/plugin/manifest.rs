@@ -27,6 +27,8 @@ pub struct Grants {
     pub clock: bool,
     /// `random(ptr, len)`: random bytes.
     pub random: bool,
+    /// `read_file(name, …)`: the files the manifest lists, read-only.
+    pub files: bool,
 }
 
 /// Per-instance limits.
@@ -82,6 +84,10 @@ pub struct Manifest {
     pub config: BTreeMap<String, String>,
     pub limits: Limits,
     pub grants: Grants,
+    /// Files the plugin may read (with the `files` grant): the name it asks
+    /// for, as the manifest writes it, and where it is (relative names are
+    /// beside the manifest).
+    pub files: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Manifest {
@@ -107,6 +113,8 @@ struct Raw {
     limits: RawLimits,
     #[serde(default)]
     grants: Vec<String>,
+    #[serde(default)]
+    files: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -134,7 +142,13 @@ pub fn valid_name(s: &str) -> bool {
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, PluginError> {
         let text = std::fs::read_to_string(path).map_err(|e| PluginError::io(path, e))?;
-        Manifest::parse(&text).map_err(|m| PluginError::Manifest { path: path.to_path_buf(), message: m })
+        let mut m =
+            Manifest::parse(&text).map_err(|m| PluginError::Manifest { path: path.to_path_buf(), message: m })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for (_, p) in m.files.iter_mut() {
+            *p = dir.join(&*p);
+        }
+        Ok(m)
     }
 
     pub fn parse(text: &str) -> Result<Manifest, String> {
@@ -246,15 +260,24 @@ impl Manifest {
             match g.as_str() {
                 "clock" => grants.clock = true,
                 "random" => grants.random = true,
+                "files" => grants.files = true,
                 "filesystem" | "network" | "env" => {
                     return Err(format!(
-                        "grants: `{g}` cannot be granted: plugins never reach files, sockets or the environment (data arrives in batches; state lives in the key-value store)"
+                        "grants: `{g}` cannot be granted: plugins never open sockets, the environment or arbitrary paths (grant `files` and list the files a plugin may read)"
                     ));
                 }
-                o => return Err(format!("grants: unknown grant `{o}` (use clock or random)")),
+                o => return Err(format!("grants: unknown grant `{o}` (use clock, random or files)")),
             }
         }
+        if grants.files && raw.files.is_empty() {
+            return Err("grants: `files` with no `files = [...]` list: name the files the plugin may read".into());
+        }
+        if !grants.files && !raw.files.is_empty() {
+            return Err("files: listed, but `files` is not in grants".into());
+        }
+        let files = raw.files.iter().map(|f| (f.clone(), std::path::PathBuf::from(f))).collect();
         Ok(Manifest {
+            files,
             name: raw.name,
             version: raw.version,
             description: raw.description,
@@ -312,6 +335,8 @@ deadline_ms = 5
             (OK.replace("scope = \"global\"", "scope = \"shard\""), "global plugins only"),
             (OK.replace("[\"window\"]", "[\"smtp\"]"), "unknown record kind `smtp`"),
             (OK.replace("[\"clock\"]", "[\"filesystem\"]"), "cannot be granted"),
+            (OK.replace("[\"clock\"]", "[\"files\"]"), "no `files = [...]` list"),
+            (OK.replace("grants = [\"clock\"]", "files = [\"a.txt\"]"), "`files` is not in grants"),
             (OK.replace("memory_mb = 16", "memory_mb = 0"), "limits.memory_mb = 0"),
             (OK.replace("deadline_ms = 5", "deadline_ms = 5\nstack = 1"), "unknown field `stack`"),
             (OK.replace("abi = 1\n", ""), "missing field `abi`"),

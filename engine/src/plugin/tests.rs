@@ -291,3 +291,26 @@ fn granted_clock_and_randomness_work() {
     assert!(m.counters["n"] > 1_577_836_800, "{m:?}");
     assert_eq!(m.counters["r"], 1, "random bytes were all zero");
 }
+
+#[test]
+fn listed_files_are_readable_with_the_grant_and_nothing_else() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("list.txt"), "evil.example\nbad.test\n").unwrap();
+    std::fs::write(d.path().join("secret.txt"), "no").unwrap();
+    let imports = r#"(import "tapstream" "read_file" (func $read (param i32 i32 i32 i32) (result i32)))
+  (data (i32.const 300) "list.txtsecret.txt")"#;
+    // Counter `n`: bytes read from list.txt; `r`: what asking for secret.txt returned.
+    let body = r#"
+    (call $counter (i32.const 16) (i32.const 1) (i64.extend_i32_s (call $read (i32.const 300) (i32.const 8) (i32.const 1024) (i32.const 4096))))
+    (call $counter (i32.const 17) (i32.const 1) (i64.extend_i32_s (call $read (i32.const 308) (i32.const 10) (i32.const 1024) (i32.const 4096))))"#;
+    let m = wat(1, imports, body).replace("(data (i32.const 16) \"n\")", "(data (i32.const 16) \"nr\")");
+    let e = load_plugin(&write(d.path(), "nogrant", &m, GLOBAL), None).unwrap_err().to_string();
+    assert!(e.contains("needs grants = [\"files\"]"), "{e}");
+    let extra = format!("{GLOBAL}grants = [\"files\"]\nfiles = [\"list.txt\"]\n");
+    let p = Arc::new(load_plugin(&write(d.path(), "reader", &m, &extra), None).unwrap());
+    let (mut r, stats, _tap) = runner(vec![p]);
+    second(&mut r, 1, 1);
+    let m = stats.snapshot()["reader"].clone();
+    assert_eq!(m.counters["n"], 22, "{m:?}");
+    assert_eq!(m.counters["r"], -4, "an unlisted file is not found: {m:?}");
+}
