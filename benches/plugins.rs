@@ -5,9 +5,11 @@
 //! native build of the same crate gets the same encoded batch through the
 //! SDK's `dispatch`, the WASM build through a sandboxed instance (copy into
 //! its memory, call under the epoch deadline). Traffic: 65,536 conversation
-//! pairs at random, one second per batch, so pairs recur at irregular
-//! intervals and nothing alerts (the common case). Also measured: a call
-//! with an empty batch (the per-call overhead), and encoding alone.
+//! pairs at random, one second per batch, time always moving on (4,096
+//! distinct seconds, replayed later than the detector's longest interval),
+//! so pairs recur at irregular intervals and nothing alerts (the common
+//! case; checked). Also measured: a call with an empty batch (the per-call
+//! overhead), and encoding alone.
 //!
 //! Needs the plugins built (scripts/build-plugins.sh; run here if missing).
 
@@ -21,13 +23,14 @@ use tapstream_plugin_sdk::{AlertFields, Host, Kind, Level, Plugin, dispatch};
 
 const BATCHES: usize = 64;
 const PER_BATCH: usize = 256;
+const SECONDS: usize = 4096;
 
-/// Discards what the plugin does (as the WASM host's bookkeeping is cheap
-/// when nothing alerts).
-struct NullHost;
+/// Discards what the plugin does, counting alerts.
+struct NullHost(u64);
 
 impl Host for NullHost {
     fn alert(&mut self, _: &AlertFields<'_>) -> Result<(), i32> {
+        self.0 += 1;
         Ok(())
     }
     fn log(&mut self, _: Level, _: &str) {}
@@ -60,12 +63,12 @@ fn built() -> PathBuf {
     wasm
 }
 
-/// The conversations of `BATCHES` seconds.
-fn seconds() -> Vec<(u64, Vec<(ConvKey, ConvStat)>)> {
+/// The conversations of `SECONDS` seconds.
+fn seconds() -> Vec<Vec<(ConvKey, ConvStat)>> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..BATCHES)
-        .map(|s| {
-            let convs = (0..PER_BATCH)
+    (0..SECONDS)
+        .map(|_| {
+            (0..PER_BATCH)
                 .map(|_| {
                     x ^= x << 13;
                     x ^= x >> 7;
@@ -89,14 +92,30 @@ fn seconds() -> Vec<(u64, Vec<(ConvKey, ConvStat)>)> {
                         },
                     )
                 })
-                .collect();
-            (1_800_000_000 + s as u64, convs)
+                .collect::<Vec<_>>()
         })
         .collect()
 }
 
-fn encode(seconds: &[(u64, Vec<(ConvKey, ConvStat)>)], out: &mut [BatchBuf]) {
-    for ((sec, convs), b) in seconds.iter().zip(out.iter_mut()) {
+/// Where the replay is: batches handed out, and the traffic clock.
+#[derive(Default)]
+struct Clock {
+    batch: u64,
+    sec: u64,
+}
+
+/// The next `BATCHES` seconds into `out`. Each replay of the recorded
+/// seconds starts after a pause longer than the detector's longest interval
+/// and different every time, so the replay adds no regular intervals.
+fn encode(seconds: &[Vec<(ConvKey, ConvStat)>], clock: &mut Clock, out: &mut [BatchBuf]) {
+    for b in out.iter_mut() {
+        if clock.batch > 0 && clock.batch.is_multiple_of(SECONDS as u64) {
+            clock.sec += 3600 + (clock.batch / SECONDS as u64 * 977) % 3600;
+        }
+        let convs = &seconds[(clock.batch as usize) % SECONDS];
+        let sec = 1_800_000_000 + clock.sec;
+        clock.batch += 1;
+        clock.sec += 1;
         b.clear();
         for (k, s) in convs {
             b.window(sec * 1_000_000_000, k, s);
@@ -111,30 +130,37 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("plugin_beacon");
     g.throughput(Throughput::Elements((BATCHES * PER_BATCH) as u64));
     g.sample_size(30);
-    g.bench_function("encode_only", |b| b.iter(|| encode(&secs, &mut bufs)));
+    let mut clock = Clock::default();
+    g.bench_function("encode_only", |b| b.iter(|| encode(&secs, &mut clock, &mut bufs)));
+    let mut host = NullHost(0);
     g.bench_function("native", |b| {
-        let mut p = Beacon::init(&mut NullHost).unwrap();
+        let mut p = Beacon::init(&mut host).unwrap();
+        let mut clock = Clock::default();
         let mut bytes = Vec::new();
         b.iter(|| {
-            encode(&secs, &mut bufs);
+            encode(&secs, &mut clock, &mut bufs);
             for buf in &bufs {
                 bytes.clear();
                 bytes.extend_from_slice(&buf.records);
                 bytes.extend_from_slice(&buf.strings);
-                assert_eq!(dispatch(&mut p, &mut NullHost, Kind::Window as u32, &bytes, buf.count), 0);
+                assert_eq!(dispatch(&mut p, &mut host, Kind::Window as u32, &bytes, buf.count), 0);
             }
         })
     });
+    let mut wasm_alerts = 0;
     g.bench_function("wasm", |b| {
         let mut inst = Standalone::start(&plugin).unwrap();
+        let mut clock = Clock::default();
         b.iter(|| {
-            encode(&secs, &mut bufs);
+            encode(&secs, &mut clock, &mut bufs);
             for buf in &bufs {
-                assert_eq!(inst.batch(buf), Ok(0));
+                let r = inst.batch(buf);
+                assert_eq!(r, Ok(0), "at batch {}", clock.batch);
             }
-            assert!(inst.take_alerts().is_empty());
+            wasm_alerts += inst.take_alerts().len();
         })
     });
+    assert_eq!((host.0, wasm_alerts), (0, 0), "the benchmark's traffic must not alert");
     g.finish();
 
     // Per call: an empty batch.
@@ -142,8 +168,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("plugin_call");
     g.throughput(Throughput::Elements(1));
     g.bench_function("native_empty", |b| {
-        let mut p = Beacon::init(&mut NullHost).unwrap();
-        b.iter(|| dispatch(&mut p, &mut NullHost, Kind::Window as u32, std::hint::black_box(&[]), 0))
+        let mut h = NullHost(0);
+        let mut p = Beacon::init(&mut h).unwrap();
+        b.iter(|| dispatch(&mut p, &mut h, Kind::Window as u32, std::hint::black_box(&[]), 0))
     });
     g.bench_function("wasm_empty", |b| {
         let mut inst = Standalone::start(&plugin).unwrap();

@@ -76,7 +76,7 @@ pub struct PluginCheckArgs {
     #[arg(long, default_value_t = 300)]
     pub seconds: u64,
     /// Attacks injected into the synthetic traffic (as for `run --attacks`).
-    #[arg(long, default_value = "beacon:30@10+600,dns-tunnel:400@60+60,port-scan:200@120+20")]
+    #[arg(long, default_value = "beacon:20@10+600,dns-tunnel:400@60+60,port-scan:200@120+20")]
     pub attacks: String,
     /// Workers.
     #[arg(long, default_value_t = 1)]

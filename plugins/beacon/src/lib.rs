@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use tapstream_plugin_sdk::{Alert, Batch, Category, Host, Plugin, Severity, Verdict, export_plugin};
 
-/// Intervals remembered per pair.
-const KEEP: usize = 16;
+/// Intervals remembered per pair (`min_connections` can be at most one more).
+const KEEP: usize = 32;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Pair {
@@ -87,7 +87,7 @@ impl Beacon {
 
 impl Plugin for Beacon {
     fn init(host: &mut dyn Host) -> Result<Self, &'static str> {
-        let min_connections = host.config_u64("min_connections").unwrap_or(6) as usize;
+        let min_connections = host.config_u64("min_connections").unwrap_or(10) as usize;
         if min_connections < 3 {
             return Err("min_connections must be at least 3");
         }
@@ -98,7 +98,10 @@ impl Plugin for Beacon {
             max_jitter: host.config_f64("max_jitter").unwrap_or(0.1),
             max_pairs: host.config_u64("max_pairs").unwrap_or(100_000).max(1) as usize,
         };
-        Ok(Beacon { cfg, pairs: HashMap::new() })
+        // The whole table up front: growing it later would rehash every pair
+        // in one call, a pause that could overrun the call's deadline.
+        let pairs = HashMap::with_capacity(cfg.max_pairs.min(1 << 20));
+        Ok(Beacon { cfg, pairs })
     }
 
     fn on_windows(&mut self, host: &mut dyn Host, batch: Batch<'_>) {

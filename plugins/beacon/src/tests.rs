@@ -43,8 +43,8 @@ fn regular_connections_are_a_beacon() {
     let mut b = plugin(&mut host);
     // Every 60 s ± 1 s, with background traffic to other places.
     let mut conns = Vec::new();
-    for i in 0..8u64 {
-        let jitter = [0, 1, 0, 0, 1, 0, 0, 1][i as usize];
+    for i in 0..12u64 {
+        let jitter = [0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0][i as usize];
         conns.push((1000 + i * 60 + jitter, "10.0.0.5", "203.0.113.9", 443));
         conns.push((1000 + i * 37 + 3, "10.0.0.5", "198.51.100.1", 80));
     }
@@ -56,7 +56,7 @@ fn regular_connections_are_a_beacon() {
     assert_eq!(a.src_ips, "10.0.0.5");
     assert_eq!(a.dst_ips, "203.0.113.9");
     assert_eq!(a.ports[0], 443);
-    assert!(a.explanation.contains("10.0.0.5 → 203.0.113.9:443/tcp connected 6 times"), "{}", a.explanation);
+    assert!(a.explanation.contains("10.0.0.5 → 203.0.113.9:443/tcp connected 10 times"), "{}", a.explanation);
     assert!(a.explanation.contains("60."), "{}", a.explanation);
     // The pair at 37 s intervals is regular too, and reported separately.
     assert!(host.alerts.iter().all(|a| a.group.contains("203.0.113.9") || a.group.contains("198.51.100.1")));
@@ -83,8 +83,8 @@ fn too_fast_or_too_few_is_not_a_beacon() {
     let mut b = plugin(&mut host);
     // Every 2 s (an interactive session polling), below min_interval_secs.
     let fast: Vec<_> = (0..20).map(|i| (100 + i * 2, "10.0.0.8", "192.0.2.1", 8080)).collect();
-    // Regular but only 4 times.
-    let few: Vec<_> = (0..4).map(|i| (100 + i * 60, "10.0.0.9", "192.0.2.2", 443)).collect();
+    // Regular but only 9 times.
+    let few: Vec<_> = (0..9).map(|i| (100 + i * 60, "10.0.0.9", "192.0.2.2", 443)).collect();
     let mut all = [fast, few].concat();
     all.sort();
     run(&mut b, &mut host, &all);
