@@ -74,7 +74,7 @@ fn component_wat() -> String {
     (field "syn" u32) (field "answered" u32) (field "rejected" u32) (field "failed" u32) (field "sample" u64)))
   (export $conv "conv" (type $conv'))
   (func $batch (param "recs" (list $conv)) (result u32)
-    (canon lift (core func $i "batch") (memory $i "memory") (realloc (func $i "realloc"))))
+    (canon lift (core func $i "batch") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
   (export "batch" (func $batch)))"#
     )
 }
@@ -100,7 +100,8 @@ fn main() -> anyhow::Result<()> {
     let mut kstore = Store::new(&engine, ());
     let kinst = Linker::<()>::new(&engine).instantiate(&mut kstore, &component)?;
     let comp_batch = kinst.get_typed_func::<(&[Conv],), (u32,)>(&mut kstore, "batch")?;
-    let recs: Vec<Conv> = (0..N as u64).map(|i| Conv { sec_ns: i, flows: 1, sample: i * 7, ..Default::default() }).collect();
+    let recs: Vec<Conv> =
+        (0..N as u64).map(|i| Conv { sec_ns: i, flows: 1, sample: i * 7, ..Default::default() }).collect();
 
     let (mut core_ns, mut comp_ns) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
