@@ -226,7 +226,8 @@ fn misbehaving_plugins_are_contained_and_flow_records_stay_exact() {
     install(
         &data,
         &["misbehave/loop", "misbehave/hog", "misbehave/trap", "misbehave/badabi", "examples/beacon"],
-        |_, t| t,
+        // Two crashes on a worker quarantine: the capture is short.
+        |_, t| t.replace("max_crashes = 3", "max_crashes = 2"),
     );
     let log = ingest(&[&pcap], &data, "2");
     // Every record written, exactly as without plugins.
@@ -245,7 +246,7 @@ fn misbehaving_plugins_are_contained_and_flow_records_stay_exact() {
     assert!(q["explanation"].as_str().unwrap().contains("memory cap"), "{q}");
     // The well-behaved plugin beside them did its job.
     assert!(r.contains(&"beacon/beacon".to_string()), "{r:?}");
-    // Metrics: every culprit crashed max_crashes (3) times on each worker
+    // Metrics: every culprit crashed max_crashes (2) times on each worker
     // at most, then was quarantined.
     let status: Value = serde_json::from_slice(&std::fs::read(data.join("plugins.json")).unwrap()).unwrap();
     for name in ["loop", "hog", "trap"] {
@@ -253,7 +254,7 @@ fn misbehaving_plugins_are_contained_and_flow_records_stay_exact() {
         let m = &p["metrics"];
         assert_eq!(m["state"], "quarantined", "{name}: {m}");
         assert!((1..=2).contains(&m["quarantines"].as_u64().unwrap()), "{name}: {m}");
-        assert!(m["traps"].as_u64().unwrap() <= 6, "{name}: {m}");
+        assert!(m["traps"].as_u64().unwrap() <= 4, "{name}: {m}");
         assert!(m["skipped_records"].as_u64().unwrap() > 0, "{name}: {m}");
     }
     assert!(status["errors"].as_object().unwrap().keys().any(|k| k.ends_with("badabi.wasm")), "{status}");
