@@ -123,15 +123,18 @@ impl BatchBuf {
 
     pub fn flow(&mut self, f: &FlowRecord) {
         let at = self.begin();
+        let c = ConnId {
+            ts: f.ts,
+            uid: f.uid,
+            v6: f.v6,
+            orig_h: f.orig_h,
+            orig_p: f.orig_p,
+            resp_h: f.resp_h,
+            resp_p: f.resp_p,
+            ip_proto: f.ip_proto,
+        };
+        self.conn(at, &c);
         let r = self.rec(at);
-        put_u64(r, flow::TS_NS, f.ts);
-        put_u64(r, flow::UID, f.uid);
-        put_addr(r, flow::ORIG_H, &f.orig_h);
-        put_addr(r, flow::RESP_H, &f.resp_h);
-        put_u16(r, flow::ORIG_P, f.orig_p);
-        put_u16(r, flow::RESP_P, f.resp_p);
-        put_u8(r, flow::PROTO, f.ip_proto);
-        put_u8(r, flow::V6, f.v6 as u8);
         put_u16(r, flow::IFACE, f.iface);
         put_u16(r, flow::VLAN, f.vlan);
         put_u8(
