@@ -16,8 +16,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the appliance. With no interface configured: built-in demo traffic.
+    /// Run the appliance with its API server (the default). With no
+    /// interface configured: built-in demo traffic.
+    Serve(ServeArgs),
+    /// Run capture, storage and detection only (no API server).
     Run(RunArgs),
+    /// Users of the API: add one, list them.
+    User(UserArgs),
+    /// Copy the control-plane store (users, rules, incidents, audit log) atomically.
+    Backup(BackupArgs),
     /// Analyse capture files into hourly Parquet history.
     Ingest(IngestArgs),
     /// Print one record per connection (or protocol records) for captures.
@@ -38,6 +45,67 @@ pub enum Cmd {
     Alerts(AlertsArgs),
     /// WASM detector plugins: check one, list the installed ones.
     Plugin(PluginArgs),
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Listen on this address (default: api.listen, 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory (default: storage.data_dir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Demo traffic rate in packets per second.
+    #[arg(long)]
+    pub pps: Option<u64>,
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Worker threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Capture from this interface (repeat for several; overrides
+    /// `capture.interfaces`). With none anywhere: demo traffic.
+    #[arg(long = "iface", value_name = "IFACE")]
+    pub ifaces: Vec<String>,
+    /// Capture filter, tcpdump style (overrides `capture.filter`).
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UserArgs {
+    /// Data directory (default: storage.data_dir).
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: UserCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add a user. Prints a random password unless --password-stdin.
+    Add {
+        name: String,
+        /// admin, analyst or viewer.
+        #[arg(long)]
+        role: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    /// Data directory (default: storage.data_dir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Write the copy here (written beside it first, then renamed).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]

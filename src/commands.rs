@@ -20,7 +20,10 @@ use crate::output;
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = config::load(cli.config.as_deref())?;
-    match cli.cmd.unwrap_or(Cmd::Run(RunArgs::default())) {
+    match cli.cmd.unwrap_or(Cmd::Serve(crate::cli::ServeArgs::default())) {
+        Cmd::Serve(a) => crate::serve::serve(cfg, a),
+        Cmd::User(a) => crate::serve::user(cfg, a),
+        Cmd::Backup(a) => crate::serve::backup(cfg, a),
         Cmd::Run(a) => run(cfg, a),
         Cmd::Ingest(a) => ingest(cfg, a),
         Cmd::Flows(a) => flows(cfg, a),
@@ -252,7 +255,7 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 

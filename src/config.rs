@@ -51,6 +51,8 @@ pub struct RawConfig {
     pub notify: crate::notify::RawNotify,
     #[serde(default)]
     pub plugins: crate::plugins::RawPlugins,
+    #[serde(default)]
+    pub api: crate::serve::RawApi,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -653,6 +655,7 @@ pub struct Config {
     pub geoip: GeoSettings,
     pub notify: crate::notify::NotifyConfig,
     pub plugins: crate::plugins::PluginsConfig,
+    pub api: crate::serve::ApiSettings,
 }
 
 /// Validated live-capture settings.
@@ -885,6 +888,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         geoip: geoip(raw.geoip),
         notify: crate::notify::validate(raw.notify)?,
         plugins: crate::plugins::validate(raw.plugins)?,
+        api: crate::serve::validate(raw.api)?,
         pipeline,
         writer,
         data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),

@@ -15,6 +15,7 @@ mod notify;
 mod output;
 mod plugins;
 mod record;
+mod serve;
 mod sql;
 
 fn main() -> std::process::ExitCode {

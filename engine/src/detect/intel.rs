@@ -355,7 +355,8 @@ fn ip_only(f: &str) -> Option<Indicator> {
 
 impl Intel {
     /// Load every feed. A feed that cannot be read, or holds no indicator at
-    /// all, is an error naming it; lines without an indicator are reported.
+    /// all (and is not just comments), is an error naming it; lines without
+    /// an indicator are reported.
     pub fn load(specs: &[FeedSpec]) -> Result<(Intel, Vec<FeedReport>), IntelError> {
         let mut b = Builder::default();
         let mut reports = Vec::new();
@@ -367,7 +368,11 @@ impl Intel {
             })?;
             let mut r = FeedReport { name: s.name.clone(), ..FeedReport::default() };
             parse(&text, s.format, i as u16, &mut b, &mut r);
-            if r.networks + r.domains == 0 {
+            // No indicator is an error (a format mistake, a failed
+            // download) unless the file says it is empty on purpose: only
+            // comments, as the API's own blocklist when it is cleared.
+            let commented_only = r.bad_count == 0 && text.lines().any(|l| l.trim_start().starts_with('#'));
+            if r.networks + r.domains == 0 && !commented_only {
                 return Err(IntelError::Empty {
                     name: s.name.clone(),
                     path: s.path.display().to_string(),

@@ -659,6 +659,12 @@ fn threat_feeds_in_every_common_format() {
     assert!(Intel::load(&[missing]).unwrap_err().to_string().contains("threat feed gone"));
     let empty = feed(dir.path(), "empty.txt", "# nothing\n\nfoo bar\n", FeedFormat::Plain);
     assert!(Intel::load(&[empty]).unwrap_err().to_string().contains("no indicator in 3 lines"));
+    let blank = feed(dir.path(), "blank.txt", "", FeedFormat::Plain);
+    assert!(Intel::load(&[blank]).unwrap_err().to_string().contains("no indicator in 0 lines"));
+    // A list emptied on purpose (only comments) loads with nothing in it.
+    let cleared = feed(dir.path(), "cleared.txt", "# tapstream blocklist: no entries\n", FeedFormat::Plain);
+    let (i, _) = Intel::load(&[cleared]).unwrap();
+    assert_eq!(i.domain("bad.example"), None);
 }
 
 #[test]

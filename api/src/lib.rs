@@ -1,0 +1,170 @@
+//! The appliance server: REST API with JWT authentication and roles, the
+//! control-plane store (SQLite), the audit log, incidents, the live stream
+//! and monitoring endpoints, served by axum.
+//!
+//! Shape: [`routes::table`] is the one list of every route with the roles
+//! allowed on it; the router is built from it and a guard layer checks each
+//! request against it, so a route cannot exist without an access rule.
+//! Handlers are thin: they validate input, call the store or the engine
+//! link, and audit what changes.
+//!
+//! Architecture Invariant: the API never sits on the packet path. It reads
+//! the engine's counters and alert feed, queries history through
+//! `tapstream-query`, and changes detection only through files the engine
+//! already watches (rules file, blocklist feed).
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod engine;
+pub mod error;
+pub mod keys;
+pub mod routes;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use engine::{EngineLink, EngineStatus};
+pub use error::{ApiError, Error};
+pub use store::Store;
+
+/// Does any user exist? (First start creates an admin when none does.)
+pub fn has_users(store: &Store) -> Result<bool, Error> {
+    Ok(store.with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| r.get::<_, bool>(0)))?)
+}
+
+use auth::AuthConfig;
+
+/// What the server needs to know.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub auth: AuthConfig,
+    /// Largest request body accepted (uploads have their own limit).
+    pub max_body: usize,
+    /// The rules file the API manages (detection reloads it on change).
+    pub rules_file: PathBuf,
+    /// The blocklist, written as a plain feed detection reloads.
+    pub blocklist_file: PathBuf,
+    pub sql: tapstream_query::Guardrails,
+}
+
+impl ApiConfig {
+    /// Defaults for a data directory.
+    pub fn for_data_dir(data: &Path) -> ApiConfig {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data.to_path_buf(),
+            auth: AuthConfig::default(),
+            max_body: 1 << 20,
+            rules_file: data.join("api").join("rules.toml"),
+            blocklist_file: data.join("api").join("blocklist.txt"),
+            sql: tapstream_query::Guardrails::default(),
+        }
+    }
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("control.db")
+    }
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("secret.key")
+    }
+}
+
+/// Shared by every handler.
+pub struct Inner {
+    pub cfg: ApiConfig,
+    pub store: Store,
+    pub keys: keys::Keys,
+    pub engine: EngineLink,
+    pub history: tokio::sync::OnceCell<tapstream_query::History>,
+    pub started: std::time::Instant,
+    access: routes::AccessMap,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The server before the engine runs: store and key file open, and the
+/// files detection reads (rules, blocklist) written from the store, so the
+/// engine starts with them.
+pub struct Prepared {
+    cfg: ApiConfig,
+    store: Store,
+    keys: keys::Keys,
+}
+
+impl Prepared {
+    /// Open the store and the key file (creating both on first start).
+    pub fn open(cfg: ApiConfig) -> Result<Prepared, Error> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let store = Store::open(&cfg.store_path())?;
+        let keys = keys::Keys::load_or_create(&cfg.key_path())?;
+        routes::rules::import_existing(&store, &cfg.rules_file)?;
+        routes::rules::write_rules_file(&store, &cfg.rules_file)?;
+        routes::blocklist::write_blocklist_file(&store, &cfg.blocklist_file)?;
+        Ok(Prepared { cfg, store, keys })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Attach the running engine's handles.
+    pub fn start(self, engine: EngineLink) -> AppState {
+        AppState(Arc::new(Inner {
+            access: routes::access_map(),
+            cfg: self.cfg,
+            store: self.store,
+            keys: self.keys,
+            engine,
+            history: tokio::sync::OnceCell::new(),
+            started: std::time::Instant::now(),
+        }))
+    }
+}
+
+impl AppState {
+    /// Open and start in one step (no engine: `EngineLink::default()`).
+    pub fn open(cfg: ApiConfig, engine: EngineLink) -> Result<AppState, Error> {
+        Ok(Prepared::open(cfg)?.start(engine))
+    }
+
+    /// The history (opened on first use).
+    pub async fn history(&self) -> Result<&tapstream_query::History, ApiError> {
+        self.history
+            .get_or_try_init(|| async {
+                let h = tapstream_query::History::open(&self.cfg.data_dir, self.cfg.sql.clone()).await?;
+                if let Some(g) = &self.engine.geo {
+                    h.set_geo(g.clone());
+                }
+                Ok::<_, ApiError>(h)
+            })
+            .await
+    }
+
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.clone())
+    }
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    st: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = st.router();
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

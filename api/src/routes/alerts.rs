@@ -1,0 +1,284 @@
+//! Fired alerts (`/api/alerts`, `/api/anomalies`, `/api/threats`): the
+//! engine's live alert feed (the latest event of each alert), joined with
+//! the workflow state the store keeps (acknowledged, resolved, assignee).
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use axum::extract::State;
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use tapstream_engine::alert::{Alert, Category, Severity};
+
+use super::{Body, Me, Params, Segment, audit, json};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::store::now_ns;
+
+/// Categories shown as anomalies; the rest but `system` are threats.
+const ANOMALY: &[Category] = &[Category::Anomaly, Category::Ddos, Category::Flood];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    severity: Option<String>,
+    /// Least severity.
+    min_severity: Option<String>,
+    category: Option<String>,
+    /// Workflow: new, acknowledged, resolved.
+    status: Option<String>,
+    /// Engine state: open or closed.
+    state: Option<String>,
+    ip: Option<String>,
+    rule: Option<String>,
+    /// At most 1000 (default 200), newest first.
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct AlertView {
+    #[serde(flatten)]
+    alert: serde_json::Value,
+    /// Engine state: open, or closed after being quiet.
+    state: &'static str,
+    /// Workflow state: new, acknowledged, resolved.
+    status: String,
+    assignee: Option<String>,
+    events: usize,
+}
+
+struct WorkState {
+    status: String,
+    assignee: Option<String>,
+}
+
+fn work_states(st: &AppState) -> rusqlite::Result<HashMap<String, WorkState>> {
+    st.store.with(|c| {
+        let mut q = c.prepare("SELECT alert_id, status, assignee FROM alert_state")?;
+        q.query_map([], |r| Ok((r.get::<_, String>(0)?, WorkState { status: r.get(1)?, assignee: r.get(2)? })))?
+            .collect()
+    })
+}
+
+/// Latest event per alert id with its event count, newest first.
+fn latest(st: &AppState) -> Vec<(Alert, usize)> {
+    let Some(feed) = &st.engine.alerts else { return Vec::new() };
+    let mut by_id: HashMap<String, (Alert, usize)> = HashMap::new();
+    for (_, a) in feed.since(0) {
+        let e = by_id.entry(a.id.clone()).or_insert_with(|| (a.clone(), 0));
+        e.1 += 1;
+        if a.ts >= e.0.ts {
+            e.0 = a;
+        }
+    }
+    let mut v: Vec<_> = by_id.into_values().collect();
+    v.sort_by(|a, b| b.0.last_ts.cmp(&a.0.last_ts).then_with(|| a.0.id.cmp(&b.0.id)));
+    v
+}
+
+fn severity(s: &str) -> ApiResult<Severity> {
+    Severity::from_name(s)
+        .ok_or_else(|| ApiError::bad_request(format!("severity `{s}` (info, low, medium, high, critical)")))
+}
+
+fn view(a: &Alert, events: usize, ws: Option<&WorkState>) -> AlertView {
+    AlertView {
+        alert: tapstream_engine::detect::alert_json(a),
+        state: if a.event == tapstream_engine::alert::AlertEvent::Close { "closed" } else { "open" },
+        status: ws.map(|w| w.status.clone()).unwrap_or_else(|| "new".into()),
+        assignee: ws.and_then(|w| w.assignee.clone()),
+        events,
+    }
+}
+
+fn select(st: &AppState, f: &Filter, only: Option<&dyn Fn(Category) -> bool>) -> ApiResult<Vec<AlertView>> {
+    let limit = f.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1 to 1000"));
+    }
+    let sev = f.severity.as_deref().map(severity).transpose()?;
+    let min = f.min_severity.as_deref().map(severity).transpose()?;
+    let cat = match f.category.as_deref() {
+        Some(c) => Some(Category::from_name(c).ok_or_else(|| ApiError::bad_request(format!("no category `{c}`")))?),
+        None => None,
+    };
+    if let Some(s) = f.status.as_deref().filter(|s| !["new", "acknowledged", "resolved"].contains(s)) {
+        return Err(ApiError::bad_request(format!("status `{s}` (new, acknowledged, resolved)")));
+    }
+    if let Some(s) = f.state.as_deref().filter(|s| !["open", "closed"].contains(s)) {
+        return Err(ApiError::bad_request(format!("state `{s}` (open, closed)")));
+    }
+    let states = work_states(st)?;
+    let mut out = Vec::new();
+    for (a, n) in latest(st) {
+        let v = view(&a, n, states.get(&a.id));
+        let keep = sev.is_none_or(|s| a.severity == s)
+            && min.is_none_or(|m| a.severity >= m)
+            && cat.is_none_or(|c| a.category == c)
+            && only.is_none_or(|o| o(a.category))
+            && f.status.as_deref().is_none_or(|s| v.status == s)
+            && f.state.as_deref().is_none_or(|s| v.state == s)
+            && f.rule.as_deref().is_none_or(|r| a.rule == r)
+            && f.ip.as_deref().is_none_or(|ip| a.src_ips.iter().chain(&a.dst_ips).any(|x| x == ip));
+        if keep {
+            out.push(v);
+            if out.len() >= limit as usize {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn list(State(st): State<AppState>, Params(f): Params<Filter>) -> ApiResult<axum::Json<Vec<AlertView>>> {
+    Ok(json(select(&st, &f, None)?))
+}
+
+pub async fn anomalies(State(st): State<AppState>, Params(f): Params<Filter>) -> ApiResult<axum::Json<Vec<AlertView>>> {
+    Ok(json(select(&st, &f, Some(&|c| ANOMALY.contains(&c)))?))
+}
+
+pub async fn threats(State(st): State<AppState>, Params(f): Params<Filter>) -> ApiResult<axum::Json<Vec<AlertView>>> {
+    Ok(json(select(&st, &f, Some(&|c| !ANOMALY.contains(&c) && c != Category::System))?))
+}
+
+#[derive(Serialize)]
+pub struct AlertDetail {
+    #[serde(flatten)]
+    current: AlertView,
+    /// Every event the feed holds for it, oldest first.
+    history: Vec<serde_json::Value>,
+}
+
+fn known(st: &AppState, id: &str) -> ApiResult<()> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::bad_request(format!("`{id}` is not an alert id")));
+    }
+    if st.engine.alerts.is_some() && !latest(st).iter().any(|(a, _)| a.id == id) {
+        return Err(ApiError::not_found(format!("no alert {id}")));
+    }
+    Ok(())
+}
+
+pub async fn get(State(st): State<AppState>, Segment(id): Segment<String>) -> ApiResult<axum::Json<AlertDetail>> {
+    known(&st, &id)?;
+    let states = work_states(&st)?;
+    let (a, n) = latest(&st)
+        .into_iter()
+        .find(|(a, _)| a.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
+    let history = st
+        .engine
+        .alerts
+        .as_ref()
+        .map(|f| {
+            f.since(0)
+                .into_iter()
+                .filter(|(_, x)| x.id == id)
+                .map(|(_, x)| tapstream_engine::detect::alert_json(&x))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json(AlertDetail { current: view(&a, n, states.get(&id)), history }))
+}
+
+fn set_state(st: &AppState, id: &str, status: Option<&str>, assignee: Option<Option<&str>>, by: &str) -> ApiResult<()> {
+    st.store.tx(|t| {
+        t.execute(
+            "INSERT INTO alert_state (alert_id, status, assignee, updated_ns, updated_by) VALUES (?1, 'new', NULL, ?2, ?3)
+             ON CONFLICT(alert_id) DO NOTHING",
+            params![id, now_ns(), by],
+        )?;
+        if let Some(s) = status {
+            t.execute(
+                "UPDATE alert_state SET status = ?1, updated_ns = ?2, updated_by = ?3 WHERE alert_id = ?4",
+                params![s, now_ns(), by, id],
+            )?;
+        }
+        if let Some(a) = assignee {
+            t.execute(
+                "UPDATE alert_state SET assignee = ?1, updated_ns = ?2, updated_by = ?3 WHERE alert_id = ?4",
+                params![a, now_ns(), by, id],
+            )?;
+        }
+        Ok::<_, rusqlite::Error>(())
+    })?;
+    Ok(())
+}
+
+/// Acknowledged and resolved alerts stop escalating: the notifier reads
+/// `DATA/alerts.ack` (as `tapstream alerts ack` writes it).
+fn stop_escalation(st: &AppState, id: &str) -> ApiResult<()> {
+    let p = st.cfg.data_dir.join("alerts.ack");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(ApiError::internal)?;
+    writeln!(f, "{id}").map_err(ApiError::internal)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Comment {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+async fn transition(
+    st: AppState,
+    me: Me,
+    id: String,
+    status: &'static str,
+    action: &'static str,
+    c: Option<String>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    known(&st, &id)?;
+    set_state(&st, &id, Some(status), None, &me.name)?;
+    stop_escalation(&st, &id)?;
+    audit(&st, me.audit(action, id.clone(), serde_json::json!({ "comment": c })))?;
+    Ok(json(serde_json::json!({ "id": id, "status": status })))
+}
+
+pub async fn ack(
+    State(st): State<AppState>,
+    me: Me,
+    Segment(id): Segment<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let c: Option<Comment> = super::optional_body(&body)?;
+    transition(st, me, id, "acknowledged", "alert_ack", c.and_then(|c| c.comment)).await
+}
+
+pub async fn resolve(
+    State(st): State<AppState>,
+    me: Me,
+    Segment(id): Segment<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let c: Option<Comment> = super::optional_body(&body)?;
+    transition(st, me, id, "resolved", "alert_resolve", c.and_then(|c| c.comment)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    /// A user name, or null to unassign.
+    assignee: Option<String>,
+}
+
+pub async fn assign(
+    State(st): State<AppState>,
+    me: Me,
+    Segment(id): Segment<String>,
+    Body(b): Body<Assign>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    known(&st, &id)?;
+    if let Some(u) = &b.assignee {
+        let exists: bool = st
+            .store
+            .with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)", params![u], |r| r.get(0)))?;
+        if !exists {
+            return Err(ApiError::unprocessable(format!("no user `{u}` to assign to")));
+        }
+    }
+    set_state(&st, &id, None, Some(b.assignee.as_deref()), &me.name)?;
+    audit(&st, me.audit("alert_assign", id.clone(), serde_json::json!({ "assignee": b.assignee })))?;
+    Ok(json(serde_json::json!({ "id": id, "assignee": b.assignee })))
+}

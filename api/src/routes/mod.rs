@@ -1,0 +1,248 @@
+//! Every route, with the roles allowed on it, in one table; the router is
+//! built from the table and guarded by it.
+
+pub mod alerts;
+pub mod audit;
+pub mod auth;
+pub mod blocklist;
+pub mod incidents;
+pub mod query;
+pub mod rules;
+pub mod system;
+pub mod users;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::{Extension, Router};
+
+use crate::AppState;
+use crate::auth::Role;
+use crate::error::{ApiError, ApiResult};
+use crate::store::AuditEntry;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token (health, login, refresh).
+    Public,
+    /// A valid access token of one of these roles.
+    Roles(&'static [Role]),
+}
+
+const ALL: Access = Access::Roles(&[Role::Admin, Role::Analyst, Role::Viewer]);
+const ANALYST: Access = Access::Roles(&[Role::Admin, Role::Analyst]);
+const ADMIN: Access = Access::Roles(&[Role::Admin]);
+
+/// One route.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+}
+
+impl Access {
+    pub fn allows(&self, r: Role) -> bool {
+        match self {
+            Access::Public => true,
+            Access::Roles(rs) => rs.contains(&r),
+        }
+    }
+}
+
+macro_rules! routes {
+    ($( $m:ident $p:literal $a:expr => $h:path, $s:literal; )*) => {
+        /// The route table: every route, the roles allowed, what it does.
+        pub const TABLE: &[Route] = &[ $( Route { method: stringify!($m), path: $p, access: $a, summary: $s }, )* ];
+        fn handlers() -> Vec<(&'static str, MethodRouter<AppState>)> {
+            vec![ $( ($p, on(MethodFilter::$m, $h)), )* ]
+        }
+    };
+}
+
+routes! {
+    GET "/api/health" Access::Public => system::health, "Liveness and engine state (no token needed)";
+    POST "/api/login" Access::Public => auth::login, "Log in: username, password and a TOTP code once enrolled";
+    POST "/api/refresh" Access::Public => auth::refresh, "Trade a refresh token for new tokens";
+    POST "/api/logout" ALL => auth::logout, "Revoke this session";
+    GET "/api/me" ALL => auth::me, "The calling user";
+    POST "/api/me/password" ALL => auth::change_password, "Change one's own password";
+    POST "/api/me/totp" ALL => auth::totp_begin, "Start TOTP enrolment: a new secret to confirm";
+    POST "/api/me/totp/confirm" ALL => auth::totp_confirm, "Confirm TOTP enrolment with a code";
+    DELETE "/api/me/totp" ALL => auth::totp_disable, "Turn TOTP off (needs a current code)";
+    GET "/api/users" ADMIN => users::list, "List users";
+    POST "/api/users" ADMIN => users::create, "Create a user";
+    PATCH "/api/users/{name}" ADMIN => users::update, "Change a user's role, password or disabled state";
+    DELETE "/api/users/{name}" ADMIN => users::delete, "Delete a user";
+    GET "/api/user_activity" ADMIN => audit::list, "The audit log: who did what, when, from where";
+    GET "/api/alerts" ALL => alerts::list, "Fired alerts with their workflow state";
+    GET "/api/alerts/{id}" ALL => alerts::get, "One alert: every event, explanation and evidence";
+    POST "/api/alerts/{id}/ack" ANALYST => alerts::ack, "Acknowledge an alert (stops escalation)";
+    POST "/api/alerts/{id}/resolve" ANALYST => alerts::resolve, "Resolve an alert";
+    POST "/api/alerts/{id}/assign" ANALYST => alerts::assign, "Assign an alert to a user";
+    GET "/api/anomalies" ALL => alerts::anomalies, "Anomaly alerts (traffic spikes, the anomaly model, floods)";
+    GET "/api/threats" ALL => alerts::threats, "Threat alerts (intel hits, scans, malware, exfiltration)";
+    GET "/api/alerts/rules" ALL => rules::list, "Custom alert rules";
+    POST "/api/alerts/rules" ADMIN => rules::create, "Add a rule (validated, applied at once)";
+    GET "/api/alerts/rules/{id}" ALL => rules::get, "One rule";
+    PUT "/api/alerts/rules/{id}" ADMIN => rules::update, "Replace a rule (validated, applied at once)";
+    DELETE "/api/alerts/rules/{id}" ADMIN => rules::delete, "Delete a rule";
+    GET "/api/incidents" ALL => incidents::list, "Incidents, filtered by status and severity";
+    POST "/api/incidents" ANALYST => incidents::create, "Open an incident, optionally from alerts";
+    GET "/api/incidents/{id}" ALL => incidents::get, "One incident with notes and linked alerts";
+    PATCH "/api/incidents/{id}" ANALYST => incidents::update, "Change status, severity, assignee, title";
+    POST "/api/incidents/{id}/notes" ANALYST => incidents::add_note, "Add a note";
+    POST "/api/incidents/{id}/alerts" ANALYST => incidents::link_alerts, "Link alerts";
+    POST "/api/incidents/{id}/block" ANALYST => incidents::block_source, "Put the incident's source on the blocklist";
+    GET "/api/blocklist" ALL => blocklist::list, "Blocklisted IPs, networks and domains";
+    POST "/api/blocklist" ADMIN => blocklist::add, "Add an entry (detection sees it at once)";
+    DELETE "/api/blocklist/{id}" ADMIN => blocklist::remove, "Remove an entry";
+    POST "/api/query" ANALYST => query::run, "SQL over the history, under the guardrails";
+    GET "/api/interfaces" ALL => system::interfaces, "Capture counters and drops per interface and queue";
+}
+
+/// "METHOD path" → access, for the guard.
+pub type AccessMap = HashMap<String, Access>;
+
+pub fn access_map() -> AccessMap {
+    TABLE.iter().map(|r| (format!("{} {}", r.method, r.path), r.access)).collect()
+}
+
+/// The caller of a guarded route.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub uid: i64,
+    pub name: String,
+    pub role: Role,
+    pub sid: String,
+    pub addr: String,
+}
+
+impl Caller {
+    pub fn audit(&self, action: &'static str, target: impl Into<String>, detail: serde_json::Value) -> AuditEntry {
+        AuditEntry { user: self.name.clone(), action, target: target.into(), detail, addr: self.addr.clone(), ok: true }
+    }
+}
+
+pub fn router(st: AppState) -> Router {
+    let mut r: Router<AppState> = Router::new();
+    for (path, h) in handlers() {
+        r = r.route(path, h);
+    }
+    r.route_layer(axum::middleware::from_fn_with_state(st.clone(), guard))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(st.cfg.max_body))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), declared_size))
+        .with_state(st)
+}
+
+/// A body declared larger than the limit is refused before it is read
+/// (bodies without a length are cut at the limit while reading).
+async fn declared_size(State(st): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > st.cfg.max_body as u64
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body of {n} bytes; the limit is {} bytes", st.cfg.max_body),
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+/// Check the request against the table: a public route passes; any other
+/// needs a valid, unrevoked access token of an allowed role. A route
+/// missing from the table is refused (it cannot happen: the router is
+/// built from the table).
+async fn guard(
+    State(st): State<AppState>,
+    path: MatchedPath,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let method = req.method().clone();
+    let access = *st
+        .access
+        .get(&format!("{method} {}", path.as_str()))
+        .ok_or_else(|| ApiError::forbidden("route has no access rule"))?;
+    if access == Access::Public {
+        return Ok(next.run(req).await);
+    }
+    let token =
+        bearer(&req).ok_or_else(|| ApiError::unauthorized("an access token is needed (Authorization: Bearer …)"))?;
+    let claims = crate::auth::verify_access(&st.keys, token)?;
+    if !crate::auth::session_live(&st.store, &claims.sid)? {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "session_ended",
+            "this session was logged out or revoked; log in again",
+        ));
+    }
+    if !access.allows(claims.role) {
+        return Err(ApiError::forbidden(format!("the {} role may not {method} {}", claims.role.name(), path.as_str())));
+    }
+    let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+    req.extensions_mut().insert(Caller { uid: claims.uid, name: claims.sub, role: claims.role, sid: claims.sid, addr });
+    Ok(next.run(req).await)
+}
+
+/// A JSON body whose every rejection is a JSON `{error, detail}` 4xx.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Body<T>(pub T);
+
+/// Query parameters, rejected the same way.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Params<T>(pub T);
+
+/// Path parameters, rejected the same way.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Segment<T>(pub T);
+
+pub type Me = Extension<Caller>;
+
+/// Record an audit entry; a store failure here fails the request (an
+/// action that cannot be audited does not go unrecorded silently).
+pub fn audit(st: &AppState, e: AuditEntry) -> ApiResult<()> {
+    st.store.audit(&e)?;
+    Ok(())
+}
+
+/// A JSON body that may be absent (an empty body is `None`).
+pub fn optional_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> ApiResult<Option<T>> {
+    if b.iter().all(|c| c.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    serde_json::from_slice(b).map(Some).map_err(|e| ApiError::unprocessable(format!("body: {e}")))
+}
+
+pub fn json<T: serde::Serialize>(v: T) -> axum::Json<T> {
+    axum::Json(v)
+}

@@ -1,0 +1,522 @@
+//! The API server end to end: `tapstream serve` on demo traffic, driven
+//! over HTTP as a client would.
+
+mod common;
+#[path = "common/server.rs"]
+mod server;
+
+use serde_json::{Value, json};
+use server::{Server, wait_for};
+use tapstream_api::auth::Role;
+use tapstream_api::routes::{Access, TABLE};
+
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "nobody").replace("{id}", "1")
+}
+
+/// Every route in the table, called without a token and with each role's:
+/// 401 without one (but on public routes), 403 for a role the table does
+/// not allow, and neither (nor a 5xx, 404 route or 405) for one it does.
+#[test]
+fn every_route_answers_each_role_as_the_table_says() {
+    let s = Server::start("", &["--pps", "500", "--workers", "1"]);
+    let admin = s.admin();
+    let tokens = [
+        (Role::Admin, admin.clone()),
+        (Role::Analyst, s.user(&admin, "ana", "analyst")),
+        (Role::Viewer, s.user(&admin, "vic", "viewer")),
+    ];
+    let passwords =
+        [("admin", s.admin_password.clone()), ("ana", "ana-password-123".into()), ("vic", "vic-password-123".into())];
+    assert!(TABLE.len() >= 35, "{} routes", TABLE.len());
+    for r in TABLE {
+        let path = concrete(r.path);
+        let body = if r.method == "GET" || r.method == "DELETE" { None } else { Some("{}") };
+        let anon = s.call(r.method, &path, None, body);
+        match r.access {
+            Access::Public => assert_ne!(anon.status, 401, "{} {} is public", r.method, r.path),
+            Access::Roles(_) => {
+                assert_eq!(anon.status, 401, "{} {} without a token: {}", r.method, r.path, anon.body);
+                assert!(anon.body["error"].is_string() && anon.body["detail"].is_string(), "{}", anon.body);
+            }
+        }
+        for (i, (role, tok)) in tokens.iter().enumerate() {
+            // Logging out ends the session: use a fresh one for it.
+            let fresh;
+            let tok = if r.path == "/api/logout" {
+                fresh = s.token(passwords[i].0, &passwords[i].1);
+                &fresh
+            } else {
+                tok
+            };
+            let rep = s.call(r.method, &path, Some(tok), body);
+            let what = format!("{} {} as {}: {} {}", r.method, r.path, role.name(), rep.status, rep.body);
+            assert!(rep.status < 500, "{what}");
+            if r.access.allows(*role) {
+                assert!(![401, 403, 405].contains(&rep.status), "{what}");
+                if rep.status == 404 {
+                    // A missing thing, not a missing route.
+                    assert_ne!(
+                        rep.body["detail"].as_str().unwrap_or(""),
+                        format!("no route {} {path}", r.method),
+                        "{what}"
+                    );
+                }
+            } else {
+                assert_eq!(rep.status, 403, "{what}");
+                assert_eq!(rep.body["error"], "forbidden", "{what}");
+            }
+        }
+    }
+    // No route outside the table: an unknown path is a JSON 404.
+    let r = s.call("GET", "/api/nothing-here", Some(&admin), None);
+    assert_eq!((r.status, r.body["error"].as_str()), (404, Some("not_found")));
+}
+
+fn jwt_key(s: &Server) -> Vec<u8> {
+    std::fs::read(s.data.join("secret.key")).unwrap()[..32].to_vec()
+}
+
+fn forge(key: &[u8], claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap()
+}
+
+fn b64(v: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+#[test]
+fn tampered_expired_or_revoked_tokens_are_refused_and_refresh_rotates() {
+    let s = Server::start("", &["--pps", "300", "--workers", "1"]);
+    let admin = s.admin();
+    let vic_login = {
+        s.user(&admin, "vic", "viewer");
+        s.login("vic", "vic-password-123", None).body
+    };
+    let vic = vic_login["access_token"].as_str().unwrap().to_string();
+    assert_eq!(s.call("GET", "/api/me", Some(&vic), None).body["role"], "viewer");
+    assert_eq!(s.call("GET", "/api/users", Some(&vic), None).status, 403);
+
+    // Tampering: the payload says admin, the signature is the viewer's.
+    let parts: Vec<&str> = vic.split('.').collect();
+    use base64::Engine;
+    let mut claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["role"] = json!("admin");
+    let tampered = format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2]);
+    let r = s.call("GET", "/api/users", Some(&tampered), None);
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("invalid_token")), "{}", r.body);
+    // Signed with another key; unsigned (alg none); garbage.
+    let other = forge(&[7u8; 32], &claims);
+    assert_eq!(s.call("GET", "/api/me", Some(&other), None).status, 401);
+    let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    assert_eq!(s.call("GET", "/api/me", Some(&none), None).status, 401);
+    assert_eq!(s.call("GET", "/api/me", Some("not-a-token"), None).status, 401);
+
+    // Expired: the server's own key, a time in the past.
+    let key = jwt_key(&s);
+    let mut old = claims.clone();
+    old["role"] = json!("viewer");
+    old["exp"] = json!(claims["iat"].as_i64().unwrap() - 10);
+    let r = s.call("GET", "/api/me", Some(&forge(&key, &old)), None);
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("token_expired")), "{}", r.body);
+    // Forged with the right key but a session that does not exist: refused.
+    let mut nosession = old.clone();
+    nosession["exp"] = json!(claims["exp"].as_i64().unwrap());
+    nosession["sid"] = json!("00000000000000000000000000000000");
+    assert_eq!(s.call("GET", "/api/me", Some(&forge(&key, &nosession)), None).status, 401);
+
+    // Refresh gives new tokens; the old refresh token stops working.
+    let refresh = vic_login["refresh_token"].as_str().unwrap();
+    let r = s.call("POST", "/api/refresh", None, Some(&json!({ "refresh_token": refresh }).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let vic2 = r.body["access_token"].as_str().unwrap().to_string();
+    let refresh2 = r.body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(s.call("GET", "/api/me", Some(&vic2), None).status, 200);
+    let again = s.call("POST", "/api/refresh", None, Some(&json!({ "refresh_token": refresh }).to_string()));
+    assert_eq!(again.status, 401);
+
+    // Logout revokes the session: its access and refresh tokens die at once.
+    assert_eq!(s.call("POST", "/api/logout", Some(&vic2), None).status, 204);
+    let r = s.call("GET", "/api/me", Some(&vic2), None);
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("session_ended")));
+    assert_eq!(s.call("GET", "/api/me", Some(&vic), None).status, 401);
+    assert_eq!(
+        s.call("POST", "/api/refresh", None, Some(&json!({ "refresh_token": refresh2 }).to_string())).status,
+        401
+    );
+
+    // A demoted user's sessions end with the change.
+    let ana = s.user(&admin, "ana", "analyst");
+    assert_eq!(s.call("PATCH", "/api/users/ana", Some(&admin), Some(r#"{"role":"viewer"}"#)).status, 200);
+    assert_eq!(s.call("GET", "/api/me", Some(&ana), None).status, 401);
+    assert_eq!(s.call("GET", "/api/me", Some(&s.token("ana", "ana-password-123")), None).body["role"], "viewer");
+}
+
+#[test]
+fn failed_logins_lock_the_user_and_the_address_with_backoff() {
+    let s = Server::start("", &["--pps", "300", "--workers", "1"]);
+    let admin = s.admin();
+    s.user(&admin, "bob", "analyst");
+    for _ in 0..3 {
+        assert_eq!(s.login("bob", "wrong-password-000", None).status, 401);
+    }
+    // Locked: even the right password is refused, with Retry-After.
+    let r = s.login("bob", "bob-password-123", None);
+    assert_eq!((r.status, r.body["error"].as_str()), (429, Some("locked")), "{}", r.body);
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    std::thread::sleep(std::time::Duration::from_millis(wait * 1000 + 200));
+    // The lock ran out: right password works, and clears the count.
+    assert_eq!(s.login("bob", "bob-password-123", None).status, 200);
+    // Failures under several names lock the address itself.
+    for name in ["carol", "dave", "erin"] {
+        assert_eq!(s.login(name, "x-wrong-password", None).status, 401);
+    }
+    let r = s.login("admin", &s.admin_password, None);
+    assert_eq!(r.status, 429, "{}", r.body);
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    std::thread::sleep(std::time::Duration::from_millis(wait * 1000 + 200));
+    // The next failure after a lock doubles it (2 s → 4 s).
+    assert_eq!(s.login("frank", "x-wrong-password", None).status, 401);
+    let r = s.login("admin", &s.admin_password, None);
+    assert_eq!(r.status, 429, "{}", r.body);
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((3..=4).contains(&wait), "backoff grew: {wait}");
+    // Failures and the lock are in the audit log, from our address.
+    std::thread::sleep(std::time::Duration::from_millis(wait * 1000 + 200));
+    let admin = s.admin();
+    let log = s.call("GET", "/api/user_activity?action=login_failed&limit=1000", Some(&admin), None);
+    let entries = log.body.as_array().unwrap();
+    assert!(entries.len() >= 9, "{}", log.body);
+    assert!(entries.iter().all(|e| e["addr"] == "127.0.0.1" && e["ok"] == false));
+    assert!(entries.iter().any(|e| e["detail"]["reason"].as_str().unwrap().starts_with("locked")));
+}
+
+fn code(secret_b32: &str, name: &str) -> String {
+    let secret = totp_rs::Secret::Encoded(secret_b32.to_string()).to_bytes().unwrap();
+    let t =
+        totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, secret, Some("tapstream".into()), name.into());
+    t.generate_current().unwrap()
+}
+
+#[test]
+fn totp_enrolment_then_login_needs_the_code() {
+    let s = Server::start("", &["--pps", "300", "--workers", "1"]);
+    let admin = s.admin();
+    let tok = s.user(&admin, "tina", "analyst");
+    let e = s.call("POST", "/api/me/totp", Some(&tok), None);
+    assert_eq!(e.status, 200, "{}", e.body);
+    let secret = e.body["secret"].as_str().unwrap().to_string();
+    assert!(e.body["url"].as_str().unwrap().starts_with("otpauth://totp/tapstream:tina?"), "{}", e.body);
+    // Until confirmed, login needs no code.
+    assert_eq!(s.login("tina", "tina-password-123", None).status, 200);
+    let bad = s.call("POST", "/api/me/totp/confirm", Some(&tok), Some(r#"{"code":"000000"}"#));
+    assert_eq!(bad.status, 422);
+    let ok =
+        s.call("POST", "/api/me/totp/confirm", Some(&tok), Some(&json!({ "code": code(&secret, "tina") }).to_string()));
+    assert_eq!(ok.status, 204, "{}", ok.body);
+    // Now the code is needed, and checked.
+    let r = s.login("tina", "tina-password-123", None);
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("totp_required")));
+    let r = s.login("tina", "tina-password-123", Some("123456"));
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("totp_invalid")), "{}", r.body);
+    let r = s.login("tina", "tina-password-123", Some(&code(&secret, "tina")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["user"]["totp"], true);
+    // The seed is encrypted at rest: not in the database file in clear.
+    let raw = totp_rs::Secret::Encoded(secret.clone()).to_bytes().unwrap();
+    let db = std::fs::read(s.data.join("control.db")).unwrap();
+    let wal = std::fs::read(s.data.join("control.db-wal")).unwrap_or_default();
+    for f in [&db, &wal] {
+        assert!(!f.windows(raw.len()).any(|w| w == raw.as_slice()), "TOTP seed stored in clear");
+    }
+    let users = s.call("GET", "/api/users", Some(&admin), None);
+    assert!(!users.body.to_string().contains(&secret));
+}
+
+#[test]
+fn rules_and_incidents_round_trip_and_every_change_is_audited() {
+    let s = Server::start("", &["--pps", "300", "--workers", "1"]);
+    let admin = s.admin();
+    let ana = s.user(&admin, "ana", "analyst");
+    let vic = s.user(&admin, "vic", "viewer");
+
+    // A bad rule is refused with the engine parser's reason; nothing changes.
+    let bad = s.call(
+        "POST",
+        "/api/alerts/rules",
+        Some(&admin),
+        Some(r#"{"name":"x","condition":"bytes_per_s by src_ip > lots"}"#),
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body["detail"].as_str().unwrap().contains("`lots` is not a number"), "{}", bad.body);
+    let rule = json!({ "name": "big-udp", "condition": "bytes_per_s by src_ip > 50 MB/s for 30s where proto = udp", "severity": "high" });
+    let r = s.call("POST", "/api/alerts/rules", Some(&admin), Some(&rule.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_i64().unwrap();
+    assert_eq!(s.call("POST", "/api/alerts/rules", Some(&admin), Some(&rule.to_string())).status, 409);
+    let file = s.data.join("api/rules.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("name = \"big-udp\"") && text.contains("50 MB/s"), "{text}");
+    let mut changed = rule.clone();
+    changed["severity"] = json!("critical");
+    let r = s.call("PUT", &format!("/api/alerts/rules/{id}"), Some(&admin), Some(&changed.to_string()));
+    assert_eq!((r.status, r.body["severity"].as_str()), (200, Some("critical")), "{}", r.body);
+    assert_eq!(s.call("GET", &format!("/api/alerts/rules/{id}"), Some(&vic), None).body["severity"], "critical");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("severity = \"critical\""));
+    // Detection picked the rules file up (it logs each reload).
+    assert!(
+        wait_for(10, || s.stderr.lock().unwrap().contains("rules reloaded").then_some(())).is_some(),
+        "{}",
+        s.stderr.lock().unwrap()
+    );
+    assert_eq!(s.call("DELETE", &format!("/api/alerts/rules/{id}"), Some(&admin), None).status, 204);
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("big-udp"));
+    assert_eq!(s.call("GET", &format!("/api/alerts/rules/{id}"), Some(&admin), None).status, 404);
+
+    // Incidents: open, note, work, resolve; sensitive details hidden from viewers.
+    let r = s.call(
+        "POST",
+        "/api/incidents",
+        Some(&ana),
+        Some(
+            &json!({ "title": "odd beaconing", "severity": "high", "source_ip": "10.1.0.77",
+                      "sensitive_details": "customer ACME-4471 affected" })
+            .to_string(),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let iid = r.body["id"].as_i64().unwrap();
+    assert_eq!(r.body["status"], "open");
+    assert_eq!(s.call("POST", "/api/incidents", Some(&vic), Some(r#"{"title":"x"}"#)).status, 403);
+    let n = s.call("POST", &format!("/api/incidents/{iid}/notes"), Some(&ana), Some(r#"{"text":"seen every 20 s"}"#));
+    assert_eq!(n.status, 201, "{}", n.body);
+    let p = s.call(
+        "PATCH",
+        &format!("/api/incidents/{iid}"),
+        Some(&ana),
+        Some(r#"{"status":"investigating","assignee":"ana"}"#),
+    );
+    assert_eq!(
+        (p.status, p.body["status"].as_str(), p.body["assignee"].as_str()),
+        (200, Some("investigating"), Some("ana"))
+    );
+    let bad = s.call("PATCH", &format!("/api/incidents/{iid}"), Some(&ana), Some(r#"{"status":"done"}"#));
+    assert_eq!(bad.status, 422);
+    let l = s.call("POST", &format!("/api/incidents/{iid}/alerts"), Some(&ana), Some(r#"{"alerts":["abc123"]}"#));
+    assert_eq!(l.body["alerts"], json!(["abc123"]));
+    let d = s.call("GET", &format!("/api/incidents/{iid}"), Some(&ana), None);
+    assert_eq!(d.body["details"], "customer ACME-4471 affected");
+    assert_eq!(d.body["notes"][0]["text"], "seen every 20 s");
+    assert_eq!(d.body["notes"][0]["author"], "ana");
+    let dv = s.call("GET", &format!("/api/incidents/{iid}"), Some(&vic), None);
+    assert_eq!((dv.body["details"].clone(), dv.body["details_hidden"].clone()), (Value::Null, json!(true)));
+    let db = std::fs::read(s.data.join("control.db")).unwrap();
+    let wal = std::fs::read(s.data.join("control.db-wal")).unwrap_or_default();
+    assert!(![db, wal].iter().any(|f| f.windows(9).any(|w| w == b"ACME-4471")), "sensitive details stored in clear");
+    // Block the source: it goes on the blocklist.
+    let b = s.call("POST", &format!("/api/incidents/{iid}/block"), Some(&ana), None);
+    assert_eq!((b.status, b.body["value"].as_str()), (201, Some("10.1.0.77")), "{}", b.body);
+    let list = s.call("GET", "/api/blocklist", Some(&vic), None);
+    assert!(list.body.as_array().unwrap().iter().any(|e| e["value"] == "10.1.0.77"));
+    let p = s.call("PATCH", &format!("/api/incidents/{iid}"), Some(&ana), Some(r#"{"status":"resolved"}"#));
+    assert_eq!(p.body["status"], "resolved");
+    let open = s.call("GET", "/api/incidents?status=open", Some(&vic), None);
+    assert_eq!(open.body, json!([]));
+    let resolved = s.call("GET", "/api/incidents?status=resolved&severity=high", Some(&vic), None);
+    assert_eq!(resolved.body.as_array().unwrap().len(), 1);
+
+    // A query, a user change; then the audit log holds every action.
+    let q = s.call("POST", "/api/query", Some(&ana), Some(r#"{"sql":"SELECT 1 AS one"}"#));
+    assert_eq!((q.status, q.body["rows"].clone()), (200, json!([{ "one": 1 }])), "{}", q.body);
+    assert_eq!(s.call("PATCH", "/api/users/vic", Some(&admin), Some(r#"{"disabled":true}"#)).status, 200);
+    assert_eq!(s.login("vic", "vic-password-123", None).status, 401);
+    let log = s.call("GET", "/api/user_activity?limit=1000", Some(&admin), None);
+    let actions: Vec<(String, String)> = log
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["user"].as_str().unwrap().to_string(), e["action"].as_str().unwrap().to_string()))
+        .collect();
+    for (who, what) in [
+        ("admin", "login"),
+        ("admin", "user_create"),
+        ("admin", "rule_create"),
+        ("admin", "rule_update"),
+        ("admin", "rule_delete"),
+        ("ana", "incident_create"),
+        ("ana", "incident_note"),
+        ("ana", "incident_update"),
+        ("ana", "incident_link"),
+        ("ana", "blocklist_add"),
+        ("ana", "query"),
+        ("admin", "user_update"),
+        ("vic", "login_failed"),
+    ] {
+        assert!(actions.contains(&(who.to_string(), what.to_string())), "no {what} by {who} in {actions:?}");
+    }
+    // Filters work, and the log is admin-only.
+    let only = s.call("GET", "/api/user_activity?user=ana&action=query", Some(&admin), None);
+    assert_eq!(only.body.as_array().unwrap().len(), 1);
+    assert_eq!(only.body[0]["detail"]["sql"], "SELECT 1 AS one");
+    assert_eq!(s.call("GET", "/api/user_activity", Some(&ana), None).status, 403);
+}
+
+#[test]
+fn a_blocklist_entry_reaches_detection_at_once() {
+    let s = Server::start("", &["--pps", "1500", "--workers", "1"]);
+    let admin = s.admin();
+    // The demo's most popular servers live in 198.51.100.0/28; nothing is
+    // listed yet, so no intel alert.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let none = s.call("GET", "/api/threats?category=intel", Some(&admin), None);
+    assert_eq!(none.body, json!([]), "{}", none.body);
+    let r = s.call("POST", "/api/blocklist", Some(&admin), Some(r#"{"value":"198.51.100.0/28","comment":"test"}"#));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t0 = std::time::Instant::now();
+    let hit = wait_for(20, || {
+        let t = s.call("GET", "/api/threats?category=intel", Some(&admin), None);
+        t.body.as_array().and_then(|a| a.first().cloned())
+    })
+    .unwrap_or_else(|| panic!("no intel alert: {}", s.stderr.lock().unwrap()));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(15), "took {:?}", t0.elapsed());
+    assert_eq!(hit["rule"], "threat_intel");
+    assert!(hit["explanation"].as_str().unwrap().contains("listed by blocklist"), "{hit}");
+    assert_eq!(hit["status"], "new");
+    // Acknowledge it; the workflow state shows and is audited.
+    let id = hit["id"].as_str().unwrap();
+    let a = s.call("POST", &format!("/api/alerts/{id}/ack"), Some(&admin), Some(r#"{"comment":"known lab range"}"#));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let one = s.call("GET", &format!("/api/alerts/{id}"), Some(&admin), None);
+    assert_eq!(one.body["status"], "acknowledged");
+    assert!(!one.body["history"].as_array().unwrap().is_empty());
+    let acked = s.call("GET", "/api/alerts?status=acknowledged", Some(&admin), None);
+    assert!(acked.body.as_array().unwrap().iter().any(|a| a["id"] == id));
+    assert!(std::fs::read_to_string(s.data.join("alerts.ack")).unwrap().contains(id));
+    // Not an anomaly.
+    let an = s.call("GET", "/api/anomalies?category=intel", Some(&admin), None);
+    assert_eq!(an.body, json!([]));
+}
+
+#[test]
+fn bad_requests_get_a_json_4xx_never_a_5xx() {
+    let s = Server::start("", &["--pps", "300", "--workers", "1"]);
+    let admin = s.admin();
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, Vec<u8>)>);
+    let cases: Vec<Case> = vec![
+        ("POST", "/api/login", Some(("application/json", b"{not json".to_vec()))),
+        ("POST", "/api/login", Some(("application/json", br#"{"username":5,"password":"x"}"#.to_vec()))),
+        ("POST", "/api/login", Some(("application/json", br#"{"username":"a","password":"b","extra":1}"#.to_vec()))),
+        ("POST", "/api/login", Some(("text/plain", b"username=a".to_vec()))),
+        ("POST", "/api/login", None),
+        (
+            "POST",
+            "/api/users",
+            Some(("application/json", br#"{"name":"x y","role":"viewer","password":"long-enough-pw"}"#.to_vec())),
+        ),
+        (
+            "POST",
+            "/api/users",
+            Some(("application/json", br#"{"name":"x","role":"root","password":"long-enough-pw"}"#.to_vec())),
+        ),
+        (
+            "POST",
+            "/api/users",
+            Some(("application/json", br#"{"name":"x","role":"viewer","password":"short"}"#.to_vec())),
+        ),
+        ("GET", "/api/alerts?limit=0", None),
+        ("GET", "/api/alerts?limit=abc", None),
+        ("GET", "/api/alerts?severity=huge", None),
+        ("GET", "/api/alerts?unknown=1", None),
+        ("GET", "/api/alerts/has-dash", None),
+        ("GET", "/api/incidents/notanumber", None),
+        ("GET", "/api/incidents/99999999999999999999999", None),
+        ("GET", "/api/user_activity?from=yesterday", None),
+        ("POST", "/api/blocklist", Some(("application/json", br#"{"value":"not an address"}"#.to_vec()))),
+        ("POST", "/api/query", Some(("application/json", br#"{"sql":"DROP TABLE flows"}"#.to_vec()))),
+        ("POST", "/api/query", Some(("application/json", br#"{"sql":"SELEC nonsense"}"#.to_vec()))),
+        ("POST", "/api/query", Some(("application/json", br#"{"sql":"SELECT 1","limit":-1}"#.to_vec()))),
+        ("POST", "/api/incidents", Some(("application/json", br#"{"title":"t","source_ip":"999.1.1.1"}"#.to_vec()))),
+        ("PUT", "/api/health", None),
+    ];
+    for (m, p, body) in cases {
+        let r = s.raw(m, p, Some(&admin), body);
+        let what = format!("{m} {p}: {} {}", r.status, r.body);
+        assert!((400..500).contains(&r.status), "{what}");
+        if r.status != 405 {
+            assert!(r.body["error"].is_string() && r.body["detail"].is_string(), "{what}");
+        }
+    }
+    // Over the 1 MiB body limit: refused from the Content-Length alone
+    // (the server answers before reading the body, so speak HTTP by hand).
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /api/query HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{\"sql\":\"",
+        2 << 20
+    )
+    .unwrap();
+    // The server answers at once and may keep the connection open for the
+    // body it will not read: read what arrives.
+    c.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let mut buf = Vec::new();
+    let t0 = std::time::Instant::now();
+    let mut chunk = [0u8; 4096];
+    while t0.elapsed() < std::time::Duration::from_secs(10) && !String::from_utf8_lossy(&buf).contains("too_large") {
+        match c.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => continue,
+        }
+    }
+    let answer = String::from_utf8_lossy(&buf).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""error":"too_large""#), "{answer}");
+    // Still healthy after all that.
+    assert_eq!(s.call("GET", "/api/health", None, None).body["status"], "ok");
+}
+
+#[test]
+fn first_start_creates_one_admin_and_the_store_backs_up_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_in(&data, "", &["--pps", "300", "--workers", "1"]);
+    assert!(s.admin_password.len() >= 20, "{}", s.stdout.lock().unwrap());
+    // The password is printed, never logged.
+    assert!(!s.stderr.lock().unwrap().contains(&s.admin_password));
+    let admin = s.admin();
+    s.user(&admin, "ana", "analyst");
+    assert!(s.stop().success());
+    // A second start creates nobody and prints no password.
+    let s2 = Server::start_in(&data, "", &["--pps", "300", "--workers", "1"]);
+    assert_eq!(s2.admin_password, "");
+    assert!(!s2.stdout.lock().unwrap().contains("password"));
+    drop(s2);
+    // `user add` from the command line, then `backup`.
+    let o = common::bin().args(["user", "add", "ops", "--role", "viewer", "--data"]).arg(&data).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("created user `ops` (viewer) with password "));
+    let o = common::bin().args(["user", "add", "ops2", "--role", "boss", "--data"]).arg(&data).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("admin, analyst or viewer"));
+    let out = dir.path().join("control-backup.db");
+    let o = common::bin().args(["backup", "--data"]).arg(&data).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let copy = tapstream_api::Store::open(&out).unwrap();
+    let names: Vec<String> =
+        tapstream_api::routes::users::list_users(&copy).unwrap().into_iter().map(|u| u.name).collect();
+    assert_eq!(names, ["admin", "ana", "ops"]);
+    let o = common::bin().args(["user", "list", "--data"]).arg(&data).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ops\tviewer"));
+}
