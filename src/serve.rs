@@ -241,7 +241,7 @@ pub fn serve(cfg: Config, a: ServeArgs) -> anyhow::Result<ExitCode> {
     let stop = stop_flag();
     stop_after(&stop, a.duration);
     let engine = start_engine(cfg, &a, &data, &api, &stop)?;
-    let st = prepared.start(engine.link.clone());
+    let st = prepared.start(engine.link.clone())?;
     tracing::info!(%addr, data = %data.display(), "serving the API");
     eprintln!("listening on http://{addr}");
     let s2 = stop.clone();

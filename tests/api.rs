@@ -520,3 +520,84 @@ fn first_start_creates_one_admin_and_the_store_backs_up_whole() {
     let o = common::bin().args(["user", "list", "--data"]).arg(&data).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("ops\tviewer"));
 }
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn stream_metrics_performance_and_traffic_report_the_running_engine() {
+    let s = Server::start("[storage]\nflush_interval_secs = 1\n", &["--pps", "1000", "--workers", "1"]);
+    let admin = s.admin();
+    // The live stream: hello, then a stats message a second with the engine's rates.
+    let url = format!("{}/api/stream?access_token={admin}", s.base.replace("http://", "ws://"));
+    let (mut ws, _) = tungstenite::connect(&url).unwrap();
+    let hello: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!((hello["type"].as_str(), hello["data"]["engine"].as_str()), (Some("hello"), Some("demo")));
+    let stats = wait_for(15, || {
+        let m: Value = serde_json::from_str(ws.read().ok()?.to_text().ok()?).ok()?;
+        (m["type"] == "stats" && m["data"]["rates"]["pps"].as_f64()? > 500.0).then_some(m)
+    })
+    .expect("a stats message with the demo's rate");
+    assert!(stats["data"]["engine"]["packets"].as_u64().unwrap() > 0, "{stats}");
+    let refused = tungstenite::connect(format!("{}/api/stream", s.base.replace("http://", "ws://")));
+    match refused {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+
+    // Prometheus text.
+    let m = s.raw("GET", "/metrics", Some(&admin), None);
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = m.body.as_str().unwrap().to_string();
+    assert!(metric(&text, "tapstream_packets_total") > 0.0);
+    assert_eq!(metric(&text, "tapstream_stream_clients"), 1.0);
+    assert!(metric(&text, "tapstream_api_requests_total") >= 2.0);
+    assert!(text.contains("# TYPE tapstream_queue_kernel_drops_total counter"));
+    assert!(text.contains(r#"tapstream_queue_packets_total{interface="demo",queue="demo:0"}"#), "{text}");
+    assert_eq!(s.raw("GET", "/metrics", None, None).status, 401);
+
+    // Host and engine figures over time.
+    let p = wait_for(15, || {
+        let p = s.call("GET", "/api/performance?seconds=10", Some(&admin), None);
+        (p.body["history"].as_array()?.len() >= 3 && p.body["latest"]["host"]["data_dir_bytes"].as_u64()? > 0)
+            .then_some(p)
+    })
+    .expect("performance samples");
+    let latest = &p.body["latest"];
+    assert!(!latest["host"]["cpu_per_core"].as_array().unwrap().is_empty());
+    assert!(latest["host"]["memory_total"].as_u64().unwrap() > latest["host"]["process_rss"].as_u64().unwrap());
+    assert!(latest["host"]["process_rss"].as_u64().unwrap() > 1 << 20);
+    assert!(latest["host"]["disk_total"].as_u64().unwrap() > 0);
+    assert!(latest["rates"]["pps"].as_f64().unwrap() > 500.0, "{latest}");
+    let i = s.call("GET", "/api/interfaces", Some(&admin), None);
+    assert_eq!(i.body["interfaces"][0]["name"], "demo");
+
+    // Traffic from the history: the series, and the demo's busiest servers.
+    let t = wait_for(40, || {
+        let t = s.call("GET", "/api/traffic?by=dst&top=5", Some(&admin), None);
+        let top = t.body["top"].as_array()?;
+        (!top.is_empty() && !t.body["series"].as_array()?.is_empty()).then_some(t)
+    })
+    .unwrap_or_else(|| panic!("no traffic: {}", s.stderr.lock().unwrap()));
+    assert!(t.body["series"].as_array().unwrap().iter().map(|p| p["packets"].as_u64().unwrap()).sum::<u64>() > 0);
+    assert!(
+        t.body["top"].as_array().unwrap().iter().any(|r| r["key"].as_str().unwrap().starts_with("198.51.100.")),
+        "{}",
+        t.body
+    );
+    let tls = wait_for(30, || {
+        let r = s.call("GET", "/api/traffic?by=port&port=443&protocol=tcp", Some(&admin), None);
+        (!r.body["top"].as_array()?.is_empty()).then_some(r)
+    })
+    .expect("TLS flows in the history");
+    let keys: Vec<&str> = tls.body["top"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["443/tcp"], "{}", tls.body);
+    for bad in ["by=nothing", "top=0", "ip=1.2.3", "cidr=10.0.0.1", "country=USA", "from=2030-01-01T00:00:00Z"] {
+        let r = s.call("GET", &format!("/api/traffic?{bad}"), Some(&admin), None);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+}

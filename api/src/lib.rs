@@ -19,6 +19,7 @@ pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod keys;
+pub mod monitor;
 pub mod routes;
 pub mod store;
 
@@ -81,6 +82,7 @@ pub struct Inner {
     pub engine: EngineLink,
     pub history: tokio::sync::OnceCell<tapstream_query::History>,
     pub started: std::time::Instant,
+    pub monitor: Arc<monitor::Monitor>,
     access: routes::AccessMap,
 }
 
@@ -107,6 +109,11 @@ impl Prepared {
     /// Open the store and the key file (creating both on first start).
     pub fn open(cfg: ApiConfig) -> Result<Prepared, Error> {
         std::fs::create_dir_all(&cfg.data_dir)?;
+        // Every table's directory exists before the history opens: a table
+        // first written after the server started is then seen like the rest.
+        for t in tapstream_engine::records::Table::ALL {
+            std::fs::create_dir_all(cfg.data_dir.join(t.name()))?;
+        }
         let store = Store::open(&cfg.store_path())?;
         let keys = keys::Keys::load_or_create(&cfg.key_path())?;
         routes::rules::import_existing(&store, &cfg.rules_file)?;
@@ -119,9 +126,12 @@ impl Prepared {
         &self.store
     }
 
-    /// Attach the running engine's handles.
-    pub fn start(self, engine: EngineLink) -> AppState {
-        AppState(Arc::new(Inner {
+    /// Attach the running engine's handles and start sampling them.
+    pub fn start(self, engine: EngineLink) -> Result<AppState, Error> {
+        let monitor = Arc::new(monitor::Monitor::default());
+        monitor::spawn(&monitor, engine.clone(), self.cfg.data_dir.clone())?;
+        Ok(AppState(Arc::new(Inner {
+            monitor,
             access: routes::access_map(),
             cfg: self.cfg,
             store: self.store,
@@ -129,14 +139,14 @@ impl Prepared {
             engine,
             history: tokio::sync::OnceCell::new(),
             started: std::time::Instant::now(),
-        }))
+        })))
     }
 }
 
 impl AppState {
     /// Open and start in one step (no engine: `EngineLink::default()`).
     pub fn open(cfg: ApiConfig, engine: EngineLink) -> Result<AppState, Error> {
-        Ok(Prepared::open(cfg)?.start(engine))
+        Prepared::open(cfg)?.start(engine)
     }
 
     /// The history (opened on first use).

@@ -8,7 +8,9 @@ pub mod blocklist;
 pub mod incidents;
 pub mod query;
 pub mod rules;
+pub mod stream;
 pub mod system;
+pub mod traffic;
 pub mod users;
 
 use std::collections::HashMap;
@@ -105,7 +107,11 @@ routes! {
     POST "/api/blocklist" ADMIN => blocklist::add, "Add an entry (detection sees it at once)";
     DELETE "/api/blocklist/{id}" ADMIN => blocklist::remove, "Remove an entry";
     POST "/api/query" ANALYST => query::run, "SQL over the history, under the guardrails";
+    GET "/api/traffic" ALL => traffic::traffic, "Traffic over time and top-N (src, dst, port, protocol, country) for a range and filter";
     GET "/api/interfaces" ALL => system::interfaces, "Capture counters and drops per interface and queue";
+    GET "/api/performance" ALL => system::performance, "CPU per core, memory, process RSS, data-dir disk use, engine rates, over time";
+    GET "/api/stream" ALL => stream::stream, "WebSocket: per-second statistics and alert events (token also as ?access_token=)";
+    GET "/metrics" ALL => system::metrics, "Prometheus text exposition of engine, storage and API counters";
 }
 
 /// "METHOD path" → access, for the guard.
@@ -140,7 +146,22 @@ pub fn router(st: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(st.cfg.max_body))
         .layer(axum::middleware::from_fn_with_state(st.clone(), declared_size))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), count))
         .with_state(st)
+}
+
+/// Count requests and answers by class (for `/metrics`).
+async fn count(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let c = &st.monitor.counters;
+    c.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let r = next.run(req).await;
+    let class = match r.status().as_u16() {
+        200..=399 => &c.responses_2xx,
+        400..=499 => &c.responses_4xx,
+        _ => &c.responses_5xx,
+    };
+    class.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    r
 }
 
 /// A body declared larger than the limit is refused before it is read
@@ -167,12 +188,21 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route {method} {}", uri.path()))
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
+fn bearer(req: &Request, path: &str) -> Option<String> {
+    let header = req
+        .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
+        .map(|t| t.trim().to_string());
+    // Browsers cannot set headers on a WebSocket: the stream takes it as a parameter.
+    header.or_else(|| {
+        (path == "/api/stream")
+            .then(|| req.uri().query())
+            .flatten()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
+            .map(str::to_string)
+    })
 }
 
 /// Check the request against the table: a public route passes; any other
@@ -193,9 +223,9 @@ async fn guard(
     if access == Access::Public {
         return Ok(next.run(req).await);
     }
-    let token =
-        bearer(&req).ok_or_else(|| ApiError::unauthorized("an access token is needed (Authorization: Bearer …)"))?;
-    let claims = crate::auth::verify_access(&st.keys, token)?;
+    let token = bearer(&req, path.as_str())
+        .ok_or_else(|| ApiError::unauthorized("an access token is needed (Authorization: Bearer …)"))?;
+    let claims = crate::auth::verify_access(&st.keys, &token)?;
     if !crate::auth::session_live(&st.store, &claims.sid)? {
         return Err(ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,

@@ -1,0 +1,195 @@
+//! `/api/traffic`: traffic over time and the top talkers, ports, protocols
+//! or countries for a time range and a filter, answered from the history.
+
+use axum::extract::State;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Params, json};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficQuery {
+    /// RFC 3339 or Unix seconds (default: an hour before `to`).
+    from: Option<String>,
+    /// Default: now.
+    to: Option<String>,
+    /// Seconds per point of the series (default: about 120 points).
+    bucket: Option<u64>,
+    /// Top-N by: src, dst, port, protocol, country (default src).
+    by: Option<String>,
+    /// N, 1 to 100 (default 10).
+    top: Option<u32>,
+    /// Filter: either end is this address.
+    ip: Option<String>,
+    /// Filter: either end is inside this network.
+    cidr: Option<String>,
+    /// Filter: responder port.
+    port: Option<u16>,
+    /// Filter: tcp, udp, icmp.
+    protocol: Option<String>,
+    /// Filter: either end in this country (ISO code).
+    country: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Point {
+    ts: String,
+    packets: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct Top {
+    key: String,
+    packets: u64,
+    bytes: u64,
+    flows: u64,
+}
+
+#[derive(Serialize)]
+pub struct Traffic {
+    from: String,
+    to: String,
+    bucket: u64,
+    by: String,
+    series: Vec<Point>,
+    top: Vec<Top>,
+}
+
+fn now_ns() -> i64 {
+    crate::store::now_ns()
+}
+
+async fn rows(st: &AppState, sql: &str) -> ApiResult<Vec<serde_json::Value>> {
+    let h = st.history().await?;
+    let timeout = h.limits().timeout;
+    let work = async {
+        let res = h.query(sql).await?;
+        let mut w = arrow::json::ArrayWriter::new(Vec::new());
+        let mut s = res.stream;
+        while let Some(b) = s.next().await {
+            let b = b.map_err(|e| h.stream_error(e))?;
+            w.write(&b).map_err(|e| tapstream_query::QueryError::Sql(e.to_string()))?;
+        }
+        w.finish().map_err(|e| tapstream_query::QueryError::Sql(e.to_string()))?;
+        Ok::<_, tapstream_query::QueryError>(w.into_inner())
+    };
+    let buf =
+        tokio::time::timeout(timeout, work).await.map_err(|_| tapstream_query::QueryError::Timeout(timeout))??;
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&buf).map_err(ApiError::internal)
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)).or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
+}
+
+fn ts_literal(ns: i64) -> String {
+    format!("to_timestamp_nanos({ns})")
+}
+
+pub async fn traffic(State(st): State<AppState>, Params(q): Params<TrafficQuery>) -> ApiResult<axum::Json<Traffic>> {
+    let to = match &q.to {
+        Some(t) => super::audit::parse_time(t)?,
+        None => now_ns(),
+    };
+    let from = match &q.from {
+        Some(t) => super::audit::parse_time(t)?,
+        None => to - 3_600 * 1_000_000_000,
+    };
+    if from >= to {
+        return Err(ApiError::bad_request("`from` must be before `to`"));
+    }
+    let span = ((to - from) / 1_000_000_000).max(1) as u64;
+    let bucket = q.bucket.unwrap_or_else(|| (span / 120).max(1));
+    if bucket == 0 || span / bucket > 10_000 {
+        return Err(ApiError::bad_request("bucket: at least 1 s and at most 10,000 points"));
+    }
+    let top = q.top.unwrap_or(10);
+    if !(1..=100).contains(&top) {
+        return Err(ApiError::bad_request("top must be 1 to 100"));
+    }
+    let by = q.by.clone().unwrap_or_else(|| "src".into());
+    let key = match by.as_str() {
+        "src" => "orig_h",
+        "dst" => "resp_h",
+        "port" => "CAST(resp_p AS VARCHAR) || '/' || proto",
+        "protocol" => "COALESCE(service, proto)",
+        "country" => "COALESCE(resp_cc, orig_cc, '??')",
+        o => return Err(ApiError::bad_request(format!("by `{o}` (src, dst, port, protocol, country)"))),
+    };
+    // Every filter value is checked before it is written into SQL.
+    let mut filters = Vec::new();
+    if let Some(ip) = &q.ip {
+        let ip: std::net::IpAddr =
+            ip.parse().map_err(|_| ApiError::bad_request(format!("ip `{ip}` is not an address")))?;
+        filters.push(format!("(orig_h = '{ip}' OR resp_h = '{ip}')"));
+    }
+    if let Some(c) = &q.cidr {
+        let (net, kind) = super::blocklist::classify(c).map_err(ApiError::bad_request)?;
+        if kind != "cidr" {
+            return Err(ApiError::bad_request(format!("cidr `{c}` is not a network (e.g. 10.0.0.0/8)")));
+        }
+        filters.push(format!("(cidr_contains('{net}', orig_h) OR cidr_contains('{net}', resp_h))"));
+    }
+    if let Some(p) = q.port {
+        filters.push(format!("resp_p = {p}"));
+    }
+    if let Some(p) = &q.protocol {
+        if !["tcp", "udp", "icmp"].contains(&p.as_str()) {
+            return Err(ApiError::bad_request(format!("protocol `{p}` (tcp, udp, icmp)")));
+        }
+        filters.push(format!("proto = '{p}'"));
+    }
+    if let Some(c) = &q.country {
+        if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ApiError::bad_request(format!("country `{c}`: a two-letter ISO code")));
+        }
+        let c = c.to_ascii_uppercase();
+        filters.push(format!("(orig_cc = '{c}' OR resp_cc = '{c}')"));
+    }
+    let range = format!("ts >= {} AND ts < {}", ts_literal(from), ts_literal(to));
+    let wher = std::iter::once(range.clone()).chain(filters.iter().cloned()).collect::<Vec<_>>().join(" AND ");
+    let bin = format!("date_bin(INTERVAL '{bucket} seconds', ts, TIMESTAMP '1970-01-01T00:00:00')");
+    // Without a filter the per-second statistics give the exact series.
+    let series_sql = if filters.is_empty() {
+        format!(
+            "SELECT {bin} AS t, SUM(packets) AS packets, SUM(bytes) AS bytes FROM stats WHERE {range} GROUP BY 1 ORDER BY 1"
+        )
+    } else {
+        format!(
+            "SELECT {bin} AS t, SUM(orig_pkts + resp_pkts) AS packets, SUM(orig_ip_bytes + resp_ip_bytes) AS bytes \
+             FROM flows WHERE {wher} GROUP BY 1 ORDER BY 1"
+        )
+    };
+    let top_sql = format!(
+        "SELECT {key} AS k, SUM(orig_pkts + resp_pkts) AS packets, SUM(orig_ip_bytes + resp_ip_bytes) AS bytes, \
+         SUM(CASE WHEN record_kind = 'interim' THEN 0 ELSE 1 END) AS flows FROM flows WHERE {wher} \
+         GROUP BY 1 ORDER BY bytes DESC, k LIMIT {top}"
+    );
+    let series = rows(&st, &series_sql)
+        .await?
+        .iter()
+        .map(|r| Point {
+            ts: r["t"].as_str().unwrap_or_default().to_string(),
+            packets: u(&r["packets"]),
+            bytes: u(&r["bytes"]),
+        })
+        .collect();
+    let top = rows(&st, &top_sql)
+        .await?
+        .iter()
+        .map(|r| Top {
+            key: r["k"].as_str().map(str::to_string).unwrap_or_else(|| r["k"].to_string()),
+            packets: u(&r["packets"]),
+            bytes: u(&r["bytes"]),
+            flows: u(&r["flows"]),
+        })
+        .collect();
+    Ok(json(Traffic { from: super::audit::rfc3339(from), to: super::audit::rfc3339(to), bucket, by, series, top }))
+}
