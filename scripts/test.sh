@@ -17,6 +17,8 @@ fi
 python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet pyarrow
 # Alert notifications are delivered to a real SMTP server process on loopback.
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet aiosmtpd
+# The API is fuzzed against its own OpenAPI document by schemathesis.
+command -v st >/dev/null || python3 -m pip install --quiet 'schemathesis>=4,<5'
 # GeoIP tests read the free databases from the npm registry.
 bash scripts/geoip.sh >/dev/null
 # WASM plugins are built from source (Rust for wasm32, C with clang/lld,

@@ -18,7 +18,7 @@ use crate::store::{Store, now_ns};
 
 /// What a user may do: admin everything; analyst read, acknowledge,
 /// incidents, queries, exports; viewer read-only dashboards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -105,7 +105,7 @@ pub fn random_password() -> String {
 }
 
 /// What an access token says.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Claims {
     pub sub: String,
     pub uid: i64,

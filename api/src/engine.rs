@@ -30,7 +30,7 @@ pub struct EngineLink {
     pub geo: Option<Arc<tapstream_engine::geo::Geo>>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct QueueStatus {
     pub queue: String,
     pub packets: u64,
@@ -42,7 +42,7 @@ pub struct QueueStatus {
     pub batches: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct InterfaceStatus {
     pub name: String,
     pub mode: String,
@@ -54,7 +54,7 @@ pub struct InterfaceStatus {
 }
 
 /// A snapshot of the engine's counters (totals since start).
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct EngineStatus {
     pub source: String,
     pub packets: u64,

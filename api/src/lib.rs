@@ -20,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod keys;
 pub mod monitor;
+pub mod openapi;
 pub mod routes;
 pub mod store;
 
@@ -83,6 +84,8 @@ pub struct Inner {
     pub history: tokio::sync::OnceCell<tapstream_query::History>,
     pub started: std::time::Instant,
     pub monitor: Arc<monitor::Monitor>,
+    /// The OpenAPI document, built once.
+    pub openapi: serde_json::Value,
     access: routes::AccessMap,
 }
 
@@ -132,6 +135,7 @@ impl Prepared {
         monitor::spawn(&monitor, engine.clone(), self.cfg.data_dir.clone())?;
         Ok(AppState(Arc::new(Inner {
             monitor,
+            openapi: openapi::document(),
             access: routes::access_map(),
             cfg: self.cfg,
             store: self.store,

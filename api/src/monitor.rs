@@ -20,14 +20,14 @@ const HISTORY: usize = 600;
 /// Messages a stream client may lag before it is dropped.
 pub const STREAM_BACKLOG: usize = 64;
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Rates {
     pub pps: f64,
     pub bps: f64,
     pub drops_per_s: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Host {
     /// Busy share of each core, 0–100.
     pub cpu_per_core: Vec<f32>,
@@ -42,7 +42,7 @@ pub struct Host {
 }
 
 /// One second of the appliance.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Sample {
     /// Unix seconds.
     pub ts: u64,

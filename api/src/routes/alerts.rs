@@ -18,27 +18,92 @@ use crate::store::now_ns;
 /// Categories shown as anomalies; the rest but `system` are threats.
 const ANOMALY: &[Category] = &[Category::Anomaly, Category::Ddos, Category::Flood];
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AlertFilter")]
 pub struct Filter {
+    #[schemars(extend("enum" = ["info", "low", "medium", "high", "critical"]))]
     severity: Option<String>,
     /// Least severity.
+    #[schemars(extend("enum" = ["info", "low", "medium", "high", "critical"]))]
     min_severity: Option<String>,
+    #[schemars(extend("enum" = ["ddos", "scan", "flood", "policy", "intel", "anomaly", "malware", "exfiltration", "system"]))]
     category: Option<String>,
     /// Workflow: new, acknowledged, resolved.
+    #[schemars(extend("enum" = ["new", "acknowledged", "resolved"]))]
     status: Option<String>,
     /// Engine state: open or closed.
+    #[schemars(extend("enum" = ["open", "closed"]))]
     state: Option<String>,
     ip: Option<String>,
     rule: Option<String>,
     /// At most 1000 (default 200), newest first.
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+/// An alert event as the alert log writes it.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AlertBody {
+    timestamp: String,
+    event: &'static str,
+    id: String,
+    rule: String,
+    severity: &'static str,
+    category: &'static str,
+    verdict: &'static str,
+    start: String,
+    last_seen: String,
+    src_ips: Vec<String>,
+    dst_ips: Vec<String>,
+    ports: Vec<u16>,
+    countries: Vec<String>,
+    packets: u64,
+    bytes: u64,
+    flows: u64,
+    rate: f64,
+    rate_unit: String,
+    top_sources: Vec<String>,
+    sample_flows: Vec<String>,
+    explanation: String,
+}
+
+fn ts(ns: u64) -> String {
+    super::audit::rfc3339(ns as i64)
+}
+
+impl From<&Alert> for AlertBody {
+    fn from(a: &Alert) -> AlertBody {
+        AlertBody {
+            timestamp: ts(a.ts),
+            event: a.event.name(),
+            id: a.id.clone(),
+            rule: a.rule.clone(),
+            severity: a.severity.name(),
+            category: a.category.name(),
+            verdict: a.verdict.name(),
+            start: ts(a.start_ts),
+            last_seen: ts(a.last_ts),
+            src_ips: a.src_ips.clone(),
+            dst_ips: a.dst_ips.clone(),
+            ports: a.ports.clone(),
+            countries: a.countries.clone(),
+            packets: a.packets,
+            bytes: a.bytes,
+            flows: a.flows,
+            rate: if a.rate.is_finite() { a.rate } else { 0.0 },
+            rate_unit: a.rate_unit.clone(),
+            top_sources: a.top_sources.clone(),
+            sample_flows: a.sample_flows.clone(),
+            explanation: a.explanation.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct AlertView {
     #[serde(flatten)]
-    alert: serde_json::Value,
+    alert: AlertBody,
     /// Engine state: open, or closed after being quiet.
     state: &'static str,
     /// Workflow state: new, acknowledged, resolved.
@@ -83,7 +148,7 @@ fn severity(s: &str) -> ApiResult<Severity> {
 
 fn view(a: &Alert, events: usize, ws: Option<&WorkState>) -> AlertView {
     AlertView {
-        alert: tapstream_engine::detect::alert_json(a),
+        alert: AlertBody::from(a),
         state: if a.event == tapstream_engine::alert::AlertEvent::Close { "closed" } else { "open" },
         status: ws.map(|w| w.status.clone()).unwrap_or_else(|| "new".into()),
         assignee: ws.and_then(|w| w.assignee.clone()),
@@ -142,12 +207,12 @@ pub async fn threats(State(st): State<AppState>, Params(f): Params<Filter>) -> A
     Ok(json(select(&st, &f, Some(&|c| !ANOMALY.contains(&c) && c != Category::System))?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct AlertDetail {
     #[serde(flatten)]
     current: AlertView,
     /// Every event the feed holds for it, oldest first.
-    history: Vec<serde_json::Value>,
+    history: Vec<AlertBody>,
 }
 
 fn known(st: &AppState, id: &str) -> ApiResult<()> {
@@ -171,13 +236,7 @@ pub async fn get(State(st): State<AppState>, Segment(id): Segment<String>) -> Ap
         .engine
         .alerts
         .as_ref()
-        .map(|f| {
-            f.since(0)
-                .into_iter()
-                .filter(|(_, x)| x.id == id)
-                .map(|(_, x)| tapstream_engine::detect::alert_json(&x))
-                .collect()
-        })
+        .map(|f| f.since(0).into_iter().filter(|(_, x)| x.id == id).map(|(_, x)| AlertBody::from(&x)).collect())
         .unwrap_or_default();
     Ok(json(AlertDetail { current: view(&a, n, states.get(&id)), history }))
 }
@@ -214,7 +273,7 @@ fn stop_escalation(st: &AppState, id: &str) -> ApiResult<()> {
     writeln!(f, "{id}").map_err(ApiError::internal)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Comment {
     #[serde(default)]
@@ -228,12 +287,12 @@ async fn transition(
     status: &'static str,
     action: &'static str,
     c: Option<String>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<WorkflowReply>> {
     known(&st, &id)?;
     set_state(&st, &id, Some(status), None, &me.name)?;
     stop_escalation(&st, &id)?;
     audit(&st, me.audit(action, id.clone(), serde_json::json!({ "comment": c })))?;
-    Ok(json(serde_json::json!({ "id": id, "status": status })))
+    Ok(json(WorkflowReply { id, status }))
 }
 
 pub async fn ack(
@@ -241,7 +300,7 @@ pub async fn ack(
     me: Me,
     Segment(id): Segment<String>,
     body: axum::body::Bytes,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<WorkflowReply>> {
     let c: Option<Comment> = super::optional_body(&body)?;
     transition(st, me, id, "acknowledged", "alert_ack", c.and_then(|c| c.comment)).await
 }
@@ -251,12 +310,12 @@ pub async fn resolve(
     me: Me,
     Segment(id): Segment<String>,
     body: axum::body::Bytes,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<WorkflowReply>> {
     let c: Option<Comment> = super::optional_body(&body)?;
     transition(st, me, id, "resolved", "alert_resolve", c.and_then(|c| c.comment)).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Assign {
     /// A user name, or null to unassign.
@@ -268,7 +327,7 @@ pub async fn assign(
     me: Me,
     Segment(id): Segment<String>,
     Body(b): Body<Assign>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<AssignReply>> {
     known(&st, &id)?;
     if let Some(u) = &b.assignee {
         let exists: bool = st
@@ -280,5 +339,17 @@ pub async fn assign(
     }
     set_state(&st, &id, None, Some(b.assignee.as_deref()), &me.name)?;
     audit(&st, me.audit("alert_assign", id.clone(), serde_json::json!({ "assignee": b.assignee })))?;
-    Ok(json(serde_json::json!({ "id": id, "assignee": b.assignee })))
+    Ok(json(AssignReply { id, assignee: b.assignee }))
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct WorkflowReply {
+    id: String,
+    status: &'static str,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AssignReply {
+    id: String,
+    assignee: Option<String>,
 }

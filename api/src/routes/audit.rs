@@ -9,19 +9,24 @@ use super::{Params, json};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AuditFilter")]
 pub struct Filter {
     user: Option<String>,
     action: Option<String>,
     /// RFC 3339 or Unix seconds.
+    #[schemars(pattern(TIME))]
     from: Option<String>,
+    #[schemars(pattern(TIME))]
     to: Option<String>,
     /// Newest first; at most 1000 (default 100).
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<u32>,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, schemars::JsonSchema)]
+#[schemars(rename = "AuditEntry")]
 pub struct Entry {
     pub id: i64,
     pub time: String,
@@ -32,6 +37,10 @@ pub struct Entry {
     pub addr: String,
     pub ok: bool,
 }
+
+/// What `parse_time` reads, for the API document.
+pub const TIME: &str =
+    r"^([0-9]{1,12}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$";
 
 /// A time in a query: RFC 3339 or Unix seconds, as ns.
 pub fn parse_time(s: &str) -> Result<i64, ApiError> {

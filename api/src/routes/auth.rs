@@ -13,16 +13,18 @@ use crate::auth::{self, Claims, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{AuditEntry, now_ns};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
+    #[schemars(length(max = 256))]
     username: String,
+    #[schemars(length(max = 1024))]
     password: String,
     #[serde(default)]
     totp: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Tokens {
     access_token: String,
     refresh_token: String,
@@ -32,7 +34,7 @@ pub struct Tokens {
     user: UserInfo,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct UserInfo {
     name: String,
     role: Role,
@@ -176,7 +178,7 @@ pub async fn login(
     Ok(json(tokens(&st, u.id, &b.username, u.role, sid, refresh, u.totp_enabled)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Refresh {
     refresh_token: String,
@@ -217,10 +219,11 @@ pub async fn me(State(st): State<AppState>, me: Me) -> ApiResult<axum::Json<User
     Ok(json(UserInfo { name: me.name.clone(), role: me.role, totp }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     current: String,
+    #[schemars(length(min = 12, max = 1024))]
     new: String,
 }
 
@@ -254,7 +257,7 @@ pub async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Enrolment {
     /// Base32 secret, for typing into an authenticator app.
     secret: String,
@@ -276,9 +279,10 @@ pub async fn totp_begin(State(st): State<AppState>, me: Me) -> ApiResult<axum::J
     Ok(json(Enrolment { secret: t.get_secret_base32(), url: t.get_url() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Code {
+    #[schemars(pattern(r"^\s*[0-9]{6}\s*$"))]
     code: String,
 }
 

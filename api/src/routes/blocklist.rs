@@ -15,7 +15,8 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, Error};
 use crate::store::{Store, now_ns};
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, schemars::JsonSchema)]
+#[schemars(rename = "BlocklistEntry")]
 pub struct Entry {
     pub id: i64,
     pub value: String,
@@ -26,11 +27,14 @@ pub struct Entry {
     pub created_by: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "NewBlocklistEntry")]
 pub struct NewEntry {
+    #[schemars(length(min = 1, max = 253))]
     pub value: String,
     #[serde(default)]
+    #[schemars(length(max = 1024))]
     pub comment: String,
 }
 

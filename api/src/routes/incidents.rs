@@ -17,7 +17,7 @@ use crate::store::now_ns;
 const STATUSES: &[&str] = &["open", "investigating", "resolved"];
 const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, schemars::JsonSchema)]
 pub struct Incident {
     pub id: i64,
     pub title: String,
@@ -31,7 +31,7 @@ pub struct Incident {
     pub alerts: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Note {
     id: i64,
     author: String,
@@ -39,7 +39,7 @@ pub struct Note {
     created: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct IncidentDetail {
     #[serde(flatten)]
     incident: Incident,
@@ -87,10 +87,13 @@ fn load(st: &AppState, id: i64) -> ApiResult<Incident> {
     Ok(i)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "IncidentFilter")]
 pub struct Filter {
+    #[schemars(extend("enum" = ["open", "investigating", "resolved"]))]
     status: Option<String>,
+    #[schemars(extend("enum" = ["info", "low", "medium", "high", "critical"]))]
     severity: Option<String>,
     assignee: Option<String>,
 }
@@ -112,13 +115,16 @@ pub async fn list(State(st): State<AppState>, Params(f): Params<Filter>) -> ApiR
     Ok(json(ids.into_iter().map(|id| load(&st, id)).collect::<ApiResult<Vec<_>>>()?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIncident {
+    #[schemars(length(min = 1, max = 512), pattern(r"\S"))]
     title: String,
     #[serde(default)]
+    #[schemars(extend("enum" = ["info", "low", "medium", "high", "critical", null]))]
     severity: Option<String>,
     #[serde(default)]
+    #[schemars(inner(pattern(r"^[A-Za-z0-9]{1,64}$")))]
     alerts: Vec<String>,
     #[serde(default)]
     assignee: Option<String>,
@@ -126,6 +132,7 @@ pub struct NewIncident {
     source_ip: Option<String>,
     /// Encrypted at rest; shown only to analysts and admins.
     #[serde(default)]
+    #[schemars(length(max = 65536))]
     sensitive_details: Option<String>,
 }
 
@@ -237,14 +244,18 @@ pub async fn get(
     Ok(json(IncidentDetail { incident, notes, details, details_hidden: hidden }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "IncidentChange")]
 pub struct Change {
     #[serde(default)]
+    #[schemars(length(min = 1, max = 512), pattern(r"\S"))]
     title: Option<String>,
     #[serde(default)]
+    #[schemars(extend("enum" = ["open", "investigating", "resolved", null]))]
     status: Option<String>,
     #[serde(default)]
+    #[schemars(extend("enum" = ["info", "low", "medium", "high", "critical", null]))]
     severity: Option<String>,
     /// A user name; empty string unassigns.
     #[serde(default)]
@@ -305,9 +316,10 @@ pub async fn update(
     Ok(json(after))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNote {
+    #[schemars(length(min = 1, max = 65536), pattern(r"\S"))]
     text: String,
 }
 
@@ -333,9 +345,10 @@ pub async fn add_note(
     Ok(StatusCode::CREATED)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
+    #[schemars(length(min = 1, max = 1000), inner(pattern(r"^[A-Za-z0-9]{1,64}$")))]
     alerts: Vec<String>,
 }
 

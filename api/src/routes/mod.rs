@@ -71,6 +71,7 @@ macro_rules! routes {
 
 routes! {
     GET "/api/health" Access::Public => system::health, "Liveness and engine state (no token needed)";
+    GET "/api/openapi.json" ALL => crate::openapi::serve_document, "This API's OpenAPI 3 document";
     POST "/api/login" Access::Public => auth::login, "Log in: username, password and a TOTP code once enrolled";
     POST "/api/refresh" Access::Public => auth::refresh, "Trade a refresh token for new tokens";
     POST "/api/logout" ALL => auth::logout, "Revoke this session";
@@ -216,10 +217,14 @@ async fn guard(
     next: Next,
 ) -> Result<Response, ApiError> {
     let method = req.method().clone();
-    let access = *st
-        .access
-        .get(&format!("{method} {}", path.as_str()))
-        .ok_or_else(|| ApiError::forbidden("route has no access rule"))?;
+    let access = *st.access.get(&format!("{method} {}", path.as_str())).ok_or_else(|| {
+        // The path exists with other methods (routing matched it): 405.
+        ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {}", path.as_str()),
+        )
+    })?;
     if access == Access::Public {
         return Ok(next.run(req).await);
     }
@@ -241,10 +246,20 @@ async fn guard(
     Ok(next.run(req).await)
 }
 
-/// A JSON body whose every rejection is a JSON `{error, detail}` 4xx.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body whose every rejection is a JSON `{error, detail}` 4xx
+/// (serde would otherwise also take a struct written as an array).
 pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(v) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if !v.is_object() {
+            return Err(ApiError::unprocessable("the body must be a JSON object"));
+        }
+        serde_json::from_value(v).map(Body).map_err(|e| ApiError::unprocessable(format!("body: {e}")))
+    }
+}
 
 /// Query parameters, rejected the same way.
 #[derive(axum::extract::FromRequestParts)]
@@ -270,7 +285,11 @@ pub fn optional_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> ApiResult<Opti
     if b.iter().all(|c| c.is_ascii_whitespace()) {
         return Ok(None);
     }
-    serde_json::from_slice(b).map(Some).map_err(|e| ApiError::unprocessable(format!("body: {e}")))
+    let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::unprocessable("the body must be a JSON object"));
+    }
+    serde_json::from_value(v).map(Some).map_err(|e| ApiError::unprocessable(format!("body: {e}")))
 }
 
 pub fn json<T: serde::Serialize>(v: T) -> axum::Json<T> {

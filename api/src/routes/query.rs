@@ -11,23 +11,27 @@ use super::{Body, Me, audit, json};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SqlQuery")]
 pub struct Query {
+    #[schemars(length(min = 1, max = 100000), pattern(r"\S"))]
     sql: String,
     /// Rows to return, at most the server's `sql.max_rows` (default: that).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Column {
     name: String,
     #[serde(rename = "type")]
     ty: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "SqlAnswer")]
 pub struct Answer {
     columns: Vec<Column>,
     rows: Vec<serde_json::Value>,

@@ -16,10 +16,12 @@ use crate::error::{ApiError, ApiResult, Error};
 use crate::store::{Store, now_ns};
 
 /// A rule as the rules file writes it (docs/detection.md, "Custom rules").
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleBody {
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9._-]+$"))]
     pub name: String,
+    #[schemars(length(min = 1, max = 4096))]
     pub condition: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
@@ -37,13 +39,13 @@ pub struct RuleBody {
     pub enabled: Option<bool>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct RulesFile {
     #[serde(default)]
     rule: Vec<RuleBody>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct StoredRule {
     id: i64,
     #[serde(flatten)]
@@ -77,6 +79,15 @@ fn render(rules: &[RuleBody]) -> Result<String, Error> {
 
 /// Check one rule with the engine's parser; the answer names what is wrong.
 fn validate(r: &RuleBody) -> ApiResult<()> {
+    if r.name.is_empty()
+        || r.name.len() > 128
+        || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(ApiError::unprocessable(format!("rule name `{}`: 1 to 128 letters, digits or . _ -", r.name)));
+    }
+    if r.condition.is_empty() || r.condition.chars().count() > 4096 {
+        return Err(ApiError::unprocessable("condition: 1 to 4096 characters"));
+    }
     let text = render(std::slice::from_ref(r))?;
     tapstream_engine::detect::rules::parse(Path::new("request"), &text).map(|_| ()).map_err(|e| {
         let m = e.to_string();

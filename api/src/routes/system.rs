@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::engine::InterfaceStatus;
 use crate::error::ApiResult;
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Health {
     status: &'static str,
     version: &'static str,
@@ -30,7 +30,7 @@ pub async fn health(State(st): State<AppState>) -> ApiResult<axum::Json<Health>>
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Interfaces {
     packets: u64,
     bytes: u64,
@@ -43,14 +43,15 @@ pub async fn interfaces(State(st): State<AppState>) -> ApiResult<axum::Json<Inte
     Ok(json(Interfaces { packets: s.packets, bytes: s.bytes, drops: s.drops, interfaces: s.interfaces }))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// Seconds of history, 1 to 600 (default 60).
+    #[schemars(range(min = 1, max = 600))]
     seconds: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Performance {
     latest: Option<crate::monitor::Sample>,
     history: Vec<crate::monitor::Sample>,

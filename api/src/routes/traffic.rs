@@ -9,18 +9,23 @@ use super::{Params, json};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficQuery {
     /// RFC 3339 or Unix seconds (default: an hour before `to`).
+    #[schemars(pattern(super::audit::TIME))]
     from: Option<String>,
     /// Default: now.
+    #[schemars(pattern(super::audit::TIME))]
     to: Option<String>,
     /// Seconds per point of the series (default: about 120 points).
+    #[schemars(range(min = 1))]
     bucket: Option<u64>,
     /// Top-N by: src, dst, port, protocol, country (default src).
+    #[schemars(extend("enum" = ["src", "dst", "port", "protocol", "country"]))]
     by: Option<String>,
     /// N, 1 to 100 (default 10).
+    #[schemars(range(min = 1, max = 100))]
     top: Option<u32>,
     /// Filter: either end is this address.
     ip: Option<String>,
@@ -29,19 +34,21 @@ pub struct TrafficQuery {
     /// Filter: responder port.
     port: Option<u16>,
     /// Filter: tcp, udp, icmp.
+    #[schemars(extend("enum" = ["tcp", "udp", "icmp"]))]
     protocol: Option<String>,
     /// Filter: either end in this country (ISO code).
+    #[schemars(pattern(r"^[A-Za-z]{2}$"))]
     country: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Point {
     ts: String,
     packets: u64,
     bytes: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Top {
     key: String,
     packets: u64,
@@ -49,7 +56,7 @@ pub struct Top {
     flows: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Traffic {
     from: String,
     to: String,

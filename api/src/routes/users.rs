@@ -12,7 +12,7 @@ use crate::auth::{self, Role};
 use crate::error::{ApiError, ApiResult, Error};
 use crate::store::{Store, now_ns};
 
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Serialize, Debug, PartialEq, schemars::JsonSchema)]
 pub struct User {
     pub name: String,
     pub role: Role,
@@ -76,11 +76,13 @@ pub async fn list(State(st): State<AppState>) -> ApiResult<axum::Json<Vec<User>>
     Ok(json(list_users(&st.store)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schemars(pattern(r"^[A-Za-z0-9._@-]{1,64}$"))]
     name: String,
     role: Role,
+    #[schemars(length(min = 12, max = 1024))]
     password: String,
 }
 
@@ -107,12 +109,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, json(u)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     #[serde(default)]
     role: Option<Role>,
     #[serde(default)]
+    #[schemars(length(min = 12, max = 1024))]
     password: Option<String>,
     #[serde(default)]
     disabled: Option<bool>,
