@@ -2,10 +2,12 @@
 
 use std::io::Write;
 use std::path::Path;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing_subscriber::Layer;
 
 use anyhow::Context;
 use tapstream_engine::arrow::array::RecordBatch;
@@ -18,8 +20,61 @@ use crate::cli::{Cli, Cmd, FlowsArgs, IngestArgs, LogKind, RunArgs, SynthArgs};
 use crate::config::{self, Config};
 use crate::output;
 
+/// Logs go to standard error; the server also writes them to daily files
+/// under DATA/logs (kept 14 days), which `/api/logs` serves. The guard
+/// flushes the file writer when dropped.
+fn init_logging(files: Option<&Path>) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("TAPSTREAM_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    // Colours only on a terminal: logs piped to a file or journald stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let file = files.and_then(|dir| {
+        let appender = tracing_appender::rolling::RollingFileAppender::builder()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("tapstream")
+            .filename_suffix("log")
+            .max_log_files(14)
+            .build(dir);
+        match appender {
+            Ok(a) => Some(tracing_appender::non_blocking(a)),
+            Err(e) => {
+                eprintln!("tapstream: warning: log files in {}: {e}; logging to standard error only", dir.display());
+                None
+            }
+        }
+    });
+    match file {
+        Some((writer, guard)) => {
+            let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
+            tracing_subscriber::registry().with(stderr.with_filter(filter())).with(layer.with_filter(filter())).init();
+            Some(guard)
+        }
+        None => {
+            tracing_subscriber::registry().with(stderr.with_filter(filter())).init();
+            None
+        }
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let cfg = config::load(cli.config.as_deref())?;
+    let cfg = match config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(None);
+            return Err(e);
+        }
+    };
+    let log_dir = match &cli.cmd {
+        None => Some(cfg.data_dir.join("logs")),
+        Some(Cmd::Serve(a)) => Some(a.data.clone().unwrap_or_else(|| cfg.data_dir.clone()).join("logs")),
+        _ => None,
+    };
+    let _guard = init_logging(log_dir.as_deref());
     match cli.cmd.unwrap_or(Cmd::Serve(crate::cli::ServeArgs::default())) {
         Cmd::Serve(a) => crate::serve::serve(cfg, a),
         Cmd::User(a) => crate::serve::user(cfg, a),

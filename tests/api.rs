@@ -638,3 +638,37 @@ fn the_openapi_document_holds_under_schemathesis() {
     assert!(text.contains("Tested: 4"), "{text}");
     assert!(!s.stderr.lock().unwrap().contains("request failed"), "{}", s.stderr.lock().unwrap());
 }
+
+#[test]
+fn server_logs_rotate_into_files_the_api_tails_and_serves() {
+    let s = Server::start("", &["--pps", "300", "--workers", "1"]);
+    let admin = s.admin();
+    assert_eq!(s.login("admin", "not-the-password!", None).status, 401);
+    let files = wait_for(10, || {
+        let r = s.call("GET", "/api/logs", Some(&admin), None);
+        r.body.as_array().filter(|a| !a.is_empty()).cloned()
+    })
+    .expect("a log file");
+    let name = files[0]["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("tapstream") && name.ends_with(".log"), "{name}");
+    // Tail with a level filter: the failed login (a warning), no info lines.
+    let warn = wait_for(10, || {
+        let r = s.call("GET", "/api/logs/tail?level=warn&lines=50", Some(&admin), None);
+        let lines = r.body["lines"].as_array()?.clone();
+        lines.iter().any(|l| l.as_str().unwrap().contains("login failed")).then_some(lines)
+    })
+    .expect("the failed login in the log");
+    assert!(warn.iter().all(|l| !l.as_str().unwrap().contains(" INFO ")), "{warn:?}");
+    let all = s.call("GET", "/api/logs/tail", Some(&admin), None);
+    assert!(all.body["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("serving the API")));
+    // Download the whole file; nothing outside the log directory.
+    let d = s.raw("GET", &format!("/api/logs/{name}"), Some(&admin), None);
+    assert_eq!(d.status, 200);
+    let text = d.body.as_str().unwrap();
+    assert!(text.contains("serving the API"));
+    // Secrets never reach the log.
+    assert!(!text.contains(&s.admin_password), "the admin password is in the log");
+    assert!(!text.contains("not-the-password!"));
+    assert_eq!(s.call("GET", "/api/logs/..%2Fcontrol.db", Some(&admin), None).status, 404);
+    assert_eq!(s.call("GET", "/api/logs/tail?level=loud", Some(&admin), None).status, 400);
+}

@@ -7,7 +7,7 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
-use crate::routes::{Access, TABLE, alerts, audit, blocklist, incidents, query, rules, system, traffic, users};
+use crate::routes::{Access, TABLE, alerts, audit, blocklist, incidents, logs, query, rules, system, traffic, users};
 
 /// What a route takes and gives.
 struct Doc {
@@ -89,7 +89,9 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
         ("GET", "/api/performance") => d.params::<system::Window>(g).reply::<system::Performance>(g),
         // A WebSocket upgrade: 101 to a WebSocket client, 4xx to anything else.
         ("GET", "/api/stream") => d.status(101),
-        ("GET", "/metrics") => Doc { content: "text/plain", ..d },
+        ("GET", "/metrics") | ("GET", "/api/logs/{name}") => Doc { content: "text/plain", ..d },
+        ("GET", "/api/logs") => d.reply::<Vec<logs::LogFile>>(g),
+        ("GET", "/api/logs/tail") => d.params::<logs::Tail>(g).reply::<logs::TailReply>(g),
         _ => return None,
     })
 }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod blocklist;
 pub mod incidents;
+pub mod logs;
 pub mod query;
 pub mod rules;
 pub mod stream;
@@ -112,6 +113,9 @@ routes! {
     GET "/api/interfaces" ALL => system::interfaces, "Capture counters and drops per interface and queue";
     GET "/api/performance" ALL => system::performance, "CPU per core, memory, process RSS, data-dir disk use, engine rates, over time";
     GET "/api/stream" ALL => stream::stream, "WebSocket: per-second statistics and alert events (token also as ?access_token=)";
+    GET "/api/logs" ADMIN => logs::list, "The server's log files (daily, kept 14 days)";
+    GET "/api/logs/tail" ADMIN => logs::tail, "The last lines of a log file, filtered by level";
+    GET "/api/logs/{name}" ADMIN => logs::download, "Download a log file";
     GET "/metrics" ALL => system::metrics, "Prometheus text exposition of engine, storage and API counters";
 }
 
