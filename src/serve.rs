@@ -87,6 +87,7 @@ fn api_config(cfg: &Config, data: &Path, listen: Option<SocketAddr>) -> ApiConfi
     a.auth = cfg.api.auth.clone();
     a.max_body = cfg.api.max_body;
     a.sql = cfg.sql.clone();
+    a.plugins_dir = cfg.plugins.enabled.then(|| data.join(&cfg.plugins.dir));
     // An operator's own rules file becomes the one the API manages (its
     // rules are taken into the store on first start).
     if let Some(p) = cfg.detect.as_ref().and_then(|d| d.rules_file.clone()) {
@@ -144,6 +145,11 @@ fn start_engine(
     let geo = cfg.geoip.open()?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(data, geo.clone())).transpose()?;
+    // The directory exists, so plugins uploaded through the API are watched for.
+    if cfg.plugins.enabled {
+        let d = data.join(&cfg.plugins.dir);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating the plugin directory {}", d.display()))?;
+    }
     let plugins = crate::plugins::attach(&cfg, data, &mut pcfg)?;
     let notifier = crate::notify::start_for(&cfg, &pcfg, data);
     let alerts = pcfg.detect.as_ref().and_then(|d| d.feed.clone());

@@ -52,6 +52,10 @@ pub struct ApiConfig {
     /// The blocklist, written as a plain feed detection reloads.
     pub blocklist_file: PathBuf,
     pub sql: tapstream_query::Guardrails,
+    /// The plugin directory (None: plugins off).
+    pub plugins_dir: Option<PathBuf>,
+    /// Largest plugin upload body.
+    pub max_upload: usize,
 }
 
 impl ApiConfig {
@@ -65,6 +69,8 @@ impl ApiConfig {
             rules_file: data.join("api").join("rules.toml"),
             blocklist_file: data.join("api").join("blocklist.txt"),
             sql: tapstream_query::Guardrails::default(),
+            plugins_dir: Some(data.join("plugins")),
+            max_upload: 16 << 20,
         }
     }
     pub fn store_path(&self) -> PathBuf {

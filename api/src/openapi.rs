@@ -7,7 +7,9 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
-use crate::routes::{Access, TABLE, alerts, audit, blocklist, incidents, logs, query, rules, system, traffic, users};
+use crate::routes::{
+    Access, TABLE, alerts, audit, blocklist, incidents, logs, plugins, query, rules, system, traffic, users,
+};
 
 /// What a route takes and gives.
 struct Doc {
@@ -90,6 +92,12 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
         // A WebSocket upgrade: 101 to a WebSocket client, 4xx to anything else.
         ("GET", "/api/stream") => d.status(101),
         ("GET", "/metrics") | ("GET", "/api/logs/{name}") => Doc { content: "text/plain", ..d },
+        ("GET", "/api/plugins") => d.reply::<plugins::Plugins>(g),
+        ("POST", "/api/plugins") => d.body::<plugins::Upload>(g).reply::<plugins::PluginFile>(g).status(201),
+        ("POST", "/api/plugins/{name}/enable") | ("POST", "/api/plugins/{name}/disable") => {
+            d.reply::<plugins::PluginFile>(g)
+        }
+        ("DELETE", "/api/plugins/{name}") => d.status(204),
         ("GET", "/api/logs") => d.reply::<Vec<logs::LogFile>>(g),
         ("GET", "/api/logs/tail") => d.params::<logs::Tail>(g).reply::<logs::TailReply>(g),
         _ => return None,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod blocklist;
 pub mod incidents;
 pub mod logs;
+pub mod plugins;
 pub mod query;
 pub mod rules;
 pub mod stream;
@@ -116,6 +117,11 @@ routes! {
     GET "/api/logs" ADMIN => logs::list, "The server's log files (daily, kept 14 days)";
     GET "/api/logs/tail" ADMIN => logs::tail, "The last lines of a log file, filtered by level";
     GET "/api/logs/{name}" ADMIN => logs::download, "Download a log file";
+    GET "/api/plugins" ALL => plugins::list, "Plugins: files, what the engine loaded, metrics and load errors";
+    POST "/api/plugins" ADMIN => plugins::upload, "Upload a plugin (checked before it is installed; base64 module and TOML manifest)";
+    POST "/api/plugins/{name}/enable" ADMIN => plugins::enable, "Enable a plugin";
+    POST "/api/plugins/{name}/disable" ADMIN => plugins::disable, "Disable a plugin (the engine unloads it)";
+    DELETE "/api/plugins/{name}" ADMIN => plugins::delete, "Delete a plugin";
     GET "/metrics" ALL => system::metrics, "Prometheus text exposition of engine, storage and API counters";
 }
 
@@ -149,7 +155,9 @@ pub fn router(st: AppState) -> Router {
     }
     r.route_layer(axum::middleware::from_fn_with_state(st.clone(), guard))
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(st.cfg.max_body))
+        // Bodies without a length are cut here; `declared_size` holds
+        // every route but uploads to the smaller limit.
+        .layer(axum::extract::DefaultBodyLimit::max(st.cfg.max_body.max(st.cfg.max_upload)))
         .layer(axum::middleware::from_fn_with_state(st.clone(), declared_size))
         .layer(axum::middleware::from_fn_with_state(st.clone(), count))
         .with_state(st)
@@ -177,13 +185,14 @@ async fn declared_size(State(st): State<AppState>, req: Request, next: Next) -> 
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let limit = if req.uri().path() == "/api/plugins" { st.cfg.max_upload } else { st.cfg.max_body };
     if let Some(n) = declared
-        && n > st.cfg.max_body as u64
+        && n > limit as u64
     {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("request body of {n} bytes; the limit is {} bytes", st.cfg.max_body),
+            format!("request body of {n} bytes; the limit is {limit} bytes"),
         ));
     }
     Ok(next.run(req).await)
