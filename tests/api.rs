@@ -720,3 +720,44 @@ fn plugins_are_checked_uploaded_toggled_and_deleted_through_the_api() {
     let oks: Vec<bool> = log.body.as_array().unwrap().iter().map(|e| e["ok"].as_bool().unwrap()).collect();
     assert_eq!(oks, [true, false, false]);
 }
+
+#[test]
+fn recording_sessions_are_started_stopped_and_deleted_through_the_api() {
+    let s = Server::start("", &["--pps", "800", "--workers", "1"]);
+    let admin = s.admin();
+    let ana = s.user(&admin, "ana", "analyst");
+    let vic = s.user(&admin, "vic", "viewer");
+    let bad = s.call("POST", "/api/capture", Some(&ana), Some(r#"{"name":"dns","filter":"udp prot 53"}"#));
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(s.call("POST", "/api/capture", Some(&vic), Some(r#"{"name":"dns"}"#)).status, 403);
+    let r = s.call("POST", "/api/capture", Some(&ana), Some(r#"{"name":"dns","filter":"udp port 53","snaplen":256}"#));
+    assert_eq!((r.status, r.body["filter"].as_str()), (201, Some("udp port 53")), "{}", r.body);
+    assert_eq!(s.call("POST", "/api/capture", Some(&ana), Some(r#"{"name":"dns"}"#)).status, 409);
+    // The engine picks it up and writes packets.
+    let session = |s: &Server| -> Value {
+        s.call("GET", "/api/capture", Some(&vic), None)
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["spec"]["name"] == "dns")
+            .cloned()
+            .unwrap()
+    };
+    wait_for(20, || {
+        let x = session(&s);
+        (x["state"] == "recording" && x["disk_bytes"].as_u64()? > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not recording: {}", session(&s)));
+    assert_eq!(s.call("DELETE", "/api/capture/dns", Some(&admin), None).status, 409, "still recording");
+    assert_eq!(s.call("POST", "/api/capture/dns/stop", Some(&ana), None).status, 200);
+    wait_for(20, || (session(&s)["state"] == "stopped").then_some(())).unwrap_or_else(|| panic!("{}", session(&s)));
+    assert_eq!(s.call("DELETE", "/api/capture/dns", Some(&ana), None).status, 403);
+    assert_eq!(s.call("DELETE", "/api/capture/dns", Some(&admin), None).status, 204);
+    assert_eq!(s.call("POST", "/api/capture/dns/stop", Some(&ana), None).status, 404);
+    let log = s.call("GET", "/api/user_activity?limit=1000", Some(&admin), None);
+    let actions: Vec<&str> = log.body.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["capture_start", "capture_stop", "capture_delete"] {
+        assert!(actions.contains(&a), "{a} not audited");
+    }
+}

@@ -8,7 +8,7 @@ use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use crate::routes::{
-    Access, TABLE, alerts, audit, blocklist, incidents, logs, plugins, query, rules, system, traffic, users,
+    Access, TABLE, alerts, audit, blocklist, capture, incidents, logs, plugins, query, rules, system, traffic, users,
 };
 
 /// What a route takes and gives.
@@ -49,7 +49,7 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
     let d = Doc::new();
     Some(match (method, path) {
         ("GET", "/api/health") => d.reply::<system::Health>(g),
-        ("GET", "/api/openapi.json") => d.reply::<Value>(g),
+        ("GET", "/api/openapi.json") => d.reply::<Map<String, Value>>(g),
         ("POST", "/api/login") => d.body::<auth_types::Login>(g).reply::<auth_types::Tokens>(g),
         ("POST", "/api/refresh") => d.body::<auth_types::Refresh>(g).reply::<auth_types::Tokens>(g),
         ("POST", "/api/logout") => d.status(204),
@@ -92,6 +92,10 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
         // A WebSocket upgrade: 101 to a WebSocket client, 4xx to anything else.
         ("GET", "/api/stream") => d.status(101),
         ("GET", "/metrics") | ("GET", "/api/logs/{name}") => Doc { content: "text/plain", ..d },
+        ("GET", "/api/capture") => d.reply::<Vec<Map<String, Value>>>(g),
+        ("POST", "/api/capture") => d.body::<capture::NewSession>(g).reply::<Map<String, Value>>(g).status(201),
+        ("POST", "/api/capture/{name}/stop") => d.reply::<Map<String, Value>>(g),
+        ("DELETE", "/api/capture/{name}") => d.status(204),
         ("GET", "/api/plugins") => d.reply::<plugins::Plugins>(g),
         ("POST", "/api/plugins") => d.body::<plugins::Upload>(g).reply::<plugins::PluginFile>(g).status(201),
         ("POST", "/api/plugins/{name}/enable") | ("POST", "/api/plugins/{name}/disable") => {

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod blocklist;
+pub mod capture;
 pub mod incidents;
 pub mod logs;
 pub mod plugins;
@@ -117,6 +118,10 @@ routes! {
     GET "/api/logs" ADMIN => logs::list, "The server's log files (daily, kept 14 days)";
     GET "/api/logs/tail" ADMIN => logs::tail, "The last lines of a log file, filtered by level";
     GET "/api/logs/{name}" ADMIN => logs::download, "Download a log file";
+    GET "/api/capture" ALL => capture::list, "Packet recording sessions with their state and files";
+    POST "/api/capture" ANALYST => capture::start, "Request a recording session (filter, snap length, caps, rotation)";
+    POST "/api/capture/{name}/stop" ANALYST => capture::stop, "Stop a recording session";
+    DELETE "/api/capture/{name}" ADMIN => capture::delete, "Delete a stopped session and its files";
     GET "/api/plugins" ALL => plugins::list, "Plugins: files, what the engine loaded, metrics and load errors";
     POST "/api/plugins" ADMIN => plugins::upload, "Upload a plugin (checked before it is installed; base64 module and TOML manifest)";
     POST "/api/plugins/{name}/enable" ADMIN => plugins::enable, "Enable a plugin";
