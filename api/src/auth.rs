@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::error::{ApiError, Error};
-use crate::keys::{Keys, random};
+use crate::keys::{Keys, hex, random};
 use crate::store::{Store, now_ns};
 
 /// What a user may do: admin everything; analyst read, acknowledge,
@@ -140,12 +140,7 @@ pub fn verify_access(keys: &Keys, token: &str) -> Result<Claims, ApiError> {
 }
 
 fn sha256_hex(s: &str) -> String {
-    let d = sha2::Sha256::digest(s.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(s.as_bytes()))
 }
 
 /// A new session for `uid`: its id and the refresh token (`SID.SECRET`;

@@ -35,6 +35,24 @@ pub fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Lower-case hex of bytes.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Write a file whole: beside it first, then renamed over it, so a reader
+/// (detection, the plugin watcher) never sees half of it.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 impl Keys {
     /// Load the key file, creating it (0600) when there is none. A file
     /// others may read, or of the wrong size, is refused.

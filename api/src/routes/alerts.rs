@@ -215,8 +215,13 @@ pub struct AlertDetail {
     history: Vec<AlertBody>,
 }
 
+/// An alert id's syntax (the engine's ids are alphanumeric).
+pub fn is_alert_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 fn known(st: &AppState, id: &str) -> ApiResult<()> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !is_alert_id(id) {
         return Err(ApiError::bad_request(format!("`{id}` is not an alert id")));
     }
     if st.engine.alerts.is_some() && !latest(st).iter().any(|(a, _)| a.id == id) {
@@ -329,13 +334,10 @@ pub async fn assign(
     Body(b): Body<Assign>,
 ) -> ApiResult<axum::Json<AssignReply>> {
     known(&st, &id)?;
-    if let Some(u) = &b.assignee {
-        let exists: bool = st
-            .store
-            .with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)", params![u], |r| r.get(0)))?;
-        if !exists {
-            return Err(ApiError::unprocessable(format!("no user `{u}` to assign to")));
-        }
+    if let Some(u) = &b.assignee
+        && !super::users::user_exists(&st, u)?
+    {
+        return Err(ApiError::unprocessable(format!("no user `{u}` to assign to")));
     }
     set_state(&st, &id, None, Some(b.assignee.as_deref()), &me.name)?;
     audit(&st, me.audit("alert_assign", id.clone(), serde_json::json!({ "assignee": b.assignee })))?;

@@ -91,7 +91,7 @@ pub fn write_blocklist_file(store: &Store, path: &std::path::Path) -> Result<(),
         text.push_str(&e.value);
         text.push('\n');
     }
-    super::rules::write_atomic(path, &text)
+    Ok(crate::keys::write_atomic(path, text.as_bytes())?)
 }
 
 fn rewrite(st: &AppState) -> ApiResult<()> {

@@ -137,17 +137,14 @@ pub struct NewIncident {
 }
 
 fn valid_alert_id(id: &str) -> ApiResult<()> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !super::alerts::is_alert_id(id) {
         return Err(ApiError::unprocessable(format!("`{id}` is not an alert id")));
     }
     Ok(())
 }
 
 fn check_user(st: &AppState, u: &str) -> ApiResult<()> {
-    let ok: bool = st
-        .store
-        .with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)", params![u], |r| r.get(0)))?;
-    if ok { Ok(()) } else { Err(ApiError::unprocessable(format!("no user `{u}`"))) }
+    if super::users::user_exists(st, u)? { Ok(()) } else { Err(ApiError::unprocessable(format!("no user `{u}`"))) }
 }
 
 pub async fn create(

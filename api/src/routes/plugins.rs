@@ -4,7 +4,7 @@
 //! the engine watches; a plugin is checked (manifest, imports, exports,
 //! ABI, compiled by Wasmtime) before it is put there.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -91,14 +91,6 @@ pub struct Upload {
     wasm: String,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
 pub async fn upload(
     State(st): State<AppState>,
     me: Me,
@@ -116,7 +108,8 @@ pub async fn upload(
         return Err(ApiError::unprocessable("manifest: at most 64 KiB"));
     }
     // Check it the way the engine will load it, in a staging directory.
-    let staging = st.cfg.data_dir.join("api").join(format!("plugin-staging-{}", hex(&crate::keys::random::<8>())));
+    let staging =
+        st.cfg.data_dir.join("api").join(format!("plugin-staging-{}", crate::keys::hex(&crate::keys::random::<8>())));
     let name = u.name.clone();
     let manifest = u.manifest.clone();
     let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -131,8 +124,8 @@ pub async fn upload(
         std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(d.join(format!("{name}.wasm.disabled")));
         // The manifest first: the engine loads a module only with one beside it.
-        write_atomic(&d.join(format!("{name}.toml")), manifest.as_bytes()).map_err(|e| e.to_string())?;
-        write_atomic(&d.join(format!("{name}.wasm")), &wasm).map_err(|e| e.to_string())?;
+        crate::keys::write_atomic(&d.join(format!("{name}.toml")), manifest.as_bytes()).map_err(|e| e.to_string())?;
+        crate::keys::write_atomic(&d.join(format!("{name}.wasm")), &wasm).map_err(|e| e.to_string())?;
         Ok(())
     })
     .await
@@ -147,10 +140,6 @@ pub async fn upload(
     let f =
         scan(dir(&st)?).into_iter().find(|f| f.name == u.name).ok_or_else(|| ApiError::internal("plugin vanished"))?;
     Ok((StatusCode::CREATED, json(f)))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 async fn toggle(st: AppState, me: Me, name: String, enable: bool) -> ApiResult<axum::Json<PluginFile>> {

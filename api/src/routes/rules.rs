@@ -101,7 +101,7 @@ fn validate(r: &RuleBody) -> ApiResult<()> {
 pub fn write_rules_file(store: &Store, path: &Path) -> Result<(), Error> {
     let rules = stored(store)?;
     let text = render(&rules.into_iter().map(|r| r.rule).collect::<Vec<_>>())?;
-    write_atomic(path, &text)
+    Ok(crate::keys::write_atomic(path, text.as_bytes())?)
 }
 
 /// First start with a hand-written rules file and an empty store: take its
@@ -130,16 +130,6 @@ pub fn import_existing(store: &Store, path: &Path) -> Result<bool, Error> {
     }
     tracing::info!(rules = f.rule.len(), file = %path.display(), "rules imported into the control-plane store");
     Ok(true)
-}
-
-pub fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 fn apply(st: &AppState) -> ApiResult<()> {

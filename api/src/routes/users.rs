@@ -28,13 +28,6 @@ pub fn valid_name(n: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn rfc3339(ns: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 /// Create a user (argon2id hash of the password).
 pub fn create_user(store: &Store, name: &str, role: Role, password: &str) -> Result<i64, Error> {
     valid_name(name).map_err(Error::Invalid)?;
@@ -65,7 +58,7 @@ pub fn list_users(store: &Store) -> rusqlite::Result<Vec<User>> {
                 role: Role::parse(&r.get::<_, String>(1)?).unwrap_or(Role::Viewer),
                 totp: r.get(2)?,
                 disabled: r.get(3)?,
-                created: rfc3339(r.get(4)?),
+                created: super::audit::rfc3339(r.get(4)?),
             })
         })?
         .collect()
@@ -127,16 +120,26 @@ fn uid_of(st: &AppState, name: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::not_found(format!("no user `{name}`")))
 }
 
-/// Would this change leave no enabled admin?
-fn last_admin(st: &AppState, name: &str) -> ApiResult<bool> {
-    let others: i64 = st.store.with(|c| {
+/// Refuse a change that takes the last enabled admin away (demoted,
+/// disabled or deleted).
+fn keep_an_admin(st: &AppState, uid: i64) -> ApiResult<()> {
+    let last: bool = st.store.with(|c| {
         c.query_row(
-            "SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0 AND name != ?1",
-            params![name],
+            "SELECT role = 'admin' AND disabled = 0 AND NOT EXISTS
+               (SELECT 1 FROM users WHERE role = 'admin' AND disabled = 0 AND id != ?1)
+             FROM users WHERE id = ?1",
+            params![uid],
             |r| r.get(0),
         )
     })?;
-    Ok(others == 0)
+    if last { Err(ApiError::conflict("that would leave no enabled admin")) } else { Ok(()) }
+}
+
+/// Does a user of this name exist?
+pub fn user_exists(st: &AppState, name: &str) -> ApiResult<bool> {
+    Ok(st
+        .store
+        .with(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)", params![name], |r| r.get(0)))?)
 }
 
 pub async fn update(
@@ -147,13 +150,8 @@ pub async fn update(
 ) -> ApiResult<axum::Json<User>> {
     let uid = uid_of(&st, &name)?;
     let demotes = b.role.is_some_and(|r| r != Role::Admin) || b.disabled == Some(true);
-    if demotes && last_admin(&st, &name)? {
-        let is_admin: bool = st.store.with(|c| {
-            c.query_row("SELECT role = 'admin' AND disabled = 0 FROM users WHERE id = ?1", params![uid], |r| r.get(0))
-        })?;
-        if is_admin {
-            return Err(ApiError::conflict("that would leave no enabled admin"));
-        }
+    if demotes {
+        keep_an_admin(&st, uid)?;
     }
     let hash = match &b.password {
         Some(p) => {
@@ -200,14 +198,7 @@ pub async fn delete(State(st): State<AppState>, me: Me, Segment(name): Segment<S
     if name == me.name {
         return Err(ApiError::conflict("you cannot delete yourself"));
     }
-    if last_admin(&st, &name)? {
-        let is_admin: bool = st
-            .store
-            .with(|c| c.query_row("SELECT role = 'admin' FROM users WHERE id = ?1", params![uid], |r| r.get(0)))?;
-        if is_admin {
-            return Err(ApiError::conflict("that would leave no enabled admin"));
-        }
-    }
+    keep_an_admin(&st, uid)?;
     st.store.with(|c| c.execute("DELETE FROM users WHERE id = ?1", params![uid]))?;
     audit(&st, me.audit("user_delete", name, serde_json::json!({})))?;
     Ok(StatusCode::NO_CONTENT)
