@@ -180,7 +180,7 @@ pub(crate) fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
-type SharedWriter = Arc<Mutex<Option<HourlyWriter>>>;
+use tapstream_query::SharedWriter;
 type SharedErrors = Arc<Mutex<Vec<String>>>;
 
 /// A sink that writes record batches into hourly Parquet; errors are kept.

@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,9 +9,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use arrow::array::AsArray;
-use arrow::datatypes::{TimestampNanosecondType, UInt8Type, UInt16Type};
-use futures::StreamExt;
 use tapstream_engine::filter::Filter;
 use tapstream_engine::pipeline::PipelineConfig;
 use tapstream_engine::record::{self, FlowMatch, Recorder, SessionInfo, SessionSpec};
@@ -120,31 +116,6 @@ pub(crate) fn time_ns(s: &str) -> anyhow::Result<u64> {
     u64::try_from(t.unix_timestamp_nanos()).with_context(|| format!("time `{s}`: before 1970"))
 }
 
-/// `tcp 10.0.0.1:1234 10.0.0.2:80` (IPv6 as `[2001:db8::1]:443`; icmp without ports).
-fn parse_flow(s: &str) -> anyhow::Result<FlowMatch> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let usage = || format!("flow `{s}`: write PROTO SRC:PORT DST:PORT, e.g. `tcp 10.0.0.1:51000 10.0.0.2:443`");
-    let [proto, a, b] = parts[..] else { bail!(usage()) };
-    let ip_proto = match proto.to_ascii_lowercase().as_str() {
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" => 1,
-        "icmp6" => 58,
-        p => p.parse::<u8>().map_err(|_| anyhow::anyhow!("{}: unknown protocol `{p}`", usage()))?,
-    };
-    let end = |x: &str| -> anyhow::Result<(IpAddr, u16)> {
-        if let Ok(sa) = x.parse::<SocketAddr>() {
-            return Ok((sa.ip(), sa.port()));
-        }
-        match x.parse::<IpAddr>() {
-            Ok(ip) if ip_proto == 1 || ip_proto == 58 => Ok((ip, 0)),
-            _ => bail!("{}: `{x}` is not ADDRESS:PORT", usage()),
-        }
-    };
-    let ((a, a_port), (b, b_port)) = (end(a)?, end(b)?);
-    Ok(FlowMatch { a, a_port, b, b_port, ip_proto })
-}
-
 fn export(cfg: Config, data: &Path, e: RecordExportArgs) -> anyhow::Result<ExitCode> {
     let mut sel = record::Selector {
         sessions: e.session.clone(),
@@ -156,7 +127,7 @@ fn export(cfg: Config, data: &Path, e: RecordExportArgs) -> anyhow::Result<ExitC
         sel.filter = Some(Filter::parse(f)?);
     }
     if let Some(f) = &e.flow {
-        sel.flow = Some(parse_flow(f)?);
+        sel.flow = Some(FlowMatch::parse(f).map_err(anyhow::Error::msg)?);
     }
     if let Some(uid) = &e.uid {
         let (fm, start, end) = lookup_uid(cfg, data, uid, &e)?;
@@ -197,50 +168,16 @@ fn export_to(p: &PathBuf) -> anyhow::Result<BufWriter<File>> {
 
 /// The 5-tuple and time span of a flow in the history, by its uid.
 fn lookup_uid(cfg: Config, data: &Path, uid: &str, e: &RecordExportArgs) -> anyhow::Result<(FlowMatch, u64, u64)> {
-    if uid.is_empty() || uid.len() > 32 || !uid.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        bail!("uid `{uid}`: flow ids are letters and digits (the flows table's `uid` column)");
-    }
-    let mut sql = format!(
-        "SELECT orig_h, orig_p, resp_h, resp_p, ip_proto, min(flow_start) AS s, max(last_ts) AS e FROM flows WHERE uid = '{uid}'"
-    );
-    if let Some(f) = &e.from {
-        sql += &format!(" AND last_ts >= to_timestamp_nanos({})", time_ns(f)?);
-    }
-    if let Some(t) = &e.to {
-        sql += &format!(" AND ts <= to_timestamp_nanos({})", time_ns(t)?);
-    }
-    sql += " GROUP BY orig_h, orig_p, resp_h, resp_p, ip_proto";
+    let from = e.from.as_deref().map(time_ns).transpose()?;
+    let to = e.to.as_deref().map(time_ns).transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the query runtime")?;
-    let batches = rt.block_on(async {
+    let found = rt.block_on(async {
         let h = History::open(data, cfg.sql.clone()).await?;
-        let res = h.query(&sql).await?;
-        for n in &res.notes {
-            eprintln!("note: {n}");
-        }
-        let mut v = Vec::new();
-        let mut s = res.stream;
-        while let Some(b) = s.next().await {
-            v.push(b.map_err(|e| h.stream_error(e))?);
-        }
-        Ok::<_, anyhow::Error>(v)
+        tapstream_query::export::flow_by_uid(&h, uid, from, to).await
     })?;
-    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
-        bail!("no flow with uid {uid} in the history searched (give --from/--to to search further back)");
-    };
-    let ip = |c: usize| -> anyhow::Result<IpAddr> {
-        let v = b.column(c).as_string::<i32>().value(0);
-        v.parse().with_context(|| format!("address `{v}` in the flows table"))
-    };
-    let port = |c: usize| b.column(c).as_primitive::<UInt16Type>().value(0);
-    let ts = |c: usize| b.column(c).as_primitive::<TimestampNanosecondType>().value(0).max(0) as u64;
-    let fm = FlowMatch {
-        a: ip(0)?,
-        a_port: port(1),
-        b: ip(2)?,
-        b_port: port(3),
-        ip_proto: b.column(4).as_primitive::<UInt8Type>().value(0),
-    };
-    Ok((fm, ts(5), ts(6).saturating_add(record::FLOW_TAIL_NS)))
+    found.with_context(|| {
+        format!("no flow with uid {uid} in the history searched (give --from/--to to search further back)")
+    })
 }
 
 fn print_list(l: &[SessionInfo]) {

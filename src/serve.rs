@@ -32,6 +32,7 @@ pub struct RawApi {
     pub lockout_secs: Option<u64>,
     pub lockout_max_secs: Option<u64>,
     pub max_body_kb: Option<usize>,
+    pub max_import_mb: Option<u64>,
 }
 
 /// `[api]` checked.
@@ -40,6 +41,7 @@ pub struct ApiSettings {
     pub listen: SocketAddr,
     pub auth: tapstream_api::auth::AuthConfig,
     pub max_body: usize,
+    pub max_import: u64,
 }
 
 fn within<T: PartialOrd + std::fmt::Display + Copy>(name: &str, v: Option<T>, d: T, lo: T, hi: T) -> anyhow::Result<T> {
@@ -72,7 +74,8 @@ pub fn validate(r: RawApi) -> anyhow::Result<ApiSettings> {
         )?),
     };
     let max_body = 1024 * within("max_body_kb", r.max_body_kb, 1024, 1, 1 << 20)?;
-    Ok(ApiSettings { listen, auth, max_body })
+    let max_import = (1 << 20) * within("max_import_mb", r.max_import_mb, 256, 1, 1 << 20)?;
+    Ok(ApiSettings { listen, auth, max_body, max_import })
 }
 
 impl Default for ApiSettings {
@@ -86,6 +89,7 @@ fn api_config(cfg: &Config, data: &Path, listen: Option<SocketAddr>) -> ApiConfi
     a.listen = listen.unwrap_or(cfg.api.listen);
     a.auth = cfg.api.auth.clone();
     a.max_body = cfg.api.max_body;
+    a.max_import = cfg.api.max_import;
     a.sql = cfg.sql.clone();
     a.plugins_dir = cfg.plugins.enabled.then(|| data.join(&cfg.plugins.dir));
     // An operator's own rules file becomes the one the API manages (its
@@ -140,9 +144,16 @@ fn start_engine(
     }
     pcfg.drop_when_behind = true;
     let (sink, writer, errors) = parquet_sink(data, &cfg)?;
+    let shared_writer = writer.clone();
+    // Uploaded captures are analysed into the same history, on at most two
+    // workers, without the live traffic's detection, recording or plugins.
+    let geo = cfg.geoip.open()?;
+    let mut import_pipeline = cfg.pipeline.clone();
+    import_pipeline.workers = import_pipeline.workers.clamp(1, 2);
+    import_pipeline.pin_cores = false;
+    import_pipeline.geo = geo.clone();
     let retention = start_retention(data, &cfg, &writer, stop)?;
     let recorder = crate::record::start(data, &mut pcfg)?;
-    let geo = cfg.geoip.open()?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(data, geo.clone())).transpose()?;
     // The directory exists, so plugins uploaded through the API are watched for.
@@ -181,8 +192,15 @@ fn start_engine(
         });
         tracing::info!(pps, workers = pcfg.workers, "no interface configured: running on built-in demo traffic");
         let progress = Arc::new(Progress::default());
-        let link =
-            EngineLink { source: "demo".into(), feeds: Vec::new(), progress: Some(progress.clone()), alerts, geo };
+        let link = EngineLink {
+            source: "demo".into(),
+            feeds: Vec::new(),
+            progress: Some(progress.clone()),
+            alerts,
+            geo,
+            writer: Some(shared_writer),
+            import_pipeline: Some(import_pipeline),
+        };
         let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
             let (summary, err) = pipeline::run(src, &pcfg, stop, progress, sink);
             let ok = finish(&summary)?;
@@ -222,7 +240,15 @@ fn start_engine(
             }
         })
         .collect();
-    let link = EngineLink { source: "live".into(), feeds, progress: None, alerts, geo };
+    let link = EngineLink {
+        source: "live".into(),
+        feeds,
+        progress: None,
+        alerts,
+        geo,
+        writer: Some(shared_writer),
+        import_pipeline: Some(import_pipeline),
+    };
     let rx_cores = cfg.capture.rx_cores.clone();
     let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
         let summary = pipeline::run_live(sources, &pcfg, &rx_cores, stop, status, sink);

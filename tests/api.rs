@@ -5,6 +5,8 @@ mod common;
 #[path = "common/server.rs"]
 mod server;
 
+use std::path::Path;
+
 use serde_json::{Value, json};
 use server::{Server, wait_for};
 use tapstream_api::auth::Role;
@@ -760,4 +762,196 @@ fn recording_sessions_are_started_stopped_and_deleted_through_the_api() {
     for a in ["capture_start", "capture_stop", "capture_delete"] {
         assert!(actions.contains(&a), "{a} not audited");
     }
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map_or("", |(_, v)| v.as_str())
+}
+
+fn count_flows(s: &Server, tok: &str, wher: &str) -> u64 {
+    let r = s.call(
+        "POST",
+        "/api/query",
+        Some(tok),
+        Some(&json!({ "sql": format!("SELECT count(*) AS n FROM flows WHERE {wher}") }).to_string()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["rows"][0]["n"].as_u64().unwrap()
+}
+
+/// Imports go through the running server's history writer and are
+/// reported; exports stream every format (Parquet read back by pyarrow,
+/// PCAP by tshark); each is audited, limited and refused to roles without
+/// the right.
+#[test]
+fn history_is_imported_and_exported_through_the_api() {
+    let s =
+        Server::start("max_import_mb = 1\n[storage]\nflush_interval_secs = 1\n", &["--pps", "1000", "--workers", "1"]);
+    let admin = s.admin();
+    let ana = s.user(&admin, "ana", "analyst");
+    let vic = s.user(&admin, "vic", "viewer");
+    let upload = |tok: &str, q: &str, ct: &str, body: Vec<u8>| {
+        s.raw("POST", &format!("/api/import?{q}"), Some(tok), Some((ct, body)))
+    };
+
+    // A CSV with a bad row imports nothing and says which row and why.
+    let csv = "ts,orig_h,orig_p,resp_h,resp_p,proto,orig_bytes,resp_bytes\n\
+               2020-03-01T10:00:00Z,10.9.0.1,40000,10.9.0.2,80,tcp,100,2000\n\
+               2020-03-01T10:00:05Z,10.9.0.1,40001,10.9.0.999,80,tcp,100,2000\n\
+               2020-03-01T10:20:00Z,10.9.0.3,40002,10.9.0.2,443,tcp,300,4000\n";
+    let r = upload(&admin, "format=csv&name=flows.csv", "text/csv", csv.into());
+    assert_eq!((r.status, r.body["error"].as_str()), (422, Some("bad_rows")), "{}", r.body);
+    assert_eq!(r.body["report"]["bad_rows"], 1);
+    assert_eq!(r.body["report"]["errors"][0]["line"], 3);
+    assert_eq!(r.body["report"]["errors"][0]["column"], "resp_h");
+    let hour = "ts >= '2020-03-01T10:00:00Z' AND ts < '2020-03-01T11:00:00Z'";
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(count_flows(&s, &admin, hour), 0, "a rejected file imports nothing");
+    let r = upload(&admin, "format=csv&skip_bad_rows=true&name=flows.csv", "text/csv", csv.into());
+    assert_eq!((r.status, r.body["rows"].as_u64(), r.body["bad_rows"].as_u64()), (200, Some(2), Some(1)), "{}", r.body);
+    wait_for(20, || (count_flows(&s, &admin, hour) == 2).then_some(())).expect("imported rows in the history");
+    assert_eq!(upload(&ana, "format=csv", "text/csv", csv.into()).status, 403);
+    assert_eq!(upload(&admin, "format=csv", "text/csv", Vec::new()).status, 422);
+    assert_eq!(upload(&admin, "format=xlsx", "text/csv", csv.into()).status, 422);
+    // Over the 1 MiB import limit, sent without a length (chunked): the
+    // server counts while it reads and stops at the limit.
+    let big = chunked_upload(&s, &admin, "/api/import?format=pcap", 2 << 20);
+    assert!(big.starts_with("HTTP/1.1 413") && big.contains("too_large"), "{big}");
+    assert_eq!(std::fs::read_dir(s.data.join("api/imports")).unwrap().count(), 0, "the refused upload is removed");
+    let junk = upload(&admin, "format=pcap", "application/octet-stream", b"this is not a capture file at all".to_vec());
+    assert_eq!(junk.status, 422, "{}", junk.body);
+    assert!(junk.body["detail"].as_str().unwrap().contains("not a capture file"), "{}", junk.body);
+
+    // A capture is analysed into the history: its flows are there to export.
+    let pcap = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/zeek/cisco-fabric-path/trace.pcap");
+    let r =
+        upload(&admin, "format=pcap&name=trace.pcap", "application/vnd.tcpdump.pcap", std::fs::read(&pcap).unwrap());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (packets, flows) = (r.body["packets"].as_u64().unwrap(), r.body["records"]["flows"].as_u64().unwrap());
+    assert!(packets > 0 && flows > 0, "{}", r.body);
+    let old = "ts >= '1990-01-01T00:00:00Z' AND ts < '2019-01-01T00:00:00Z'";
+    wait_for(20, || (count_flows(&s, &admin, old) == flows).then_some(())).expect("the capture's flows in the history");
+
+    // Exports of a table over a range and filter, in every format.
+    let sel = |format: &str, extra: &str| {
+        format!(
+            r#"{{"format":"{format}","table":"flows","from":"2020-03-01T10:00:00Z","to":"2020-03-01T11:00:00Z"{extra}}}"#
+        )
+    };
+    let (st, h, csv_out) = s.bytes("POST", "/api/export", &ana, &sel("csv", ""));
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&csv_out));
+    assert!(header(&h, "content-type").starts_with("text/csv"));
+    assert!(header(&h, "content-disposition").contains("attachment; filename=\"tapstream-flows-"), "{h:?}");
+    let text = String::from_utf8(csv_out).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.lines().next().unwrap().split(',').any(|c| c == "uid"));
+    let (_, _, one) = s.bytes("POST", "/api/export", &ana, &sel("ndjson", r#","port":443"#));
+    let line: Value = serde_json::from_slice(&one).unwrap();
+    assert_eq!((line["orig_h"].as_str(), line["resp_p"].as_u64()), (Some("10.9.0.3"), Some(443)));
+    let (_, _, arr) = s.bytes("POST", "/api/export", &ana, &sel("json", r#","ip":"10.9.0.1""#));
+    assert_eq!(serde_json::from_slice::<Value>(&arr).unwrap().as_array().unwrap().len(), 1);
+    let sql = json!({ "format": "parquet", "sql": format!("SELECT uid, orig_h, resp_h, ts FROM flows WHERE {old}") });
+    let (st, h, pq) = s.bytes("POST", "/api/export", &ana, &sql.to_string());
+    assert_eq!(st, 200);
+    assert_eq!(header(&h, "content-type"), "application/vnd.apache.parquet");
+    let file = s.data.with_extension("parquet");
+    std::fs::write(&file, &pq).unwrap();
+    let script = "import sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(t.num_rows, ','.join(t.column_names))";
+    let o = std::process::Command::new("python3").args(["-c", script]).arg(&file).output().unwrap();
+    assert!(o.status.success(), "pyarrow: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().trim(), format!("{flows} uid,orig_h,resp_h,ts"));
+
+    // Recorded packets as PCAP, read by tshark.
+    let r = s.call("POST", "/api/capture", Some(&ana), Some(r#"{"name":"dns","filter":"udp port 53"}"#));
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait_for(20, || {
+        let l = s.call("GET", "/api/capture", Some(&ana), None);
+        let x = l.body.as_array()?.iter().find(|x| x["spec"]["name"] == "dns")?.clone();
+        (x["status"]["packets"].as_u64()? >= 20).then_some(())
+    })
+    .expect("packets recorded");
+    assert_eq!(s.call("POST", "/api/capture/dns/stop", Some(&ana), None).status, 200);
+    let (st, h, pcap_out) = s.bytes(
+        "POST",
+        "/api/export",
+        &ana,
+        r#"{"format":"pcap","sessions":["dns"],"protocol":"udp","filter":"port 53"}"#,
+    );
+    assert_eq!((st, header(&h, "content-type")), (200, "application/vnd.tcpdump.pcap"));
+    let file = s.data.with_extension("pcap");
+    std::fs::write(&file, &pcap_out).unwrap();
+    let o = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-T", "fields", "-e", "udp.port"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "tshark: {}", String::from_utf8_lossy(&o.stderr));
+    let lines = String::from_utf8(o.stdout).unwrap();
+    assert!(lines.lines().count() >= 20, "{lines}");
+    assert!(lines.lines().all(|l| l.split(',').any(|p| p == "53")), "{lines}");
+
+    // Bad requests are 4xx with a reason; a viewer may not export.
+    for (bad, code) in [
+        (r#"{"format":"xml","table":"flows"}"#, 422),
+        (r#"{"format":"csv"}"#, 422),
+        (r#"{"format":"csv","table":"flows","sql":"SELECT 1"}"#, 422),
+        (r#"{"format":"csv","table":"stats","ip":"10.0.0.1"}"#, 400),
+        (r#"{"format":"csv","sql":"DROP TABLE flows"}"#, 422),
+        (r#"{"format":"csv","table":"flows","uid":"C1"}"#, 422),
+        (r#"{"format":"pcap","uid":"Cnosuchflow1"}"#, 404),
+        (r#"{"format":"pcap","sessions":["nope"],"filter":"udp"}"#, 404),
+        (r#"{"format":"pcap","filter":"port 99999"}"#, 422),
+        (r#"{"format":"pcap","country":"FR"}"#, 400),
+    ] {
+        let r = s.call("POST", "/api/export", Some(&ana), Some(bad));
+        assert_eq!(r.status, code, "{bad}: {}", r.body);
+        assert!(r.body["detail"].is_string(), "{bad}: {}", r.body);
+    }
+    assert_eq!(s.call("POST", "/api/export", Some(&vic), Some(&sel("csv", ""))).status, 403);
+
+    let log = s.call("GET", "/api/user_activity?limit=1000", Some(&admin), None);
+    let entries = log.body.as_array().unwrap();
+    let of = |a: &str| entries.iter().filter(|e| e["action"] == a).count();
+    assert!(of("import") >= 4, "imports audited (failures too): {}", log.body);
+    assert!(of("export") >= 5, "exports audited: {}", log.body);
+    assert!(entries.iter().any(|e| e["action"] == "import" && e["ok"] == false && e["target"] == "flows.csv"));
+}
+
+/// POST `len` bytes with chunked transfer encoding by hand; the answer as text.
+fn chunked_upload(s: &Server, token: &str, path: &str, len: usize) -> String {
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let mut sent = 0;
+    while sent < len {
+        // The server may stop reading once over the limit: write errors end it.
+        if write!(c, "{:x}\r\n", chunk.len())
+            .and_then(|_| c.write_all(&chunk))
+            .and_then(|_| c.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = c.write_all(b"0\r\n\r\n");
+    c.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let mut buf = Vec::new();
+    let t0 = std::time::Instant::now();
+    let mut b = [0u8; 4096];
+    while t0.elapsed() < std::time::Duration::from_secs(10) && !String::from_utf8_lossy(&buf).contains("too_large") {
+        match c.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+            Err(_) => continue,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }

@@ -28,6 +28,12 @@ pub struct EngineLink {
     pub progress: Option<Arc<Progress>>,
     pub alerts: Option<Arc<AlertFeed>>,
     pub geo: Option<Arc<tapstream_engine::geo::Geo>>,
+    /// The history writer the engine writes through: imports go through
+    /// it too, so they share its hour claims with retention and compaction.
+    pub writer: Option<tapstream_query::SharedWriter>,
+    /// Settings for analysing uploaded captures into the history (no
+    /// detection, recording or plugins: those belong to live traffic).
+    pub import_pipeline: Option<tapstream_engine::pipeline::PipelineConfig>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, schemars::JsonSchema)]

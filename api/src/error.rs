@@ -32,11 +32,17 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds a client should wait (lockout).
     pub retry_after: Option<u64>,
+    /// What was done before the error (an import's report), as `report`.
+    pub report: Option<serde_json::Value>,
 }
 
 impl ApiError {
+    pub fn with_report(mut self, r: impl serde::Serialize) -> ApiError {
+        self.report = serde_json::to_value(r).ok();
+        self
+    }
     pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, error, detail: detail.into(), retry_after: None }
+        ApiError { status, error, detail: detail.into(), retry_after: None, report: None }
     }
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", detail)
@@ -119,7 +125,10 @@ impl From<tapstream_query::QueryError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.error, "detail": self.detail });
+        let mut body = serde_json::json!({ "error": self.error, "detail": self.detail });
+        if let Some(r) = self.report {
+            body["report"] = r;
+        }
         let mut r = (self.status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())

@@ -56,6 +56,8 @@ pub struct ApiConfig {
     pub plugins_dir: Option<PathBuf>,
     /// Largest plugin upload body.
     pub max_upload: usize,
+    /// Largest import upload (CSV or capture file).
+    pub max_import: u64,
 }
 
 impl ApiConfig {
@@ -71,6 +73,7 @@ impl ApiConfig {
             sql: tapstream_query::Guardrails::default(),
             plugins_dir: Some(data.join("plugins")),
             max_upload: 16 << 20,
+            max_import: 256 << 20,
         }
     }
     pub fn store_path(&self) -> PathBuf {
@@ -93,6 +96,8 @@ pub struct Inner {
     /// The OpenAPI document, built once.
     pub openapi: serde_json::Value,
     access: routes::AccessMap,
+    /// Held while an import runs (one at a time).
+    pub importing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -123,6 +128,8 @@ impl Prepared {
         for t in tapstream_engine::records::Table::ALL {
             std::fs::create_dir_all(cfg.data_dir.join(t.name()))?;
         }
+        // Uploads a stopped server left half-imported are gone with it.
+        let _ = std::fs::remove_dir_all(cfg.data_dir.join("api").join("imports"));
         let store = Store::open(&cfg.store_path())?;
         let keys = keys::Keys::load_or_create(&cfg.key_path())?;
         routes::rules::import_existing(&store, &cfg.rules_file)?;
@@ -148,6 +155,7 @@ impl Prepared {
             keys: self.keys,
             engine,
             history: tokio::sync::OnceCell::new(),
+            importing: tokio::sync::Mutex::new(()),
             started: std::time::Instant::now(),
         })))
     }

@@ -8,7 +8,8 @@ use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use crate::routes::{
-    Access, TABLE, alerts, audit, blocklist, capture, incidents, logs, plugins, query, rules, system, traffic, users,
+    Access, TABLE, alerts, audit, blocklist, capture, export, import, incidents, logs, plugins, query, rules, system,
+    traffic, users,
 };
 
 /// What a route takes and gives.
@@ -20,11 +21,13 @@ struct Doc {
     status: u16,
     /// Another content type than JSON for the answer.
     content: &'static str,
+    /// The body is a file (CSV or binary), not JSON.
+    file_body: bool,
 }
 
 impl Doc {
     fn new() -> Doc {
-        Doc { body: None, params: None, reply: None, status: 200, content: "application/json" }
+        Doc { body: None, params: None, reply: None, status: 200, content: "application/json", file_body: false }
     }
     fn body<T: JsonSchema>(mut self, g: &mut SchemaGenerator) -> Doc {
         self.body = Some(g.subschema_for::<T>());
@@ -86,6 +89,10 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
         ("POST", "/api/blocklist") => d.body::<blocklist::NewEntry>(g).reply::<blocklist::Entry>(g).status(201),
         ("DELETE", "/api/blocklist/{id}") => d.status(204),
         ("POST", "/api/query") => d.body::<query::Query>(g).reply::<query::Answer>(g),
+        ("POST", "/api/export") => Doc { content: "export", ..d.body::<export::ExportRequest>(g) },
+        ("POST", "/api/import") => {
+            Doc { file_body: true, ..d.params::<import::ImportParams>(g).reply::<import::ImportReport>(g) }
+        }
         ("GET", "/api/traffic") => d.params::<traffic::TrafficQuery>(g).reply::<traffic::Traffic>(g),
         ("GET", "/api/interfaces") => d.reply::<system::Interfaces>(g),
         ("GET", "/api/performance") => d.params::<system::Window>(g).reply::<system::Performance>(g),
@@ -195,8 +202,25 @@ pub fn document() -> Value {
                 json!({ "required": required, "content": { "application/json": { "schema": b } } }),
             );
         }
+        if d.file_body {
+            op.insert(
+                "requestBody".into(),
+                json!({ "required": true, "content": {
+                    "text/csv": { "schema": { "type": "string" } },
+                    "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
+                    "application/vnd.tcpdump.pcap": { "schema": { "type": "string", "format": "binary" } }
+                } }),
+            );
+        }
         let mut responses = Map::new();
         let ok = match (&d.reply, d.content) {
+            (_, "export") => json!({ "description": "The export, streamed", "content": {
+                "text/csv": { "schema": { "type": "string" } },
+                "application/json": { "schema": {} },
+                "application/x-ndjson": { "schema": { "type": "string" } },
+                "application/vnd.apache.parquet": { "schema": { "type": "string", "format": "binary" } },
+                "application/vnd.tcpdump.pcap": { "schema": { "type": "string", "format": "binary" } }
+            } }),
             (_, "text/plain") => {
                 json!({ "description": "OK", "content": { "text/plain": { "schema": { "type": "string" } } } })
             }

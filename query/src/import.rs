@@ -471,7 +471,7 @@ pub fn check_flows_csv<R: Read>(input: R) -> Result<Vec<RowError>, ImportError> 
 /// caller must have checked the file first (see [`import_flows_csv_file`]).
 pub fn import_flows_csv<R: Read>(
     input: R,
-    writer: &mut crate::HourlyWriter,
+    writer: &mut impl crate::writer::BatchSink,
     skip_bad_rows: bool,
 ) -> Result<ImportReport, ImportError> {
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(input);
@@ -488,13 +488,13 @@ pub fn import_flows_csv<R: Read>(
             return Err(ImportError::BadRows(errs));
         }
         if rows.len() == BATCH {
-            writer.write(Table::Flows, &to_batch(&rows))?;
+            writer.write_batch(Table::Flows, &to_batch(&rows))?;
             report.rows += rows.len() as u64;
             rows.clear();
         }
     }
     if !rows.is_empty() {
-        writer.write(Table::Flows, &to_batch(&rows))?;
+        writer.write_batch(Table::Flows, &to_batch(&rows))?;
         report.rows += rows.len() as u64;
     }
     report.skipped = errs;
@@ -505,7 +505,7 @@ pub fn import_flows_csv<R: Read>(
 /// imports nothing unless `skip_bad_rows`.
 pub fn import_flows_csv_file(
     path: &std::path::Path,
-    writer: &mut crate::HourlyWriter,
+    writer: &mut impl crate::writer::BatchSink,
     skip_bad_rows: bool,
 ) -> Result<ImportReport, ImportError> {
     let open = || std::fs::File::open(path).map_err(|e| ImportError::Csv(csv::Error::from(e)));

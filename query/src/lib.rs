@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compact;
+pub mod export;
 pub mod import;
 pub mod layout;
 pub mod retention;
@@ -17,4 +18,4 @@ pub mod udf;
 pub mod writer;
 
 pub use sql::{Guardrails, History, QueryError, QueryResult};
-pub use writer::{Holder, HourLocks, HourlyWriter, WriterConfig, WriterError, WriterStats};
+pub use writer::{BatchSink, Holder, HourLocks, HourlyWriter, SharedWriter, WriterConfig, WriterError, WriterStats};

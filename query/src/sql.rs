@@ -89,6 +89,8 @@ pub struct History {
     limits: Guardrails,
     notes: Notes,
     store: Arc<SnapshotStore>,
+    /// Exports streaming now: while any runs, no descriptor is forgotten.
+    long_readers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A running query: its batches as a stream, and what the user should know.
@@ -142,7 +144,7 @@ impl History {
             }
             ctx.register_table(t.name(), guarded).map_err(|e| QueryError::Sql(e.to_string()))?;
         }
-        Ok(History { ctx, limits, notes, store })
+        Ok(History { ctx, limits, notes, store, long_readers: Arc::default() })
     }
 
     pub fn limits(&self) -> &Guardrails {
@@ -153,8 +155,11 @@ impl History {
     /// (see [`History::deadline`]).
     pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
         check_read_only(sql)?;
-        // Files opened for queries that must have ended by now (deadline).
-        self.store.forget_older_than(self.limits.timeout * 2 + Duration::from_secs(60));
+        // Files opened for queries that must have ended by now (deadline);
+        // an export has none, so nothing is forgotten while one runs.
+        if self.long_readers.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.store.forget_older_than(self.limits.timeout * 2 + Duration::from_secs(60));
+        }
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let fut = async {
             let opts = datafusion::execution::context::SQLOptions::new()
@@ -173,9 +178,41 @@ impl History {
         Ok(QueryResult { schema, stream, notes })
     }
 
+    /// Plan and start `sql` for an export: planning has the deadline, the
+    /// stream has none (it goes as fast as its reader takes it), and the
+    /// files it planned with stay open until the stream is dropped.
+    pub async fn export(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        use futures::StreamExt;
+        let res = self.query(sql).await?;
+        let guard = LongReader::new(self.long_readers.clone());
+        let stream = res.stream.map(move |b| {
+            let _held = &guard;
+            b
+        });
+        let stream =
+            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(res.schema.clone(), stream));
+        Ok(QueryResult { schema: res.schema, stream, notes: res.notes })
+    }
+
     /// Map an error met while reading a result stream.
     pub fn stream_error(&self, e: DataFusionError) -> QueryError {
         QueryError::from_df(e, &self.limits)
+    }
+}
+
+/// Counts a streaming export while it lives.
+struct LongReader(Arc<std::sync::atomic::AtomicUsize>);
+
+impl LongReader {
+    fn new(n: Arc<std::sync::atomic::AtomicUsize>) -> LongReader {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        LongReader(n)
+    }
+}
+
+impl Drop for LongReader {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

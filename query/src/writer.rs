@@ -37,6 +37,8 @@ pub enum WriterError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("compaction: {0}")]
     Compaction(String),
+    #[error("the history writer is closed (the appliance is shutting down)")]
+    Closed,
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +188,32 @@ pub fn writer_props(table: Table, cfg: &WriterConfig, sorting: Option<Vec<Sortin
 /// Columns holding IP addresses (bloom-filtered: `WHERE orig_h = '…'`).
 pub fn is_address_column(name: &str) -> bool {
     matches!(name, "orig_h" | "resp_h") || name.ends_with("_addr")
+}
+
+/// Where batches go: a writer of one's own, or one shared with a running
+/// capture ([`SharedWriter`]).
+pub trait BatchSink {
+    fn write_batch(&mut self, table: Table, batch: &RecordBatch) -> Result<(), WriterError>;
+}
+
+impl BatchSink for HourlyWriter {
+    fn write_batch(&mut self, table: Table, batch: &RecordBatch) -> Result<(), WriterError> {
+        self.write(table, batch)
+    }
+}
+
+/// A writer shared by a running appliance's engine and its imports, locked
+/// per batch (`None` once closed at shutdown).
+pub type SharedWriter = Arc<std::sync::Mutex<Option<HourlyWriter>>>;
+
+impl BatchSink for SharedWriter {
+    fn write_batch(&mut self, table: Table, batch: &RecordBatch) -> Result<(), WriterError> {
+        let mut g = self.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_mut() {
+            Some(w) => w.write(table, batch),
+            None => Err(WriterError::Closed),
+        }
+    }
 }
 
 impl HourlyWriter {

@@ -122,6 +122,25 @@ impl Server {
         Reply { status, body, headers }
     }
 
+    /// A request whose answer is kept as bytes (exports): status, headers, body.
+    pub fn bytes(&self, method: &str, path: &str, token: &str, json: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(json.as_bytes().to_vec())
+            .unwrap();
+        let mut r = self.agent.run(req).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
+        let body = r.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap();
+        (r.status().as_u16(), headers, body)
+    }
+
     /// Log in; the reply's body holds the tokens.
     pub fn login(&self, user: &str, password: &str, totp: Option<&str>) -> Reply {
         let mut b = serde_json::json!({ "username": user, "password": password });

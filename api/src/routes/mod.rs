@@ -6,6 +6,8 @@ pub mod audit;
 pub mod auth;
 pub mod blocklist;
 pub mod capture;
+pub mod export;
+pub mod import;
 pub mod incidents;
 pub mod logs;
 pub mod plugins;
@@ -111,6 +113,8 @@ routes! {
     POST "/api/blocklist" ADMIN => blocklist::add, "Add an entry (detection sees it at once)";
     DELETE "/api/blocklist/{id}" ADMIN => blocklist::remove, "Remove an entry";
     POST "/api/query" ANALYST => query::run, "SQL over the history, under the guardrails";
+    POST "/api/export" ANALYST => export::export, "Export a table, a query's result (CSV, JSON, NDJSON, Parquet) or recorded packets (PCAP), streamed";
+    POST "/api/import" ADMIN => import::import, "Import a CSV of flow records or a capture file (the request body) into the history, with a report";
     GET "/api/traffic" ALL => traffic::traffic, "Traffic over time and top-N (src, dst, port, protocol, country) for a range and filter";
     GET "/api/interfaces" ALL => system::interfaces, "Capture counters and drops per interface and queue";
     GET "/api/performance" ALL => system::performance, "CPU per core, memory, process RSS, data-dir disk use, engine rates, over time";
@@ -190,9 +194,13 @@ async fn declared_size(State(st): State<AppState>, req: Request, next: Next) -> 
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit = if req.uri().path() == "/api/plugins" { st.cfg.max_upload } else { st.cfg.max_body };
+    let limit = match req.uri().path() {
+        "/api/plugins" => st.cfg.max_upload as u64,
+        "/api/import" => st.cfg.max_import,
+        _ => st.cfg.max_body as u64,
+    };
     if let Some(n) = declared
-        && n > limit as u64
+        && n > limit
     {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,

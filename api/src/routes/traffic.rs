@@ -130,36 +130,14 @@ pub async fn traffic(State(st): State<AppState>, Params(q): Params<TrafficQuery>
         "country" => "COALESCE(resp_cc, orig_cc, '??')",
         o => return Err(ApiError::bad_request(format!("by `{o}` (src, dst, port, protocol, country)"))),
     };
-    // Every filter value is checked before it is written into SQL.
-    let mut filters = Vec::new();
-    if let Some(ip) = &q.ip {
-        let ip: std::net::IpAddr =
-            ip.parse().map_err(|_| ApiError::bad_request(format!("ip `{ip}` is not an address")))?;
-        filters.push(format!("(orig_h = '{ip}' OR resp_h = '{ip}')"));
-    }
-    if let Some(c) = &q.cidr {
-        let (net, kind) = super::blocklist::classify(c).map_err(ApiError::bad_request)?;
-        if kind != "cidr" {
-            return Err(ApiError::bad_request(format!("cidr `{c}` is not a network (e.g. 10.0.0.0/8)")));
-        }
-        filters.push(format!("(cidr_contains('{net}', orig_h) OR cidr_contains('{net}', resp_h))"));
-    }
-    if let Some(p) = q.port {
-        filters.push(format!("resp_p = {p}"));
-    }
-    if let Some(p) = &q.protocol {
-        if !["tcp", "udp", "icmp"].contains(&p.as_str()) {
-            return Err(ApiError::bad_request(format!("protocol `{p}` (tcp, udp, icmp)")));
-        }
-        filters.push(format!("proto = '{p}'"));
-    }
-    if let Some(c) = &q.country {
-        if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(ApiError::bad_request(format!("country `{c}`: a two-letter ISO code")));
-        }
-        let c = c.to_ascii_uppercase();
-        filters.push(format!("(orig_cc = '{c}' OR resp_cc = '{c}')"));
-    }
+    let sel = Selection {
+        ip: q.ip.as_deref(),
+        cidr: q.cidr.as_deref(),
+        port: q.port,
+        protocol: q.protocol.as_deref(),
+        country: q.country.as_deref(),
+    };
+    let filters = sel.sql(&|_| true)?;
     let range = format!("ts >= {} AND ts < {}", ts_literal(from), ts_literal(to));
     let wher = std::iter::once(range.clone()).chain(filters.iter().cloned()).collect::<Vec<_>>().join(" AND ");
     let bin = format!("date_bin(INTERVAL '{bucket} seconds', ts, TIMESTAMP '1970-01-01T00:00:00')");
@@ -199,4 +177,102 @@ pub async fn traffic(State(st): State<AppState>, Params(q): Params<TrafficQuery>
         })
         .collect();
     Ok(json(Traffic { from: super::audit::rfc3339(from), to: super::audit::rfc3339(to), bucket, by, series, top }))
+}
+
+/// The filter bar's fields (an address, a network, a port, a protocol, a
+/// country), shared by `/api/traffic` and `/api/export`.
+#[derive(Default)]
+pub struct Selection<'a> {
+    pub ip: Option<&'a str>,
+    pub cidr: Option<&'a str>,
+    pub port: Option<u16>,
+    pub protocol: Option<&'a str>,
+    pub country: Option<&'a str>,
+}
+
+impl Selection<'_> {
+    fn ip(&self) -> ApiResult<Option<std::net::IpAddr>> {
+        self.ip
+            .map(|ip| ip.parse().map_err(|_| ApiError::bad_request(format!("ip `{ip}` is not an address"))))
+            .transpose()
+    }
+
+    fn cidr(&self) -> ApiResult<Option<String>> {
+        let Some(c) = self.cidr else { return Ok(None) };
+        let (net, kind) = super::blocklist::classify(c).map_err(ApiError::bad_request)?;
+        if kind != "cidr" {
+            return Err(ApiError::bad_request(format!("cidr `{c}` is not a network (e.g. 10.0.0.0/8)")));
+        }
+        Ok(Some(net))
+    }
+
+    fn protocol(&self) -> ApiResult<Option<&str>> {
+        match self.protocol {
+            Some(p) if !["tcp", "udp", "icmp"].contains(&p) => {
+                Err(ApiError::bad_request(format!("protocol `{p}` (tcp, udp, icmp)")))
+            }
+            p => Ok(p),
+        }
+    }
+
+    /// SQL conditions (each value checked before it is written into SQL)
+    /// over a table that has the columns `has` says it has; a filter on a
+    /// column the table lacks is an error, not silently ignored.
+    pub fn sql(&self, has: &dyn Fn(&str) -> bool) -> ApiResult<Vec<String>> {
+        let need = |col: &str, what: &str| {
+            if has(col) {
+                Ok(())
+            } else {
+                Err(ApiError::bad_request(format!("this table cannot be filtered by {what}")))
+            }
+        };
+        let mut filters = Vec::new();
+        if let Some(ip) = self.ip()? {
+            need("orig_h", "ip")?;
+            filters.push(format!("(orig_h = '{ip}' OR resp_h = '{ip}')"));
+        }
+        if let Some(net) = self.cidr()? {
+            need("orig_h", "cidr")?;
+            filters.push(format!("(cidr_contains('{net}', orig_h) OR cidr_contains('{net}', resp_h))"));
+        }
+        if let Some(p) = self.port {
+            need("resp_p", "port")?;
+            filters.push(format!("resp_p = {p}"));
+        }
+        if let Some(p) = self.protocol()? {
+            need("proto", "protocol")?;
+            filters.push(format!("proto = '{p}'"));
+        }
+        if let Some(c) = self.country {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(ApiError::bad_request(format!("country `{c}`: a two-letter ISO code")));
+            }
+            need("orig_cc", "country")?;
+            let c = c.to_ascii_uppercase();
+            filters.push(format!("(orig_cc = '{c}' OR resp_cc = '{c}')"));
+        }
+        Ok(filters)
+    }
+
+    /// The same selection as a capture filter (tcpdump style), for packet
+    /// exports; countries have no packet-level equivalent.
+    pub fn capture_filter(&self) -> ApiResult<Vec<String>> {
+        let mut f = Vec::new();
+        if let Some(ip) = self.ip()? {
+            f.push(format!("host {ip}"));
+        }
+        if let Some(net) = self.cidr()? {
+            f.push(format!("net {net}"));
+        }
+        if let Some(p) = self.port {
+            f.push(format!("port {p}"));
+        }
+        if let Some(p) = self.protocol()? {
+            f.push(p.to_string());
+        }
+        if self.country.is_some() {
+            return Err(ApiError::bad_request("a packet export cannot select by country; use ip or cidr"));
+        }
+        Ok(f)
+    }
 }

@@ -35,6 +35,32 @@ pub struct FlowMatch {
 }
 
 impl FlowMatch {
+    /// `tcp 10.0.0.1:1234 10.0.0.2:80` (IPv6 as `[2001:db8::1]:443`; icmp
+    /// without ports).
+    pub fn parse(s: &str) -> Result<FlowMatch, String> {
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let usage = || format!("flow `{s}`: write PROTO SRC:PORT DST:PORT, e.g. `tcp 10.0.0.1:51000 10.0.0.2:443`");
+        let [proto, a, b] = parts[..] else { return Err(usage()) };
+        let ip_proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => PROTO_ICMP,
+            "icmp6" => PROTO_ICMP6,
+            p => p.parse::<u8>().map_err(|_| format!("{}: unknown protocol `{p}`", usage()))?,
+        };
+        let end = |x: &str| -> Result<(IpAddr, u16), String> {
+            if let Ok(sa) = x.parse::<std::net::SocketAddr>() {
+                return Ok((sa.ip(), sa.port()));
+            }
+            match x.parse::<IpAddr>() {
+                Ok(ip) if ip_proto == PROTO_ICMP || ip_proto == PROTO_ICMP6 => Ok((ip, 0)),
+                _ => Err(format!("{}: `{x}` is not ADDRESS:PORT", usage())),
+            }
+        };
+        let ((a, a_port), (b, b_port)) = (end(a)?, end(b)?);
+        Ok(FlowMatch { a, a_port, b, b_port, ip_proto })
+    }
+
     pub fn matches(&self, d: &Decoded) -> bool {
         let icmp = self.ip_proto == PROTO_ICMP || self.ip_proto == PROTO_ICMP6;
         d.layers().iter().any(|l| {
