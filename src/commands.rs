@@ -238,11 +238,22 @@ pub(crate) fn start_retention(
     writer: &SharedWriter,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let policy = Arc::new(tapstream_query::retention::SharedPolicy::new(cfg.retention.clone()));
+    start_retention_shared(data, policy, writer, stop)
+}
+
+/// As [`start_retention`], under a policy that can change while it runs.
+pub(crate) fn start_retention_shared(
+    data: &Path,
+    policy: Arc<tapstream_query::retention::SharedPolicy>,
+    writer: &SharedWriter,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let locks = {
         let g = writer.lock().unwrap_or_else(|p| p.into_inner());
         g.as_ref().context("writer already closed")?.locks()
     };
-    let t = tapstream_query::retention::spawn(data.to_path_buf(), cfg.retention.clone(), locks, stop.clone())
+    let t = tapstream_query::retention::spawn_shared(data.to_path_buf(), policy, locks, stop.clone())
         .context("starting retention")?;
     Ok(t)
 }

@@ -155,121 +155,21 @@ pub fn validate(r: RawNotify) -> anyhow::Result<NotifyConfig> {
         if name.is_empty() || channels.iter().any(|x| x.name == name) {
             bail!("notify.channel: names must be set and distinct (`{name}`)");
         }
-        let need = |v: &Option<String>, what: &str| -> anyhow::Result<String> {
-            v.clone()
-                .filter(|s| !s.is_empty())
-                .with_context(|| format!("notify.channel `{name}`: `{what}` is required"))
+        let password = match &c.password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("notify.channel `{name}`: reading password_file {}", p.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            None => None,
         };
-        let kind = match c.kind.as_str() {
-            "email" => {
-                let security = match c.security.as_deref().unwrap_or("starttls") {
-                    "none" => Security::None,
-                    "starttls" => Security::StartTls,
-                    "tls" => Security::Tls,
-                    s => bail!("notify.channel `{name}`: security `{s}` (none, starttls, tls)"),
-                };
-                let to = c.to.clone().unwrap_or_default();
-                if to.is_empty() {
-                    bail!("notify.channel `{name}`: `to` needs at least one address");
-                }
-                let from = need(&c.from, "from")?;
-                for addr in to.iter().chain(std::iter::once(&from)) {
-                    addr.parse::<lettre::message::Mailbox>()
-                        .with_context(|| format!("notify.channel `{name}`: `{addr}` is not a mail address"))?;
-                }
-                let password = match &c.password_file {
-                    Some(p) => Some(
-                        std::fs::read_to_string(p)
-                            .with_context(|| format!("notify.channel `{name}`: reading password_file {}", p.display()))?
-                            .trim_end_matches(['\n', '\r'])
-                            .to_string(),
-                    ),
-                    None => None,
-                };
-                if password.is_some() != c.username.is_some() {
-                    bail!("notify.channel `{name}`: `username` and `password_file` go together");
-                }
-                ChannelKind::Email {
-                    host: need(&c.smtp_host, "smtp_host")?,
-                    port: c.smtp_port.unwrap_or(match security {
-                        Security::Tls => 465,
-                        Security::StartTls => 587,
-                        Security::None => 25,
-                    }),
-                    security,
-                    username: c.username.clone(),
-                    password,
-                    from,
-                    to,
-                }
-            }
-            "webhook" => {
-                let url = need(&c.url, "url")?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    bail!("notify.channel `{name}`: url `{url}` must start with http:// or https://");
-                }
-                let slack = match c.format.as_deref().unwrap_or("json") {
-                    "json" => false,
-                    "slack" => true,
-                    f => bail!("notify.channel `{name}`: format `{f}` (json, slack)"),
-                };
-                ChannelKind::Webhook { url, slack }
-            }
-            "syslog" => {
-                let address = need(&c.address, "address")?;
-                address
-                    .parse::<std::net::SocketAddr>()
-                    .with_context(|| format!("notify.channel `{name}`: address `{address}` is not HOST:PORT"))?;
-                let tcp = match c.protocol.as_deref().unwrap_or("udp") {
-                    "udp" => false,
-                    "tcp" => true,
-                    p => bail!("notify.channel `{name}`: protocol `{p}` (udp, tcp)"),
-                };
-                ChannelKind::Syslog { address, tcp }
-            }
-            k => bail!("notify.channel `{name}`: kind `{k}` (email, webhook, syslog)"),
-        };
-        channels.push(Channel { name, kind });
+        channels.push(channel(c, password)?);
     }
-    let known = |n: &String| channels.iter().any(|c| &c.name == n);
+    let known = |n: &str| channels.iter().any(|c| c.name == n);
     let mut routes = Vec::new();
     for (i, r) in r.route.unwrap_or_default().into_iter().enumerate() {
-        let at = format!("notify.route #{}", i + 1);
-        if let Some(c) = r.channels.iter().chain(r.escalate_to.iter().flatten()).find(|c| !known(c)) {
-            bail!("{at}: no channel named `{c}`");
-        }
-        let min_severity = match &r.min_severity {
-            None => Severity::Info,
-            Some(s) => Severity::from_name(s).with_context(|| format!("{at}: severity `{s}`"))?,
-        };
-        let categories = r
-            .categories
-            .unwrap_or_default()
-            .iter()
-            .map(|c| Category::from_name(c).with_context(|| format!("{at}: category `{c}`")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let mins = |v: Option<f64>, what: &str| -> anyhow::Result<Option<Duration>> {
-            match v {
-                None | Some(0.0) => Ok(None),
-                Some(m) if m.is_finite() && m > 0.0 && m <= 10_080.0 => Ok(Some(Duration::from_secs_f64(m * 60.0))),
-                Some(m) => bail!("{at}: {what} = {m}: minutes between 0 and 10080"),
-            }
-        };
-        let escalate_after = mins(r.escalate_after_minutes, "escalate_after_minutes")?;
-        let escalate_to = r.escalate_to.unwrap_or_default();
-        if escalate_after.is_some() == escalate_to.is_empty() {
-            bail!("{at}: escalate_after_minutes and escalate_to go together");
-        }
-        routes.push(Route {
-            min_severity,
-            rules: r.rules.unwrap_or_default(),
-            categories,
-            channels: r.channels,
-            on_close: r.on_close.unwrap_or(false),
-            digest: mins(r.digest_minutes, "digest_minutes")?,
-            escalate_after,
-            escalate_to,
-        });
+        routes.push(route(r, &format!("notify.route #{}", i + 1), &known)?);
     }
     Ok(NotifyConfig {
         channels,
@@ -278,6 +178,118 @@ pub fn validate(r: RawNotify) -> anyhow::Result<NotifyConfig> {
         rate_per_minute: r.rate_limit_per_minute.unwrap_or(30).max(1),
         retries: r.retry_attempts.unwrap_or(5).min(100),
         backoff: Duration::from_secs_f64(r.retry_backoff_secs.unwrap_or(2.0).clamp(0.01, 3600.0)),
+    })
+}
+
+/// Check one channel; `password` is the mail password (from the config's
+/// `password_file`, or the API's sealed store), held in memory only.
+pub fn channel(c: RawChannel, password: Option<String>) -> anyhow::Result<Channel> {
+    let name = c.name.clone();
+    if name.is_empty() {
+        bail!("notify.channel: a channel needs a name");
+    }
+    let need = |v: &Option<String>, what: &str| -> anyhow::Result<String> {
+        v.clone().filter(|s| !s.is_empty()).with_context(|| format!("notify.channel `{name}`: `{what}` is required"))
+    };
+    let kind = match c.kind.as_str() {
+        "email" => {
+            let security = match c.security.as_deref().unwrap_or("starttls") {
+                "none" => Security::None,
+                "starttls" => Security::StartTls,
+                "tls" => Security::Tls,
+                s => bail!("notify.channel `{name}`: security `{s}` (none, starttls, tls)"),
+            };
+            let to = c.to.clone().unwrap_or_default();
+            if to.is_empty() {
+                bail!("notify.channel `{name}`: `to` needs at least one address");
+            }
+            let from = need(&c.from, "from")?;
+            for addr in to.iter().chain(std::iter::once(&from)) {
+                addr.parse::<lettre::message::Mailbox>()
+                    .with_context(|| format!("notify.channel `{name}`: `{addr}` is not a mail address"))?;
+            }
+            if password.is_some() != c.username.is_some() {
+                bail!("notify.channel `{name}`: a username and a password go together");
+            }
+            ChannelKind::Email {
+                host: need(&c.smtp_host, "smtp_host")?,
+                port: c.smtp_port.unwrap_or(match security {
+                    Security::Tls => 465,
+                    Security::StartTls => 587,
+                    Security::None => 25,
+                }),
+                security,
+                username: c.username.clone(),
+                password,
+                from,
+                to,
+            }
+        }
+        "webhook" => {
+            let url = need(&c.url, "url")?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("notify.channel `{name}`: url `{url}` must start with http:// or https://");
+            }
+            let slack = match c.format.as_deref().unwrap_or("json") {
+                "json" => false,
+                "slack" => true,
+                f => bail!("notify.channel `{name}`: format `{f}` (json, slack)"),
+            };
+            ChannelKind::Webhook { url, slack }
+        }
+        "syslog" => {
+            let address = need(&c.address, "address")?;
+            address
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| format!("notify.channel `{name}`: address `{address}` is not HOST:PORT"))?;
+            let tcp = match c.protocol.as_deref().unwrap_or("udp") {
+                "udp" => false,
+                "tcp" => true,
+                p => bail!("notify.channel `{name}`: protocol `{p}` (udp, tcp)"),
+            };
+            ChannelKind::Syslog { address, tcp }
+        }
+        k => bail!("notify.channel `{name}`: kind `{k}` (email, webhook, syslog)"),
+    };
+    Ok(Channel { name, kind })
+}
+
+/// Check one route (`at` names it in errors) against the channels `known`.
+pub fn route(r: RawRoute, at: &str, known: &dyn Fn(&str) -> bool) -> anyhow::Result<Route> {
+    if let Some(c) = r.channels.iter().chain(r.escalate_to.iter().flatten()).find(|c| !known(c)) {
+        bail!("{at}: no channel named `{c}`");
+    }
+    let min_severity = match &r.min_severity {
+        None => Severity::Info,
+        Some(s) => Severity::from_name(s).with_context(|| format!("{at}: severity `{s}`"))?,
+    };
+    let categories = r
+        .categories
+        .unwrap_or_default()
+        .iter()
+        .map(|c| Category::from_name(c).with_context(|| format!("{at}: category `{c}`")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mins = |v: Option<f64>, what: &str| -> anyhow::Result<Option<Duration>> {
+        match v {
+            None | Some(0.0) => Ok(None),
+            Some(m) if m.is_finite() && m > 0.0 && m <= 10_080.0 => Ok(Some(Duration::from_secs_f64(m * 60.0))),
+            Some(m) => bail!("{at}: {what} = {m}: minutes between 0 and 10080"),
+        }
+    };
+    let escalate_after = mins(r.escalate_after_minutes, "escalate_after_minutes")?;
+    let escalate_to = r.escalate_to.unwrap_or_default();
+    if escalate_after.is_some() == escalate_to.is_empty() {
+        bail!("{at}: escalate_after_minutes and escalate_to go together");
+    }
+    Ok(Route {
+        min_severity,
+        rules: r.rules.unwrap_or_default(),
+        categories,
+        channels: r.channels,
+        on_close: r.on_close.unwrap_or(false),
+        digest: mins(r.digest_minutes, "digest_minutes")?,
+        escalate_after,
+        escalate_to,
     })
 }
 
@@ -415,11 +427,14 @@ pub struct Notifier {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub stats: Arc<NotifyStats>,
+    /// The last alert-feed event read (a successor starts after it).
+    seq: Arc<AtomicU64>,
 }
 
 impl Notifier {
-    /// Deliver what is queued (up to `grace`), then stop.
-    pub fn finish(mut self, grace: Duration) {
+    /// Deliver what is queued (up to `grace`), then stop; the last alert
+    /// event it read.
+    pub fn finish(mut self, grace: Duration) -> u64 {
         std::thread::sleep(Duration::from_millis(300));
         self.stop.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + grace;
@@ -440,6 +455,7 @@ impl Notifier {
             rate_limited = s.rate_limited.load(Ordering::Relaxed),
             "notifications"
         );
+        self.seq.load(Ordering::SeqCst)
     }
 }
 
@@ -492,6 +508,13 @@ fn acked(path: &std::path::Path) -> std::collections::HashSet<String> {
 
 /// Start delivering the events of `feed` by `cfg`'s routes.
 pub fn start(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Notifier {
+    start_at(cfg, feed, ack_file, 0)
+}
+
+/// As [`start`], with the events after `from_seq` (a notifier replacing
+/// another one, after new settings, carries on where it stopped).
+pub fn start_at(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf, from_seq: u64) -> Notifier {
+    let seq_out = Arc::new(AtomicU64::new(from_seq));
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(NotifyStats::default());
     let mut txs: HashMap<String, Sender<Message>> = HashMap::new();
@@ -507,11 +530,11 @@ pub fn start(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Noti
                 .expect("spawn"),
         );
     }
-    let (s, st) = (stop.clone(), stats.clone());
+    let (s, st, seq_shared) = (stop.clone(), stats.clone(), seq_out.clone());
     let thread = std::thread::Builder::new()
         .name("tapstream-notify".into())
         .spawn(move || {
-            let mut seq = 0u64;
+            let mut seq = from_seq;
             let mut digests: Vec<(Instant, Vec<Alert>)> =
                 cfg.routes.iter().map(|_| (Instant::now(), Vec::new())).collect();
             // Open alerts waiting for an acknowledgement: id → (route, opened, alert).
@@ -578,6 +601,7 @@ pub fn start(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Noti
                         );
                     }
                     seq = n;
+                    seq_shared.store(n, Ordering::SeqCst);
                     for (ri, r) in cfg.routes.iter().enumerate() {
                         let wanted = match a.event {
                             AlertEvent::Open => true,
@@ -648,7 +672,148 @@ pub fn start(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Noti
             }
         })
         .expect("spawn notifier");
-    Notifier { stop, thread: Some(thread), stats }
+    Notifier { stop, thread: Some(thread), stats, seq: seq_out }
+}
+
+/// The notifier of a running appliance, with the channels and routes the
+/// API manages on top of the config file's. A change is checked in full
+/// first, then the running notifier is replaced by one with the new
+/// settings that carries on from the last alert event the old one read
+/// (digests in progress are sent on the way; escalations waiting for an
+/// acknowledgement start over).
+pub struct Managed {
+    base: NotifyConfig,
+    feed: Arc<AlertFeed>,
+    ack_file: PathBuf,
+    running: std::sync::Mutex<(Option<Notifier>, NotifyConfig)>,
+}
+
+fn raw_channel(name: &str, c: &tapstream_api::engine::ChannelSpec) -> RawChannel {
+    RawChannel {
+        name: name.to_string(),
+        kind: c.kind.clone(),
+        smtp_host: c.smtp_host.clone(),
+        smtp_port: c.smtp_port,
+        security: c.security.clone(),
+        username: c.username.clone(),
+        password_file: None,
+        from: c.from.clone(),
+        to: c.to.clone(),
+        url: c.url.clone(),
+        format: c.format.clone(),
+        address: c.address.clone(),
+        protocol: c.protocol.clone(),
+    }
+}
+
+fn raw_route(r: &tapstream_api::engine::RouteSpec) -> RawRoute {
+    RawRoute {
+        min_severity: r.min_severity.clone(),
+        rules: r.rules.clone(),
+        categories: r.categories.clone(),
+        channels: r.channels.clone(),
+        on_close: r.on_close,
+        digest_minutes: r.digest_minutes,
+        escalate_after_minutes: r.escalate_after_minutes,
+        escalate_to: r.escalate_to.clone(),
+    }
+}
+
+impl Managed {
+    /// Start with the config file's settings (`base`, its `rules_file` set).
+    pub fn start(base: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Managed {
+        let running = (!base.channels.is_empty()).then(|| start(base.clone(), feed.clone(), ack_file.clone()));
+        for c in &base.channels {
+            tracing::info!(channel = %c.name, "notifications: {:?}", c.kind);
+        }
+        Managed { running: std::sync::Mutex::new((running, base.clone())), base, feed, ack_file }
+    }
+
+    /// The file's settings plus these, checked.
+    fn build(
+        &self,
+        channels: &[(String, tapstream_api::engine::ChannelSpec)],
+        routes: &[tapstream_api::engine::RouteSpec],
+    ) -> anyhow::Result<NotifyConfig> {
+        let mut cfg = self.base.clone();
+        for (name, spec) in channels {
+            if cfg.channels.iter().any(|c| &c.name == name) {
+                bail!("channel `{name}`: a channel of that name exists already");
+            }
+            cfg.channels.push(channel(raw_channel(name, spec), spec.password.clone())?);
+        }
+        let names: Vec<String> = cfg.channels.iter().map(|c| c.name.clone()).collect();
+        let known = |n: &str| names.iter().any(|x| x == n);
+        for (i, r) in routes.iter().enumerate() {
+            cfg.routes.push(route(raw_route(r), &format!("route #{}", i + 1), &known)?);
+        }
+        Ok(cfg)
+    }
+
+    /// Deliver what is queued (up to `grace`), then stop.
+    pub fn finish(&self, grace: Duration) {
+        let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = g.0.take() {
+            n.finish(grace);
+        }
+    }
+}
+
+impl tapstream_api::engine::Notifications for Managed {
+    fn apply(
+        &self,
+        channels: &[(String, tapstream_api::engine::ChannelSpec)],
+        routes: &[tapstream_api::engine::RouteSpec],
+    ) -> Result<(), String> {
+        let cfg = self.build(channels, routes).map_err(|e| format!("{e:#}"))?;
+        let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = match g.0.take() {
+            Some(n) => n.finish(Duration::from_secs(5)),
+            None => self.feed.head(),
+        };
+        let n =
+            (!cfg.channels.is_empty()).then(|| start_at(cfg.clone(), self.feed.clone(), self.ack_file.clone(), seq));
+        tracing::info!(channels = cfg.channels.len(), routes = cfg.routes.len(), "notification settings applied");
+        *g = (n, cfg);
+        Ok(())
+    }
+
+    fn file_channels(&self) -> Vec<String> {
+        self.base.channels.iter().map(|c| c.name.clone()).collect()
+    }
+
+    fn test(&self, name: &str) -> Result<(), String> {
+        let kind = {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.1.channels.iter().find(|c| c.name == name).map(|c| c.kind.clone())
+        };
+        let kind = kind.ok_or_else(|| format!("no channel `{name}`"))?;
+        let now = crate::commands::now_ns();
+        let a = Alert {
+            ts: now,
+            event: AlertEvent::Open,
+            id: "test".into(),
+            rule: "test".into(),
+            severity: Severity::Info,
+            category: Category::System,
+            verdict: tapstream_engine::alert::Verdict::Normal,
+            start_ts: now,
+            last_ts: now,
+            src_ips: Vec::new(),
+            dst_ips: Vec::new(),
+            ports: Vec::new(),
+            countries: Vec::new(),
+            packets: 0,
+            bytes: 0,
+            flows: 0,
+            rate: 0.0,
+            rate_unit: String::new(),
+            top_sources: Vec::new(),
+            sample_flows: Vec::new(),
+            explanation: format!("a test message through channel `{name}`: it works"),
+        };
+        deliver(&kind, &message_for(&a, false)).map_err(|e| format!("{e:#}"))
+    }
 }
 
 /// Start notifications for a run with this pipeline (None when no route is

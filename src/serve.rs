@@ -18,7 +18,7 @@ use tapstream_engine::pipeline::{self, FeedStatus, Progress};
 use tapstream_engine::source::{SynthConfig, SynthSource};
 
 use crate::cli::{BackupArgs, ServeArgs, UserArgs, UserCmd};
-use crate::commands::{close_writer, parquet_sink, print_summary, start_retention, stop_after, stop_flag};
+use crate::commands::{close_writer, parquet_sink, print_summary, start_retention_shared, stop_after, stop_flag};
 use crate::config::Config;
 
 /// `[api]` as written.
@@ -124,6 +124,7 @@ fn start_engine(
     a: &ServeArgs,
     data: &Path,
     api: &ApiConfig,
+    stored: &tapstream_api::routes::settings::Stored,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Engine> {
     // Detection reads the API's rules file and blocklist feed, and looks
@@ -152,7 +153,16 @@ fn start_engine(
     import_pipeline.workers = import_pipeline.workers.clamp(1, 2);
     import_pipeline.pin_cores = false;
     import_pipeline.geo = geo.clone();
-    let retention = start_retention(data, &cfg, &writer, stop)?;
+    // Retention as the API last set it, over the config file's.
+    let policy = match &stored.retention {
+        Some(spec) => tapstream_api::routes::settings::merge_retention(&cfg.retention, spec).unwrap_or_else(|e| {
+            tracing::warn!("stored retention settings ignored: {e}");
+            cfg.retention.clone()
+        }),
+        None => cfg.retention.clone(),
+    };
+    let policy = Arc::new(tapstream_query::retention::SharedPolicy::new(policy));
+    let retention = start_retention_shared(data, policy.clone(), &writer, stop)?;
     let recorder = crate::record::start(data, &mut pcfg)?;
     pcfg.geo = geo.clone();
     pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(data, geo.clone())).transpose()?;
@@ -162,11 +172,24 @@ fn start_engine(
         std::fs::create_dir_all(&d).with_context(|| format!("creating the plugin directory {}", d.display()))?;
     }
     let plugins = crate::plugins::attach(&cfg, data, &mut pcfg)?;
-    let notifier = crate::notify::start_for(&cfg, &pcfg, data);
     let alerts = pcfg.detect.as_ref().and_then(|d| d.feed.clone());
+    // Notifications: the config file's channels and routes, and the API's.
+    let notifier = alerts.clone().map(|feed| {
+        let mut base = cfg.notify.clone();
+        base.rules_file = cfg.detect.as_ref().and_then(|d| d.rules_file.clone());
+        let m = Arc::new(crate::notify::Managed::start(base, feed, data.join("alerts.ack")));
+        if !stored.channels.is_empty() || !stored.routes.is_empty() {
+            use tapstream_api::engine::Notifications;
+            if let Err(e) = m.apply(&stored.channels, &stored.routes) {
+                tracing::warn!("stored notification settings not applied: {e}");
+            }
+        }
+        m
+    });
+    let notify_link = notifier.clone().map(|n| n as Arc<dyn tapstream_api::engine::Notifications>);
     let stop2 = stop.clone();
     let finish = move |run: &pipeline::RunSummary| -> anyhow::Result<bool> {
-        if let Some(n) = notifier {
+        if let Some(n) = &notifier {
             n.finish(Duration::from_secs(30));
         }
         recorder.finish();
@@ -200,6 +223,8 @@ fn start_engine(
             geo,
             writer: Some(shared_writer),
             import_pipeline: Some(import_pipeline),
+            retention: Some(policy),
+            notify: notify_link,
         };
         let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
             let (summary, err) = pipeline::run(src, &pcfg, stop, progress, sink);
@@ -248,6 +273,8 @@ fn start_engine(
         geo,
         writer: Some(shared_writer),
         import_pipeline: Some(import_pipeline),
+        retention: Some(policy),
+        notify: notify_link,
     };
     let rx_cores = cfg.capture.rx_cores.clone();
     let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
@@ -272,7 +299,9 @@ pub fn serve(cfg: Config, a: ServeArgs) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     let stop = stop_flag();
     stop_after(&stop, a.duration);
-    let engine = start_engine(cfg, &a, &data, &api, &stop)?;
+    let stored = prepared.stored_settings().map_err(|e| anyhow::anyhow!("reading stored settings: {}", e.detail))?;
+    let engine = start_engine(cfg, &a, &data, &api, &stored, &stop)?;
+    drop(stored);
     let st = prepared.start(engine.link.clone())?;
     tracing::info!(%addr, data = %data.display(), "serving the API");
     eprintln!("listening on http://{addr}");

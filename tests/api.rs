@@ -785,8 +785,10 @@ fn count_flows(s: &Server, tok: &str, wher: &str) -> u64 {
 /// the right.
 #[test]
 fn history_is_imported_and_exported_through_the_api() {
-    let s =
-        Server::start("max_import_mb = 1\n[storage]\nflush_interval_secs = 1\n", &["--pps", "1000", "--workers", "1"]);
+    let s = Server::start(
+        "max_import_mb = 1\n[storage]\nflush_interval_secs = 1\n[retention]\ninterval_secs = 86400\n",
+        &["--pps", "1000", "--workers", "1"],
+    );
     let admin = s.admin();
     let ana = s.user(&admin, "ana", "analyst");
     let vic = s.user(&admin, "vic", "viewer");
@@ -954,4 +956,141 @@ fn chunked_upload(s: &Server, token: &str, path: &str, len: usize) -> String {
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn flows_csv(ts: &str) -> String {
+    format!(
+        "ts,orig_h,orig_p,resp_h,resp_p,proto,orig_bytes,resp_bytes\n{ts},10.8.0.1,40000,10.8.0.2,80,tcp,100,2000\n{ts},10.8.0.3,40001,10.8.0.2,443,tcp,300,4000\n"
+    )
+}
+
+/// Retention and notification settings change the running appliance at
+/// once, survive a restart, keep channel secrets sealed, and are audited;
+/// mail goes to a real SMTP server on loopback.
+#[test]
+fn settings_change_retention_and_notifications_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = common::smtp::smtp(dir.path());
+    let data = dir.path().join("data");
+    // No periodic sweep: only a settings change starts one.
+    let cfg = "[storage]\nflush_interval_secs = 1\n[retention]\nmax_age_days = 90\ninterval_secs = 86400\n";
+    let s = Server::start_in(&data, cfg, &["--pps", "1500", "--workers", "1"]);
+    let admin = s.admin();
+    let g = s.call("GET", "/api/settings", Some(&admin), None);
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.body["retention"]["max_age_days"]["flows"], 90);
+    assert_eq!((g.body["channels"].as_array().unwrap().len(), g.body["routes"].as_array().unwrap().len()), (0, 0));
+
+    // Flows 40 days old stay under 90 days, and go at once when flows keep 30.
+    let old = time::OffsetDateTime::now_utc() - time::Duration::days(40);
+    let ts = old.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let r = s.raw("POST", "/api/import?format=csv", Some(&admin), Some(("text/csv", flows_csv(&ts).into_bytes())));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cond = format!("ts = '{ts}'");
+    wait_for(20, || (count_flows(&s, &admin, &cond) == 2).then_some(())).expect("imported");
+    for bad in [r#"{"max_age_days":{"flows":7}}"#, r#"{"max_age_days":{"pkts":60}}"#, r#"{"disk_budget_gb":-1}"#] {
+        let r = s.call("PUT", "/api/settings/retention", Some(&admin), Some(bad));
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+    }
+    let r = s.call("PUT", "/api/settings/retention", Some(&admin), Some(r#"{"max_age_days":{"flows":30}}"#));
+    assert_eq!((r.status, r.body["max_age_days"]["flows"].as_u64()), (200, Some(30)), "{}", r.body);
+    assert_eq!(r.body["max_age_days"]["dns"], 90);
+    wait_for(20, || (count_flows(&s, &admin, &cond) == 0).then_some(())).expect("retention applied at once");
+
+    // A mail channel: checked, applied, and a test message arrives.
+    let ch = |port: u16| {
+        json!({ "kind": "email", "smtp_host": "127.0.0.1", "smtp_port": port, "security": "none",
+                "from": "tapstream@example.test", "to": ["soc@example.test"] })
+        .to_string()
+    };
+    for bad in [
+        r#"{"kind":"pager"}"#,
+        r#"{"kind":"email","smtp_host":"127.0.0.1","from":"a@b.test"}"#,
+        r#"{"kind":"webhook","url":"ftp://x"}"#,
+        r#"{"kind":"syslog","address":"nowhere"}"#,
+    ] {
+        let r = s.call("PUT", "/api/settings/channels/x", Some(&admin), Some(bad));
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+    }
+    let r = s.call("PUT", "/api/settings/channels/soc-mail", Some(&admin), Some(&ch(mail.port)));
+    assert_eq!((r.status, r.body["managed_by"].as_str()), (200, Some("api")), "{}", r.body);
+    assert_eq!(s.call("POST", "/api/settings/channels/soc-mail/test", Some(&admin), None).status, 204);
+    wait_for(20, || common::smtp::mails(&mail.dir).iter().any(|m| m.contains("test message")).then_some(()))
+        .expect("the test mail");
+    // A channel whose server is down says so.
+    let dead = common::smtp::free_port();
+    assert_eq!(s.call("PUT", "/api/settings/channels/dead", Some(&admin), Some(&ch(dead))).status, 200);
+    let r = s.call("POST", "/api/settings/channels/dead/test", Some(&admin), None);
+    assert_eq!((r.status, r.body["error"].as_str()), (502, Some("delivery_failed")), "{}", r.body);
+    assert_eq!(s.call("DELETE", "/api/settings/channels/dead", Some(&admin), None).status, 204);
+
+    // Secrets are sealed: a webhook's URL and a mail password are never shown or stored in clear.
+    let hook = r#"{"kind":"webhook","url":"https://hooks.example.test/services/T0/B0/SeCrEtToKeN42"}"#;
+    let r = s.call("PUT", "/api/settings/channels/hook", Some(&admin), Some(hook));
+    assert_eq!((r.status, r.body["url_host"].as_str()), (200, Some("https://hooks.example.test")), "{}", r.body);
+    let authed = json!({ "kind": "email", "smtp_host": "mail.example.test", "username": "soc", "password": "Pa55-w0rd-XYZZY",
+                         "from": "tapstream@example.test", "to": ["soc@example.test"] });
+    let r = s.call("PUT", "/api/settings/channels/relay", Some(&admin), Some(&authed.to_string()));
+    assert_eq!((r.status, r.body["password_set"].as_bool()), (200, Some(true)), "{}", r.body);
+    // Changed without a password: the stored one is kept.
+    let mut changed = authed.clone();
+    changed.as_object_mut().unwrap().remove("password");
+    changed["smtp_port"] = json!(2525);
+    let r = s.call("PUT", "/api/settings/channels/relay", Some(&admin), Some(&changed.to_string()));
+    assert_eq!(
+        (r.status, r.body["password_set"].as_bool(), r.body["smtp_port"].as_u64()),
+        (200, Some(true), Some(2525))
+    );
+    let listing = s.call("GET", "/api/settings", Some(&admin), None).body.to_string();
+    assert!(!listing.contains("SeCrEtToKeN42") && !listing.contains("Pa55-w0rd-XYZZY"), "{listing}");
+    let db = std::fs::read(s.data.join("control.db")).unwrap();
+    let wal = std::fs::read(s.data.join("control.db-wal")).unwrap_or_default();
+    for secret in [&b"SeCrEtToKeN42"[..], b"Pa55-w0rd-XYZZY"] {
+        assert!(
+            ![&db, &wal].iter().any(|f| f.windows(secret.len()).any(|w| w == secret)),
+            "secret in clear in the store"
+        );
+    }
+    let logs = s.stderr.lock().unwrap().clone();
+    assert!(!logs.contains("SeCrEtToKeN42") && !logs.contains("Pa55-w0rd-XYZZY"), "secret in the log");
+
+    // Routes: intel alerts to the mail channel; a blocklist hit is mailed.
+    let r = s.call("PUT", "/api/settings/routes", Some(&admin), Some(r#"{"routes":[{"channels":["nope"]}]}"#));
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = s.call(
+        "PUT",
+        "/api/settings/routes",
+        Some(&admin),
+        Some(r#"{"routes":[{"channels":["soc-mail"],"categories":["intel"],"min_severity":"low"}]}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.call("DELETE", "/api/settings/channels/soc-mail", Some(&admin), None);
+    assert_eq!(r.status, 422, "a channel a route uses stays: {}", r.body);
+    assert_eq!(s.call("POST", "/api/blocklist", Some(&admin), Some(r#"{"value":"198.51.100.0/28"}"#)).status, 201);
+    wait_for(30, || common::smtp::mails(&mail.dir).iter().any(|m| m.contains("threat_intel")).then_some(()))
+        .unwrap_or_else(|| panic!("no alert mail: {}", s.stderr.lock().unwrap()));
+
+    let log = s.call("GET", "/api/user_activity?limit=1000", Some(&admin), None);
+    let actions: Vec<&str> = log.body.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in [
+        "settings_retention",
+        "settings_channel",
+        "settings_channel_test",
+        "settings_routes",
+        "settings_channel_delete",
+    ] {
+        assert!(actions.contains(&a), "{a} not audited");
+    }
+
+    // After a restart the stored settings hold.
+    let pw = s.admin_password.clone();
+    s.stop();
+    let s = Server::start_in(&data, cfg, &["--pps", "500", "--workers", "1"]);
+    let admin = s.token("admin", &pw);
+    let g = s.call("GET", "/api/settings", Some(&admin), None);
+    assert_eq!(g.body["retention"]["max_age_days"]["flows"], 30, "{}", g.body);
+    let names: Vec<&str> = g.body["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hook", "relay", "soc-mail"]);
+    assert_eq!(g.body["routes"][0]["channels"], json!(["soc-mail"]));
+    assert_eq!(s.call("POST", "/api/settings/channels/soc-mail/test", Some(&admin), None).status, 204);
 }

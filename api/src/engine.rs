@@ -34,6 +34,97 @@ pub struct EngineLink {
     /// Settings for analysing uploaded captures into the history (no
     /// detection, recording or plugins: those belong to live traffic).
     pub import_pipeline: Option<tapstream_engine::pipeline::PipelineConfig>,
+    /// The retention policy the background sweep follows (changed by
+    /// `/api/settings/retention`).
+    pub retention: Option<Arc<tapstream_query::retention::SharedPolicy>>,
+    /// The running notifier (changed by `/api/settings/channels` and `…/routes`).
+    pub notify: Option<Arc<dyn Notifications>>,
+}
+
+/// A notification channel managed through the API. The password (mail)
+/// and URL (webhooks carry tokens in them) are secrets: sealed at rest,
+/// in clear only in memory, never answered.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSpec {
+    /// email, webhook or syslog.
+    #[schemars(extend("enum" = ["email", "webhook", "syslog"]))]
+    pub kind: String,
+    /// email: SMTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_port: Option<u16>,
+    /// email: none, starttls (default) or tls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["none", "starttls", "tls", null]))]
+    pub security: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// email: the SMTP password (write-only; left out on a change keeps the stored one).
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    /// webhook: the URL (write-only; left out on a change keeps the stored one).
+    #[serde(default, skip_serializing)]
+    pub url: Option<String>,
+    /// webhook: json (default) or slack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["json", "slack", null]))]
+    pub format: Option<String>,
+    /// syslog: HOST:PORT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// syslog: udp (default) or tcp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["udp", "tcp", null]))]
+    pub protocol: Option<String>,
+}
+
+/// Which alerts go to which channels (as `[[notify.route]]` in the config).
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// info, low, medium, high or critical (default info).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["info", "low", "medium", "high", "critical", null]))]
+    pub min_severity: Option<String>,
+    /// Only these rules (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<String>>,
+    /// Only these categories (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    pub channels: Vec<String>,
+    /// Also send when an alert closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_close: Option<bool>,
+    /// Gather this many minutes of alerts into one message (0: each at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10080.0))]
+    pub digest_minutes: Option<f64>,
+    /// Not acknowledged within this many minutes: also send to `escalate_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10080.0))]
+    pub escalate_after_minutes: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_to: Option<Vec<String>>,
+}
+
+/// The running notifier, as the API changes it (implemented where the
+/// notifier lives, in the binary).
+pub trait Notifications: Send + Sync {
+    /// Check the API-managed channels and routes as the config file's are
+    /// checked and, if they pass, deliver by them (with the file's) from
+    /// now on. On an error nothing changes.
+    fn apply(&self, channels: &[(String, ChannelSpec)], routes: &[RouteSpec]) -> Result<(), String>;
+    /// The channels the config file defines (read-only through the API).
+    fn file_channels(&self) -> Vec<String>;
+    /// Send a test message through a channel now (blocking).
+    fn test(&self, channel: &str) -> Result<(), String>;
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, schemars::JsonSchema)]

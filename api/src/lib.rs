@@ -142,6 +142,11 @@ impl Prepared {
         &self.store
     }
 
+    /// Settings changed through the API (applied over the config file's).
+    pub fn stored_settings(&self) -> Result<routes::settings::Stored, ApiError> {
+        routes::settings::stored(&self.store, &self.keys)
+    }
+
     /// Attach the running engine's handles and start sampling them.
     pub fn start(self, engine: EngineLink) -> Result<AppState, Error> {
         let monitor = Arc::new(monitor::Monitor::default());

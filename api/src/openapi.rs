@@ -8,8 +8,8 @@ use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use crate::routes::{
-    Access, TABLE, alerts, audit, blocklist, capture, export, import, incidents, logs, plugins, query, rules, system,
-    traffic, users,
+    Access, TABLE, alerts, audit, blocklist, capture, export, import, incidents, logs, plugins, query, rules, settings,
+    system, traffic, users,
 };
 
 /// What a route takes and gives.
@@ -109,6 +109,13 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
             d.reply::<plugins::PluginFile>(g)
         }
         ("DELETE", "/api/plugins/{name}") => d.status(204),
+        ("GET", "/api/settings") => d.reply::<settings::Settings>(g),
+        ("PUT", "/api/settings/retention") => d.body::<settings::RetentionSpec>(g).reply::<settings::RetentionView>(g),
+        ("PUT", "/api/settings/channels/{name}") => {
+            d.body::<crate::engine::ChannelSpec>(g).reply::<settings::ChannelView>(g)
+        }
+        ("DELETE", "/api/settings/channels/{name}") | ("POST", "/api/settings/channels/{name}/test") => d.status(204),
+        ("PUT", "/api/settings/routes") => d.body::<settings::Routes>(g).reply::<Vec<crate::engine::RouteSpec>>(g),
         ("GET", "/api/logs") => d.reply::<Vec<logs::LogFile>>(g),
         ("GET", "/api/logs/tail") => d.params::<logs::Tail>(g).reply::<logs::TailReply>(g),
         _ => return None,

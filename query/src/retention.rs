@@ -169,6 +169,31 @@ fn delete(root: &Path, h: &HourDir, reason: Reason, locks: &HourLocks, report: &
     }
 }
 
+/// A policy a running appliance can change (the API's settings): the
+/// background sweep reads it before every pass, and a change starts a pass
+/// at once.
+#[derive(Debug)]
+pub struct SharedPolicy {
+    policy: std::sync::Mutex<RetentionPolicy>,
+    changed: AtomicBool,
+}
+
+impl SharedPolicy {
+    pub fn new(p: RetentionPolicy) -> SharedPolicy {
+        SharedPolicy { policy: std::sync::Mutex::new(p), changed: AtomicBool::new(false) }
+    }
+
+    pub fn get(&self) -> RetentionPolicy {
+        self.policy.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the policy; the next sweep starts within a fraction of a second.
+    pub fn set(&self, p: RetentionPolicy) {
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) = p;
+        self.changed.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Retention running in the background until `stop` is set.
 pub fn spawn(
     root: PathBuf,
@@ -176,9 +201,21 @@ pub fn spawn(
     locks: Arc<HourLocks>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    spawn_shared(root, Arc::new(SharedPolicy::new(policy)), locks, stop)
+}
+
+/// As [`spawn`], under a policy that may change while it runs.
+pub fn spawn_shared(
+    root: PathBuf,
+    shared: Arc<SharedPolicy>,
+    locks: Arc<HourLocks>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("retention".into()).spawn(move || {
         layout::recover_trash(&root);
         while !stop.load(Ordering::Relaxed) {
+            shared.changed.store(false, Ordering::SeqCst);
+            let policy = shared.get();
             let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
             let r = sweep(&root, &policy, now, &locks);
             if !r.deleted.is_empty() {
@@ -186,7 +223,7 @@ pub fn spawn(
                 tracing::debug!(hours = r.deleted.len(), bytes, busy = r.busy, "retention sweep");
             }
             let mut slept = Duration::ZERO;
-            while slept < policy.interval && !stop.load(Ordering::Relaxed) {
+            while slept < policy.interval && !stop.load(Ordering::Relaxed) && !shared.changed.load(Ordering::SeqCst) {
                 let step = Duration::from_millis(200).min(policy.interval - slept);
                 std::thread::sleep(step);
                 slept += step;

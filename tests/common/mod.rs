@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod smtp;
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tapstream"))
 }

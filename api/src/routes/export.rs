@@ -39,7 +39,7 @@ pub struct ExportRequest {
     format: String,
     /// The table to export (flows, dns, tls, http, dhcp, stats, alerts),
     /// over `from`..`to` and the filters. Not with `sql` or pcap.
-    #[schemars(extend("enum" = ["flows", "dns", "tls", "http", "dhcp", "stats", "alerts"]))]
+    #[schemars(extend("enum" = ["flows", "dns", "tls", "http", "dhcp", "stats", "alerts", null]))]
     table: Option<String>,
     /// Or a query (read-only, as `/api/query`), exported in full.
     #[schemars(length(min = 1, max = 100000), pattern(r"\S"))]
@@ -56,7 +56,7 @@ pub struct ExportRequest {
     cidr: Option<String>,
     /// Filter: responder port (pcap: either port).
     port: Option<u16>,
-    #[schemars(extend("enum" = ["tcp", "udp", "icmp"]))]
+    #[schemars(extend("enum" = ["tcp", "udp", "icmp", null]))]
     protocol: Option<String>,
     /// Filter: either end in this country (ISO code; not for pcap).
     #[schemars(pattern(r"^[A-Za-z]{2}$"))]

@@ -39,6 +39,11 @@ impl AlertFeed {
         g.1.push_back((n, a.clone()));
     }
 
+    /// The number of the newest event (0: none yet).
+    pub fn head(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
     /// Events numbered after `seq` (0: all held), oldest first.
     pub fn since(&self, seq: u64) -> Vec<(u64, Alert)> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
