@@ -375,7 +375,9 @@ fn rules_and_incidents_round_trip_and_every_change_is_audited() {
 
 #[test]
 fn a_blocklist_entry_reaches_detection_at_once() {
-    let s = Server::start("", &["--pps", "1500", "--workers", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_in(&data, "", &["--pps", "1500", "--workers", "1"]);
     let admin = s.admin();
     // The demo's most popular servers live in 198.51.100.0/28; nothing is
     // listed yet, so no intel alert.
@@ -407,6 +409,20 @@ fn a_blocklist_entry_reaches_detection_at_once() {
     // Not an anomaly.
     let an = s.call("GET", "/api/anomalies?category=intel", Some(&admin), None);
     assert_eq!(an.body, json!([]));
+
+    // After a restart the alert is still listed (from the history), with
+    // its workflow state, and can be resolved.
+    let pw = s.admin_password.clone();
+    s.stop();
+    let s = Server::start_in(&data, "", &["--pps", "200", "--workers", "1"]);
+    let admin = s.token("admin", &pw);
+    let one = s.call("GET", &format!("/api/alerts/{id}"), Some(&admin), None);
+    assert_eq!((one.status, one.body["status"].as_str()), (200, Some("acknowledged")), "{}", one.body);
+    assert_eq!(one.body["rule"], "threat_intel");
+    let listed = s.call("GET", "/api/threats?category=intel", Some(&admin), None);
+    assert!(listed.body.as_array().unwrap().iter().any(|a| a["id"] == id), "{}", listed.body);
+    let r = s.call("POST", &format!("/api/alerts/{id}/resolve"), Some(&admin), None);
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[test]
@@ -559,6 +575,7 @@ fn stream_metrics_performance_and_traffic_report_the_running_engine() {
     assert_eq!(metric(&text, "tapstream_stream_clients"), 1.0);
     assert!(metric(&text, "tapstream_api_requests_total") >= 2.0);
     assert!(text.contains("# TYPE tapstream_queue_kernel_drops_total counter"));
+    assert!(text.contains("# TYPE tapstream_history_rows_written_total counter"), "{text}");
     assert!(text.contains(r#"tapstream_queue_packets_total{interface="demo",queue="demo:0"}"#), "{text}");
     assert_eq!(s.raw("GET", "/metrics", None, None).status, 401);
 
@@ -586,6 +603,10 @@ fn stream_metrics_performance_and_traffic_report_the_running_engine() {
     })
     .unwrap_or_else(|| panic!("no traffic: {}", s.stderr.lock().unwrap()));
     assert!(t.body["series"].as_array().unwrap().iter().map(|p| p["packets"].as_u64().unwrap()).sum::<u64>() > 0);
+    let m = s.raw("GET", "/metrics", Some(&admin), None);
+    let text = m.body.as_str().unwrap();
+    assert!(metric(text, "tapstream_history_rows_written_total") > 0.0, "{text}");
+    assert!(metric(text, "tapstream_history_files_written_total") > 0.0, "{text}");
     assert!(
         t.body["top"].as_array().unwrap().iter().any(|r| r["key"].as_str().unwrap().starts_with("198.51.100.")),
         "{}",

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod keys;
@@ -96,6 +97,13 @@ pub struct Inner {
     /// The OpenAPI document, built once.
     pub openapi: serde_json::Value,
     access: routes::AccessMap,
+    /// Alert events from the history of before this start (read once).
+    pub past_alerts: tokio::sync::OnceCell<Vec<tapstream_engine::alert::Alert>>,
+    /// History queries run here, on threads of their own, so a heavy query
+    /// never holds up the requests the server's own threads answer.
+    pub query_rt: tokio::runtime::Handle,
+    /// `/api/traffic` answers shared by dashboards polling the same view.
+    pub traffic_cache: cache::AnswerCache,
     /// Held while an import runs (one at a time).
     pub importing: tokio::sync::Mutex<()>,
 }
@@ -161,12 +169,38 @@ impl Prepared {
             engine,
             history: tokio::sync::OnceCell::new(),
             importing: tokio::sync::Mutex::new(()),
+            traffic_cache: cache::AnswerCache::default(),
+            query_rt: query_runtime()?,
+            past_alerts: tokio::sync::OnceCell::new(),
             started: std::time::Instant::now(),
         })))
     }
 }
 
+/// A runtime for history queries (two threads), kept alive by a thread of
+/// its own for the life of the process.
+fn query_runtime() -> Result<tokio::runtime::Handle, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("history-query")
+        .enable_all()
+        .build()?;
+    let h = rt.handle().clone();
+    std::thread::Builder::new().name("history-rt".into()).spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok(h)
+}
+
 impl AppState {
+    /// Run `f` (a history query) on the query runtime and wait for it.
+    pub async fn on_history<T, F, Fut>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(AppState) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    {
+        self.query_rt.spawn(f(self.clone())).await.map_err(ApiError::internal)?
+    }
+
     /// Open and start in one step (no engine: `EngineLink::default()`).
     pub fn open(cfg: ApiConfig, engine: EngineLink) -> Result<AppState, Error> {
         Prepared::open(cfg)?.start(engine)

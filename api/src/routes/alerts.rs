@@ -1,6 +1,8 @@
 //! Fired alerts (`/api/alerts`, `/api/anomalies`, `/api/threats`): the
-//! engine's live alert feed (the latest event of each alert), joined with
-//! the workflow state the store keeps (acknowledged, resolved, assignee).
+//! latest event of each alert, from the engine's live feed and, for alerts
+//! fired before this server started, from the `alerts` history (the last
+//! [`PAST_DAYS`] days, read once), joined with the workflow state the store
+//! keeps (acknowledged, resolved, assignee).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,6 +16,11 @@ use super::{Body, Me, Params, Segment, audit, json};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::store::now_ns;
+
+/// How far back the history is read for alerts fired before this start.
+pub const PAST_DAYS: i64 = 7;
+/// Alert events read from the history at most (newest first).
+const PAST_EVENTS: usize = 10_000;
 
 /// Categories shown as anomalies; the rest but `system` are threats.
 const ANOMALY: &[Category] = &[Category::Anomaly, Category::Ddos, Category::Flood];
@@ -125,11 +132,75 @@ fn work_states(st: &AppState) -> rusqlite::Result<HashMap<String, WorkState>> {
     })
 }
 
+/// Alert events of the last [`PAST_DAYS`] days in the history, oldest
+/// first (read once per server start; later events are in the live feed).
+pub async fn past(st: &AppState) -> ApiResult<&Vec<Alert>> {
+    st.past_alerts
+        .get_or_try_init(|| async {
+            let since = now_ns() - PAST_DAYS * 86_400 * 1_000_000_000;
+            let sql = format!(
+                "SELECT CAST(ts AS BIGINT) AS ts, event, id, rule, severity, category, verdict, \
+                 CAST(start_ts AS BIGINT) AS start_ts, CAST(last_ts AS BIGINT) AS last_ts, src_ips, dst_ips, ports, \
+                 countries, packets, bytes, flows, rate, rate_unit, top_sources, sample_flows, explanation \
+                 FROM alerts WHERE ts >= to_timestamp_nanos({since}) ORDER BY ts DESC LIMIT {PAST_EVENTS}"
+            );
+            let rows = super::traffic::rows(st, &sql).await?;
+            let mut v: Vec<Alert> = rows.iter().filter_map(alert_of_row).collect();
+            v.reverse();
+            Ok::<_, ApiError>(v)
+        })
+        .await
+}
+
+fn alert_of_row(r: &serde_json::Value) -> Option<Alert> {
+    use tapstream_engine::alert::{AlertEvent, Verdict};
+    let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+    let n = |k: &str| r[k].as_u64().or_else(|| r[k].as_i64().map(|x| x.max(0) as u64)).unwrap_or(0);
+    let strs = |k: &str| -> Vec<String> {
+        r[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    Some(Alert {
+        ts: n("ts"),
+        event: AlertEvent::from_name(r["event"].as_str()?)?,
+        id: s("id"),
+        rule: s("rule"),
+        severity: Severity::from_name(r["severity"].as_str()?)?,
+        category: Category::from_name(r["category"].as_str()?)?,
+        verdict: Verdict::from_name(r["verdict"].as_str()?)?,
+        start_ts: n("start_ts"),
+        last_ts: n("last_ts"),
+        src_ips: strs("src_ips"),
+        dst_ips: strs("dst_ips"),
+        ports: r["ports"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_u64().map(|p| p as u16)).collect())
+            .unwrap_or_default(),
+        countries: strs("countries"),
+        packets: n("packets"),
+        bytes: n("bytes"),
+        flows: n("flows"),
+        rate: r["rate"].as_f64().unwrap_or(0.0),
+        rate_unit: s("rate_unit"),
+        top_sources: strs("top_sources"),
+        sample_flows: strs("sample_flows"),
+        explanation: s("explanation"),
+    })
+}
+
+/// Every alert event known: the history's, then the live feed's (an event
+/// in both counts once), oldest first.
+fn events(st: &AppState, past: &[Alert]) -> Vec<Alert> {
+    let live: Vec<Alert> =
+        st.engine.alerts.as_ref().map(|f| f.since(0).into_iter().map(|(_, a)| a).collect()).unwrap_or_default();
+    let key = |a: &Alert| (a.id.clone(), a.ts, a.event);
+    let seen: std::collections::HashSet<_> = live.iter().map(key).collect();
+    past.iter().filter(|a| !seen.contains(&key(a))).cloned().chain(live).collect()
+}
+
 /// Latest event per alert id with its event count, newest first.
-fn latest(st: &AppState) -> Vec<(Alert, usize)> {
-    let Some(feed) = &st.engine.alerts else { return Vec::new() };
+fn latest(st: &AppState, past: &[Alert]) -> Vec<(Alert, usize)> {
     let mut by_id: HashMap<String, (Alert, usize)> = HashMap::new();
-    for (_, a) in feed.since(0) {
+    for a in events(st, past) {
         let e = by_id.entry(a.id.clone()).or_insert_with(|| (a.clone(), 0));
         e.1 += 1;
         if a.ts >= e.0.ts {
@@ -156,7 +227,12 @@ fn view(a: &Alert, events: usize, ws: Option<&WorkState>) -> AlertView {
     }
 }
 
-fn select(st: &AppState, f: &Filter, only: Option<&dyn Fn(Category) -> bool>) -> ApiResult<Vec<AlertView>> {
+fn select(
+    st: &AppState,
+    past: &[Alert],
+    f: &Filter,
+    only: Option<&dyn Fn(Category) -> bool>,
+) -> ApiResult<Vec<AlertView>> {
     let limit = f.limit.unwrap_or(200);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be 1 to 1000"));
@@ -175,7 +251,7 @@ fn select(st: &AppState, f: &Filter, only: Option<&dyn Fn(Category) -> bool>) ->
     }
     let states = work_states(st)?;
     let mut out = Vec::new();
-    for (a, n) in latest(st) {
+    for (a, n) in latest(st, past) {
         let v = view(&a, n, states.get(&a.id));
         let keep = sev.is_none_or(|s| a.severity == s)
             && min.is_none_or(|m| a.severity >= m)
@@ -196,22 +272,25 @@ fn select(st: &AppState, f: &Filter, only: Option<&dyn Fn(Category) -> bool>) ->
 }
 
 pub async fn list(State(st): State<AppState>, Params(f): Params<Filter>) -> ApiResult<axum::Json<Vec<AlertView>>> {
-    Ok(json(select(&st, &f, None)?))
+    let past = past(&st).await?;
+    Ok(json(select(&st, past, &f, None)?))
 }
 
 pub async fn anomalies(State(st): State<AppState>, Params(f): Params<Filter>) -> ApiResult<axum::Json<Vec<AlertView>>> {
-    Ok(json(select(&st, &f, Some(&|c| ANOMALY.contains(&c)))?))
+    let past = past(&st).await?;
+    Ok(json(select(&st, past, &f, Some(&|c| ANOMALY.contains(&c)))?))
 }
 
 pub async fn threats(State(st): State<AppState>, Params(f): Params<Filter>) -> ApiResult<axum::Json<Vec<AlertView>>> {
-    Ok(json(select(&st, &f, Some(&|c| !ANOMALY.contains(&c) && c != Category::System))?))
+    let past = past(&st).await?;
+    Ok(json(select(&st, past, &f, Some(&|c| !ANOMALY.contains(&c) && c != Category::System))?))
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct AlertDetail {
     #[serde(flatten)]
     current: AlertView,
-    /// Every event the feed holds for it, oldest first.
+    /// Every event known for it (history and live feed), oldest first.
     history: Vec<AlertBody>,
 }
 
@@ -220,29 +299,26 @@ pub fn is_alert_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-fn known(st: &AppState, id: &str) -> ApiResult<()> {
+async fn known(st: &AppState, id: &str) -> ApiResult<()> {
     if !is_alert_id(id) {
         return Err(ApiError::bad_request(format!("`{id}` is not an alert id")));
     }
-    if st.engine.alerts.is_some() && !latest(st).iter().any(|(a, _)| a.id == id) {
+    let past = past(st).await?;
+    if !events(st, past).iter().any(|a| a.id == id) {
         return Err(ApiError::not_found(format!("no alert {id}")));
     }
     Ok(())
 }
 
 pub async fn get(State(st): State<AppState>, Segment(id): Segment<String>) -> ApiResult<axum::Json<AlertDetail>> {
-    known(&st, &id)?;
+    known(&st, &id).await?;
     let states = work_states(&st)?;
-    let (a, n) = latest(&st)
+    let past = past(&st).await?;
+    let (a, n) = latest(&st, past)
         .into_iter()
         .find(|(a, _)| a.id == id)
         .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
-    let history = st
-        .engine
-        .alerts
-        .as_ref()
-        .map(|f| f.since(0).into_iter().filter(|(_, x)| x.id == id).map(|(_, x)| AlertBody::from(&x)).collect())
-        .unwrap_or_default();
+    let history = events(&st, past).iter().filter(|x| x.id == id).map(AlertBody::from).collect();
     Ok(json(AlertDetail { current: view(&a, n, states.get(&id)), history }))
 }
 
@@ -293,7 +369,7 @@ async fn transition(
     action: &'static str,
     c: Option<String>,
 ) -> ApiResult<axum::Json<WorkflowReply>> {
-    known(&st, &id)?;
+    known(&st, &id).await?;
     set_state(&st, &id, Some(status), None, &me.name)?;
     stop_escalation(&st, &id)?;
     audit(&st, me.audit(action, id.clone(), serde_json::json!({ "comment": c })))?;
@@ -333,7 +409,7 @@ pub async fn assign(
     Segment(id): Segment<String>,
     Body(b): Body<Assign>,
 ) -> ApiResult<axum::Json<AssignReply>> {
-    known(&st, &id)?;
+    known(&st, &id).await?;
     if let Some(u) = &b.assignee
         && !super::users::user_exists(&st, u)?
     {

@@ -159,25 +159,41 @@ pub async fn export(State(st): State<AppState>, me: Me, Body(r): Body<ExportRequ
         }
         _ => return Err(ApiError::unprocessable("give either table or sql")),
     };
-    let h = st.history().await?;
-    let planned = h.export(&sql).await;
-    let mut entry = me.audit("export", what.clone(), serde_json::json!({ "format": r.format, "sql": short(&sql) }));
-    entry.ok = planned.is_ok();
-    audit(&st, entry)?;
-    let res = planned?;
+    // Planned and streamed on the query runtime; the plan's verdict comes
+    // back first, so a bad query is still a JSON 4xx.
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(QUEUE);
-    let st2 = st.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<ApiResult<()>>();
     let user = me.name.clone();
     let name = format!("tapstream-{what}-{}.{}", stamp(), format.extension());
-    tokio::spawn(async move {
-        match pump(&st2, res, format, &tx).await {
-            Ok(rows) => tracing::info!(user, table = what, rows, "export finished"),
+    let (st2, sql2, what2) = (st.clone(), sql.clone(), what.clone());
+    st.query_rt.spawn(async move {
+        let planned = match st2.history().await {
+            Ok(h) => h.export(&sql2).await.map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        let res = match planned {
+            Ok(r) => {
+                let _ = ready_tx.send(Ok(()));
+                r
+            }
             Err(e) => {
-                tracing::warn!(user, table = what, error = %e, "export ended early");
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        match pump(&st2, res, format, &tx).await {
+            Ok(rows) => tracing::info!(user, table = what2, rows, "export finished"),
+            Err(e) => {
+                tracing::warn!(user, table = what2, error = %e, "export ended early");
                 let _ = tx.send(Err(std::io::Error::other(e))).await;
             }
         }
     });
+    let planned = ready_rx.await.map_err(ApiError::internal)?;
+    let mut entry = me.audit("export", what.clone(), serde_json::json!({ "format": r.format, "sql": short(&sql) }));
+    entry.ok = planned.is_ok();
+    audit(&st, entry)?;
+    planned?;
     Ok(attachment(format.content_type(), name)(body(rx)))
 }
 

@@ -54,31 +54,36 @@ pub async fn run(State(st): State<AppState>, me: Me, Body(q): Body<Query>) -> Ap
         Some(l) => return Err(ApiError::unprocessable(format!("limit {l}: 1 to {max}"))),
     };
     let t0 = Instant::now();
-    let timeout = h.limits().timeout;
-    let work = async {
-        let res = h.query(&q.sql).await?;
-        let mut batches = Vec::new();
-        let (mut rows, mut truncated) = (0usize, false);
-        let mut stream = res.stream;
-        while let Some(b) = stream.next().await {
-            let mut b = b.map_err(|e| h.stream_error(e))?;
-            if rows + b.num_rows() > limit {
-                b = b.slice(0, limit - rows);
-                truncated = true;
-            }
-            rows += b.num_rows();
-            batches.push(b);
-            if truncated {
-                break;
-            }
-        }
-        Ok::<_, tapstream_query::QueryError>((res.schema, batches, truncated, res.notes))
-    };
-    let r = tokio::time::timeout(timeout, work).await.map_err(|_| tapstream_query::QueryError::Timeout(timeout));
-    let outcome = match r {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) | Err(e) => Err(e),
-    };
+    let sql = q.sql.clone();
+    let outcome = st
+        .on_history(move |st| async move {
+            let h = st.history().await?;
+            let timeout = h.limits().timeout;
+            let work = async {
+                let res = h.query(&sql).await?;
+                let mut batches = Vec::new();
+                let (mut rows, mut truncated) = (0usize, false);
+                let mut stream = res.stream;
+                while let Some(b) = stream.next().await {
+                    let mut b = b.map_err(|e| h.stream_error(e))?;
+                    if rows + b.num_rows() > limit {
+                        b = b.slice(0, limit - rows);
+                        truncated = true;
+                    }
+                    rows += b.num_rows();
+                    batches.push(b);
+                    if truncated {
+                        break;
+                    }
+                }
+                Ok::<_, tapstream_query::QueryError>((res.schema, batches, truncated, res.notes))
+            };
+            Ok(match tokio::time::timeout(timeout, work).await {
+                Ok(r) => r,
+                Err(_) => Err(tapstream_query::QueryError::Timeout(timeout)),
+            })
+        })
+        .await?;
     let mut entry = me.audit("query", "history", serde_json::json!({ "sql": truncate(&q.sql, 2000) }));
     entry.ok = outcome.is_ok();
     audit(&st, entry)?;

@@ -123,6 +123,22 @@ pub async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoRes
         "Bytes under the data directory.",
         one(latest.host.data_dir_bytes as f64),
     );
+    let w = st
+        .engine
+        .writer
+        .as_ref()
+        .and_then(|w| w.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|w| w.stats.clone()))
+        .unwrap_or_default();
+    metric("tapstream_history_rows_written_total", "counter", "Rows written to the history.", one(w.rows as f64));
+    metric("tapstream_history_files_written_total", "counter", "Parquet files committed.", one(w.files as f64));
+    metric("tapstream_history_bytes_written_total", "counter", "Bytes of Parquet committed.", one(w.bytes as f64));
+    metric("tapstream_history_compactions_total", "counter", "Closed hours compacted.", one(w.compactions as f64));
+    metric(
+        "tapstream_history_compaction_errors_total",
+        "counter",
+        "Compactions that failed (the hour stays as it was).",
+        one(w.compaction_errors as f64),
+    );
     metric(
         "tapstream_disk_free_bytes",
         "gauge",

@@ -5,11 +5,11 @@ use axum::extract::State;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Params, json};
+use super::Params;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
-#[derive(Deserialize, schemars::JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficQuery {
     /// RFC 3339 or Unix seconds (default: an hour before `to`).
@@ -70,7 +70,12 @@ fn now_ns() -> i64 {
     crate::store::now_ns()
 }
 
-async fn rows(st: &AppState, sql: &str) -> ApiResult<Vec<serde_json::Value>> {
+pub(crate) async fn rows(st: &AppState, sql: &str) -> ApiResult<Vec<serde_json::Value>> {
+    let sql = sql.to_string();
+    st.on_history(move |st| async move { rows_here(&st, &sql).await }).await
+}
+
+async fn rows_here(st: &AppState, sql: &str) -> ApiResult<Vec<serde_json::Value>> {
     let h = st.history().await?;
     let timeout = h.limits().timeout;
     let work = async {
@@ -100,7 +105,31 @@ fn ts_literal(ns: i64) -> String {
     format!("to_timestamp_nanos({ns})")
 }
 
-pub async fn traffic(State(st): State<AppState>, Params(q): Params<TrafficQuery>) -> ApiResult<axum::Json<Traffic>> {
+/// An answer younger than this is shared as it is.
+const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Up to this age an answer is served while a newer one is computed.
+const STALE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Dashboards asking the same question share one history query a second
+/// (see [`crate::cache`]).
+pub async fn traffic(
+    State(st): State<AppState>,
+    Params(q): Params<TrafficQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let key = serde_json::to_string(&q).map_err(ApiError::internal)?;
+    let st2 = st.clone();
+    let body = st
+        .traffic_cache
+        .get(key, FRESH, STALE, move || async move {
+            let t = compute(&st2, q).await?;
+            serde_json::to_vec(&t).map(axum::body::Bytes::from).map_err(ApiError::internal)
+        })
+        .await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn compute(st: &AppState, q: TrafficQuery) -> ApiResult<Traffic> {
     let to = match &q.to {
         Some(t) => super::audit::parse_time(t)?,
         None => now_ns(),
@@ -157,7 +186,7 @@ pub async fn traffic(State(st): State<AppState>, Params(q): Params<TrafficQuery>
          SUM(CASE WHEN record_kind = 'interim' THEN 0 ELSE 1 END) AS flows FROM flows WHERE {wher} \
          GROUP BY 1 ORDER BY bytes DESC, k LIMIT {top}"
     );
-    let series = rows(&st, &series_sql)
+    let series = rows(st, &series_sql)
         .await?
         .iter()
         .map(|r| Point {
@@ -166,7 +195,7 @@ pub async fn traffic(State(st): State<AppState>, Params(q): Params<TrafficQuery>
             bytes: u(&r["bytes"]),
         })
         .collect();
-    let top = rows(&st, &top_sql)
+    let top = rows(st, &top_sql)
         .await?
         .iter()
         .map(|r| Top {
@@ -176,7 +205,7 @@ pub async fn traffic(State(st): State<AppState>, Params(q): Params<TrafficQuery>
             flows: u(&r["flows"]),
         })
         .collect();
-    Ok(json(Traffic { from: super::audit::rfc3339(from), to: super::audit::rfc3339(to), bucket, by, series, top }))
+    Ok(Traffic { from: super::audit::rfc3339(from), to: super::audit::rfc3339(to), bucket, by, series, top })
 }
 
 /// The filter bar's fields (an address, a network, a port, a protocol, a
