@@ -34,6 +34,12 @@ fn init_logging(files: Option<&Path>) -> Option<tracing_appender::non_blocking::
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let file = files.and_then(|dir| {
+        // The appender prunes old files at start and complains of a
+        // directory that does not exist yet.
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("tapstream: warning: log files in {}: {e}; logging to standard error only", dir.display());
+            return None;
+        }
         let appender = tracing_appender::rolling::RollingFileAppender::builder()
             .rotation(tracing_appender::rolling::Rotation::DAILY)
             .filename_prefix("tapstream")

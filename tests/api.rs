@@ -671,6 +671,8 @@ fn the_openapi_document_holds_under_schemathesis() {
 fn server_logs_rotate_into_files_the_api_tails_and_serves() {
     let s = Server::start("", &["--pps", "300", "--workers", "1"]);
     let admin = s.admin();
+    // A fresh data dir starts without complaint about its log directory.
+    assert!(!s.stderr.lock().unwrap().contains("Error reading the log"), "{}", s.stderr.lock().unwrap());
     assert_eq!(s.login("admin", "not-the-password!", None).status, 401);
     let files = wait_for(10, || {
         let r = s.call("GET", "/api/logs", Some(&admin), None);
