@@ -1117,3 +1117,26 @@ fn settings_change_retention_and_notifications_while_running() {
     assert_eq!(g.body["routes"][0]["channels"], json!(["soc-mail"]));
     assert_eq!(s.call("POST", "/api/settings/channels/soc-mail/test", Some(&admin), None).status, 204);
 }
+
+/// Each user's console layout is saved on the server, for that user only.
+#[test]
+fn dashboard_layouts_are_saved_per_user() {
+    let s = Server::start("", &["--pps", "200", "--workers", "1"]);
+    let admin = s.admin();
+    let vic = s.user(&admin, "vic", "viewer");
+    assert_eq!(s.call("GET", "/api/me/layout", Some(&vic), None).body, json!({ "layout": null }));
+    let layout = json!({ "layout": { "panels": [{ "id": "bw", "chart": "area", "metric": "bps", "range": "1h", "x": 0, "y": 0, "w": 6, "h": 4 }] } });
+    assert_eq!(s.call("PUT", "/api/me/layout", Some(&vic), Some(&layout.to_string())).status, 204);
+    assert_eq!(s.call("GET", "/api/me/layout", Some(&vic), None).body, layout);
+    assert_eq!(
+        s.call("GET", "/api/me/layout", Some(&admin), None).body,
+        json!({ "layout": null }),
+        "another user's is apart"
+    );
+    let big = json!({ "layout": { "blob": "x".repeat(70_000) } });
+    assert_eq!(s.call("PUT", "/api/me/layout", Some(&vic), Some(&big.to_string())).status, 422);
+    assert_eq!(s.call("PUT", "/api/me/layout", Some(&vic), Some(r#"{"layout":[1,2]}"#)).status, 422);
+    assert_eq!(s.call("PUT", "/api/me/layout", Some(&vic), Some(r#"{"layout":null}"#)).status, 204);
+    assert_eq!(s.call("GET", "/api/me/layout", Some(&vic), None).body, json!({ "layout": null }));
+    assert_eq!(s.call("GET", "/api/me/layout", None, None).status, 401);
+}

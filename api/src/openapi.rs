@@ -60,6 +60,8 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
         ("POST", "/api/me/password") => d.body::<auth_types::PasswordChange>(g).status(204),
         ("POST", "/api/me/totp") => d.reply::<auth_types::Enrolment>(g),
         ("POST", "/api/me/totp/confirm") | ("DELETE", "/api/me/totp") => d.body::<auth_types::Code>(g).status(204),
+        ("GET", "/api/me/layout") => d.reply::<auth_types::Layout>(g),
+        ("PUT", "/api/me/layout") => d.body::<auth_types::Layout>(g).status(204),
         ("GET", "/api/users") => d.reply::<Vec<users::User>>(g),
         ("POST", "/api/users") => d.body::<users::NewUser>(g).reply::<users::User>(g).status(201),
         ("PATCH", "/api/users/{name}") => d.body::<users::UserChange>(g).reply::<users::User>(g),
@@ -124,7 +126,7 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
 
 /// The request types of `routes::auth` (named here so the table above reads flat).
 mod auth_types {
-    pub use crate::routes::auth::{Code, Enrolment, Login, PasswordChange, Refresh, Tokens, UserInfo};
+    pub use crate::routes::auth::{Code, Enrolment, Layout, Login, PasswordChange, Refresh, Tokens, UserInfo};
 }
 
 fn error_response(what: &str) -> Value {

@@ -128,6 +128,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_ts ON audit (ts_ns);
     CREATE INDEX sessions_user ON sessions (user_id);
     "#,
+    // 2: each user's console dashboard layout.
+    r#"
+    CREATE TABLE layouts (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        layout TEXT NOT NULL,
+        updated_ns INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -281,6 +289,7 @@ mod tests {
         assert_eq!(s.setting("k").unwrap(), Some(serde_json::json!({"a": 1})));
         let v: i64 = s.with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).unwrap();
         assert_eq!(v as usize, SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 2);
         s.with(|c| c.pragma_update(None, "user_version", 99)).unwrap();
         drop(s);
         let e = Store::open(&p).err().unwrap().to_string();

@@ -314,3 +314,49 @@ pub async fn totp_disable(State(st): State<AppState>, me: Me, Body(b): Body<Code
     audit(&st, me.audit("totp_disabled", me.name.clone(), serde_json::json!({})))?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Largest dashboard layout stored.
+pub const MAX_LAYOUT: usize = 64 * 1024;
+
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    /// The console's dashboard layout (panels, their chart types, metrics,
+    /// ranges and places), kept as the console wrote it; null before the
+    /// first save.
+    layout: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+pub async fn get_layout(State(st): State<AppState>, me: Me) -> ApiResult<axum::Json<Layout>> {
+    let text: Option<String> = st.store.with(|c| {
+        c.query_row("SELECT layout FROM layouts WHERE user_id = ?1", params![me.uid], |r| r.get(0)).optional()
+    })?;
+    let layout = match text {
+        Some(t) => Some(serde_json::from_str(&t).map_err(ApiError::internal)?),
+        None => None,
+    };
+    Ok(json(Layout { layout }))
+}
+
+pub async fn put_layout(
+    State(st): State<AppState>,
+    me: Me,
+    Body(l): Body<Layout>,
+) -> ApiResult<axum::http::StatusCode> {
+    let Some(layout) = l.layout else {
+        st.store.with(|c| c.execute("DELETE FROM layouts WHERE user_id = ?1", params![me.uid]))?;
+        return Ok(axum::http::StatusCode::NO_CONTENT);
+    };
+    let text = serde_json::to_string(&layout).map_err(ApiError::internal)?;
+    if text.len() > MAX_LAYOUT {
+        return Err(ApiError::unprocessable(format!("layout: {} bytes; at most {MAX_LAYOUT}", text.len())));
+    }
+    st.store.with(|c| {
+        c.execute(
+            "INSERT INTO layouts (user_id, layout, updated_ns) VALUES (?1, ?2, ?3)
+             ON CONFLICT(user_id) DO UPDATE SET layout = excluded.layout, updated_ns = excluded.updated_ns",
+            params![me.uid, text, crate::store::now_ns()],
+        )
+    })?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

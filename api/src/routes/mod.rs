@@ -86,6 +86,8 @@ routes! {
     POST "/api/me/totp" ALL => auth::totp_begin, "Start TOTP enrolment: a new secret to confirm";
     POST "/api/me/totp/confirm" ALL => auth::totp_confirm, "Confirm TOTP enrolment with a code";
     DELETE "/api/me/totp" ALL => auth::totp_disable, "Turn TOTP off (needs a current code)";
+    GET "/api/me/layout" ALL => auth::get_layout, "One's own console dashboard layout";
+    PUT "/api/me/layout" ALL => auth::put_layout, "Save one's own console dashboard layout (null clears it)";
     GET "/api/users" ADMIN => users::list, "List users";
     POST "/api/users" ADMIN => users::create, "Create a user";
     PATCH "/api/users/{name}" ADMIN => users::update, "Change a user's role, password or disabled state";
