@@ -202,6 +202,18 @@ fn start_engine(
         }
         Ok(errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
     };
+    // What the server sees of the engine, whichever source runs.
+    let link = EngineLink {
+        source: String::new(),
+        feeds: Vec::new(),
+        progress: None,
+        alerts,
+        geo,
+        writer: Some(shared_writer),
+        import_pipeline: Some(import_pipeline),
+        retention: Some(policy),
+        notify: notify_link,
+    };
     let stop = stop.clone();
     if ifaces.is_empty() {
         let pps = a.pps.unwrap_or(cfg.demo_pps);
@@ -215,17 +227,7 @@ fn start_engine(
         });
         tracing::info!(pps, workers = pcfg.workers, "no interface configured: running on built-in demo traffic");
         let progress = Arc::new(Progress::default());
-        let link = EngineLink {
-            source: "demo".into(),
-            feeds: Vec::new(),
-            progress: Some(progress.clone()),
-            alerts,
-            geo,
-            writer: Some(shared_writer),
-            import_pipeline: Some(import_pipeline),
-            retention: Some(policy),
-            notify: notify_link,
-        };
+        let link = EngineLink { source: "demo".into(), progress: Some(progress.clone()), ..link };
         let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
             let (summary, err) = pipeline::run(src, &pcfg, stop, progress, sink);
             let ok = finish(&summary)?;
@@ -265,17 +267,7 @@ fn start_engine(
             }
         })
         .collect();
-    let link = EngineLink {
-        source: "live".into(),
-        feeds,
-        progress: None,
-        alerts,
-        geo,
-        writer: Some(shared_writer),
-        import_pipeline: Some(import_pipeline),
-        retention: Some(policy),
-        notify: notify_link,
-    };
+    let link = EngineLink { source: "live".into(), feeds, ..link };
     let rx_cores = cfg.capture.rx_cores.clone();
     let thread = std::thread::Builder::new().name("engine".into()).spawn(move || {
         let summary = pipeline::run_live(sources, &pcfg, &rx_cores, stop, status, sink);

@@ -142,11 +142,7 @@ pub fn stored(store: &Store, keys: &crate::keys::Keys) -> ApiResult<Stored> {
         Some(v) => Some(serde_json::from_value(v).map_err(ApiError::internal)?),
         None => None,
     };
-    let routes = match store.setting(ROUTES_KEY)? {
-        Some(v) => serde_json::from_value(v).map_err(ApiError::internal)?,
-        None => Vec::new(),
-    };
-    Ok(Stored { retention, channels: load_channels(store, keys)?, routes })
+    Ok(Stored { retention, channels: load_channels(store, keys)?, routes: routes_of(store)? })
 }
 
 fn routes_of(store: &Store) -> ApiResult<Vec<RouteSpec>> {
