@@ -13,6 +13,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/common/seed.rs"]
+mod seed;
 #[allow(dead_code)]
 #[path = "../tests/common/server.rs"]
 mod server;
@@ -24,9 +26,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use server::Server;
-use tapstream_engine::records::Table;
-use tapstream_query::synth::FlowSynth;
-use tapstream_query::{HourlyWriter, WriterConfig};
 
 /// What a live dashboard polls (the stream brings per-second rates).
 const ENDPOINTS: &[&str] = &[
@@ -62,25 +61,6 @@ fn opts(args: &[String]) -> Opts {
         every: Duration::from_millis(get("--every-ms", 1000)),
         history_rows: get("--history-rows", 500_000),
     }
-}
-
-/// An hour of flow history ending now, as a running appliance has.
-fn history(data: &std::path::Path, rows: u64) {
-    if rows == 0 {
-        return;
-    }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
-    let start = now - 3_600_000_000_000;
-    let cfg = WriterConfig { compaction: false, ..WriterConfig::default() };
-    let mut w = HourlyWriter::new(data, cfg).expect("data dir");
-    let mut s = FlowSynth::new(7, start, rows);
-    let mut left = rows;
-    while left > 0 {
-        let n = left.min(65_536);
-        w.write(Table::Flows, &s.batch(n as usize)).expect("write history");
-        left -= n;
-    }
-    w.close().expect("close history");
 }
 
 /// Engine packets and drops (all interfaces) as the API reports them.
@@ -180,7 +160,7 @@ fn ms(us: u64) -> f64 {
 fn run(o: &Opts) -> (Outcome, (u64, u64), (u64, u64)) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    history(&data, o.history_rows);
+    seed::flow_history(&data, o.history_rows);
     let pps = o.pps.to_string();
     let workers = o.workers.to_string();
     let s = Server::start_in(&data, "", &["--pps", &pps, "--workers", &workers]);

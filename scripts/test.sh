@@ -17,8 +17,29 @@ fi
 python3 -c 'import pyarrow' 2>/dev/null || python3 -m pip install --quiet pyarrow
 # Alert notifications are delivered to a real SMTP server process on loopback.
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet aiosmtpd
+# Reports are read back with poppler (pdftotext, pdftoppm); the systemd
+# unit is checked by systemd-analyze; the Kubernetes manifests by
+# kubernetes-validate (schemas bundled, offline) after PyYAML parses them.
+if ! command -v pdftotext >/dev/null || ! command -v pdftoppm >/dev/null || ! command -v systemd-analyze >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils systemd >/dev/null
+fi
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
+command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
 # The API is fuzzed against its own OpenAPI document by schemathesis.
 command -v st >/dev/null || python3 -m pip install --quiet 'schemathesis>=4,<5'
+# The console is tested in Debian's Chromium, headless, driven by
+# playwright-core (npm, from console/package-lock.json); the api crate
+# embeds the console's built files, so they are built first.
+# Only what is missing: a Node.js from elsewhere (NodeSource) bundles npm
+# and conflicts with Debian's npm package.
+need=()
+command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+bash scripts/console.sh
 # GeoIP tests read the free databases from the npm registry.
 bash scripts/geoip.sh >/dev/null
 # WASM plugins are built from source (Rust for wasm32, C with clang/lld,

@@ -45,6 +45,13 @@ pub enum Cmd {
     Alerts(AlertsArgs),
     /// WASM detector plugins: check one, list the installed ones.
     Plugin(PluginArgs),
+    /// Make a report (traffic summary, incidents, alerts and anomalies, top
+    /// talkers, the audit trail) from the history as PDF, CSV or JSON.
+    Report(ReportArgs),
+    /// Check the host for live capture (kernel, XDP per interface, queues,
+    /// locked memory, capabilities, disk against retention, clock) and say
+    /// what to fix.
+    Doctor(DoctorArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -299,6 +306,64 @@ pub enum SqlFormat {
     Json,
     Ndjson,
     Parquet,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// Interface to check (repeat; default: capture.interfaces).
+    #[arg(long)]
+    pub interface: Vec<String>,
+    /// Data directory (default: storage.data_dir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Attach the capture program to each interface and detach it again,
+    /// to learn whether native XDP works (some drivers reset the link).
+    #[arg(long)]
+    pub probe_xdp: bool,
+    /// Print the checks as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// What the report is about.
+    #[arg(long, value_parser = ["traffic", "incidents", "alerts", "talkers", "audit"])]
+    pub kind: String,
+    /// Start: RFC 3339 (2026-12-01T00:00:00Z) or Unix seconds.
+    #[arg(long, conflicts_with = "range")]
+    pub from: Option<String>,
+    /// End (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// A preset range ending at --to or now (default: day).
+    #[arg(long, value_parser = ["day", "week", "month"])]
+    pub range: Option<String>,
+    /// Filter: either end is this address.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Filter: either end is inside this network.
+    #[arg(long)]
+    pub cidr: Option<String>,
+    /// Filter: responder port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Filter: tcp, udp or icmp.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// Filter: either end in this country (ISO code).
+    #[arg(long)]
+    pub country: Option<String>,
+    /// Filter: text in DNS/TLS/HTTP names, alert explanations, incident
+    /// titles or audit entries.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Data directory (default: storage.data_dir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The report file: .pdf, .csv or .json.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]

@@ -91,6 +91,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Synth(a) => synth(a),
         Cmd::Gen(a) => crate::live::generate(a),
         Cmd::Sql(a) => crate::sql::run(cfg, a),
+        Cmd::Report(a) => crate::report::run(cfg, a),
+        Cmd::Doctor(a) => crate::doctor::run(cfg, a),
         Cmd::Import(a) => import(cfg, a),
         Cmd::Record(a) => crate::record::run(cfg, a),
         Cmd::Model(a) => crate::model::run(cfg, a),

@@ -53,6 +53,28 @@ pub struct RawConfig {
     pub plugins: crate::plugins::RawPlugins,
     #[serde(default)]
     pub api: crate::serve::RawApi,
+    #[serde(default)]
+    pub reports: RawReports,
+}
+
+/// `[reports]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReports {
+    pub keep_days: Option<u64>,
+    pub max_size_mb: Option<u64>,
+}
+
+fn reports(r: RawReports) -> anyhow::Result<tapstream_api::report::schedule::ReportsConfig> {
+    let keep = r.keep_days.unwrap_or(90);
+    if !(1..=3650).contains(&keep) {
+        anyhow::bail!("reports.keep_days = {keep}: must be between 1 and 3650");
+    }
+    let mb = r.max_size_mb.unwrap_or(1024);
+    if !(1..=1 << 20).contains(&mb) {
+        anyhow::bail!("reports.max_size_mb = {mb}: must be between 1 and 1048576");
+    }
+    Ok(tapstream_api::report::schedule::ReportsConfig { keep: Duration::from_secs(keep * 86_400), max_bytes: mb << 20 })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -636,6 +658,8 @@ pub struct RawDemo {
     pub udp_flood: Option<f64>,
     pub port_scan: Option<f64>,
     pub dns_tunnel: Option<f64>,
+    /// Scheduled attacks, as `run --attacks`: `syn-flood:3000@10+600,…`.
+    pub attacks: Option<String>,
 }
 
 /// Validated settings.
@@ -656,6 +680,8 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     pub plugins: crate::plugins::PluginsConfig,
     pub api: crate::serve::ApiSettings,
+    /// How long generated reports are kept and how much room they take.
+    pub reports: tapstream_api::report::schedule::ReportsConfig,
 }
 
 /// Validated live-capture settings.
@@ -889,6 +915,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         notify: crate::notify::validate(raw.notify)?,
         plugins: crate::plugins::validate(raw.plugins)?,
         api: crate::serve::validate(raw.api)?,
+        reports: reports(raw.reports)?,
         pipeline,
         writer,
         data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -899,7 +926,10 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             udp_flood: frac("demo.udp_flood", raw.demo.udp_flood)?,
             port_scan: frac("demo.port_scan", raw.demo.port_scan)?,
             dns_tunnel: frac("demo.dns_tunnel", raw.demo.dns_tunnel)?,
-            schedule: Vec::new(),
+            schedule: match &raw.demo.attacks {
+                Some(a) => parse_attacks(a).map_err(|e| anyhow::anyhow!("demo.attacks: {e}"))?.schedule,
+                None => Vec::new(),
+            },
         },
         capture,
         retention,

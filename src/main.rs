@@ -8,6 +8,7 @@ static GLOBAL: MiMalloc = MiMalloc;
 mod cli;
 mod commands;
 mod config;
+mod doctor;
 mod feeds;
 mod live;
 mod model;
@@ -15,6 +16,7 @@ mod notify;
 mod output;
 mod plugins;
 mod record;
+mod report;
 mod serve;
 mod sql;
 

@@ -343,28 +343,63 @@ fn digest_for(v: &[Alert]) -> Message {
     Message { subject, text, alerts: v.to_vec() }
 }
 
+/// Send one mail through an email channel (one attempt); `body` finishes
+/// the message from a builder with sender, recipients and subject set.
+fn send_mail(
+    kind: &ChannelKind,
+    subject: &str,
+    timeout: Duration,
+    body: impl FnOnce(lettre::message::MessageBuilder) -> anyhow::Result<lettre::Message>,
+) -> anyhow::Result<()> {
+    use lettre::Transport;
+    let ChannelKind::Email { host, port, security, username, password, from, to } = kind else {
+        bail!("not an email channel");
+    };
+    let mut b = lettre::Message::builder().from(from.parse()?).subject(subject.to_string());
+    for t in to {
+        b = b.to(t.parse()?);
+    }
+    let email = body(b)?;
+    let mut t = match security {
+        Security::None => lettre::SmtpTransport::builder_dangerous(host.as_str()),
+        Security::StartTls => lettre::SmtpTransport::starttls_relay(host)?,
+        Security::Tls => lettre::SmtpTransport::relay(host)?,
+    }
+    .port(*port)
+    .timeout(Some(timeout));
+    if let (Some(u), Some(p)) = (username, password) {
+        t = t.credentials(lettre::transport::smtp::authentication::Credentials::new(u.clone(), p.clone()));
+    }
+    t.build().send(&email)?;
+    Ok(())
+}
+
+/// Send one RFC 5424 line to a syslog server: TCP with octet counting
+/// (RFC 6587) or one UDP datagram.
+fn send_syslog(address: &str, tcp: bool, line: &str) -> anyhow::Result<()> {
+    if tcp {
+        let mut s = TcpStream::connect_timeout(&address.parse()?, Duration::from_secs(5))?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "{} {line}", line.len())?;
+    } else {
+        let s = UdpSocket::bind(if address.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" })?;
+        s.send_to(line.as_bytes(), address)?;
+    }
+    Ok(())
+}
+
+/// POST a JSON body to a webhook (one attempt, 10 s).
+fn post_json(url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+    let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().new_agent();
+    agent.post(url).header("Content-Type", "application/json").send(body.to_string().as_bytes())?;
+    Ok(())
+}
+
 /// Deliver one message now (one attempt).
 pub fn deliver(kind: &ChannelKind, m: &Message) -> anyhow::Result<()> {
     match kind {
-        ChannelKind::Email { host, port, security, username, password, from, to } => {
-            use lettre::Transport;
-            let mut b = lettre::Message::builder().from(from.parse()?).subject(m.subject.clone());
-            for t in to {
-                b = b.to(t.parse()?);
-            }
-            let email = b.body(m.text.clone())?;
-            let mut t = match security {
-                Security::None => lettre::SmtpTransport::builder_dangerous(host.as_str()),
-                Security::StartTls => lettre::SmtpTransport::starttls_relay(host)?,
-                Security::Tls => lettre::SmtpTransport::relay(host)?,
-            }
-            .port(*port)
-            .timeout(Some(Duration::from_secs(10)));
-            if let (Some(u), Some(p)) = (username, password) {
-                t = t.credentials(lettre::transport::smtp::authentication::Credentials::new(u.clone(), p.clone()));
-            }
-            t.build().send(&email)?;
-            Ok(())
+        ChannelKind::Email { .. } => {
+            send_mail(kind, &m.subject, Duration::from_secs(10), |b| Ok(b.body(m.text.clone())?))
         }
         ChannelKind::Webhook { url, slack } => {
             let body = if *slack {
@@ -374,9 +409,7 @@ pub fn deliver(kind: &ChannelKind, m: &Message) -> anyhow::Result<()> {
             } else {
                 serde_json::json!({ "digest": m.alerts.iter().map(alert_json).collect::<Vec<_>>() })
             };
-            let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().new_agent();
-            agent.post(url).header("Content-Type", "application/json").send(body.to_string().as_bytes())?;
-            Ok(())
+            post_json(url, &body)
         }
         ChannelKind::Syslog { address, tcp } => {
             // RFC 5424, facility local0; one line per alert event.
@@ -396,15 +429,7 @@ pub fn deliver(kind: &ChannelKind, m: &Message) -> anyhow::Result<()> {
                     if host.is_empty() { "-" } else { &host },
                     alert_json(a)
                 );
-                if *tcp {
-                    let mut s = TcpStream::connect_timeout(&address.parse()?, Duration::from_secs(5))?;
-                    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-                    // Octet counting (RFC 6587).
-                    write!(s, "{} {line}", line.len())?;
-                } else {
-                    let s = UdpSocket::bind(if address.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" })?;
-                    s.send_to(line.as_bytes(), address.as_str())?;
-                }
+                send_syslog(address, *tcp, &line)?;
             }
             Ok(())
         }
@@ -759,6 +784,40 @@ impl Managed {
     }
 }
 
+/// Deliver a generated report (one attempt): by mail with the file
+/// attached; to a webhook or syslog as a notice of where to fetch it.
+pub fn deliver_report(kind: &ChannelKind, r: &tapstream_api::engine::ReportMail) -> anyhow::Result<()> {
+    match kind {
+        ChannelKind::Email { .. } => send_mail(kind, &r.subject, Duration::from_secs(30), |b| {
+            use lettre::message::{Attachment, MultiPart, SinglePart};
+            let file = Attachment::new(r.file_name.clone()).body(r.data.clone(), r.content_type.parse()?);
+            Ok(b.multipart(MultiPart::mixed().singlepart(SinglePart::plain(r.text.clone())).singlepart(file))?)
+        }),
+        ChannelKind::Webhook { url, slack } => {
+            let body = if *slack {
+                serde_json::json!({ "text": format!("*{}*\n{}", r.subject, r.text) })
+            } else {
+                r.notice.clone()
+            };
+            post_json(url, &body)
+        }
+        ChannelKind::Syslog { address, tcp } => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+            let ts = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| "-".into());
+            // Notice (6), facility local0.
+            let line = format!(
+                "<{}>1 {ts} {} tapstream - report - {}",
+                16 * 8 + 6,
+                if host.is_empty() { "-" } else { &host },
+                r.notice
+            );
+            send_syslog(address, *tcp, &line)
+        }
+    }
+}
+
 impl tapstream_api::engine::Notifications for Managed {
     fn apply(
         &self,
@@ -780,6 +839,15 @@ impl tapstream_api::engine::Notifications for Managed {
 
     fn file_channels(&self) -> Vec<String> {
         self.base.channels.iter().map(|c| c.name.clone()).collect()
+    }
+
+    fn send_report(&self, name: &str, r: &tapstream_api::engine::ReportMail) -> Result<(), String> {
+        let kind = {
+            let g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            g.1.channels.iter().find(|c| c.name == name).map(|c| c.kind.clone())
+        };
+        let kind = kind.ok_or_else(|| format!("no channel `{name}`"))?;
+        deliver_report(&kind, r).map_err(|e| format!("{e:#}"))
     }
 
     fn test(&self, name: &str) -> Result<(), String> {

@@ -91,6 +91,7 @@ fn api_config(cfg: &Config, data: &Path, listen: Option<SocketAddr>) -> ApiConfi
     a.max_body = cfg.api.max_body;
     a.max_import = cfg.api.max_import;
     a.sql = cfg.sql.clone();
+    a.reports = cfg.reports.clone();
     a.plugins_dir = cfg.plugins.enabled.then(|| data.join(&cfg.plugins.dir));
     // An operator's own rules file becomes the one the API manages (its
     // rules are taken into the store on first start).

@@ -1140,3 +1140,156 @@ fn dashboard_layouts_are_saved_per_user() {
     assert_eq!(s.call("GET", "/api/me/layout", Some(&vic), None).body, json!({ "layout": null }));
     assert_eq!(s.call("GET", "/api/me/layout", None, None).status, 401);
 }
+
+fn rows(r: &server::Reply) -> Vec<Value> {
+    r.body["rows"].as_array().unwrap_or_else(|| panic!("{}", r.body)).clone()
+}
+
+/// What the console's explorer and dashboards read: pages of records
+/// (newest first, filtered, by connection, by text in DNS/TLS/HTTP), and
+/// the traffic views by TCP state, packet size and talker pair.
+#[test]
+fn records_and_traffic_views_answer_every_role_with_the_filter_bar() {
+    let s = Server::start("[storage]\nflush_interval_secs = 1\n", &["--pps", "2000", "--workers", "1"]);
+    let admin = s.admin();
+    let viewer = s.user(&admin, "val", "viewer");
+    let page = wait_for(60, || {
+        let r = s.call("GET", "/api/records?limit=50", Some(&viewer), None);
+        (r.status == 200 && r.body["more"] == true).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("no flows: {}", s.stderr.lock().unwrap()));
+    assert_eq!(page.body["table"], "flows");
+    let names: Vec<&str> =
+        page.body["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"uid") && names.contains(&"conn_state"), "{names:?}");
+    let first = rows(&page);
+    assert_eq!(first.len(), 50);
+    let ts: Vec<&str> = first.iter().map(|r| r["ts"].as_str().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] >= w[1]), "newest first: {ts:?}");
+    // The next page starts where this one ended.
+    let next = s.call(
+        "GET",
+        &format!("/api/records?limit=50&offset=50&to={}", page.body["to"].as_str().unwrap()),
+        Some(&viewer),
+        None,
+    );
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert!(rows(&next).iter().all(|r| r["ts"].as_str().unwrap() <= ts[49]), "{}", next.body);
+    // Named columns only (the answer still lists them all), in the same order.
+    let narrow = s.call(
+        "GET",
+        &format!("/api/records?limit=50&columns=uid,resp_p&to={}", page.body["to"].as_str().unwrap()),
+        Some(&viewer),
+        None,
+    );
+    assert_eq!(narrow.body["columns"], page.body["columns"]);
+    let narrow_rows = rows(&narrow);
+    assert!(narrow_rows.iter().all(|r| r.as_object().unwrap().len() == 2), "{}", narrow.body);
+    let uids = |rs: &[Value]| rs.iter().map(|r| r["uid"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(uids(&narrow_rows), uids(&first));
+    // One connection by its id, and the filter bar's fields.
+    let uid = first[0]["uid"].as_str().unwrap();
+    let one = s.call("GET", &format!("/api/records?uid={uid}"), Some(&viewer), None);
+    assert!(!rows(&one).is_empty() && rows(&one).iter().all(|r| r["uid"] == uid), "{}", one.body);
+    let tcp = s.call("GET", "/api/records?protocol=tcp&port=443&limit=20", Some(&viewer), None);
+    assert!(rows(&tcp).iter().all(|r| r["proto"] == "tcp" && r["resp_p"] == 443), "{}", tcp.body);
+    // Text in DNS names: the DNS rows that hold it, and the flows that had them.
+    let dns = wait_for(60, || {
+        let r = s.call("GET", "/api/records?table=dns&limit=20", Some(&viewer), None);
+        (!rows(&r).is_empty()).then_some(r)
+    })
+    .expect("DNS records");
+    let name = rows(&dns).iter().find_map(|r| r["query"].as_str().map(str::to_string)).expect("a DNS name");
+    let word = name.split('.').find(|w| w.len() >= 3).unwrap_or(&name).to_uppercase();
+    let hits = s.call("GET", &format!("/api/records?table=dns&text={word}&limit=100"), Some(&viewer), None);
+    let hit_rows = rows(&hits);
+    assert!(!hit_rows.is_empty(), "{}", hits.body);
+    assert!(hit_rows.iter().all(|r| r["query"].as_str().unwrap().contains(&word.to_lowercase())), "{}", hits.body);
+    // Flows by text: connections with a DNS, TLS or HTTP record holding it
+    // (a TLS server name: its TCP connections are written as they close).
+    let tls = wait_for(60, || {
+        let r = s.call("GET", "/api/records?table=tls&limit=20", Some(&viewer), None);
+        rows(&r).iter().find_map(|r| r["server_name"].as_str().map(str::to_string))
+    })
+    .expect("TLS records with a server name");
+    let sni = tls.split('.').find(|w| w.len() >= 3).unwrap_or(&tls).to_string();
+    let flow_rows = wait_for(30, || {
+        let r = rows(&s.call("GET", &format!("/api/records?text={sni}&limit=1000"), Some(&viewer), None));
+        (!r.is_empty()).then_some(r)
+    })
+    .expect("flows found by a TLS server name");
+    let mut uids = Vec::new();
+    for t in ["dns", "tls", "http"] {
+        let r = s.call("GET", &format!("/api/records?table={t}&text={sni}&limit=10000"), Some(&viewer), None);
+        uids.extend(rows(&r).iter().map(|r| r["uid"].as_str().unwrap().to_string()));
+    }
+    assert!(
+        flow_rows.iter().all(|r| uids.iter().any(|u| u == r["uid"].as_str().unwrap())),
+        "every flow found by text has such a record"
+    );
+    let alerts = s.call("GET", "/api/records?table=alerts&text=rate", Some(&viewer), None);
+    assert_eq!(alerts.status, 200, "{}", alerts.body);
+    let quote = s.call("GET", "/api/records?table=http&text=it%27s", Some(&viewer), None);
+    assert_eq!(quote.status, 200, "a quote in the text is data, not SQL: {}", quote.body);
+
+    // Traffic views: TCP states, packet size classes, talker pairs, countries' hosts.
+    let states = s.call("GET", "/api/traffic?by=state", Some(&viewer), None);
+    let keys: Vec<String> =
+        states.body["top"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap().into()).collect();
+    assert!(
+        !keys.is_empty()
+            && keys
+                .iter()
+                .all(|k| ["S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"]
+                    .contains(&k.as_str())),
+        "{keys:?}"
+    );
+    let sizes = s.call("GET", "/api/traffic?by=size", Some(&viewer), None);
+    for r in sizes.body["top"].as_array().unwrap() {
+        let k = r["key"].as_str().unwrap();
+        assert!(
+            ["0: none", "1: <64", "2: 64-127", "3: 128-255", "4: 256-511", "5: 512-1023", "6: 1024-1517", "7: 1518+"]
+                .contains(&k),
+            "{k}"
+        );
+    }
+    let flows_by_size: u64 = sizes.body["top"].as_array().unwrap().iter().map(|r| r["flows"].as_u64().unwrap()).sum();
+    assert!(flows_by_size > 0);
+    let pairs = s.call("GET", "/api/traffic?by=pair&top=5", Some(&viewer), None);
+    let p0 = pairs.body["top"][0]["key"].as_str().unwrap().to_string();
+    let (a, b) = p0.split_once(" → ").unwrap_or_else(|| panic!("{p0}"));
+    assert!(a.parse::<std::net::IpAddr>().is_ok() && b.parse::<std::net::IpAddr>().is_ok(), "{p0}");
+    let series = &states.body["series"];
+    let point = series.as_array().unwrap().iter().find(|p| p["packets"].as_u64().unwrap() > 0).expect("a point");
+    let parts: u64 = ["tcp", "udp", "icmp", "other"].iter().map(|k| point[k].as_u64().unwrap()).sum();
+    assert_eq!(parts, point["packets"].as_u64().unwrap(), "protocols add up to the packets: {point}");
+    let countries = s.call("GET", "/api/traffic?by=country", Some(&viewer), None);
+    assert!(
+        countries.body["top"].as_array().unwrap().iter().all(|r| r["hosts"].as_u64().is_some()),
+        "{}",
+        countries.body
+    );
+    assert!(states.body["top"][0].get("hosts").is_none());
+    let texted = s.call("GET", &format!("/api/traffic?by=src&text={word}"), Some(&viewer), None);
+    assert_eq!(texted.status, 200, "{}", texted.body);
+
+    for bad in [
+        "table=stats",
+        "table=nothing",
+        "limit=0",
+        "limit=10001",
+        "offset=2000000",
+        "uid=not-an-id",
+        "table=alerts&ip=10.0.0.1",
+        "text=%01",
+        "ip=1.2.3",
+        "columns=uid,nope",
+        "columns=uid%22%20FROM%20x--",
+        "columns=,",
+        "from=2030-01-01T00:00:00Z",
+    ] {
+        let r = s.call("GET", &format!("/api/records?{bad}"), Some(&viewer), None);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    assert_eq!(s.call("GET", "/api/records", None, None).status, 401);
+}

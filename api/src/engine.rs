@@ -125,6 +125,21 @@ pub trait Notifications: Send + Sync {
     fn file_channels(&self) -> Vec<String>;
     /// Send a test message through a channel now (blocking).
     fn test(&self, channel: &str) -> Result<(), String>;
+    /// Send a generated report through a channel now (blocking): a mail
+    /// carries the file attached; a webhook or syslog gets a notice.
+    fn send_report(&self, channel: &str, report: &ReportMail) -> Result<(), String>;
+}
+
+/// A generated report on its way to a channel.
+#[derive(Clone, Debug)]
+pub struct ReportMail {
+    pub subject: String,
+    pub text: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+    /// What a webhook receives: the report's id, kind, range and file.
+    pub notice: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, schemars::JsonSchema)]

@@ -17,11 +17,13 @@
 
 pub mod auth;
 pub mod cache;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod keys;
 pub mod monitor;
 pub mod openapi;
+pub mod report;
 pub mod routes;
 pub mod store;
 
@@ -59,6 +61,8 @@ pub struct ApiConfig {
     pub max_upload: usize,
     /// Largest import upload (CSV or capture file).
     pub max_import: u64,
+    /// How long generated reports are kept and how much room they take.
+    pub reports: report::schedule::ReportsConfig,
 }
 
 impl ApiConfig {
@@ -75,6 +79,7 @@ impl ApiConfig {
             plugins_dir: Some(data.join("plugins")),
             max_upload: 16 << 20,
             max_import: 256 << 20,
+            reports: report::schedule::ReportsConfig::default(),
         }
     }
     pub fn store_path(&self) -> PathBuf {
@@ -159,7 +164,8 @@ impl Prepared {
     pub fn start(self, engine: EngineLink) -> Result<AppState, Error> {
         let monitor = Arc::new(monitor::Monitor::default());
         monitor::spawn(&monitor, engine.clone(), self.cfg.data_dir.clone())?;
-        Ok(AppState(Arc::new(Inner {
+        let reports = self.cfg.reports.clone();
+        let st = AppState(Arc::new(Inner {
             monitor,
             openapi: openapi::document(),
             access: routes::access_map(),
@@ -173,7 +179,9 @@ impl Prepared {
             query_rt: query_runtime()?,
             past_alerts: tokio::sync::OnceCell::new(),
             started: std::time::Instant::now(),
-        })))
+        }));
+        report::schedule::spawn(Arc::downgrade(&st.0), reports)?;
+        Ok(st)
     }
 }
 

@@ -8,8 +8,8 @@ use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use crate::routes::{
-    Access, TABLE, alerts, audit, blocklist, capture, export, import, incidents, logs, plugins, query, rules, settings,
-    system, traffic, users,
+    Access, TABLE, alerts, audit, blocklist, capture, export, import, incidents, logs, plugins, query, records,
+    reports, rules, settings, system, traffic, users,
 };
 
 /// What a route takes and gives.
@@ -96,6 +96,7 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
             Doc { file_body: true, ..d.params::<import::ImportParams>(g).reply::<import::ImportReport>(g) }
         }
         ("GET", "/api/traffic") => d.params::<traffic::TrafficQuery>(g).reply::<traffic::Traffic>(g),
+        ("GET", "/api/records") => d.params::<records::RecordsQuery>(g).reply::<records::Records>(g),
         ("GET", "/api/interfaces") => d.reply::<system::Interfaces>(g),
         ("GET", "/api/performance") => d.params::<system::Window>(g).reply::<system::Performance>(g),
         // A WebSocket upgrade: 101 to a WebSocket client, 4xx to anything else.
@@ -118,6 +119,19 @@ fn doc(method: &str, path: &str, g: &mut SchemaGenerator) -> Option<Doc> {
         }
         ("DELETE", "/api/settings/channels/{name}") | ("POST", "/api/settings/channels/{name}/test") => d.status(204),
         ("PUT", "/api/settings/routes") => d.body::<settings::Routes>(g).reply::<Vec<crate::engine::RouteSpec>>(g),
+        ("GET", "/api/reports") => {
+            d.params::<reports::ListQuery>(g).reply::<Vec<crate::report::schedule::ReportInfo>>(g)
+        }
+        ("POST", "/api/reports") => {
+            d.body::<reports::NewReport>(g).reply::<crate::report::schedule::ReportInfo>(g).status(201)
+        }
+        ("GET", "/api/reports/{id}") => Doc { content: "report", ..d },
+        ("DELETE", "/api/reports/{id}") | ("DELETE", "/api/reports/schedules/{id}") => d.status(204),
+        ("GET", "/api/reports/schedules") => d.reply::<Vec<crate::report::schedule::Schedule>>(g),
+        ("POST", "/api/reports/schedules") => {
+            d.body::<crate::report::schedule::NewSchedule>(g).reply::<crate::report::schedule::Schedule>(g).status(201)
+        }
+        ("POST", "/api/reports/schedules/{id}/run") => d.reply::<crate::report::schedule::ReportInfo>(g).status(201),
         ("GET", "/api/logs") => d.reply::<Vec<logs::LogFile>>(g),
         ("GET", "/api/logs/tail") => d.params::<logs::Tail>(g).reply::<logs::TailReply>(g),
         _ => return None,
@@ -229,6 +243,11 @@ pub fn document() -> Value {
                 "application/x-ndjson": { "schema": { "type": "string" } },
                 "application/vnd.apache.parquet": { "schema": { "type": "string", "format": "binary" } },
                 "application/vnd.tcpdump.pcap": { "schema": { "type": "string", "format": "binary" } }
+            } }),
+            (_, "report") => json!({ "description": "The report's file", "content": {
+                "application/pdf": { "schema": { "type": "string", "format": "binary" } },
+                "text/csv": { "schema": { "type": "string" } },
+                "application/json": { "schema": {} }
             } }),
             (_, "text/plain") => {
                 json!({ "description": "OK", "content": { "text/plain": { "schema": { "type": "string" } } } })

@@ -136,6 +136,42 @@ const MIGRATIONS: &[&str] = &[
         updated_ns INTEGER NOT NULL
     );
     "#,
+    // 3: generated reports and report schedules (the first schema's
+    // schedule table was never written to).
+    r#"
+    DROP TABLE report_schedules;
+    CREATE TABLE report_schedules (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        cron TEXT NOT NULL,
+        span TEXT NOT NULL,
+        format TEXT NOT NULL,
+        filter TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        next_ns INTEGER NOT NULL,
+        last_ns INTEGER,
+        last_report INTEGER,
+        last_error TEXT,
+        created_ns INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        format TEXT NOT NULL,
+        from_ns INTEGER NOT NULL,
+        to_ns INTEGER NOT NULL,
+        filter TEXT NOT NULL,
+        file TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        schedule_id INTEGER,
+        delivered TEXT
+    );
+    CREATE INDEX reports_created ON reports (created_ns);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -289,7 +325,7 @@ mod tests {
         assert_eq!(s.setting("k").unwrap(), Some(serde_json::json!({"a": 1})));
         let v: i64 = s.with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).unwrap();
         assert_eq!(v as usize, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         s.with(|c| c.pragma_update(None, "user_version", 99)).unwrap();
         drop(s);
         let e = Store::open(&p).err().unwrap().to_string();

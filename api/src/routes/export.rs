@@ -61,6 +61,10 @@ pub struct ExportRequest {
     /// Filter: either end in this country (ISO code; not for pcap).
     #[schemars(pattern(r"^[A-Za-z]{2}$"))]
     country: Option<String>,
+    /// Filter: text in DNS queries, TLS server names, HTTP hosts and URIs
+    /// (for flows: connections with such a record; not for pcap).
+    #[schemars(length(min = 1, max = 200))]
+    text: Option<String>,
     /// pcap: the packets of one flow, by its id (the flows table's `uid`).
     #[schemars(pattern(r"^[A-Za-z0-9]{1,32}$"))]
     uid: Option<String>,
@@ -94,6 +98,7 @@ fn selection(r: &ExportRequest) -> Selection<'_> {
         port: r.port,
         protocol: r.protocol.as_deref(),
         country: r.country.as_deref(),
+        text: r.text.as_deref(),
     }
 }
 
@@ -141,8 +146,9 @@ pub async fn export(State(st): State<AppState>, me: Me, Body(r): Body<ExportRequ
             let schema = table.schema();
             let has = |c: &str| schema.field_with_name(c).is_ok();
             let (from, to) = range(&r)?;
-            let mut conds = vec![format!("ts >= to_timestamp_nanos({from}) AND ts < to_timestamp_nanos({to})")];
-            conds.extend(selection(&r).sql(&has)?);
+            let range = format!("ts >= to_timestamp_nanos({from}) AND ts < to_timestamp_nanos({to})");
+            let mut conds = vec![range.clone()];
+            conds.extend(selection(&r).sql(&has, &range)?);
             (format!("SELECT * FROM {} WHERE {}", table.name(), conds.join(" AND ")), table.name().to_string())
         }
         (None, Some(q)) => {
@@ -150,7 +156,7 @@ pub async fn export(State(st): State<AppState>, me: Me, Body(r): Body<ExportRequ
                 return Err(ApiError::unprocessable("sql: 1 byte to 100 KB"));
             }
             let s = selection(&r);
-            if r.from.is_some() || r.to.is_some() || !s.sql(&|_| true)?.is_empty() {
+            if r.from.is_some() || r.to.is_some() || !s.sql(&|_| true, "true")?.is_empty() {
                 return Err(ApiError::unprocessable(
                     "with sql, write the time range and filters into the query itself",
                 ));

@@ -12,6 +12,8 @@ pub mod incidents;
 pub mod logs;
 pub mod plugins;
 pub mod query;
+pub mod records;
+pub mod reports;
 pub mod rules;
 pub mod settings;
 pub mod stream;
@@ -119,6 +121,7 @@ routes! {
     POST "/api/export" ANALYST => export::export, "Export a table, a query's result (CSV, JSON, NDJSON, Parquet) or recorded packets (PCAP), streamed";
     POST "/api/import" ADMIN => import::import, "Import a CSV of flow records or a capture file (the request body) into the history, with a report";
     GET "/api/traffic" ALL => traffic::traffic, "Traffic over time and top-N (src, dst, port, protocol, country) for a range and filter";
+    GET "/api/records" ALL => records::list, "One page of flows or protocol records for a range and the filter bar's fields, newest first";
     GET "/api/interfaces" ALL => system::interfaces, "Capture counters and drops per interface and queue";
     GET "/api/performance" ALL => system::performance, "CPU per core, memory, process RSS, data-dir disk use, engine rates, over time";
     GET "/api/stream" ALL => stream::stream, "WebSocket: per-second statistics and alert events (token also as ?access_token=)";
@@ -140,6 +143,14 @@ routes! {
     POST "/api/plugins/{name}/enable" ADMIN => plugins::enable, "Enable a plugin";
     POST "/api/plugins/{name}/disable" ADMIN => plugins::disable, "Disable a plugin (the engine unloads it)";
     DELETE "/api/plugins/{name}" ADMIN => plugins::delete, "Delete a plugin";
+    GET "/api/reports" ALL => reports::list, "Generated reports, newest first (the audit trail only for administrators)";
+    POST "/api/reports" ANALYST => reports::create, "Generate a report now (traffic, incidents, alerts, talkers, audit; PDF, CSV or JSON) and keep it";
+    GET "/api/reports/schedules" ALL => reports::schedules, "Report schedules with their next and last runs";
+    POST "/api/reports/schedules" ADMIN => reports::create_schedule, "Add a report schedule (daily, weekly, monthly or cron; sent through notification channels)";
+    DELETE "/api/reports/schedules/{id}" ADMIN => reports::delete_schedule, "Remove a report schedule";
+    POST "/api/reports/schedules/{id}/run" ADMIN => reports::run_schedule, "Run a report schedule now and deliver it";
+    GET "/api/reports/{id}" ALL => reports::download, "Download a generated report's file";
+    DELETE "/api/reports/{id}" ADMIN => reports::delete, "Delete a generated report";
     GET "/metrics" ALL => system::metrics, "Prometheus text exposition of engine, storage and API counters";
 }
 
@@ -220,8 +231,15 @@ async fn declared_size(State(st): State<AppState>, req: Request, next: Next) -> 
     Ok(next.run(req).await)
 }
 
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no route {method} {}", uri.path()))
+/// Paths no route takes: the console's files, or a JSON 404.
+async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    use axum::response::IntoResponse;
+    if crate::console::owns(uri.path())
+        && let Some(r) = crate::console::serve(&method, &uri)
+    {
+        return r;
+    }
+    ApiError::not_found(format!("no route {method} {}", uri.path())).into_response()
 }
 
 fn bearer(req: &Request, path: &str) -> Option<String> {

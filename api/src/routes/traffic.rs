@@ -2,7 +2,6 @@
 //! or countries for a time range and a filter, answered from the history.
 
 use axum::extract::State;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Params;
@@ -21,8 +20,10 @@ pub struct TrafficQuery {
     /// Seconds per point of the series (default: about 120 points).
     #[schemars(range(min = 1))]
     bucket: Option<u64>,
-    /// Top-N by: src, dst, port, protocol, country (default src).
-    #[schemars(extend("enum" = ["src", "dst", "port", "protocol", "country"]))]
+    /// Top-N by: src, dst, port, protocol, country, state (TCP connection
+    /// state), size (mean packet size class), pair (originator → responder)
+    /// (default src).
+    #[schemars(extend("enum" = ["src", "dst", "port", "protocol", "country", "state", "size", "pair"]))]
     by: Option<String>,
     /// N, 1 to 100 (default 10).
     #[schemars(range(min = 1, max = 100))]
@@ -39,6 +40,10 @@ pub struct TrafficQuery {
     /// Filter: either end in this country (ISO code).
     #[schemars(pattern(r"^[A-Za-z]{2}$"))]
     country: Option<String>,
+    /// Filter: connections whose DNS query, TLS server name or HTTP host
+    /// or URI contains this text (case-insensitive).
+    #[schemars(length(min = 1, max = 200))]
+    text: Option<String>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -46,6 +51,11 @@ pub struct Point {
     ts: String,
     packets: u64,
     bytes: u64,
+    /// Packets by innermost protocol.
+    tcp: u64,
+    udp: u64,
+    icmp: u64,
+    other: u64,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -54,6 +64,9 @@ pub struct Top {
     packets: u64,
     bytes: u64,
     flows: u64,
+    /// With `by=country`: distinct addresses in that country.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hosts: Option<u64>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -76,25 +89,7 @@ pub(crate) async fn rows(st: &AppState, sql: &str) -> ApiResult<Vec<serde_json::
 }
 
 async fn rows_here(st: &AppState, sql: &str) -> ApiResult<Vec<serde_json::Value>> {
-    let h = st.history().await?;
-    let timeout = h.limits().timeout;
-    let work = async {
-        let res = h.query(sql).await?;
-        let mut w = arrow::json::ArrayWriter::new(Vec::new());
-        let mut s = res.stream;
-        while let Some(b) = s.next().await {
-            let b = b.map_err(|e| h.stream_error(e))?;
-            w.write(&b).map_err(|e| tapstream_query::QueryError::Sql(e.to_string()))?;
-        }
-        w.finish().map_err(|e| tapstream_query::QueryError::Sql(e.to_string()))?;
-        Ok::<_, tapstream_query::QueryError>(w.into_inner())
-    };
-    let buf =
-        tokio::time::timeout(timeout, work).await.map_err(|_| tapstream_query::QueryError::Timeout(timeout))??;
-    if buf.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&buf).map_err(ApiError::internal)
+    crate::report::history_rows(st.history().await?, sql).await
 }
 
 fn u(v: &serde_json::Value) -> u64 {
@@ -157,33 +152,62 @@ async fn compute(st: &AppState, q: TrafficQuery) -> ApiResult<Traffic> {
         "port" => "CAST(resp_p AS VARCHAR) || '/' || proto",
         "protocol" => "COALESCE(service, proto)",
         "country" => "COALESCE(resp_cc, orig_cc, '??')",
-        o => return Err(ApiError::bad_request(format!("by `{o}` (src, dst, port, protocol, country)"))),
+        "state" => "conn_state",
+        "size" => SIZE_CLASS,
+        "pair" => "orig_h || ' → ' || resp_h",
+        o => {
+            return Err(ApiError::bad_request(format!(
+                "by `{o}` (src, dst, port, protocol, country, state, size, pair)"
+            )));
+        }
     };
+    let range = format!("ts >= {} AND ts < {}", ts_literal(from), ts_literal(to));
     let sel = Selection {
         ip: q.ip.as_deref(),
         cidr: q.cidr.as_deref(),
         port: q.port,
         protocol: q.protocol.as_deref(),
         country: q.country.as_deref(),
+        text: q.text.as_deref(),
     };
-    let filters = sel.sql(&|_| true)?;
-    let range = format!("ts >= {} AND ts < {}", ts_literal(from), ts_literal(to));
-    let wher = std::iter::once(range.clone()).chain(filters.iter().cloned()).collect::<Vec<_>>().join(" AND ");
+    let flows = tapstream_engine::records::Table::Flows.schema();
+    let filters = sel.sql(&|c| flows.field_with_name(c).is_ok(), &range)?;
+    let mut conds = vec![range.clone()];
+    conds.extend(filters.iter().cloned());
+    if by == "state" {
+        // Only TCP has connection states worth a chart.
+        conds.push("proto = 'tcp'".into());
+    }
+    let wher = conds.join(" AND ");
     let bin = format!("date_bin(INTERVAL '{bucket} seconds', ts, TIMESTAMP '1970-01-01T00:00:00')");
     // Without a filter the per-second statistics give the exact series.
     let series_sql = if filters.is_empty() {
         format!(
-            "SELECT {bin} AS t, SUM(packets) AS packets, SUM(bytes) AS bytes FROM stats WHERE {range} GROUP BY 1 ORDER BY 1"
+            "SELECT {bin} AS t, SUM(packets) AS packets, SUM(bytes) AS bytes, SUM(tcp_packets) AS tcp, \
+             SUM(udp_packets) AS udp, SUM(icmp_packets) AS icmp, \
+             SUM(other_ip_packets + non_ip_packets) AS other FROM stats WHERE {range} GROUP BY 1 ORDER BY 1"
         )
     } else {
+        let wher = std::iter::once(range.clone()).chain(filters.iter().cloned()).collect::<Vec<_>>().join(" AND ");
+        let by_proto = |p: &str| format!("SUM(CASE WHEN proto = '{p}' THEN orig_pkts + resp_pkts ELSE 0 END)");
         format!(
-            "SELECT {bin} AS t, SUM(orig_pkts + resp_pkts) AS packets, SUM(orig_ip_bytes + resp_ip_bytes) AS bytes \
-             FROM flows WHERE {wher} GROUP BY 1 ORDER BY 1"
+            "SELECT {bin} AS t, SUM(orig_pkts + resp_pkts) AS packets, SUM(orig_ip_bytes + resp_ip_bytes) AS bytes, \
+             {} AS tcp, {} AS udp, {} AS icmp, \
+             SUM(CASE WHEN proto IN ('tcp', 'udp', 'icmp') THEN 0 ELSE orig_pkts + resp_pkts END) AS other \
+             FROM flows WHERE {wher} GROUP BY 1 ORDER BY 1",
+            by_proto("tcp"),
+            by_proto("udp"),
+            by_proto("icmp"),
         )
+    };
+    let hosts = if by == "country" {
+        ", COUNT(DISTINCT CASE WHEN resp_cc IS NOT NULL THEN resp_h ELSE orig_h END) AS hosts"
+    } else {
+        ""
     };
     let top_sql = format!(
         "SELECT {key} AS k, SUM(orig_pkts + resp_pkts) AS packets, SUM(orig_ip_bytes + resp_ip_bytes) AS bytes, \
-         SUM(CASE WHEN record_kind = 'interim' THEN 0 ELSE 1 END) AS flows FROM flows WHERE {wher} \
+         SUM(CASE WHEN record_kind = 'interim' THEN 0 ELSE 1 END) AS flows{hosts} FROM flows WHERE {wher} \
          GROUP BY 1 ORDER BY bytes DESC, k LIMIT {top}"
     );
     let series = rows(st, &series_sql)
@@ -193,6 +217,10 @@ async fn compute(st: &AppState, q: TrafficQuery) -> ApiResult<Traffic> {
             ts: r["t"].as_str().unwrap_or_default().to_string(),
             packets: u(&r["packets"]),
             bytes: u(&r["bytes"]),
+            tcp: u(&r["tcp"]),
+            udp: u(&r["udp"]),
+            icmp: u(&r["icmp"]),
+            other: u(&r["other"]),
         })
         .collect();
     let top = rows(st, &top_sql)
@@ -203,13 +231,27 @@ async fn compute(st: &AppState, q: TrafficQuery) -> ApiResult<Traffic> {
             packets: u(&r["packets"]),
             bytes: u(&r["bytes"]),
             flows: u(&r["flows"]),
+            hosts: (by == "country").then(|| u(&r["hosts"])),
         })
         .collect();
     Ok(Traffic { from: super::audit::rfc3339(from), to: super::audit::rfc3339(to), bucket, by, series, top })
 }
 
+/// Mean packet size of a connection, in the classes of a size histogram
+/// (the label sorts in size order).
+const SIZE_CLASS: &str = "CASE \
+    WHEN (orig_pkts + resp_pkts) = 0 THEN '0: none' \
+    WHEN (orig_ip_bytes + resp_ip_bytes) / (orig_pkts + resp_pkts) < 64 THEN '1: <64' \
+    WHEN (orig_ip_bytes + resp_ip_bytes) / (orig_pkts + resp_pkts) < 128 THEN '2: 64-127' \
+    WHEN (orig_ip_bytes + resp_ip_bytes) / (orig_pkts + resp_pkts) < 256 THEN '3: 128-255' \
+    WHEN (orig_ip_bytes + resp_ip_bytes) / (orig_pkts + resp_pkts) < 512 THEN '4: 256-511' \
+    WHEN (orig_ip_bytes + resp_ip_bytes) / (orig_pkts + resp_pkts) < 1024 THEN '5: 512-1023' \
+    WHEN (orig_ip_bytes + resp_ip_bytes) / (orig_pkts + resp_pkts) < 1518 THEN '6: 1024-1517' \
+    ELSE '7: 1518+' END";
+
 /// The filter bar's fields (an address, a network, a port, a protocol, a
-/// country), shared by `/api/traffic` and `/api/export`.
+/// country, text in DNS/TLS/HTTP), shared by `/api/traffic`,
+/// `/api/records` and `/api/export`.
 #[derive(Default)]
 pub struct Selection<'a> {
     pub ip: Option<&'a str>,
@@ -217,9 +259,20 @@ pub struct Selection<'a> {
     pub port: Option<u16>,
     pub protocol: Option<&'a str>,
     pub country: Option<&'a str>,
+    pub text: Option<&'a str>,
+}
+
+/// A SQL string literal (quotes doubled).
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 impl Selection<'_> {
+    /// Only the text search of this selection.
+    pub fn text_only(&self) -> Selection<'_> {
+        Selection { text: self.text, ..Selection::default() }
+    }
+
     fn ip(&self) -> ApiResult<Option<std::net::IpAddr>> {
         self.ip
             .map(|ip| ip.parse().map_err(|_| ApiError::bad_request(format!("ip `{ip}` is not an address"))))
@@ -244,10 +297,46 @@ impl Selection<'_> {
         }
     }
 
+    /// The text condition for one table: its own name columns (DNS query,
+    /// TLS server name, HTTP host and URI, DHCP host name and domain, an
+    /// alert's explanation and rule), or (for flows) the connections that
+    /// have a matching DNS, TLS or HTTP record in the same time range.
+    fn text(&self, has: &dyn Fn(&str) -> bool, range: &str) -> ApiResult<Option<String>> {
+        let Some(t) = self.text else { return Ok(None) };
+        let t = t.trim();
+        if t.is_empty() || t.len() > 200 || t.chars().any(char::is_control) {
+            return Err(ApiError::bad_request("text: 1 to 200 printable characters"));
+        }
+        let lit = literal(&t.to_lowercase());
+        let m = |col: &str| format!("strpos(lower({col}), {lit}) > 0");
+        let dns = m("query");
+        let tls = m("server_name");
+        let http = format!("({} OR {})", m("host"), m("uri"));
+        Ok(Some(if has("query") {
+            dns
+        } else if has("server_name") {
+            tls
+        } else if has("uri") {
+            http
+        } else if has("host_name") {
+            format!("({} OR {})", m("host_name"), m("domain"))
+        } else if has("explanation") {
+            format!("({} OR {})", m("explanation"), m("rule"))
+        } else if has("orig_h") && has("uid") {
+            format!(
+                "uid IN (SELECT uid FROM dns WHERE {range} AND {dns} UNION SELECT uid FROM tls WHERE {range} AND {tls} \
+                 UNION SELECT uid FROM http WHERE {range} AND {http})"
+            )
+        } else {
+            return Err(ApiError::bad_request("this table cannot be searched by text"));
+        }))
+    }
+
     /// SQL conditions (each value checked before it is written into SQL)
     /// over a table that has the columns `has` says it has; a filter on a
-    /// column the table lacks is an error, not silently ignored.
-    pub fn sql(&self, has: &dyn Fn(&str) -> bool) -> ApiResult<Vec<String>> {
+    /// column the table lacks is an error, not silently ignored. `range` is
+    /// the time condition, repeated in the text search's subqueries.
+    pub fn sql(&self, has: &dyn Fn(&str) -> bool, range: &str) -> ApiResult<Vec<String>> {
         let need = |col: &str, what: &str| {
             if has(col) {
                 Ok(())
@@ -280,6 +369,7 @@ impl Selection<'_> {
             let c = c.to_ascii_uppercase();
             filters.push(format!("(orig_cc = '{c}' OR resp_cc = '{c}')"));
         }
+        filters.extend(self.text(has, range)?);
         Ok(filters)
     }
 
@@ -301,6 +391,9 @@ impl Selection<'_> {
         }
         if self.country.is_some() {
             return Err(ApiError::bad_request("a packet export cannot select by country; use ip or cidr"));
+        }
+        if self.text.is_some() {
+            return Err(ApiError::bad_request("a packet export cannot select by text; use ip, cidr or a flow uid"));
         }
         Ok(f)
     }
