@@ -152,6 +152,8 @@ pub struct RawFeed {
 pub struct RawDetect {
     pub enabled: Option<bool>,
     pub alert_log: Option<PathBuf>,
+    pub alert_log_max_mb: Option<u64>,
+    pub alert_log_keep: Option<u64>,
     pub close_after_secs: Option<f64>,
     pub update_every_secs: Option<f64>,
     pub baseline_hours: Option<f64>,
@@ -547,6 +549,8 @@ fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
             }
             w
         },
+        log_max_bytes: count("alert_log_max_mb", r.alert_log_max_mb, d.log_max_bytes >> 20, 0, 1 << 20)? << 20,
+        log_keep: count("alert_log_keep", r.alert_log_keep, d.log_keep as u64, 0, 1000)? as u32,
     };
     let alert_log = r.alert_log.unwrap_or_else(|| PathBuf::from("alerts.json"));
     if alert_log.as_os_str().is_empty() {

@@ -188,12 +188,14 @@ pub fn run(cfg: Config, a: DoctorArgs) -> anyhow::Result<ExitCode> {
             format!("operstate {state}"),
             (!up).then_some("bring it up: `ip link set IFACE up`"),
         ));
-        if xdp && host::promiscuous(name) == Some(false) {
+        // Capture makes the interface promiscuous itself while it runs
+        // (both methods); an operator's setting is reported for information.
+        if let Some(on) = host::promiscuous(name) {
             out.push(check(
                 format!("{label} promiscuous"),
-                Status::Warn,
-                "off: on a mirror (SPAN) port the NIC drops frames addressed to other hosts before XDP sees them",
-                Some("`ip link set IFACE promisc on` (the systemd unit's ExecStartPre does it)"),
+                Status::Ok,
+                if on { "on now" } else { "off now; capture turns it on while it runs (a mirror port needs it)" },
+                None,
             ));
         }
     }

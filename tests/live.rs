@@ -92,6 +92,18 @@ impl Lab {
         text.contains("prog/xdp") || text.contains(" xdp")
     }
 
+    /// Is `dev` in namespace `ns` promiscuous? The kernel's count of
+    /// promiscuous holders (`ip -d link`'s `promiscuity N`), which includes
+    /// packet-socket memberships; the PROMISC flag shows only `ip link set
+    /// … promisc on`.
+    fn promisc(&self, ns: usize, dev: &str) -> bool {
+        let out = Command::new("ip").args(["-d", "-n", &self.ns[ns], "link", "show", "dev", dev]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        let n = words.find(|w| *w == "promiscuity").and_then(|_| words.next()).expect("ip -d link shows promiscuity");
+        n != "0"
+    }
+
     /// Start `tapstream run` in namespace `ns` and wait until it captures.
     fn capture(&self, ns: usize, ifaces: &[&str], extra: &[&str], config: Option<&str>) -> Capture {
         let summary = self.path(&format!("summary-{}.json", SEQ.fetch_add(1, Ordering::SeqCst)));
@@ -216,8 +228,10 @@ fn n(v: &Value, k: &str) -> u64 {
 fn counts_match_what_was_sent_on_a_multi_queue_veth_and_sigterm_detaches() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 4);
+    assert!(!lab.promisc(0, "cap0"));
     let cap = lab.capture(0, &["cap0"], &["--workers", "2"], None);
     assert!(lab.xdp_attached(0, "cap0"), "XDP program attached while running");
+    assert!(lab.promisc(0, "cap0"), "a mirror port is captured in promiscuous mode");
     let web = lab.gen_traffic(1, "gen0", "web", 5000, 40, 8000);
     let dns = lab.gen_traffic(1, "gen0", "dns", 5000, 30, 1001);
     let (s, log, _) = cap.stop();
@@ -229,6 +243,7 @@ fn counts_match_what_was_sent_on_a_multi_queue_veth_and_sigterm_detaches() {
     assert_eq!(n(&s, "flows"), n(&web, "flows") + n(&dns, "flows"), "{s}");
     assert_eq!(n(&s, "worker_drops") + n(&s, "kernel_drops"), 0, "{s}");
     assert!(!lab.xdp_attached(0, "cap0"), "SIGTERM must leave no XDP program attached");
+    assert!(!lab.promisc(0, "cap0"), "promiscuous mode ends with the capture");
 }
 
 #[test]
@@ -354,10 +369,12 @@ fn a_killed_capture_leaves_nothing_behind_and_a_stale_program_is_replaced() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 1);
     let cap = lab.capture(0, &["cap0"], &[], None);
+    assert!(lab.promisc(0, "cap0"));
     sh(&["kill", "-KILL", &cap.child.id().to_string()]);
     drop(cap);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!lab.xdp_attached(0, "cap0"), "the kernel detaches a killed process's link");
+    assert!(!lab.promisc(0, "cap0"), "a killed capture leaves the interface's promiscuous mode as it was");
     // A program attached the old way (netlink), as an older tool leaves it.
     in_netns(&lab.ns[0], || {
         let ifindex = tapstream_engine::live::iface::ifindex("cap0").unwrap();
@@ -415,6 +432,7 @@ fn af_packet_counts_match_too() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 2);
     let cap = lab.capture(0, &["cap0"], &["--workers", "2"], Some("[capture]\nmethod = \"af-packet\"\n"));
+    assert!(lab.promisc(0, "cap0"), "AF_PACKET captures in promiscuous mode too");
     let web = lab.gen_traffic(1, "gen0", "web", 5000, 20, 4000);
     let dns = lab.gen_traffic(1, "gen0", "dns", 5000, 20, 1000);
     let (s, log, _) = cap.stop();
@@ -423,6 +441,7 @@ fn af_packet_counts_match_too() {
     assert_eq!(n(&s, "bytes"), n(&web, "bytes") + n(&dns, "bytes"), "{s}");
     assert_eq!(n(&s, "flows"), n(&web, "flows") + n(&dns, "flows"), "{s}");
     assert!(!lab.xdp_attached(0, "cap0"));
+    assert!(!lab.promisc(0, "cap0"));
 }
 
 #[test]

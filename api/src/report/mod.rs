@@ -294,6 +294,18 @@ impl Spec {
 
     /// Seconds per point of a time series: a round step giving at most
     /// about a hundred points.
+    /// The start of every time step (`bucket_secs`) of the range, each at 0.
+    fn steps(&self) -> std::collections::BTreeMap<i64, f64> {
+        let bucket = self.bucket_secs() * SEC;
+        let mut per = std::collections::BTreeMap::new();
+        let mut t = self.from_ns - self.from_ns.rem_euclid(bucket);
+        while t < self.to_ns {
+            per.insert(t, 0.0);
+            t += bucket;
+        }
+        per
+    }
+
     fn bucket_secs(&self) -> i64 {
         let span = (self.to_ns - self.from_ns) / SEC;
         [60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400]
@@ -538,11 +550,14 @@ async fn traffic(spec: &Spec, src: &Sources<'_>, r: &mut Report) -> ApiResult<()
     )
     .await?;
     let (conn_n, hosts) = conns.first().map(|c| (num(&c["c"]), num(&c["hosts"]))).unwrap_or_default();
-    let series: Vec<(String, f64)> = history_rows(h, &series_sql)
-        .await?
-        .iter()
-        .map(|p| (ts_ns(&p["t"]).to_string(), num(&p["b"]) * 8.0 / bucket as f64))
-        .collect();
+    // Every step of the range, zero where nothing was recorded (the chart's
+    // time axis is the report's range, and the CSV has every step).
+    let mut per = spec.steps();
+    for p in history_rows(h, &series_sql).await? {
+        let at = ts_ns(&p["t"]);
+        *per.entry(at - at.rem_euclid(bucket * SEC)).or_default() += num(&p["b"]) * 8.0 / bucket as f64;
+    }
+    let series: Vec<(String, f64)> = per.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let peak = series.iter().map(|p| p.1).fold(0.0, f64::max);
     let span_s = ((spec.to_ns - spec.from_ns) / SEC).max(1) as f64;
     let (alert_conds, unfiltered) = alert_filter_for_traffic(&spec.filter);
@@ -695,12 +710,7 @@ async fn alerts(spec: &Spec, src: &Sources<'_>, r: &mut Report) -> ApiResult<()>
     r.section("Alerts by severity", bars(ChartKind::Columns, Unit::Count, sev));
     // Alerts raised per time step.
     let bucket = spec.bucket_secs() * SEC;
-    let mut per: std::collections::BTreeMap<i64, f64> = std::collections::BTreeMap::new();
-    let mut t = spec.from_ns - spec.from_ns.rem_euclid(bucket);
-    while t < spec.to_ns {
-        per.insert(t, 0.0);
-        t += bucket;
-    }
+    let mut per = spec.steps();
     for row in &rows {
         let at = ts_ns(&row["raised"]);
         *per.entry(at - at.rem_euclid(bucket)).or_default() += 1.0;

@@ -195,7 +195,7 @@ export async function reportsPage(pg: Page): Promise<void> {
 
 function scheduleForm(reload: () => Promise<void>): HTMLElement {
   const err = errorBox();
-  const name = h("input", { name: "name", placeholder: "weekly-traffic", required: true, pattern: "[A-Za-z0-9_-]{1,64}", "aria-label": "Schedule name" });
+  const name = h("input", { name: "name", placeholder: "weekly-traffic", required: true, pattern: "[A-Za-z0-9_\\-]{1,64}", "aria-label": "Schedule name" });
   const kind = select("kind", kinds(), "Schedule kind");
   const when = h("input", { name: "when", value: "daily", list: "when-presets", required: true, "aria-label": "When (daily, weekly, monthly or cron)", size: 14 });
   const presets = h("datalist", { id: "when-presets" }, ...["daily", "weekly", "monthly", "0 6 * * MON"].map((v) => h("option", { value: v })));

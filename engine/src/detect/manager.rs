@@ -94,7 +94,7 @@ pub struct AlertManager {
     cfg: DetectConfig,
     open: HashMap<String, Open>,
     builder: AlertBuilder,
-    log: Option<std::io::BufWriter<std::fs::File>>,
+    log: Option<AlertLog>,
     feed: Option<std::sync::Arc<super::AlertFeed>>,
     geo: Option<std::sync::Arc<crate::geo::Geo>>,
     pub opened: u64,
@@ -124,18 +124,80 @@ fn alert_id(group: &str, start: u64) -> String {
     format!("A{}", &s[1..])
 }
 
+/// The JSON-lines alert log, rotated by size as Suricata rotates eve.json:
+/// when a line would take the file past `max_bytes` it is renamed to
+/// `NAME.1` (older ones shift up to `NAME.keep`, the oldest is deleted) and
+/// a new file is started, so the log never grows without bound and a
+/// shipper that follows the name (tail -F, Filebeat, Vector) sees every
+/// line once.
+struct AlertLog {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    /// Bytes in the current file (what was there at open, plus written).
+    len: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+impl AlertLog {
+    fn open(path: std::path::PathBuf, max_bytes: u64, keep: u32) -> std::io::Result<AlertLog> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = f.metadata()?.len();
+        Ok(AlertLog { path, out: std::io::BufWriter::new(f), len, max_bytes, keep })
+    }
+
+    fn rotated(&self, n: u32) -> std::path::PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(format!(".{n}"));
+        s.into()
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        if self.keep == 0 {
+            // Nothing kept: start the file again.
+            self.out = std::io::BufWriter::new(std::fs::File::create(&self.path)?);
+            self.len = 0;
+            return Ok(());
+        }
+        match std::fs::remove_file(self.rotated(self.keep)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        for n in (1..self.keep).rev() {
+            match std::fs::rename(self.rotated(n), self.rotated(n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.out = std::io::BufWriter::new(f);
+        self.len = 0;
+        tracing::info!(log = %self.path.display(), keep = self.keep, "alert log rotated");
+        Ok(())
+    }
+
+    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        let n = line.len() as u64 + 1;
+        if self.max_bytes > 0 && self.len > 0 && self.len + n > self.max_bytes {
+            self.rotate()?;
+        }
+        writeln!(self.out, "{line}")?;
+        self.len += n;
+        Ok(())
+    }
+}
+
 impl AlertManager {
     /// `setup.log` is opened for appending; an error there is returned (the
     /// caller decides whether detection runs without the log).
     pub fn new(setup: &DetectSetup) -> std::io::Result<AlertManager> {
         let log = match &setup.log {
-            Some(p) => {
-                if let Some(dir) = p.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
-                Some(std::io::BufWriter::new(f))
-            }
+            Some(p) => Some(AlertLog::open(p.clone(), setup.cfg.log_max_bytes, setup.cfg.log_keep)?),
             None => None,
         };
         Ok(AlertManager {
@@ -173,7 +235,7 @@ impl AlertManager {
         self.builder.push(a);
         if let Some(l) = &mut self.log {
             let line = alert_json(a).to_string();
-            if writeln!(l, "{line}").is_err() {
+            if l.write_line(&line).is_err() {
                 self.log_errors += 1;
             }
         }
@@ -302,7 +364,7 @@ impl AlertManager {
     /// Events since the last call as a record batch (None when there were none).
     pub fn take_batch(&mut self) -> Option<arrow::array::RecordBatch> {
         if let Some(l) = &mut self.log
-            && l.flush().is_err()
+            && l.out.flush().is_err()
         {
             self.log_errors += 1;
         }

@@ -422,6 +422,11 @@ pub struct DetectConfig {
     /// Countries (ISO codes) whose traffic raises `country_watch` alerts.
     pub watch_countries: Vec<String>,
     pub ml: MlConfig,
+    /// The JSON-lines alert log is rotated (`alerts.json` → `alerts.json.1`
+    /// → … `.N`) when it would pass this many bytes (0: never rotated) …
+    pub log_max_bytes: u64,
+    /// … and this many rotated files are kept (the oldest is deleted).
+    pub log_keep: u32,
 }
 
 impl DetectConfig {
@@ -480,6 +485,8 @@ impl Default for DetectConfig {
             policies: Vec::new(),
             watch_countries: Vec::new(),
             ml: MlConfig::default(),
+            log_max_bytes: 100 << 20,
+            log_keep: 5,
         }
     }
 }

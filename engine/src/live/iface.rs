@@ -115,3 +115,49 @@ pub fn driver(name: &str) -> Option<String> {
 pub fn online_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Keeps an interface in promiscuous mode while it lives: a mirror port's
+/// frames are addressed to other hosts, and a NIC's MAC filter drops them
+/// before XDP sees them unless the interface is promiscuous.
+///
+/// It holds a packet socket that receives nothing (protocol 0) with a
+/// `PACKET_MR_PROMISC` membership, as libpcap does: the kernel counts such
+/// memberships and drops this one when the socket closes, so even a killed
+/// process leaves the interface as it found it (an operator's own
+/// `ip link set … promisc on` is a separate count and stays).
+#[derive(Debug)]
+pub struct Promisc {
+    _sock: OwnedFd,
+}
+
+impl Promisc {
+    /// Make `ifindex` promiscuous for as long as the guard lives.
+    pub fn hold(ifindex: u32) -> io::Result<Promisc> {
+        // Safety: plain socket(2) call; the result is checked. Protocol 0:
+        // the socket is never bound and receives no packets.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Safety: fresh descriptor, owned here.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Safety: a zeroed packet_mreq is valid; type and ifindex are set below.
+        let mut mr: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mr.mr_ifindex = ifindex as i32;
+        mr.mr_type = libc::PACKET_MR_PROMISC as u16;
+        // Safety: `mr` is a packet_mreq of the size passed.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mr as *const libc::packet_mreq).cast(),
+                std::mem::size_of::<libc::packet_mreq>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Promisc { _sock: sock })
+    }
+}

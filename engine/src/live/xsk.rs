@@ -15,6 +15,7 @@ use std::sync::Arc;
 use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig, User};
 
 use super::LiveError;
+use super::iface::{self, Promisc};
 use crate::source::{Batch, CaptureStats, Desc, FrameArea, LinkType, PacketSource, Region, SourceError, SourceStats};
 
 /// How the socket is bound: frames DMA'd straight into the UMEM by the
@@ -132,6 +133,8 @@ pub struct XskSource {
     busy_poll: bool,
     mode: String,
     stats: SourceStats,
+    /// The interface stays promiscuous while this socket is open.
+    _promisc: Promisc,
 }
 
 fn errno_io(e: xdpilone::Errno) -> io::Error {
@@ -222,6 +225,9 @@ impl XskSource {
             zero_copy,
             source: errno_io(e),
         })?;
+        let ifindex = iface::ifindex(iface_name).ok_or_else(|| LiveError::NoSuchInterface(iface_name.to_string()))?;
+        let promisc = Promisc::hold(ifindex)
+            .map_err(|e| LiveError::io(format!("{iface_name}: making the interface promiscuous"), e))?;
         // Every frame starts free; the first fill() puts them on the fill ring.
         let free: Vec<u64> = (0..frames as u64).rev().map(|i| i * frame_size as u64).collect();
         let mode = format!("af_xdp {attach} {}", if zero_copy { "zero-copy" } else { "copy" });
@@ -240,6 +246,7 @@ impl XskSource {
             busy_poll: cfg.busy_poll,
             mode,
             stats: SourceStats::default(),
+            _promisc: promisc,
         };
         // The Umem handle is only needed for set-up: the sockets and rings
         // keep the registration (its descriptor) alive.
