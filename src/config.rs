@@ -133,6 +133,25 @@ fn geoip(r: RawGeoip) -> GeoSettings {
 pub struct RawIntel {
     pub refresh_secs: Option<f64>,
     pub feeds: Option<Vec<RawFeed>>,
+    pub reputation: Option<Vec<RawReputation>>,
+}
+
+/// An online reputation service (`[[intel.reputation]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReputation {
+    pub provider: String,
+    /// The API key is read from this environment variable, or from this
+    /// file (never written in the configuration itself).
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub url: Option<String>,
+    pub per_minute: Option<u32>,
+    pub per_day: Option<u32>,
+    pub cache_hours: Option<f64>,
+    pub timeout_secs: Option<f64>,
+    pub suspicious: Option<u32>,
+    pub malicious: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,6 +326,8 @@ pub struct Detect {
     pub rules_file: Option<PathBuf>,
     /// The anomaly model's file, relative to the data directory unless absolute.
     pub model: PathBuf,
+    /// Online reputation services.
+    pub reputation: Vec<crate::reputation::Service>,
 }
 
 impl Detect {
@@ -349,6 +370,7 @@ impl Detect {
             geo,
             rules_file: self.rules_file.clone(),
             plugins: None,
+            reputation: self.reputation.iter().map(|s| s.clone().start()).collect(),
         }))
     }
 }
@@ -409,7 +431,56 @@ fn feeds(r: RawIntel) -> anyhow::Result<(Vec<FeedSpec>, Vec<UrlFeed>, Duration)>
     Ok((out, urls, every))
 }
 
-fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
+fn reputation(r: Vec<RawReputation>) -> anyhow::Result<Vec<crate::reputation::Service>> {
+    use crate::reputation::{ApiKey, Provider, Service};
+    let mut out: Vec<Service> = Vec::new();
+    for r in r {
+        let p = Provider::from_name(&r.provider)
+            .with_context(|| format!("intel.reputation: provider `{}` unknown (abuseipdb, virustotal)", r.provider))?;
+        let at = format!("intel.reputation `{}`", r.provider);
+        if out.iter().any(|o| o.provider == p) {
+            bail!("{at}: listed twice");
+        }
+        let key = match (&r.api_key_env, &r.api_key_file) {
+            (Some(var), None) => std::env::var(var).with_context(|| format!("{at}: api_key_env: ${var} is not set"))?,
+            (None, Some(f)) => {
+                std::fs::read_to_string(f).with_context(|| format!("{at}: api_key_file {}", f.display()))?
+            }
+            (Some(_), Some(_)) => bail!("{at}: give api_key_env or api_key_file, not both"),
+            (None, None) => bail!("{at}: needs api_key_env or api_key_file (the key is not written here)"),
+        };
+        let key = key.trim().to_string();
+        if key.is_empty() || key.chars().any(|c| c.is_control() || c == ' ') {
+            bail!("{at}: the API key is empty or holds spaces or control characters");
+        }
+        let url = r.url.unwrap_or_else(|| p.default_url().to_string());
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("{at}: url `{url}` must start with http:// or https://");
+        }
+        let (pm, pd) = p.default_limits();
+        let (sus, mal) = p.default_thresholds();
+        let max_score = if p == Provider::AbuseIpdb { 100 } else { 1000 };
+        let suspicious = range(&format!("{at}: suspicious"), r.suspicious, sus, 1, max_score)?;
+        let malicious = range(&format!("{at}: malicious"), r.malicious, mal.max(suspicious), suspicious, max_score)?;
+        out.push(Service {
+            provider: p,
+            url,
+            key: ApiKey(key),
+            per_minute: range(&format!("{at}: per_minute"), r.per_minute, pm, 1, 10_000)?,
+            per_day: range(&format!("{at}: per_day"), r.per_day, pd, 1, 10_000_000)?,
+            cache: Duration::from_secs_f64(
+                range(&format!("{at}: cache_hours"), r.cache_hours, 24.0, 0.01, 24.0 * 30.0)? * 3600.0,
+            ),
+            timeout: secs(&format!("{at}: timeout_secs"), r.timeout_secs, Duration::from_secs(5), 0.1, 60.0)?,
+            suspicious,
+            malicious,
+        });
+    }
+    Ok(out)
+}
+
+fn detect(r: RawDetect, mut intel: RawIntel) -> anyhow::Result<Option<Detect>> {
+    let reputation = reputation(intel.reputation.take().unwrap_or_default())?;
     let (feeds, url_feeds, intel_refresh) = feeds(intel)?;
     if !r.enabled.unwrap_or(true) {
         return Ok(None);
@@ -558,7 +629,7 @@ fn detect(r: RawDetect, intel: RawIntel) -> anyhow::Result<Option<Detect>> {
     }
     let rules_file = r.rules_file.filter(|p| !p.as_os_str().is_empty());
     let model = r.ml.model.clone().unwrap_or_else(|| PathBuf::from("model.json"));
-    Ok(Some(Detect { cfg, alert_log, feeds, url_feeds, intel_refresh, rules_file, model }))
+    Ok(Some(Detect { cfg, alert_log, feeds, url_feeds, intel_refresh, rules_file, model, reputation }))
 }
 
 #[derive(Debug, Default, Deserialize)]

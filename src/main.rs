@@ -17,6 +17,7 @@ mod output;
 mod plugins;
 mod record;
 mod report;
+mod reputation;
 mod serve;
 mod sql;
 

@@ -162,7 +162,7 @@ fn run(setup: &DetectSetup, workers: usize, rx: Receiver<WindowReport>, out: Sen
 }
 
 /// Everything that judges a merged second, in order: built-in detectors,
-/// threat intel, custom rules, global plugins, the anomaly model; then the
+/// threat intel, online reputation, custom rules, global plugins, the anomaly model; then the
 /// workers' plugin findings join.
 struct Stages<'s> {
     setup: &'s DetectSetup,
@@ -170,6 +170,7 @@ struct Stages<'s> {
     anomaly: super::ml::Anomaly,
     rules: super::rules::RuleSet,
     feeds: super::intel::IntelFeeds,
+    reputation: Vec<super::reputation::Stage>,
     plugins: Option<crate::plugin::PluginRunner>,
 }
 
@@ -191,6 +192,7 @@ impl<'s> Stages<'s> {
             anomaly: super::ml::Anomaly::new(setup.cfg.ml.clone()),
             rules,
             feeds: super::intel::IntelFeeds::new(setup.intel_feeds.clone(), setup.intel.clone(), setup.intel_refresh),
+            reputation: setup.reputation.iter().map(|l| super::reputation::Stage::new(l.clone())).collect(),
             plugins: setup.plugins.as_ref().map(|p| {
                 crate::plugin::PluginRunner::new(crate::plugin::Scope::Global, u16::MAX, p.tap.clone(), p.stats.clone())
             }),
@@ -200,6 +202,9 @@ impl<'s> Stages<'s> {
     fn second(&mut self, sec: u64, m: Second, mgr: &mut AlertManager) {
         let mut f = self.det.evaluate(sec, &m.convs, &m.names);
         self.det.intel(&self.feeds.intel, &m.convs, &m.names, &mut f);
+        for r in &mut self.reputation {
+            r.second(sec, m.convs.iter(), &mut f);
+        }
         self.rules.evaluate(sec, &m.convs, self.setup.geo.as_deref(), &mut f);
         if let Some(p) = self.plugins.as_mut() {
             let mut convs: Vec<(ConvKey, ConvStat)> = if p.wants(tapstream_plugin_sdk::Kind::Window) {

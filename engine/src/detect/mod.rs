@@ -21,6 +21,7 @@ mod detectors;
 pub mod intel;
 mod manager;
 pub mod ml;
+pub mod reputation;
 pub mod rules;
 mod window;
 
@@ -511,6 +512,9 @@ pub struct DetectSetup {
     pub rules_file: Option<PathBuf>,
     /// Plugins: the global ones run on this stage.
     pub plugins: Option<crate::plugin::PluginSetup>,
+    /// Online reputation services the stage offers addresses to (their
+    /// lookups run outside the engine).
+    pub reputation: Vec<Arc<reputation::Lookups>>,
 }
 
 /// Severity scaled by how far past its threshold a measurement is.

@@ -1,0 +1,329 @@
+//! Online reputation lookups: one thread per configured service (AbuseIPDB,
+//! VirusTotal) answers the addresses detection offers it
+//! (`tapstream_engine::detect::reputation`), within the service's rate
+//! limits (requests per minute and per day), each request bounded by a
+//! timeout. Nothing here is on the packet path: detection never waits for
+//! an answer. The API key goes only into the request header; it is never
+//! logged or shown.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tapstream_engine::alert::{Severity, Verdict};
+use tapstream_engine::detect::reputation::{Answer, Lookups, Reputation};
+
+/// Which service, and so which request and answer shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// `GET {url}?ipAddress=IP&maxAgeInDays=90`, header `Key`; the score is
+    /// `data.abuseConfidenceScore` (0–100).
+    AbuseIpdb,
+    /// `GET {url}/IP`, header `x-apikey`; the score is the number of engines
+    /// that call the address malicious (`last_analysis_stats.malicious`).
+    VirusTotal,
+}
+
+impl Provider {
+    pub fn from_name(s: &str) -> Option<Provider> {
+        match s {
+            "abuseipdb" => Some(Provider::AbuseIpdb),
+            "virustotal" => Some(Provider::VirusTotal),
+            _ => None,
+        }
+    }
+
+    /// Shown in alerts.
+    pub fn title(self) -> &'static str {
+        match self {
+            Provider::AbuseIpdb => "AbuseIPDB",
+            Provider::VirusTotal => "VirusTotal",
+        }
+    }
+
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Provider::AbuseIpdb => "https://api.abuseipdb.com/api/v2/check",
+            Provider::VirusTotal => "https://www.virustotal.com/api/v3/ip_addresses",
+        }
+    }
+
+    /// (per minute, per day): the services' free tiers.
+    pub fn default_limits(self) -> (u32, u32) {
+        match self {
+            Provider::AbuseIpdb => (60, 1000),
+            Provider::VirusTotal => (4, 500),
+        }
+    }
+
+    /// (suspicious, malicious) score thresholds.
+    pub fn default_thresholds(self) -> (u32, u32) {
+        match self {
+            Provider::AbuseIpdb => (50, 90),
+            Provider::VirusTotal => (1, 5),
+        }
+    }
+}
+
+/// The API key: shown nowhere.
+#[derive(Clone, PartialEq)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<hidden>)")
+    }
+}
+
+/// One configured service (validated settings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub provider: Provider,
+    pub url: String,
+    pub key: ApiKey,
+    pub per_minute: u32,
+    pub per_day: u32,
+    pub cache: Duration,
+    pub timeout: Duration,
+    pub suspicious: u32,
+    pub malicious: u32,
+}
+
+/// What one request came to.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Answer(Answer),
+    /// The service said to slow down (HTTP 429): wait this long.
+    SlowDown(IpAddr, Duration),
+    /// The key was refused (401/403): every later request would be too.
+    Refused(IpAddr, u16),
+}
+
+impl Service {
+    /// Start the service's thread; detection offers addresses through the
+    /// returned queue.
+    pub fn start(self) -> Arc<Lookups> {
+        // Offered a few a second at most, and no more than the minute allows.
+        let per_second = (self.per_minute as usize).div_ceil(60).clamp(1, 16);
+        let lookups = Lookups::new(self.provider.title(), self.cache, per_second, 256);
+        let l = lookups.clone();
+        let name = format!("reputation-{}", self.provider.title().to_lowercase());
+        if let Err(e) = std::thread::Builder::new().name(name).spawn(move || self.run(&l)) {
+            tracing::error!("reputation lookups: starting the thread: {e}");
+        }
+        lookups
+    }
+
+    fn agent(&self) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .timeout_global(Some(self.timeout))
+            .http_status_as_error(false)
+            .user_agent("tapstream")
+            .build()
+            .new_agent()
+    }
+
+    /// Ask about one address.
+    fn ask(&self, agent: &ureq::Agent, ip: IpAddr) -> Result<Outcome, String> {
+        let req = match self.provider {
+            Provider::AbuseIpdb => agent
+                .get(&self.url)
+                .query("ipAddress", ip.to_string())
+                .query("maxAgeInDays", "90")
+                .header("Key", &self.key.0)
+                .header("Accept", "application/json"),
+            Provider::VirusTotal => agent
+                .get(format!("{}/{ip}", self.url.trim_end_matches('/')))
+                .header("x-apikey", &self.key.0)
+                .header("Accept", "application/json"),
+        };
+        let mut resp = req.call().map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => {}
+            404 if self.provider == Provider::VirusTotal => return Ok(Outcome::Answer(Answer::Clean(ip))),
+            429 => {
+                let wait = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(60)
+                    .clamp(1, 3600);
+                return Ok(Outcome::SlowDown(ip, Duration::from_secs(wait)));
+            }
+            401 | 403 => return Ok(Outcome::Refused(ip, status)),
+            s => return Err(format!("HTTP status {s}")),
+        }
+        let body = resp.body_mut().with_config().limit(1 << 20).read_to_string().map_err(|e| e.to_string())?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("the answer is not JSON: {e}"))?;
+        self.judge(ip, &v).map(Outcome::Answer)
+    }
+
+    /// Turn the service's answer into a verdict.
+    fn judge(&self, ip: IpAddr, v: &Value) -> Result<Answer, String> {
+        let (score, detail) = match self.provider {
+            Provider::AbuseIpdb => {
+                let d = &v["data"];
+                let score = d["abuseConfidenceScore"].as_u64().ok_or("no data.abuseConfidenceScore in the answer")?;
+                let reports = d["totalReports"].as_u64().unwrap_or(0);
+                (score, format!("abuse confidence {score}%, {reports} reports in 90 days"))
+            }
+            Provider::VirusTotal => {
+                let st = &v["data"]["attributes"]["last_analysis_stats"];
+                let bad = st["malicious"].as_u64().ok_or("no data.attributes.last_analysis_stats in the answer")?;
+                let sus = st["suspicious"].as_u64().unwrap_or(0);
+                let all: u64 = st.as_object().map(|o| o.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+                (bad, format!("{bad} of {all} engines call it malicious, {sus} suspicious"))
+            }
+        };
+        let (severity, verdict) = if score >= self.malicious as u64 {
+            (Severity::High, Verdict::Malicious)
+        } else if score >= self.suspicious as u64 {
+            (Severity::Medium, Verdict::Suspicious)
+        } else {
+            return Ok(Answer::Clean(ip));
+        };
+        Ok(Answer::Flagged(Reputation { ip, severity, verdict, detail }))
+    }
+
+    fn run(self, l: &Lookups) {
+        let agent = self.agent();
+        let title = self.provider.title();
+        let mut minute: VecDeque<Instant> = VecDeque::new();
+        let mut day = (utc_day(), 0u32);
+        let mut errors = 0u64;
+        let mut last_error_log: Option<Instant> = None;
+        let mut last_report = Instant::now();
+        loop {
+            if last_report.elapsed() >= Duration::from_secs(600) {
+                last_report = Instant::now();
+                let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    service = title,
+                    offered = n(&l.stats.offered),
+                    answered = n(&l.stats.answered),
+                    flagged = n(&l.stats.flagged),
+                    failed = n(&l.stats.failed),
+                    queue_full = n(&l.stats.queue_full),
+                    today = day.1,
+                    "reputation lookups"
+                );
+            }
+            // Within the minute's budget …
+            while minute.len() >= self.per_minute as usize {
+                let oldest = minute[0];
+                match Duration::from_secs(60).checked_sub(oldest.elapsed()) {
+                    Some(wait) => std::thread::sleep(wait),
+                    None => {
+                        minute.pop_front();
+                    }
+                }
+            }
+            // … and the day's (UTC), which ends at midnight.
+            if day.0 != utc_day() {
+                day = (utc_day(), 0);
+            }
+            if day.1 >= self.per_day {
+                std::thread::sleep(Duration::from_secs(60));
+                continue;
+            }
+            let Some(ip) = l.next(Duration::from_secs(1)) else { continue };
+            minute.push_back(Instant::now());
+            day.1 += 1;
+            if day.1 == self.per_day {
+                tracing::warn!(service = title, "reputation lookups: the day's {} requests are used up", self.per_day);
+            }
+            match self.ask(&agent, ip) {
+                Ok(Outcome::Answer(a)) => {
+                    if let Answer::Flagged(r) = &a {
+                        tracing::info!(service = title, ip = %r.ip, "reputation: flagged ({})", r.detail);
+                    }
+                    l.answer(a);
+                }
+                Ok(Outcome::SlowDown(ip, wait)) => {
+                    tracing::warn!(
+                        service = title,
+                        "reputation lookups: the service asks to slow down; waiting {wait:?}"
+                    );
+                    l.answer(Answer::Failed(ip));
+                    std::thread::sleep(wait);
+                }
+                Ok(Outcome::Refused(ip, status)) => {
+                    tracing::error!(
+                        service = title,
+                        "reputation lookups: the API key was refused (HTTP {status}); trying again in 10 minutes"
+                    );
+                    l.answer(Answer::Failed(ip));
+                    std::thread::sleep(Duration::from_secs(600));
+                }
+                Err(e) => {
+                    errors += 1;
+                    l.answer(Answer::Failed(ip));
+                    // One line a minute at most, with the count.
+                    if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        tracing::warn!(service = title, errors, "reputation lookup of {ip} failed: {e}");
+                        last_error_log = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn utc_day() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(p: Provider) -> Service {
+        let (suspicious, malicious) = p.default_thresholds();
+        Service {
+            provider: p,
+            url: p.default_url().into(),
+            key: ApiKey("k3y".into()),
+            per_minute: 60,
+            per_day: 1000,
+            cache: Duration::from_secs(3600),
+            timeout: Duration::from_secs(5),
+            suspicious,
+            malicious,
+        }
+    }
+
+    #[test]
+    fn answers_are_judged_by_the_thresholds() {
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let a = svc(Provider::AbuseIpdb);
+        let j = |score: u64| {
+            a.judge(ip, &serde_json::json!({"data": {"abuseConfidenceScore": score, "totalReports": 12}})).unwrap()
+        };
+        assert_eq!(j(10), Answer::Clean(ip));
+        let Answer::Flagged(r) = j(60) else { panic!() };
+        assert_eq!((r.severity, r.verdict), (Severity::Medium, Verdict::Suspicious));
+        assert_eq!(r.detail, "abuse confidence 60%, 12 reports in 90 days");
+        let Answer::Flagged(r) = j(100) else { panic!() };
+        assert_eq!((r.severity, r.verdict), (Severity::High, Verdict::Malicious));
+        assert!(a.judge(ip, &serde_json::json!({"errors": []})).is_err());
+        let v = svc(Provider::VirusTotal);
+        let stats = |m: u64| {
+            serde_json::json!({"data": {"attributes": {"last_analysis_stats":
+                {"malicious": m, "suspicious": 1, "harmless": 60, "undetected": 20}}}})
+        };
+        assert_eq!(v.judge(ip, &stats(0)).unwrap(), Answer::Clean(ip));
+        let Answer::Flagged(r) = v.judge(ip, &stats(7)).unwrap() else { panic!() };
+        assert_eq!(r.verdict, Verdict::Malicious);
+        assert_eq!(r.detail, "7 of 88 engines call it malicious, 1 suspicious");
+    }
+
+    #[test]
+    fn the_key_is_never_shown() {
+        let s = svc(Provider::AbuseIpdb);
+        assert!(!format!("{s:?}").contains("k3y"));
+    }
+}
