@@ -26,16 +26,23 @@ struct Asked {
     key: Option<String>,
 }
 
-/// A small HTTP/1.1 service on loopback answering
-/// `GET /api/v2/check?ipAddress=IP&maxAgeInDays=90` as AbuseIPDB does: the
-/// first address asked about gets a confidence score of 97, every other 0.
-/// With `hang`, it reads requests and never answers.
+/// A small HTTP/1.1 service on loopback answering as AbuseIPDB does
+/// (`GET /api/v2/check?ipAddress=IP&maxAgeInDays=90`, key in `Key`): the
+/// first address asked about gets a confidence score of 97, every other 0;
+/// or, with `vt`, as VirusTotal does (`GET /api/v3/ip_addresses/IP`, key in
+/// `x-apikey`): 7 engines call the first address malicious, the second is
+/// unknown (404), the others are clean. With `hang`, it reads requests and
+/// never answers.
 struct Service {
     port: u16,
     asked: Arc<Mutex<Vec<Asked>>>,
 }
 
 fn service(hang: bool) -> Service {
+    service_as(hang, false)
+}
+
+fn service_as(hang: bool, vt: bool) -> Service {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let asked: Arc<Mutex<Vec<Asked>>> = Arc::default();
@@ -58,33 +65,54 @@ fn service(hang: bool) -> Service {
                         break;
                     }
                     if let Some((k, v)) = h.split_once(':')
-                        && k.eq_ignore_ascii_case("key")
+                        && k.eq_ignore_ascii_case(if vt { "x-apikey" } else { "key" })
                     {
                         key = Some(v.trim().to_string());
                     }
                 }
-                let query = target.split_once('?').map(|x| x.1).unwrap_or("");
-                let params: HashMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
-                assert!(target.starts_with("/api/v2/check?"), "{target}");
-                assert_eq!(params.get("maxAgeInDays"), Some(&"90"), "{target}");
-                let ip: IpAddr = params["ipAddress"].parse().unwrap_or_else(|_| panic!("{target}"));
-                let first = {
+                let ip: IpAddr = if vt {
+                    let rest = target.strip_prefix("/api/v3/ip_addresses/").unwrap_or_else(|| panic!("{target}"));
+                    rest.parse().unwrap_or_else(|_| panic!("{target}"))
+                } else {
+                    let query = target.split_once('?').map(|x| x.1).unwrap_or("");
+                    let params: HashMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+                    assert!(target.starts_with("/api/v2/check?"), "{target}");
+                    assert_eq!(params.get("maxAgeInDays"), Some(&"90"), "{target}");
+                    params["ipAddress"].parse().unwrap_or_else(|_| panic!("{target}"))
+                };
+                let nth = {
                     let mut g = a.lock().unwrap();
                     g.push(Asked { ip, key });
-                    g[0].ip == ip
+                    g.iter().position(|x| x.ip == ip).unwrap()
                 };
                 if hang {
                     std::thread::sleep(Duration::from_secs(3600));
                     return;
                 }
-                let score = if first { 97 } else { 0 };
-                let body = format!(
-                    r#"{{"data":{{"ipAddress":"{ip}","isPublic":true,"abuseConfidenceScore":{score},"totalReports":{}}}}}"#,
-                    if first { 57 } else { 0 }
-                );
+                let (status, body) = if vt {
+                    let m = if nth == 0 { 7 } else { 0 };
+                    if nth == 1 {
+                        ("404 Not Found", r#"{"error":{"code":"NotFoundError"}}"#.to_string())
+                    } else {
+                        (
+                            "200 OK",
+                            format!(
+                                r#"{{"data":{{"id":"{ip}","attributes":{{"last_analysis_stats":{{"malicious":{m},"suspicious":1,"harmless":60,"undetected":20}}}}}}}}"#
+                            ),
+                        )
+                    }
+                } else {
+                    let (score, reports) = if nth == 0 { (97, 57) } else { (0, 0) };
+                    (
+                        "200 OK",
+                        format!(
+                            r#"{{"data":{{"ipAddress":"{ip}","isPublic":true,"abuseConfidenceScore":{score},"totalReports":{reports}}}}}"#
+                        ),
+                    )
+                };
                 let _ = write!(
                     conn,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
             });
@@ -95,11 +123,15 @@ fn service(hang: bool) -> Service {
 
 fn config(dir: &Path, port: u16, extra: &str, reputation: &str) -> std::path::PathBuf {
     let p = dir.join("tapstream.toml");
+    let service = if reputation.contains("provider") {
+        format!("url = \"http://127.0.0.1:{port}/api/v3/ip_addresses\"")
+    } else {
+        format!("provider = \"abuseipdb\"\nurl = \"http://127.0.0.1:{port}/api/v2/check\"")
+    };
     std::fs::write(
         &p,
         format!(
-            "{extra}\n[[intel.reputation]]\nprovider = \"abuseipdb\"\nurl = \"http://127.0.0.1:{port}/api/v2/check\"\n\
-             api_key_env = \"TAPSTREAM_TEST_ABUSEIPDB_KEY\"\n{reputation}\n"
+            "{extra}\n[[intel.reputation]]\n{service}\napi_key_env = \"TAPSTREAM_TEST_ABUSEIPDB_KEY\"\n{reputation}\n"
         ),
     )
     .unwrap();
@@ -182,6 +214,39 @@ fn a_flagged_address_raises_one_reputation_alert_and_each_address_is_asked_once(
         )),
         "{why}"
     );
+    key_nowhere(&data, &out);
+}
+
+/// The same against a service speaking VirusTotal's API: an unknown
+/// address (404) is clean and not asked again.
+#[test]
+fn virustotal_answers_are_read_the_same_way() {
+    let svc = service_as(false, true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), svc.port, "", "provider = \"virustotal\"\nper_minute = 600");
+    let out = run(&cfg, &data, 8);
+    let asked = svc.asked.lock().unwrap().clone();
+    assert!(asked.len() >= 3, "{asked:?}\n{out}");
+    assert!(asked.iter().all(|a| a.key.as_deref() == Some(KEY)), "{asked:?}");
+    let mut ips: Vec<IpAddr> = asked.iter().map(|a| a.ip).collect();
+    ips.sort();
+    let n = ips.len();
+    ips.dedup();
+    assert_eq!(ips.len(), n, "each address is asked once, the unknown one too: {asked:?}");
+    let bad = asked[0].ip.to_string();
+    let all = alerts(&data);
+    let rep: Vec<&Value> = all.iter().filter(|a| a["rule"] == "reputation").collect();
+    let ids: std::collections::BTreeSet<&str> = rep.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "{rep:#?}");
+    let why = rep[0]["explanation"].as_str().unwrap();
+    assert!(
+        why.contains(&format!(
+            "{bad}, which VirusTotal reports as abusive (7 of 88 engines call it malicious, 1 suspicious)"
+        )),
+        "{why}"
+    );
+    assert_eq!(rep[0]["verdict"], "malicious");
     key_nowhere(&data, &out);
 }
 
