@@ -454,12 +454,27 @@ pub struct Notifier {
     pub stats: Arc<NotifyStats>,
     /// The last alert-feed event read (a successor starts after it).
     seq: Arc<AtomicU64>,
+    /// Open alerts still waiting for an acknowledgement when the thread
+    /// stopped (a successor keeps waiting for them): (opened, alert).
+    left: Arc<std::sync::Mutex<Vec<(Instant, Alert)>>>,
+}
+
+/// Where a stopped notifier left off: the last alert event it read and the
+/// escalations still waiting.
+pub struct Handover {
+    pub seq: u64,
+    pub waiting: Vec<(Instant, Alert)>,
 }
 
 impl Notifier {
     /// Deliver what is queued (up to `grace`), then stop; the last alert
     /// event it read.
-    pub fn finish(mut self, grace: Duration) -> u64 {
+    pub fn finish(self, grace: Duration) -> u64 {
+        self.hand_over(grace).seq
+    }
+
+    /// As [`Notifier::finish`], with the escalations still waiting.
+    pub fn hand_over(mut self, grace: Duration) -> Handover {
         std::thread::sleep(Duration::from_millis(300));
         self.stop.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + grace;
@@ -480,7 +495,8 @@ impl Notifier {
             rate_limited = s.rate_limited.load(Ordering::Relaxed),
             "notifications"
         );
-        self.seq.load(Ordering::SeqCst)
+        let waiting = std::mem::take(&mut *self.left.lock().unwrap_or_else(|p| p.into_inner()));
+        Handover { seq: self.seq.load(Ordering::SeqCst), waiting }
     }
 }
 
@@ -533,13 +549,18 @@ fn acked(path: &std::path::Path) -> std::collections::HashSet<String> {
 
 /// Start delivering the events of `feed` by `cfg`'s routes.
 pub fn start(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf) -> Notifier {
-    start_at(cfg, feed, ack_file, 0)
+    start_at(cfg, feed, ack_file, Handover { seq: 0, waiting: Vec::new() })
 }
 
-/// As [`start`], with the events after `from_seq` (a notifier replacing
-/// another one, after new settings, carries on where it stopped).
-pub fn start_at(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf, from_seq: u64) -> Notifier {
+/// As [`start`], carrying on from where another notifier stopped (after new
+/// settings): the events after `from.seq`, and the escalations it was
+/// waiting on, kept under the new routes that escalate them, with the time
+/// they have waited already.
+pub fn start_at(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf, from: Handover) -> Notifier {
+    let from_seq = from.seq;
     let seq_out = Arc::new(AtomicU64::new(from_seq));
+    let left: Arc<std::sync::Mutex<Vec<(Instant, Alert)>>> = Arc::default();
+    let left_out = left.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(NotifyStats::default());
     let mut txs: HashMap<String, Sender<Message>> = HashMap::new();
@@ -564,6 +585,11 @@ pub fn start_at(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf, from
                 cfg.routes.iter().map(|_| (Instant::now(), Vec::new())).collect();
             // Open alerts waiting for an acknowledgement: id → (route, opened, alert).
             let mut pending: HashMap<String, (usize, Instant, Alert)> = HashMap::new();
+            for (opened, a) in from.waiting {
+                if let Some(ri) = cfg.routes.iter().position(|r| r.escalate_after.is_some() && r.matches(&a)) {
+                    pending.insert(a.id.clone(), (ri, opened, a));
+                }
+            }
             // Custom rules' notify actions: rule name → channels.
             let mut actions: HashMap<String, Vec<String>> = HashMap::new();
             let mut rules_stamp: Option<std::time::SystemTime> = None;
@@ -691,13 +717,15 @@ pub fn start_at(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf, from
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            *left.lock().unwrap_or_else(|p| p.into_inner()) =
+                pending.into_values().map(|(_, opened, a)| (opened, a)).collect();
             drop(txs);
             for t in threads {
                 let _ = t.join();
             }
         })
         .expect("spawn notifier");
-    Notifier { stop, thread: Some(thread), stats, seq: seq_out }
+    Notifier { stop, thread: Some(thread), stats, seq: seq_out, left: left_out }
 }
 
 /// The notifier of a running appliance, with the channels and routes the
@@ -705,7 +733,7 @@ pub fn start_at(cfg: NotifyConfig, feed: Arc<AlertFeed>, ack_file: PathBuf, from
 /// first, then the running notifier is replaced by one with the new
 /// settings that carries on from the last alert event the old one read
 /// (digests in progress are sent on the way; escalations waiting for an
-/// acknowledgement start over).
+/// acknowledgement keep waiting, under the new routes).
 pub struct Managed {
     base: NotifyConfig,
     feed: Arc<AlertFeed>,
@@ -826,12 +854,12 @@ impl tapstream_api::engine::Notifications for Managed {
     ) -> Result<(), String> {
         let cfg = self.build(channels, routes).map_err(|e| format!("{e:#}"))?;
         let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = match g.0.take() {
-            Some(n) => n.finish(Duration::from_secs(5)),
-            None => self.feed.head(),
+        let from = match g.0.take() {
+            Some(n) => n.hand_over(Duration::from_secs(5)),
+            None => Handover { seq: self.feed.head(), waiting: Vec::new() },
         };
         let n =
-            (!cfg.channels.is_empty()).then(|| start_at(cfg.clone(), self.feed.clone(), self.ack_file.clone(), seq));
+            (!cfg.channels.is_empty()).then(|| start_at(cfg.clone(), self.feed.clone(), self.ack_file.clone(), from));
         tracing::info!(channels = cfg.channels.len(), routes = cfg.routes.len(), "notification settings applied");
         *g = (n, cfg);
         Ok(())
@@ -1071,6 +1099,62 @@ mod tests {
         assert_eq!(esc.len(), 2, "{esc:?}");
         assert!(esc.iter().all(|e| e.contains("ESCALATED (not acknowledged)")));
         assert!(esc.iter().any(|e| e.contains("syn_flood")) && esc.iter().all(|e| !e.contains("udp_flood")));
+    }
+
+    /// New settings replace the notifier: an alert waiting for an
+    /// acknowledgement keeps waiting under the new routes (escalated once,
+    /// on time counted from when it opened), its first message is not sent
+    /// again; with no escalating route left, nothing escalates.
+    #[test]
+    fn waiting_escalations_survive_new_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, first_got) = listener();
+        let (second, second_got) = listener();
+        let settings = |escalate: bool| {
+            let route = if escalate {
+                "[[route]]\nchannels = [\"first\"]\nescalate_after_minutes = 0.02\nescalate_to = [\"second\"]\n"
+            } else {
+                "[[route]]\nchannels = [\"first\"]\n"
+            };
+            validate(raw(&format!(
+                "[[channel]]\nname = \"first\"\nkind = \"webhook\"\nurl = \"{first}\"\n\
+                 [[channel]]\nname = \"second\"\nkind = \"webhook\"\nurl = \"{second}\"\nformat = \"slack\"\n{route}"
+            )))
+            .unwrap()
+        };
+        let feed = Arc::new(AlertFeed::new(100));
+        let ack = dir.path().join("alerts.ack");
+        let n = start(settings(true), feed.clone(), ack.clone());
+        let mut a = alert("syn_flood", Severity::High, AlertEvent::Open);
+        a.id = "Akept".into();
+        feed.push(&a);
+        // 1.2 s to escalate: 0.9 s pass under the first notifier (its
+        // hand-over waits 0.3 s) and 0.9 s under the second, which must
+        // count from the opening to escalate.
+        std::thread::sleep(Duration::from_millis(600));
+        let h = n.hand_over(Duration::from_secs(10));
+        assert_eq!(h.waiting.len(), 1, "the alert still waits");
+        assert_eq!(second_got.lock().unwrap().len(), 0, "not escalated yet");
+        let n = start_at(settings(true), feed.clone(), ack.clone(), h);
+        std::thread::sleep(Duration::from_millis(600));
+        let h = n.hand_over(Duration::from_secs(10));
+        assert!(h.waiting.is_empty());
+        let esc = second_got.lock().unwrap().clone();
+        assert_eq!(esc.len(), 1, "escalated once, by the new notifier: {esc:?}");
+        assert!(esc[0].contains("ESCALATED (not acknowledged)") && esc[0].contains("syn_flood"), "{esc:?}");
+        assert_eq!(first_got.lock().unwrap().len(), 1, "the first message is not sent again");
+        // Settings without escalation: a waiting alert is let go.
+        let mut b = alert("udp_flood", Severity::High, AlertEvent::Open);
+        b.id = "Adropped".into();
+        let n = start_at(settings(true), feed.clone(), ack.clone(), h);
+        feed.push(&b);
+        std::thread::sleep(Duration::from_millis(300));
+        let h = n.hand_over(Duration::from_secs(10));
+        assert_eq!(h.waiting.len(), 1);
+        let n = start_at(settings(false), feed.clone(), ack.clone(), h);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(n.hand_over(Duration::from_secs(10)).waiting.is_empty());
+        assert_eq!(second_got.lock().unwrap().len(), 1, "no escalation without an escalating route");
     }
 
     #[test]
