@@ -579,6 +579,17 @@ async fn traffic(spec: &Spec, src: &Sources<'_>, r: &mut Report) -> ApiResult<()
         },
     );
     r.section("Bandwidth over time", bars(ChartKind::Line, Unit::Bps, series));
+    if !f.filtered {
+        r.section(
+            "How traffic is counted",
+            Body::Note {
+                text: "Traffic, packets and bandwidth count every packet captured (per-second statistics); \
+                       the protocols, talkers and countries below count the connections written to history, \
+                       so connections still open when the report was made are not in them yet."
+                    .into(),
+            },
+        );
+    }
     r.section("Protocol distribution (bytes)", protocols(h, &f.wher).await?);
     let talkers = top(h, "orig_h", &f.wher, 10).await?;
     r.section(

@@ -149,9 +149,11 @@ impl Writer {
     }
 
     fn note(&mut self, s: &str) {
-        self.need(16.0);
-        self.y -= 12.0;
-        self.text(MARGIN, self.y, &fit(s, PAGE_W - 2.0 * MARGIN, false, 10.0), false, 10.0, MUTED);
+        for line in wrap(s, PAGE_W - 2.0 * MARGIN, 10.0) {
+            self.need(16.0);
+            self.y -= 12.0;
+            self.text(MARGIN, self.y, &line, false, 10.0, MUTED);
+        }
         self.y -= 4.0;
     }
 
@@ -541,6 +543,25 @@ fn width(s: &str, bold: bool, size: f32) -> f32 {
     units as f32 * size / 1000.0
 }
 
+/// `s` broken into lines of at most `max` points, between words (a word
+/// longer than a line is cut to fit).
+fn wrap(s: &str, max: f32, size: f32) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for w in s.split_whitespace() {
+        let next = if cur.is_empty() { w.to_string() } else { format!("{cur} {w}") };
+        if width(&next, false, size) <= max || cur.is_empty() {
+            cur = next;
+        } else {
+            lines.push(std::mem::replace(&mut cur, w.to_string()));
+        }
+    }
+    if !cur.is_empty() || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines.into_iter().map(|l| fit(&l, max, false, size)).collect()
+}
+
 /// `s` cut (with an ellipsis) to fit `max` points.
 fn fit(s: &str, max: f32, bold: bool, size: f32) -> String {
     if width(s, bold, size) <= max {
@@ -557,6 +578,20 @@ fn fit(s: &str, max: f32, bold: bool, size: f32) -> String {
 mod tests {
     use super::super::model::{Column, Point};
     use super::*;
+
+    #[test]
+    fn notes_wrap_between_words() {
+        let text = "Traffic, packets and bandwidth count every packet captured; the protocols below count \
+                    the connections written to history, so connections still open are not in them yet.";
+        let lines = wrap(text, 200.0, 10.0);
+        assert!(lines.len() > 2, "{lines:?}");
+        assert!(lines.iter().all(|l| width(l, false, 10.0) <= 200.0 && !l.contains('\u{2026}')), "{lines:?}");
+        assert_eq!(lines.join(" "), text);
+        assert_eq!(wrap("", 200.0, 10.0), [""]);
+        let long = wrap(&"x".repeat(500), 100.0, 10.0);
+        assert_eq!(long.len(), 1);
+        assert!(long[0].ends_with('\u{2026}'));
+    }
 
     #[test]
     fn a_report_renders_to_a_pdf_of_several_pages() {
