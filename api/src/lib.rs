@@ -136,11 +136,6 @@ impl Prepared {
     /// Open the store and the key file (creating both on first start).
     pub fn open(cfg: ApiConfig) -> Result<Prepared, Error> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        // Every table's directory exists before the history opens: a table
-        // first written after the server started is then seen like the rest.
-        for t in tapstream_engine::records::Table::ALL {
-            std::fs::create_dir_all(cfg.data_dir.join(t.name()))?;
-        }
         // Uploads a stopped server left half-imported are gone with it.
         let _ = std::fs::remove_dir_all(cfg.data_dir.join("api").join("imports"));
         let store = Store::open(&cfg.store_path())?;

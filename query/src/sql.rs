@@ -14,9 +14,9 @@ use std::time::Duration;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -249,18 +249,19 @@ fn check_read_only(sql: &str) -> Result<(), QueryError> {
     }
 }
 
-/// The listing table of `t` (or an empty table when nothing was written yet).
+/// The listing table of `t`. Its directory may not exist yet (nothing
+/// written so far): every scan lists what is there at that moment, so a
+/// table that appears later is read like the others.
 async fn table_provider(ctx: &SessionContext, data: &Path, t: Table) -> Result<Arc<dyn TableProvider>, QueryError> {
     let partition_cols = vec![("date".to_string(), DataType::Utf8), ("hour".to_string(), DataType::Utf8)];
     let dir = data.join(t.name());
-    if !dir.is_dir() {
-        let mut fields: Vec<arrow::datatypes::FieldRef> = t.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(arrow::datatypes::Field::new("date", DataType::Utf8, true)));
-        fields.push(Arc::new(arrow::datatypes::Field::new("hour", DataType::Utf8, true)));
-        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(|e| QueryError::Sql(e.to_string()))?));
-    }
-    let abs = dir.canonicalize().map_err(|e| QueryError::Io { path: dir.clone(), source: e })?;
+    let abs = match dir.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::path::absolute(&dir).map_err(|e| QueryError::Io { path: dir.clone(), source: e })?
+        }
+        Err(e) => return Err(QueryError::Io { path: dir.clone(), source: e }),
+    };
     let url = ListingTableUrl::parse(format!("{}/", abs.display())).map_err(|e| QueryError::Sql(e.to_string()))?;
     let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")

@@ -435,3 +435,21 @@ fn time_conditions_skip_whole_hour_directories() {
     });
     assert!(failed, "a query over the broken hour must fail");
 }
+
+/// A table written for the first time after the history was opened is
+/// queried like any other (a server opened on a fresh data directory sees
+/// the first DHCP or HTTP records when they arrive); before that it is an
+/// empty table, not an error.
+#[test]
+fn a_table_written_after_opening_is_seen() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let h = rt().block_on(History::open(root, wide_open())).unwrap();
+    let q = "SELECT count(*) FROM flows WHERE ts >= '2026-11-01T00:00:00Z'";
+    assert_eq!(rt().block_on(count(&h, q)), 0, "no directory yet: empty");
+    assert!(!root.join("flows").exists(), "opening creates nothing");
+    let mut w = write_hours(root, small_parts(), BASE_HOUR, 2, 600);
+    w.close().unwrap();
+    assert_eq!(rt().block_on(count(&h, q)), 1200, "the same History sees the new table");
+    assert_eq!(rt().block_on(count(&h, "SELECT count(*) FROM flows WHERE hour = '01'")), 600);
+}
