@@ -42,6 +42,23 @@ pub struct Entry {
 pub const TIME: &str =
     r"^([0-9]{1,12}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$";
 
+/// The `from`/`to` of a request: `to` defaults to now and `from` to an hour
+/// before it; `from` must come first.
+pub fn time_range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
+    let to = match to {
+        Some(t) => parse_time(t)?,
+        None => crate::store::now_ns(),
+    };
+    let from = match from {
+        Some(t) => parse_time(t)?,
+        None => to - 3_600 * 1_000_000_000,
+    };
+    if from >= to {
+        return Err(ApiError::bad_request("`from` must be before `to`"));
+    }
+    Ok((from, to))
+}
+
 /// A time in a query: RFC 3339 or Unix seconds, as ns.
 pub fn parse_time(s: &str) -> Result<i64, ApiError> {
     if let Ok(secs) = s.parse::<i64>() {

@@ -77,18 +77,7 @@ pub struct ExportRequest {
 }
 
 fn range(r: &ExportRequest) -> ApiResult<(i64, i64)> {
-    let to = match &r.to {
-        Some(t) => super::audit::parse_time(t)?,
-        None => crate::store::now_ns(),
-    };
-    let from = match &r.from {
-        Some(t) => super::audit::parse_time(t)?,
-        None => to - 3_600 * 1_000_000_000,
-    };
-    if from >= to {
-        return Err(ApiError::bad_request("`from` must be before `to`"));
-    }
-    Ok((from, to))
+    super::audit::time_range(r.from.as_deref(), r.to.as_deref())
 }
 
 fn selection(r: &ExportRequest) -> Selection<'_> {

@@ -76,17 +76,7 @@ pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -
     let table = Table::from_name(name)
         .filter(|t| !matches!(t, Table::Stats))
         .ok_or_else(|| ApiError::bad_request(format!("table `{name}`: flows, dns, tls, http, dhcp or alerts")))?;
-    let to = match &q.to {
-        Some(t) => super::audit::parse_time(t)?,
-        None => crate::store::now_ns(),
-    };
-    let from = match &q.from {
-        Some(t) => super::audit::parse_time(t)?,
-        None => to - 3_600 * 1_000_000_000,
-    };
-    if from >= to {
-        return Err(ApiError::bad_request("`from` must be before `to`"));
-    }
+    let (from, to) = super::audit::time_range(q.from.as_deref(), q.to.as_deref())?;
     let limit = q.limit.unwrap_or(1_000);
     if !(1..=MAX_ROWS).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit {limit}: 1 to {MAX_ROWS}")));

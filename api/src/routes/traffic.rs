@@ -79,10 +79,6 @@ pub struct Traffic {
     top: Vec<Top>,
 }
 
-fn now_ns() -> i64 {
-    crate::store::now_ns()
-}
-
 pub(crate) async fn rows(st: &AppState, sql: &str) -> ApiResult<Vec<serde_json::Value>> {
     let sql = sql.to_string();
     st.on_history(move |st| async move { rows_here(&st, &sql).await }).await
@@ -125,17 +121,7 @@ pub async fn traffic(
 }
 
 async fn compute(st: &AppState, q: TrafficQuery) -> ApiResult<Traffic> {
-    let to = match &q.to {
-        Some(t) => super::audit::parse_time(t)?,
-        None => now_ns(),
-    };
-    let from = match &q.from {
-        Some(t) => super::audit::parse_time(t)?,
-        None => to - 3_600 * 1_000_000_000,
-    };
-    if from >= to {
-        return Err(ApiError::bad_request("`from` must be before `to`"));
-    }
+    let (from, to) = super::audit::time_range(q.from.as_deref(), q.to.as_deref())?;
     let span = ((to - from) / 1_000_000_000).max(1) as u64;
     let bucket = q.bucket.unwrap_or_else(|| (span / 120).max(1));
     if bucket == 0 || span / bucket > 10_000 {
