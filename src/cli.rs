@@ -54,11 +54,9 @@ pub enum Cmd {
     Doctor(DoctorArgs),
 }
 
+/// What runs the engine, shared by `serve` and `run`.
 #[derive(clap::Args, Debug, Default)]
-pub struct ServeArgs {
-    /// Listen on this address (default: api.listen, 127.0.0.1:8080).
-    #[arg(long)]
-    pub listen: Option<std::net::SocketAddr>,
+pub struct EngineArgs {
     /// Data directory (default: storage.data_dir).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -78,6 +76,15 @@ pub struct ServeArgs {
     /// Capture filter, tcpdump style (overrides `capture.filter`).
     #[arg(long)]
     pub filter: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Listen on this address (default: api.listen, 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -383,25 +390,8 @@ pub struct SqlArgs {
 
 #[derive(clap::Args, Debug, Default)]
 pub struct RunArgs {
-    /// Data directory for history.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Demo traffic rate in packets per second.
-    #[arg(long)]
-    pub pps: Option<u64>,
-    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
-    #[arg(long)]
-    pub duration: Option<u64>,
-    /// Worker threads.
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Capture from this interface (repeat for several; overrides
-    /// `capture.interfaces`). With none anywhere: demo traffic.
-    #[arg(long = "iface", value_name = "IFACE")]
-    pub ifaces: Vec<String>,
-    /// Capture filter, tcpdump style (overrides `capture.filter`).
-    #[arg(long)]
-    pub filter: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Write a JSON summary of the run to this file at exit.
     #[arg(long)]
     pub summary: Option<PathBuf>,

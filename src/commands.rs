@@ -77,7 +77,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let log_dir = match &cli.cmd {
         None => Some(cfg.data_dir.join("logs")),
-        Some(Cmd::Serve(a)) => Some(a.data.clone().unwrap_or_else(|| cfg.data_dir.clone()).join("logs")),
+        Some(Cmd::Serve(a)) => Some(a.engine.data.clone().unwrap_or_else(|| cfg.data_dir.clone()).join("logs")),
         _ => None,
     };
     let _guard = init_logging(log_dir.as_deref());
@@ -273,21 +273,78 @@ pub(crate) fn close_writer(writer: &Arc<Mutex<Option<HourlyWriter>>>) -> anyhow:
     Ok(w.stats.clone())
 }
 
+/// Where the pipeline's record batches go.
+pub(crate) trait RecordSink: FnMut((Table, RecordBatch)) + Send + 'static {}
+impl<F: FnMut((Table, RecordBatch)) + Send + 'static> RecordSink for F {}
+
+/// What a `tapstream run` keeps going beside the pipeline, whatever the
+/// source (demo traffic or interfaces): the history writer and its
+/// retention, packet recording, GeoIP, detection, plugins and
+/// notifications, wired into `pcfg`.
+pub(crate) struct RunServices {
+    writer: SharedWriter,
+    errors: SharedErrors,
+    retention: std::thread::JoinHandle<()>,
+    recorder: crate::record::RecorderHandle,
+    plugins: Option<crate::plugins::Running>,
+    notifier: Option<crate::notify::Notifier>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RunServices {
+    /// Start them for a run writing to `data` that ends when `stop` is set;
+    /// the sink the pipeline's record batches go to.
+    pub(crate) fn start(
+        cfg: &Config,
+        data: &Path,
+        pcfg: &mut PipelineConfig,
+        stop: &Arc<AtomicBool>,
+    ) -> anyhow::Result<(impl RecordSink, RunServices)> {
+        let (sink, writer, errors) = parquet_sink(data, cfg)?;
+        let retention = start_retention(data, cfg, &writer, stop)?;
+        let recorder = crate::record::start(data, pcfg)?;
+        let geo = cfg.geoip.open()?;
+        pcfg.geo = geo.clone();
+        pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(data, geo.clone())).transpose()?;
+        let plugins = crate::plugins::attach(cfg, data, pcfg)?;
+        let notifier = crate::notify::start_for(cfg, pcfg, data);
+        Ok((sink, RunServices { writer, errors, retention, recorder, plugins, notifier, stop: stop.clone() }))
+    }
+
+    /// After the pipeline: deliver pending notifications, close recordings,
+    /// stop retention, close the history (printing the run's summary) and
+    /// the plugins. False when a history file could not be written.
+    pub(crate) fn finish(self, run: &RunSummary) -> anyhow::Result<bool> {
+        if let Some(n) = self.notifier {
+            n.finish(Duration::from_secs(30));
+        }
+        self.recorder.finish();
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.retention.join();
+        let ws = close_writer(&self.writer)?;
+        print_summary(run, &ws);
+        if let Some(p) = self.plugins {
+            p.finish();
+        }
+        Ok(self.errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+    }
+}
+
 fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
-    let ifaces = if a.ifaces.is_empty() { cfg.capture.interfaces.clone() } else { a.ifaces.clone() };
+    let ifaces = if a.engine.ifaces.is_empty() { cfg.capture.interfaces.clone() } else { a.engine.ifaces.clone() };
     if !ifaces.is_empty() {
         return crate::live::run(cfg, a, ifaces);
     }
-    if a.filter.is_some() || cfg.capture.filter.is_some() {
+    if a.engine.filter.is_some() || cfg.capture.filter.is_some() {
         anyhow::bail!("a capture filter needs an interface to capture from (--iface or capture.interfaces)");
     }
-    let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+    let data = a.engine.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
     let mut pcfg = cfg.pipeline.clone();
-    if let Some(w) = a.workers {
+    if let Some(w) = a.engine.workers {
         pcfg.workers = w.max(1);
     }
     pcfg.drop_when_behind = true;
-    let pps = a.pps.unwrap_or(cfg.demo_pps);
+    let pps = a.engine.pps.unwrap_or(cfg.demo_pps);
     let src = SynthSource::new(SynthConfig {
         seed: cfg.demo_seed,
         pps,
@@ -298,35 +355,15 @@ fn run(cfg: Config, a: RunArgs) -> anyhow::Result<ExitCode> {
     });
     tracing::info!(data = %data.display(), pps, workers = pcfg.workers, "no interface configured: running on built-in demo traffic (Ctrl-C to stop)");
     let stop = stop_flag();
-    stop_after(&stop, a.duration);
-    let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
-    let retention = start_retention(&data, &cfg, &writer, &stop)?;
-    let recorder = crate::record::start(&data, &mut pcfg)?;
-    let geo = cfg.geoip.open()?;
-    pcfg.geo = geo.clone();
-    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
-    let plugins = crate::plugins::attach(&cfg, &data, &mut pcfg)?;
-    let notifier = crate::notify::start_for(&cfg, &pcfg, &data);
+    stop_after(&stop, a.engine.duration);
+    let (sink, services) = RunServices::start(&cfg, &data, &mut pcfg, &stop)?;
     let progress = Arc::new(Progress::default());
     let (summary, err) = pipeline::run(src, &pcfg, stop.clone(), progress, sink);
-    if let Some(n) = notifier {
-        n.finish(Duration::from_secs(30));
-    }
-    recorder.finish();
-    stop.store(true, Ordering::SeqCst);
-    let _ = retention.join();
-    let ws = close_writer(&writer)?;
-    print_summary(&summary, &ws);
-    if let Some(p) = plugins {
-        p.finish();
-    }
+    let written = services.finish(&summary)?;
     if let Some(e) = err {
         return Err(e.into());
     }
-    if !errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(if written { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub(crate) fn now_ns() -> u64 {

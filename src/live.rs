@@ -13,7 +13,7 @@ use tapstream_engine::live::{self, InterfaceSpec};
 use tapstream_engine::pipeline::{self, FeedReport, FeedStatus, LiveSummary};
 
 use crate::cli::{GenArgs, RunArgs};
-use crate::commands::{close_writer, parquet_sink, print_summary, start_retention, stop_after, stop_flag};
+use crate::commands::{RunServices, stop_after, stop_flag};
 use crate::config::Config;
 
 #[derive(Serialize)]
@@ -133,8 +133,8 @@ fn summary_json(ifaces: &[String], s: &LiveSummary) -> RunJson {
 
 /// Capture from `ifaces` until SIGINT/SIGTERM (or `--duration`).
 pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitCode> {
-    let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
-    let filter = match a.filter.as_ref().or(cfg.capture.filter.as_ref()) {
+    let data = a.engine.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+    let filter = match a.engine.filter.as_ref().or(cfg.capture.filter.as_ref()) {
         Some(t) => Some(Arc::new(Filter::parse(t)?)),
         None => None,
     };
@@ -146,22 +146,15 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
         eprintln!("capturing {line}");
     }
     let mut pcfg = cfg.pipeline.clone();
-    if let Some(w) = a.workers {
+    if let Some(w) = a.engine.workers {
         pcfg.workers = w.max(1);
     }
     pcfg.drop_when_behind = true;
     pcfg.live_clock = true;
     pcfg.filters = vec![filter; ifaces.len()];
     let stop = stop_flag();
-    stop_after(&stop, a.duration);
-    let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
-    let retention = start_retention(&data, &cfg, &writer, &stop)?;
-    let recorder = crate::record::start(&data, &mut pcfg)?;
-    let geo = cfg.geoip.open()?;
-    pcfg.geo = geo.clone();
-    pcfg.detect = cfg.detect.as_ref().map(|d| d.setup(&data, geo.clone())).transpose()?;
-    let plugins = crate::plugins::attach(&cfg, &data, &mut pcfg)?;
-    let notifier = crate::notify::start_for(&cfg, &pcfg, &data);
+    stop_after(&stop, a.engine.duration);
+    let (sink, services) = RunServices::start(&cfg, &data, &mut pcfg, &stop)?;
     let status: Vec<Arc<FeedStatus>> = sources.iter().map(|_| Arc::new(FeedStatus::default())).collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     if let Some(every) = cfg.capture.stats_interval {
@@ -169,19 +162,9 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     }
     eprintln!("ready: {} queue(s) on {}", sources.len(), ifaces.join(", "));
     let summary = pipeline::run_live(sources, &pcfg, &cfg.capture.rx_cores, stop.clone(), status, sink);
-    recorder.finish();
-    if let Some(n) = notifier {
-        n.finish(Duration::from_secs(30));
-    }
     // Detach the XDP programs (the kernel would too when we exit).
     drop(programs);
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = retention.join();
-    let ws = close_writer(&writer)?;
-    print_summary(&summary.run, &ws);
-    if let Some(p) = plugins {
-        p.finish();
-    }
+    let written = services.finish(&summary.run)?;
     for f in &summary.feeds {
         let c = f.capture.clone().unwrap_or_default();
         eprintln!(
@@ -212,10 +195,7 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
         let j = serde_json::to_string_pretty(&json)?;
         std::fs::write(p, j).with_context(|| format!("writing {}", p.display()))?;
     }
-    if !errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(if written { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Log every queue's counters (totals and rates since the last line) every `every`.

@@ -139,9 +139,9 @@ fn start_engine(
         });
         d.intel_refresh = d.intel_refresh.min(Duration::from_secs(1));
     }
-    let ifaces = if a.ifaces.is_empty() { cfg.capture.interfaces.clone() } else { a.ifaces.clone() };
+    let ifaces = if a.engine.ifaces.is_empty() { cfg.capture.interfaces.clone() } else { a.engine.ifaces.clone() };
     let mut pcfg = cfg.pipeline.clone();
-    if let Some(w) = a.workers {
+    if let Some(w) = a.engine.workers {
         pcfg.workers = w.max(1);
     }
     pcfg.drop_when_behind = true;
@@ -217,7 +217,7 @@ fn start_engine(
     };
     let stop = stop.clone();
     if ifaces.is_empty() {
-        let pps = a.pps.unwrap_or(cfg.demo_pps);
+        let pps = a.engine.pps.unwrap_or(cfg.demo_pps);
         let src = SynthSource::new(SynthConfig {
             seed: cfg.demo_seed,
             pps,
@@ -239,7 +239,7 @@ fn start_engine(
         })?;
         return Ok(Engine { link, thread });
     }
-    let filter = match a.filter.as_ref().or(cfg.capture.filter.as_ref()) {
+    let filter = match a.engine.filter.as_ref().or(cfg.capture.filter.as_ref()) {
         Some(t) => Some(Arc::new(tapstream_engine::filter::Filter::parse(t)?)),
         None => None,
     };
@@ -279,7 +279,7 @@ fn start_engine(
 }
 
 pub fn serve(cfg: Config, a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
+    let data = a.engine.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
     let api = api_config(&cfg, &data, a.listen);
     let prepared = Prepared::open(api.clone())
         .with_context(|| format!("opening the control-plane store in {}", data.display()))?;
@@ -291,7 +291,7 @@ pub fn serve(cfg: Config, a: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {}", api.listen))?;
     let addr = listener.local_addr()?;
     let stop = stop_flag();
-    stop_after(&stop, a.duration);
+    stop_after(&stop, a.engine.duration);
     let stored = prepared.stored_settings().map_err(|e| anyhow::anyhow!("reading stored settings: {}", e.detail))?;
     let engine = start_engine(cfg, &a, &data, &api, &stored, &stop)?;
     drop(stored);
