@@ -172,7 +172,26 @@ pub fn run(cfg: Config, a: DoctorArgs) -> anyhow::Result<ExitCode> {
             fix: fix.map(str::to_string),
         });
         out.push(if q > 1 {
-            check(format!("{label} queues"), Status::Ok, format!("{q} RX queues (RSS spreads flows over them)"), None)
+            match iface::rss_queues(name) {
+                Ok((size, used)) if (used.len() as u32) < q => check(
+                    format!("{label} queues"),
+                    Status::Warn,
+                    format!("{q} RX queues, but RSS sends flows to only {} of them ({size}-entry table)", used.len()),
+                    Some("spread it over every queue: `ethtool -X IFACE equal N` (N = the queue count)"),
+                ),
+                Ok((size, _)) => check(
+                    format!("{label} queues"),
+                    Status::Ok,
+                    format!("{q} RX queues; RSS ({size}-entry table) spreads flows over all of them"),
+                    None,
+                ),
+                Err(_) => check(
+                    format!("{label} queues"),
+                    Status::Ok,
+                    format!("{q} RX queues (the driver reports no RSS table: it or the sender picks the queue)"),
+                    None,
+                ),
+            }
         } else {
             check(
                 format!("{label} queues"),

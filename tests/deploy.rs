@@ -242,7 +242,10 @@ fn doctor_probes_xdp_on_a_veth_pair() {
     let xdp = get("interface dva xdp");
     assert_eq!(xdp["status"], "ok", "{xdp}");
     assert!(xdp["detail"].as_str().unwrap().contains("driver veth: native XDP attached and detached (probe)"), "{xdp}");
-    assert_eq!(get("interface dva queues")["detail"], "2 RX queues (RSS spreads flows over them)");
+    assert_eq!(
+        get("interface dva queues")["detail"],
+        "2 RX queues (the driver reports no RSS table: it or the sender picks the queue)"
+    );
     let promisc = get("interface dva promiscuous");
     assert_eq!(promisc["status"], "ok", "{promisc}");
     assert!(promisc["detail"].as_str().unwrap().starts_with("off now"), "{promisc}");

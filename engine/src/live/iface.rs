@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_GDRVINFO: u32 = 0x3;
+const ETHTOOL_GRXFHINDIR: u32 = 0x38;
 
 #[repr(C)]
 #[derive(Default)]
@@ -54,6 +55,13 @@ pub fn ifindex(name: &str) -> Option<u32> {
 }
 
 fn ethtool<T>(name: &str, data: &mut T) -> io::Result<()> {
+    ethtool_raw(name, (data as *mut T).cast())
+}
+
+/// SIOCETHTOOL with `data` pointing at the command struct (its first field
+/// the command number), which must stay valid and writable for as long as
+/// the command's struct is.
+fn ethtool_raw(name: &str, data: *mut libc::c_void) -> io::Result<()> {
     if name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
     }
@@ -64,12 +72,13 @@ fn ethtool<T>(name: &str, data: &mut T) -> io::Result<()> {
     }
     // Safety: fresh descriptor, owned here.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: (data as *mut T).cast(), _pad: [0; 16] };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data, _pad: [0; 16] };
     for (d, b) in req.name.iter_mut().zip(name.bytes()) {
         *d = b as libc::c_char;
     }
     // Safety: SIOCETHTOOL reads `req` (name + pointer to a command struct of
-    // the type the command expects) and writes only into that struct.
+    // the type and size the command expects, which the callers guarantee)
+    // and writes only into that struct.
     let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req as *mut IfReq) };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
@@ -109,6 +118,30 @@ pub fn driver(name: &str) -> Option<String> {
     ethtool(name, &mut d).ok()?;
     let end = d.driver.iter().position(|&b| b == 0).unwrap_or(32);
     Some(String::from_utf8_lossy(&d.driver[..end]).into_owned())
+}
+
+/// The RX queues `name`'s RSS indirection table sends flows to (sorted,
+/// distinct) and the table's size. An error when the driver keeps no table
+/// it reports (veth, many virtual NICs: `EOPNOTSUPP`).
+pub fn rss_queues(name: &str) -> io::Result<(usize, Vec<u32>)> {
+    // struct ethtool_rxfh_indir { u32 cmd; u32 size; u32 ring_index[]; }:
+    // asked with size 0 first, the driver says how big the table is.
+    let mut head = [ETHTOOL_GRXFHINDIR, 0u32];
+    ethtool(name, &mut head)?;
+    let size = head[1] as usize;
+    if size == 0 || size > 1 << 16 {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "no RSS indirection table"));
+    }
+    let mut buf = vec![0u32; 2 + size];
+    buf[0] = ETHTOOL_GRXFHINDIR;
+    buf[1] = size as u32;
+    // The command struct is the whole buffer (head + `size` entries), which
+    // outlives the call.
+    ethtool_raw(name, buf.as_mut_ptr().cast())?;
+    let mut queues: Vec<u32> = buf[2..].to_vec();
+    queues.sort_unstable();
+    queues.dedup();
+    Ok((size, queues))
 }
 
 /// Online CPU cores.
