@@ -214,6 +214,7 @@ fn start_engine(
         import_pipeline: Some(import_pipeline),
         retention: Some(policy),
         notify: notify_link,
+        reputation: pcfg.detect.as_ref().map(|d| d.reputation.clone()).unwrap_or_default(),
     };
     let stop = stop.clone();
     if ifaces.is_empty() {

@@ -6,6 +6,9 @@
 //! costs detection nothing.
 
 mod common;
+#[allow(dead_code)]
+#[path = "common/server.rs"]
+mod server;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -267,6 +270,43 @@ fn the_rate_limit_holds_and_a_dead_service_costs_detection_nothing() {
     assert!(!all.iter().any(|a| a["rule"] == "reputation"), "{all:#?}");
     assert!(out.contains("reputation lookup of"), "the failure is logged: {out}");
     key_nowhere(&data, &out);
+}
+
+/// The server asks too, and `/metrics` counts what each service did.
+#[test]
+fn the_server_counts_lookups_in_its_metrics() {
+    let svc = service(false);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("abuseipdb.key");
+    std::fs::write(&key, format!("{KEY}\n")).unwrap();
+    let s = server::Server::start(
+        &format!(
+            "[[intel.reputation]]\nprovider = \"abuseipdb\"\nurl = \"http://127.0.0.1:{}/api/v2/check\"\n\
+             api_key_file = \"{}\"\nper_minute = 600\n",
+            svc.port,
+            key.display()
+        ),
+        &["--pps", "400"],
+    );
+    let admin = s.admin();
+    let value = |text: &str, name: &str| -> f64 {
+        let line = format!("{name}{{service=\"AbuseIPDB\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+    };
+    let text = server::wait_for(20, || {
+        let m = s.raw("GET", "/metrics", Some(&admin), None);
+        let t = m.body.as_str().unwrap_or_default().to_string();
+        (value(&t, "tapstream_reputation_flagged_total") >= 1.0).then_some(t)
+    })
+    .expect("the flagged address is counted");
+    let asked = svc.asked.lock().unwrap().len() as f64;
+    let offered = value(&text, "tapstream_reputation_lookups_total");
+    assert!(offered >= 1.0 && offered <= asked + 1.0, "{offered} offered, {asked} asked:\n{text}");
+    assert!(text.contains("# TYPE tapstream_reputation_queue_full_total counter"), "{text}");
+    assert_eq!(value(&text, "tapstream_reputation_failed_total"), 0.0, "{text}");
+    let log = s.stderr.lock().unwrap().clone() + &s.stdout.lock().unwrap();
+    assert!(!log.contains(KEY), "the key is in the server's output");
+    s.stop();
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct EngineLink {
     pub retention: Option<Arc<tapstream_query::retention::SharedPolicy>>,
     /// The running notifier (changed by `/api/settings/channels` and `…/routes`).
     pub notify: Option<Arc<dyn Notifications>>,
+    /// Online reputation services detection asks (their counters).
+    pub reputation: Vec<Arc<tapstream_engine::detect::reputation::Lookups>>,
 }
 
 /// A notification channel managed through the API. The password (mail)

@@ -174,6 +174,37 @@ pub async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoRes
         "Stream clients dropped for falling behind.",
         one(c.stream_dropped.load(Relaxed) as f64),
     );
+    let rep = &st.engine.reputation;
+    if !rep.is_empty() {
+        use tapstream_engine::detect::reputation::LookupStats;
+        let by = |f: fn(&LookupStats) -> &std::sync::atomic::AtomicU64| -> Vec<(String, f64)> {
+            rep.iter().map(|l| (format!("{{service=\"{}\"}}", l.name), f(&l.stats).load(Relaxed) as f64)).collect()
+        };
+        metric(
+            "tapstream_reputation_lookups_total",
+            "counter",
+            "Addresses handed to an online reputation service.",
+            by(|s| &s.offered),
+        );
+        metric(
+            "tapstream_reputation_flagged_total",
+            "counter",
+            "Addresses a reputation service reported as abusive.",
+            by(|s| &s.flagged),
+        );
+        metric(
+            "tapstream_reputation_failed_total",
+            "counter",
+            "Lookups that failed (error, timeout, refused key, slow down).",
+            by(|s| &s.failed),
+        );
+        metric(
+            "tapstream_reputation_queue_full_total",
+            "counter",
+            "Addresses not offered because the service's queue was full.",
+            by(|s| &s.queue_full),
+        );
+    }
     metric(
         "tapstream_uptime_seconds",
         "gauge",
