@@ -370,7 +370,15 @@ impl Detect {
             geo,
             rules_file: self.rules_file.clone(),
             plugins: None,
-            reputation: self.reputation.iter().map(|s| s.clone().start()).collect(),
+            reputation: self
+                .reputation
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.cache_file = Some(data.join("reputation").join(format!("{}.json", s.provider.name())));
+                    s.start()
+                })
+                .collect(),
         }))
     }
 }
@@ -474,6 +482,7 @@ fn reputation(r: Vec<RawReputation>) -> anyhow::Result<Vec<crate::reputation::Se
             timeout: secs(&format!("{at}: timeout_secs"), r.timeout_secs, Duration::from_secs(5), 0.1, 60.0)?,
             suspicious,
             malicious,
+            cache_file: None,
         });
     }
     Ok(out)

@@ -6,8 +6,9 @@
 //! an answer. The API key goes only into the request header; it is never
 //! logged or shown.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,14 @@ impl Provider {
             "abuseipdb" => Some(Provider::AbuseIpdb),
             "virustotal" => Some(Provider::VirusTotal),
             _ => None,
+        }
+    }
+
+    /// As in the configuration (and the cache file's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::AbuseIpdb => "abuseipdb",
+            Provider::VirusTotal => "virustotal",
         }
     }
 
@@ -89,6 +98,122 @@ pub struct Service {
     pub timeout: Duration,
     pub suspicious: u32,
     pub malicious: u32,
+    /// Answers are kept here across restarts (set with the data directory).
+    pub cache_file: Option<PathBuf>,
+}
+
+/// One kept answer: when it was given, and the verdict when flagged.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Kept {
+    at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flagged: Option<KeptFlag>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct KeptFlag {
+    severity: String,
+    verdict: String,
+    detail: String,
+}
+
+/// The service's answers for `cache` time, kept in a file so a restart does
+/// not spend the day's requests again on the same addresses. Written
+/// atomically (temporary file, then rename) when it changed, once the queue
+/// is idle or ten seconds after the last write.
+struct AnswerCache {
+    path: Option<PathBuf>,
+    ttl: u64,
+    map: HashMap<IpAddr, Kept>,
+    dirty: bool,
+    saved: Instant,
+}
+
+/// Kept answers at most (the oldest go first).
+const CACHE_MAX: usize = 200_000;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl AnswerCache {
+    fn load(path: Option<PathBuf>, ttl: Duration) -> AnswerCache {
+        let ttl = ttl.as_secs().max(1);
+        let mut map: HashMap<IpAddr, Kept> = HashMap::new();
+        if let Some(p) = &path {
+            match std::fs::read(p) {
+                Ok(bytes) => match serde_json::from_slice::<HashMap<IpAddr, Kept>>(&bytes) {
+                    Ok(m) => map = m,
+                    Err(e) => tracing::warn!(file = %p.display(), "reputation cache unreadable ({e}); starting empty"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = %p.display(), "reputation cache: {e}; starting empty"),
+            }
+        }
+        let now = unix_now();
+        map.retain(|_, k| now < k.at + ttl);
+        AnswerCache { path, ttl, map, dirty: false, saved: Instant::now() }
+    }
+
+    /// A fresh answer kept for `ip`.
+    fn get(&self, ip: IpAddr) -> Option<Answer> {
+        let k = self.map.get(&ip).filter(|k| unix_now() < k.at + self.ttl)?;
+        Some(match &k.flagged {
+            None => Answer::Clean(ip),
+            Some(f) => Answer::Flagged(Reputation {
+                ip,
+                severity: Severity::from_name(&f.severity)?,
+                verdict: Verdict::from_name(&f.verdict)?,
+                detail: f.detail.clone(),
+            }),
+        })
+    }
+
+    fn put(&mut self, a: &Answer) {
+        let (ip, flagged) = match a {
+            Answer::Clean(ip) => (*ip, None),
+            Answer::Flagged(r) => (
+                r.ip,
+                Some(KeptFlag {
+                    severity: r.severity.name().to_string(),
+                    verdict: r.verdict.name().to_string(),
+                    detail: r.detail.clone(),
+                }),
+            ),
+            Answer::Failed(_) => return,
+        };
+        self.map.insert(ip, Kept { at: unix_now(), flagged });
+        self.dirty = true;
+    }
+
+    fn save_if_due(&mut self, idle: bool) {
+        let Some(p) = &self.path else { return };
+        if !self.dirty || !(idle || self.saved.elapsed() >= Duration::from_secs(10)) {
+            return;
+        }
+        let now = unix_now();
+        let ttl = self.ttl;
+        self.map.retain(|_, k| now < k.at + ttl);
+        if self.map.len() > CACHE_MAX {
+            let mut ages: Vec<u64> = self.map.values().map(|k| k.at).collect();
+            ages.sort_unstable();
+            let cut = ages[self.map.len() - CACHE_MAX];
+            self.map.retain(|_, k| k.at >= cut);
+        }
+        let write = || -> std::io::Result<()> {
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let tmp = p.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&self.map).map_err(std::io::Error::other)?)?;
+            std::fs::rename(&tmp, p)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(file = %p.display(), "writing the reputation cache: {e}");
+        }
+        self.dirty = false;
+        self.saved = Instant::now();
+    }
 }
 
 /// What one request came to.
@@ -190,6 +315,7 @@ impl Service {
     }
 
     fn run(self, l: &Lookups) {
+        let mut cache = AnswerCache::load(self.cache_file.clone(), self.cache);
         let agent = self.agent();
         let title = self.provider.title();
         let mut minute: VecDeque<Instant> = VecDeque::new();
@@ -212,7 +338,25 @@ impl Service {
                     "reputation lookups"
                 );
             }
-            // Within the minute's budget …
+            let Some(ip) = l.next(Duration::from_secs(1)) else {
+                cache.save_if_due(true);
+                continue;
+            };
+            // Asked before (this run or an earlier one): no request.
+            if let Some(a) = cache.get(ip) {
+                l.answer(a);
+                continue;
+            }
+            // Within the day's budget (UTC; it ends at midnight) …
+            if day.0 != utc_day() {
+                day = (utc_day(), 0);
+            }
+            if day.1 >= self.per_day {
+                // Offered again when it is next seen.
+                l.answer(Answer::Failed(ip));
+                continue;
+            }
+            // … and the minute's.
             while minute.len() >= self.per_minute as usize {
                 let oldest = minute[0];
                 match Duration::from_secs(60).checked_sub(oldest.elapsed()) {
@@ -222,15 +366,6 @@ impl Service {
                     }
                 }
             }
-            // … and the day's (UTC), which ends at midnight.
-            if day.0 != utc_day() {
-                day = (utc_day(), 0);
-            }
-            if day.1 >= self.per_day {
-                std::thread::sleep(Duration::from_secs(60));
-                continue;
-            }
-            let Some(ip) = l.next(Duration::from_secs(1)) else { continue };
             minute.push_back(Instant::now());
             day.1 += 1;
             if day.1 == self.per_day {
@@ -241,6 +376,8 @@ impl Service {
                     if let Answer::Flagged(r) = &a {
                         tracing::info!(service = title, ip = %r.ip, "reputation: flagged ({})", r.detail);
                     }
+                    cache.put(&a);
+                    cache.save_if_due(false);
                     l.answer(a);
                 }
                 Ok(Outcome::SlowDown(ip, wait)) => {
@@ -293,7 +430,46 @@ mod tests {
             timeout: Duration::from_secs(5),
             suspicious,
             malicious,
+            cache_file: None,
         }
+    }
+
+    /// Answers are kept across restarts, expire after the cache time, and
+    /// failures are not kept.
+    #[test]
+    fn answers_are_kept_in_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reputation/abuseipdb.json");
+        let bad: IpAddr = "203.0.113.9".parse().unwrap();
+        let good: IpAddr = "198.51.100.1".parse().unwrap();
+        let failed: IpAddr = "198.51.100.2".parse().unwrap();
+        let flag = Answer::Flagged(Reputation {
+            ip: bad,
+            severity: Severity::High,
+            verdict: Verdict::Malicious,
+            detail: "abuse confidence 97%".into(),
+        });
+        let mut c = AnswerCache::load(Some(path.clone()), Duration::from_secs(3600));
+        c.put(&flag);
+        c.put(&Answer::Clean(good));
+        c.put(&Answer::Failed(failed));
+        c.save_if_due(false);
+        assert!(!path.exists(), "not due yet: neither idle nor 10 s since the last write");
+        c.save_if_due(true);
+        let c = AnswerCache::load(Some(path.clone()), Duration::from_secs(3600));
+        assert_eq!(c.get(bad), Some(flag));
+        assert_eq!(c.get(good), Some(Answer::Clean(good)));
+        assert_eq!(c.get(failed), None);
+        // Older than the cache time: gone.
+        let mut m: HashMap<IpAddr, Kept> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        m.get_mut(&bad).unwrap().at -= 7200;
+        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        let c = AnswerCache::load(Some(path.clone()), Duration::from_secs(3600));
+        assert_eq!(c.get(bad), None);
+        assert_eq!(c.get(good), Some(Answer::Clean(good)));
+        // A damaged file: an empty cache, not an error.
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(AnswerCache::load(Some(path), Duration::from_secs(3600)).map.is_empty());
     }
 
     #[test]

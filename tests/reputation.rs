@@ -220,6 +220,35 @@ fn a_flagged_address_raises_one_reputation_alert_and_each_address_is_asked_once(
     key_nowhere(&data, &out);
 }
 
+/// Answers are kept in the data directory: a second run over it asks the
+/// service about none of the addresses the first run asked about, and the
+/// address flagged then is flagged again from the kept answer.
+#[test]
+fn a_restart_asks_nothing_twice() {
+    let svc = service(false);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), svc.port, "", "per_minute = 600");
+    run(&cfg, &data, 5);
+    let first: Vec<IpAddr> = svc.asked.lock().unwrap().iter().map(|a| a.ip).collect();
+    assert!(!first.is_empty());
+    assert!(data.join("reputation/abuseipdb.json").is_file());
+    let before = alerts(&data).len();
+    let out = run(&cfg, &data, 5);
+    let all = svc.asked.lock().unwrap().clone();
+    let second: Vec<IpAddr> = all[first.len()..].iter().map(|a| a.ip).collect();
+    assert!(second.iter().all(|ip| !first.contains(ip)), "asked again: {second:?} (first run: {first:?})");
+    let bad = first[0].to_string();
+    let again: Vec<Value> = alerts(&data)
+        .into_iter()
+        .skip(before)
+        .filter(|a| a["rule"] == "reputation" && a["event"] == "open")
+        .filter(|a| a["explanation"].as_str().unwrap().contains(&format!("{bad}, which AbuseIPDB")))
+        .collect();
+    assert_eq!(again.len(), 1, "flagged again from the kept answer:\n{out}");
+    key_nowhere(&data, &out);
+}
+
 /// The same against a service speaking VirusTotal's API: an unknown
 /// address (404) is clean and not asked again.
 #[test]
