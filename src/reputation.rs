@@ -117,14 +117,29 @@ struct KeptFlag {
     detail: String,
 }
 
-/// The service's answers for `cache` time, kept in a file so a restart does
-/// not spend the day's requests again on the same addresses. Written
-/// atomically (temporary file, then rename) when it changed, once the queue
-/// is idle or ten seconds after the last write.
+/// The cache file: the day's requests so far, and the answers.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    /// Days since the epoch (UTC) and requests made that day.
+    #[serde(default)]
+    day: u64,
+    #[serde(default)]
+    used: u32,
+    #[serde(default)]
+    answers: HashMap<IpAddr, Kept>,
+}
+
+/// The service's answers for `cache` time and the day's request count,
+/// kept in a file so a restart neither asks again about the same addresses
+/// nor starts the day's budget over. Written atomically (temporary file,
+/// then rename) when it changed, once the queue is idle or ten seconds
+/// after the last write.
 struct AnswerCache {
     path: Option<PathBuf>,
     ttl: u64,
     map: HashMap<IpAddr, Kept>,
+    /// (day, requests made that day).
+    day: (u64, u32),
     dirty: bool,
     saved: Instant,
 }
@@ -139,11 +154,11 @@ fn unix_now() -> u64 {
 impl AnswerCache {
     fn load(path: Option<PathBuf>, ttl: Duration) -> AnswerCache {
         let ttl = ttl.as_secs().max(1);
-        let mut map: HashMap<IpAddr, Kept> = HashMap::new();
+        let mut file = CacheFile::default();
         if let Some(p) = &path {
             match std::fs::read(p) {
-                Ok(bytes) => match serde_json::from_slice::<HashMap<IpAddr, Kept>>(&bytes) {
-                    Ok(m) => map = m,
+                Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
+                    Ok(f) => file = f,
                     Err(e) => tracing::warn!(file = %p.display(), "reputation cache unreadable ({e}); starting empty"),
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -151,8 +166,24 @@ impl AnswerCache {
             }
         }
         let now = unix_now();
+        let mut map = file.answers;
         map.retain(|_, k| now < k.at + ttl);
-        AnswerCache { path, ttl, map, dirty: false, saved: Instant::now() }
+        let day = if file.day == utc_day() { (file.day, file.used) } else { (utc_day(), 0) };
+        AnswerCache { path, ttl, map, day, dirty: false, saved: Instant::now() }
+    }
+
+    /// Requests made today (UTC; the count starts over at midnight).
+    fn used_today(&mut self) -> u32 {
+        if self.day.0 != utc_day() {
+            self.day = (utc_day(), 0);
+        }
+        self.day.1
+    }
+
+    fn count_request(&mut self) {
+        self.used_today();
+        self.day.1 += 1;
+        self.dirty = true;
     }
 
     /// A fresh answer kept for `ip`.
@@ -180,7 +211,7 @@ impl AnswerCache {
                     detail: r.detail.clone(),
                 }),
             ),
-            Answer::Failed(_) => return,
+            Answer::Failed(_) | Answer::Deferred(_) => return,
         };
         self.map.insert(ip, Kept { at: unix_now(), flagged });
         self.dirty = true;
@@ -200,12 +231,15 @@ impl AnswerCache {
             let cut = ages[self.map.len() - CACHE_MAX];
             self.map.retain(|_, k| k.at >= cut);
         }
+        let file = CacheFile { day: self.day.0, used: self.day.1, answers: std::mem::take(&mut self.map) };
+        let bytes = serde_json::to_vec(&file);
+        self.map = file.answers;
         let write = || -> std::io::Result<()> {
             if let Some(d) = p.parent() {
                 std::fs::create_dir_all(d)?;
             }
             let tmp = p.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&self.map).map_err(std::io::Error::other)?)?;
+            std::fs::write(&tmp, bytes.map_err(std::io::Error::other)?)?;
             std::fs::rename(&tmp, p)
         };
         if let Err(e) = write() {
@@ -319,7 +353,6 @@ impl Service {
         let agent = self.agent();
         let title = self.provider.title();
         let mut minute: VecDeque<Instant> = VecDeque::new();
-        let mut day = (utc_day(), 0u32);
         let mut errors = 0u64;
         let mut last_error_log: Option<Instant> = None;
         let mut last_report = Instant::now();
@@ -334,7 +367,7 @@ impl Service {
                     flagged = n(&l.stats.flagged),
                     failed = n(&l.stats.failed),
                     queue_full = n(&l.stats.queue_full),
-                    today = day.1,
+                    today = cache.used_today(),
                     "reputation lookups"
                 );
             }
@@ -347,13 +380,10 @@ impl Service {
                 l.answer(a);
                 continue;
             }
-            // Within the day's budget (UTC; it ends at midnight) …
-            if day.0 != utc_day() {
-                day = (utc_day(), 0);
-            }
-            if day.1 >= self.per_day {
-                // Offered again when it is next seen.
-                l.answer(Answer::Failed(ip));
+            // Within the day's budget (UTC; it ends at midnight, and a
+            // restart carries it over) …
+            if cache.used_today() >= self.per_day {
+                l.answer(Answer::Deferred(ip));
                 continue;
             }
             // … and the minute's.
@@ -367,8 +397,8 @@ impl Service {
                 }
             }
             minute.push_back(Instant::now());
-            day.1 += 1;
-            if day.1 == self.per_day {
+            cache.count_request();
+            if cache.used_today() == self.per_day {
                 tracing::warn!(service = title, "reputation lookups: the day's {} requests are used up", self.per_day);
             }
             match self.ask(&agent, ip) {
@@ -453,17 +483,20 @@ mod tests {
         c.put(&flag);
         c.put(&Answer::Clean(good));
         c.put(&Answer::Failed(failed));
+        c.count_request();
+        c.count_request();
         c.save_if_due(false);
         assert!(!path.exists(), "not due yet: neither idle nor 10 s since the last write");
         c.save_if_due(true);
-        let c = AnswerCache::load(Some(path.clone()), Duration::from_secs(3600));
+        let mut c = AnswerCache::load(Some(path.clone()), Duration::from_secs(3600));
+        assert_eq!(c.used_today(), 2, "the day's requests carry over a restart");
         assert_eq!(c.get(bad), Some(flag));
         assert_eq!(c.get(good), Some(Answer::Clean(good)));
         assert_eq!(c.get(failed), None);
         // Older than the cache time: gone.
-        let mut m: HashMap<IpAddr, Kept> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        m.get_mut(&bad).unwrap().at -= 7200;
-        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        let mut f: CacheFile = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f.answers.get_mut(&bad).unwrap().at -= 7200;
+        std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
         let c = AnswerCache::load(Some(path.clone()), Duration::from_secs(3600));
         assert_eq!(c.get(bad), None);
         assert_eq!(c.get(good), Some(Answer::Clean(good)));

@@ -249,6 +249,22 @@ fn a_restart_asks_nothing_twice() {
     key_nowhere(&data, &out);
 }
 
+/// Past the day's budget nothing more is asked (the rest wait, deferred),
+/// across a restart too.
+#[test]
+fn the_day_budget_holds() {
+    let svc = service(false);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), svc.port, "", "per_minute = 600\nper_day = 2");
+    let out = run(&cfg, &data, 5);
+    assert_eq!(svc.asked.lock().unwrap().len(), 2, "{out}");
+    assert!(out.contains("the day's 2 requests are used up"), "{out}");
+    // A restart does not start the day over.
+    let out = run(&cfg, &data, 4);
+    assert_eq!(svc.asked.lock().unwrap().len(), 2, "{out}");
+}
+
 /// The same against a service speaking VirusTotal's API: an unknown
 /// address (404) is clean and not asked again.
 #[test]

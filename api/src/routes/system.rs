@@ -199,6 +199,12 @@ pub async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoRes
             by(|s| &s.failed),
         );
         metric(
+            "tapstream_reputation_deferred_total",
+            "counter",
+            "Addresses not asked because the day's requests were spent.",
+            by(|s| &s.deferred),
+        );
+        metric(
             "tapstream_reputation_queue_full_total",
             "counter",
             "Addresses not offered because the service's queue was full.",

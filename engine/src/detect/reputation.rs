@@ -35,10 +35,16 @@ pub enum Answer {
     Flagged(Reputation),
     /// Known and not abusive (or below the thresholds).
     Clean(IpAddr),
-    /// The service could not answer (error, timeout, quota): the address may
-    /// be offered again when it is seen next.
+    /// The service could not answer (error, timeout, refused key): the
+    /// address may be offered again when it is seen next.
     Failed(IpAddr),
+    /// Not asked: the service's budget (requests per day) is spent. The
+    /// address is offered again in ten minutes if it is still seen.
+    Deferred(IpAddr),
 }
+
+/// How long a deferred address waits before it is offered again.
+const DEFER_SECS: u64 = 600;
 
 /// A flagged address and why.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +67,8 @@ pub struct LookupStats {
     pub answered: AtomicU64,
     pub flagged: AtomicU64,
     pub failed: AtomicU64,
+    /// Not asked because the day's requests were spent.
+    pub deferred: AtomicU64,
 }
 
 /// The meeting point of the stage and one lookup service.
@@ -141,10 +149,11 @@ struct Hit {
     outbound: bool,
 }
 
-/// The stage's state for one service: what was asked when, and what came
-/// back flagged.
+/// The stage's state for one service: the addresses asked about (until
+/// when they are not offered again), and what came back flagged.
 pub(crate) struct Stage {
     lookups: Arc<Lookups>,
+    /// Address → the second until which it is not offered again.
     asked: HashMap<IpAddr, u64>,
     flagged: HashMap<IpAddr, (Reputation, u64)>,
     last_sweep: u64,
@@ -177,11 +186,15 @@ impl Stage {
                     l.stats.failed.fetch_add(1, Ordering::Relaxed);
                     self.asked.remove(&ip);
                 }
+                Answer::Deferred(ip) => {
+                    l.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                    self.asked.insert(ip, sec + DEFER_SECS);
+                }
             }
         }
         if sec >= self.last_sweep + 60 {
             self.last_sweep = sec;
-            self.asked.retain(|_, t| sec < *t + ttl);
+            self.asked.retain(|_, until| sec < *until);
             self.flagged.retain(|_, (_, t)| sec < *t + ttl);
         }
         let mut hits: HashMap<IpAddr, Hit> = HashMap::new();
@@ -220,7 +233,7 @@ impl Stage {
             match l.asks.0.try_send(ip) {
                 Ok(()) => {
                     l.stats.offered.fetch_add(1, Ordering::Relaxed);
-                    self.asked.insert(ip, sec);
+                    self.asked.insert(ip, sec + ttl);
                 }
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     l.stats.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -372,6 +385,16 @@ mod tests {
             "10.0.0.1 talked to 198.51.100.2, which TestRep reports as abusive (abuse confidence 97%): 100 packets, 10,000 bytes, 1 new flows, ports 443"
         );
         assert_eq!(l.next(Duration::ZERO), Some("198.51.100.3".parse().unwrap()), "a failed lookup is offered again");
+        // Deferred (the day's budget spent): not offered again for ten
+        // minutes, then offered again.
+        l.answer(Answer::Deferred("198.51.100.3".parse().unwrap()));
+        st.second(5, convs.iter().map(|(k, s)| (k, s)), &mut Vec::new());
+        st.second(300, convs.iter().map(|(k, s)| (k, s)), &mut Vec::new());
+        assert_eq!(l.next(Duration::ZERO), None, "still deferred");
+        assert_eq!(l.stats.deferred.load(Ordering::Relaxed), 1);
+        assert_eq!(l.stats.failed.load(Ordering::Relaxed), 1, "a deferral is not a failure");
+        st.second(700, convs.iter().map(|(k, s)| (k, s)), &mut Vec::new());
+        assert_eq!(l.next(Duration::ZERO), Some("198.51.100.3".parse().unwrap()), "offered again after ten minutes");
         // A full queue: counted, nothing blocks.
         let many: Vec<(ConvKey, ConvStat)> = (0..50).map(|i| conv([10, 0, 0, 1], [203, 0, 113, i], 1)).collect();
         let l2 = Lookups::new("Full", Duration::from_secs(60), 10, 3);
