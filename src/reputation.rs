@@ -366,11 +366,15 @@ impl Service {
                     answered = n(&l.stats.answered),
                     flagged = n(&l.stats.flagged),
                     failed = n(&l.stats.failed),
+                    deferred = n(&l.stats.deferred),
                     queue_full = n(&l.stats.queue_full),
                     today = cache.used_today(),
                     "reputation lookups"
                 );
             }
+            // Kept answers reach the file within ten seconds even while the
+            // queue never runs dry, at once when it does.
+            cache.save_if_due(false);
             let Some(ip) = l.next(Duration::from_secs(1)) else {
                 cache.save_if_due(true);
                 continue;
@@ -407,7 +411,6 @@ impl Service {
                         tracing::info!(service = title, ip = %r.ip, "reputation: flagged ({})", r.detail);
                     }
                     cache.put(&a);
-                    cache.save_if_due(false);
                     l.answer(a);
                 }
                 Ok(Outcome::SlowDown(ip, wait)) => {
