@@ -338,15 +338,15 @@ fn the_server_counts_lookups_in_its_metrics() {
         let line = format!("{name}{{service=\"AbuseIPDB\"}} ");
         text.lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
     };
-    let text = server::wait_for(20, || {
-        let m = s.raw("GET", "/metrics", Some(&admin), None);
-        let t = m.body.as_str().unwrap_or_default().to_string();
-        (value(&t, "tapstream_reputation_flagged_total") >= 1.0).then_some(t)
-    })
-    .expect("the flagged address is counted");
+    let metrics = || s.raw("GET", "/metrics", Some(&admin), None).body.as_str().unwrap_or_default().to_string();
+    server::wait_for(20, || (value(&metrics(), "tapstream_reputation_flagged_total") >= 1.0).then_some(()))
+        .expect("the flagged address is counted");
+    // Every request the service got was offered first (more may wait in
+    // the queue).
     let asked = svc.asked.lock().unwrap().len() as f64;
+    let text = metrics();
     let offered = value(&text, "tapstream_reputation_lookups_total");
-    assert!(offered >= 1.0 && offered <= asked + 1.0, "{offered} offered, {asked} asked:\n{text}");
+    assert!(asked >= 1.0 && offered >= asked, "{offered} offered, {asked} asked:\n{text}");
     assert!(text.contains("# TYPE tapstream_reputation_queue_full_total counter"), "{text}");
     assert_eq!(value(&text, "tapstream_reputation_failed_total"), 0.0, "{text}");
     let log = s.stderr.lock().unwrap().clone() + &s.stdout.lock().unwrap();
