@@ -40,8 +40,60 @@ pub struct Finding {
     pub explanation: String,
 }
 
-fn ip(a: &Addr) -> String {
+pub(crate) fn ip(a: &Addr) -> String {
     addr(a.1, &a.0).to_string()
+}
+
+/// What one listed address (a threat-feed entry, an address a reputation
+/// service flags) exchanged with its peers in one second.
+#[derive(Default)]
+pub(crate) struct Contact {
+    pub peers: HashMap<Addr, u64>,
+    /// Responder ports, the first ten.
+    pub ports: Vec<u16>,
+    pub pkts: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    pub samples: Vec<u64>,
+    /// Our side reached out to it (it was the responder at least once).
+    pub outbound: bool,
+}
+
+impl Contact {
+    /// Count conversation `k` with the listed address on the `outbound`
+    /// side (responder) or not (originator); `peer` is the other end.
+    pub fn add(&mut self, k: &ConvKey, s: &ConvStat, peer: &[u8; 16], outbound: bool) {
+        self.outbound |= outbound;
+        if *peer != [0; 16] {
+            *self.peers.entry((*peer, k.v6)).or_default() += s.pkts + s.rpkts;
+        }
+        if self.ports.len() < 10 && !self.ports.contains(&k.dport) {
+            self.ports.push(k.dport);
+        }
+        self.pkts += s.pkts + s.rpkts;
+        self.bytes += s.bytes + s.rbytes;
+        self.flows += s.flows as u64;
+        push_sample(&mut self.samples, s.sample);
+    }
+
+    /// The `n` busiest peers.
+    pub fn top_peers(&self, n: usize) -> Vec<(Addr, u64)> {
+        top(&self.peers, n)
+    }
+
+    /// "N packets, N bytes, N new flows".
+    pub fn figures(&self) -> String {
+        format!(
+            "{} packets, {} bytes, {} new flows",
+            thousands(self.pkts as f64),
+            thousands(self.bytes as f64),
+            thousands(self.flows as f64)
+        )
+    }
+
+    pub fn port_list(&self) -> String {
+        self.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// `48000.0` → `48,000`.
@@ -498,13 +550,7 @@ impl Detectors {
         #[derive(Default)]
         struct Hit {
             feed: String,
-            peers: HashMap<Addr, u64>,
-            ports: Vec<u16>,
-            pkts: u64,
-            bytes: u64,
-            flows: u64,
-            samples: Vec<u64>,
-            outbound: bool,
+            c: Contact,
             seen_in: u8,
         }
         let mut hits: HashMap<String, Hit> = HashMap::new();
@@ -516,34 +562,25 @@ impl Detectors {
                 let Some(feed) = intel.ip(listed, k.v6) else { continue };
                 let h = hits.entry(ip(&(*listed, k.v6))).or_default();
                 h.feed = feed.to_string();
-                h.outbound |= outbound;
-                if *peer != [0; 16] {
-                    *h.peers.entry((*peer, k.v6)).or_default() += s.pkts + s.rpkts;
-                }
-                if h.ports.len() < 10 && !h.ports.contains(&k.dport) {
-                    h.ports.push(k.dport);
-                }
-                h.pkts += s.pkts + s.rpkts;
-                h.bytes += s.bytes + s.rbytes;
-                h.flows += s.flows as u64;
-                push_sample(&mut h.samples, s.sample);
+                h.c.add(k, s, peer, outbound);
             }
         }
         for (k, s) in names {
             let Some((listed, feed)) = intel.domain(&k.name) else { continue };
             let h = hits.entry(listed.to_string()).or_default();
             h.feed = feed.to_string();
-            h.outbound = true;
+            h.c.outbound = true;
             h.seen_in |= s.seen_in;
-            *h.peers.entry((k.client, k.v6)).or_default() += (s.queries + s.other) as u64;
-            h.flows += (s.queries + s.other) as u64;
-            push_sample(&mut h.samples, s.sample);
+            *h.c.peers.entry((k.client, k.v6)).or_default() += (s.queries + s.other) as u64;
+            h.c.flows += (s.queries + s.other) as u64;
+            push_sample(&mut h.c.samples, s.sample);
         }
         let mut keys: Vec<String> = hits.keys().cloned().collect();
         keys.sort();
         for key in keys {
             let h = &hits[&key];
-            let peers = top(&h.peers, 5);
+            let c = &h.c;
+            let peers = c.top_peers(5);
             let peer_list = peers.iter().map(|(a, _)| ip(a)).collect::<Vec<_>>();
             let how = if h.seen_in != 0 {
                 let mut w = Vec::new();
@@ -557,27 +594,18 @@ impl Detectors {
                     w.push("asked for over HTTP");
                 }
                 format!("{key} (listed by {}) {} by {}", h.feed, w.join(", "), peer_list.join(", "))
-            } else if h.outbound {
+            } else if c.outbound {
                 format!(
-                    "{} talked to {key}, listed by {}: {} packets, {} bytes, {} new flows, ports {}",
+                    "{} talked to {key}, listed by {}: {}, ports {}",
                     peer_list.join(", "),
                     h.feed,
-                    thousands(h.pkts as f64),
-                    thousands(h.bytes as f64),
-                    thousands(h.flows as f64),
-                    h.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                    c.figures(),
+                    c.port_list()
                 )
             } else {
-                format!(
-                    "{key}, listed by {}, reached {}: {} packets, {} bytes, {} new flows",
-                    h.feed,
-                    peer_list.join(", "),
-                    thousands(h.pkts as f64),
-                    thousands(h.bytes as f64),
-                    thousands(h.flows as f64)
-                )
+                format!("{key}, listed by {}, reached {}: {}", h.feed, peer_list.join(", "), c.figures())
             };
-            let (src_ips, dst_ips) = if h.outbound {
+            let (src_ips, dst_ips) = if c.outbound {
                 (peer_list.clone(), vec![key.clone()])
             } else {
                 (vec![key.clone()], peer_list.clone())
@@ -592,14 +620,14 @@ impl Detectors {
                 verdict: Verdict::Malicious,
                 src_ips,
                 dst_ips,
-                ports: h.ports.clone(),
-                packets: h.pkts,
-                bytes: h.bytes,
-                flows: h.flows,
-                rate: h.pkts as f64,
+                ports: c.ports.clone(),
+                packets: c.pkts,
+                bytes: c.bytes,
+                flows: c.flows,
+                rate: c.pkts as f64,
                 rate_unit: "packets/s".into(),
                 top_sources: peers.iter().map(|(a, n)| format!("{} ({n})", ip(a))).collect(),
-                sample_flows: h.samples.iter().map(|u| uid_string(*u)).collect(),
+                sample_flows: c.samples.iter().map(|u| uid_string(*u)).collect(),
                 explanation: how,
             });
         }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
-use super::detectors::Finding;
+use super::detectors::{Contact, Finding};
 use super::{ConvKey, ConvStat};
 use crate::alert::{Category, Severity, Verdict};
 use crate::decode::addr;
@@ -138,17 +138,6 @@ pub fn is_public(ip: &IpAddr) -> bool {
     }
 }
 
-#[derive(Default)]
-struct Hit {
-    peers: HashMap<IpAddr, u64>,
-    ports: Vec<u16>,
-    pkts: u64,
-    bytes: u64,
-    flows: u64,
-    samples: Vec<u64>,
-    outbound: bool,
-}
-
 /// The stage's state for one service: the addresses asked about (until
 /// when they are not offered again), and what came back flagged.
 pub(crate) struct Stage {
@@ -197,32 +186,18 @@ impl Stage {
             self.asked.retain(|_, until| sec < *until);
             self.flagged.retain(|_, (_, t)| sec < *t + ttl);
         }
-        let mut hits: HashMap<IpAddr, Hit> = HashMap::new();
+        let mut hits: HashMap<IpAddr, Contact> = HashMap::new();
         let mut new: HashMap<IpAddr, u64> = HashMap::new();
         for (k, s) in convs {
-            let pkts = s.pkts + s.rpkts;
             for (this, peer, outbound) in [(&k.dst, &k.src, true), (&k.src, &k.dst, false)] {
                 if !outbound && !k.src_known() {
                     continue;
                 }
                 let ip = addr(k.v6, this);
                 if self.flagged.contains_key(&ip) {
-                    let h = hits.entry(ip).or_default();
-                    h.outbound |= outbound;
-                    if *peer != [0; 16] {
-                        *h.peers.entry(addr(k.v6, peer)).or_default() += pkts;
-                    }
-                    if h.ports.len() < 10 && !h.ports.contains(&k.dport) {
-                        h.ports.push(k.dport);
-                    }
-                    h.pkts += pkts;
-                    h.bytes += s.bytes + s.rbytes;
-                    h.flows += s.flows as u64;
-                    if s.sample != 0 && h.samples.len() < 5 && !h.samples.contains(&s.sample) {
-                        h.samples.push(s.sample);
-                    }
+                    hits.entry(ip).or_default().add(k, s, peer, outbound);
                 } else if !self.asked.contains_key(&ip) && is_public(&ip) {
-                    *new.entry(ip).or_default() += pkts;
+                    *new.entry(ip).or_default() += s.pkts + s.rpkts;
                 }
             }
         }
@@ -246,17 +221,9 @@ impl Stage {
         for ip in ips {
             let h = &hits[&ip];
             let (r, _) = &self.flagged[&ip];
-            let mut peers: Vec<(IpAddr, u64)> = h.peers.iter().map(|(a, n)| (*a, *n)).collect();
-            peers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            peers.truncate(5);
-            let peer_list: Vec<String> = peers.iter().map(|(a, _)| a.to_string()).collect();
-            let figures = format!(
-                "{} packets, {} bytes, {} new flows",
-                super::detectors::thousands(h.pkts as f64),
-                super::detectors::thousands(h.bytes as f64),
-                super::detectors::thousands(h.flows as f64)
-            );
-            let ports = h.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+            let peers = h.top_peers(5);
+            let peer_list: Vec<String> = peers.iter().map(|(a, _)| super::detectors::ip(a)).collect();
+            let (figures, ports) = (h.figures(), h.port_list());
             let explanation = if h.outbound {
                 format!(
                     "{} talked to {ip}, which {} reports as abusive ({}): {figures}, ports {ports}",
@@ -293,7 +260,7 @@ impl Stage {
                 flows: h.flows,
                 rate: h.pkts as f64,
                 rate_unit: "packets/s".into(),
-                top_sources: peers.iter().map(|(a, n)| format!("{a} ({n})")).collect(),
+                top_sources: peer_list.iter().zip(&peers).map(|(a, (_, n))| format!("{a} ({n})")).collect(),
                 sample_flows: h.samples.iter().map(|u| uid_string(*u)).collect(),
                 explanation,
             });
