@@ -30,6 +30,11 @@ pub struct Column {
     ty: String,
 }
 
+/// A result's columns: name and Arrow type.
+pub(crate) fn columns(schema: &arrow::datatypes::Schema) -> Vec<Column> {
+    schema.fields().iter().map(|f| Column { name: f.name().clone(), ty: f.data_type().to_string() }).collect()
+}
+
 #[derive(Serialize, schemars::JsonSchema)]
 #[schemars(rename = "SqlAnswer")]
 pub struct Answer {
@@ -96,17 +101,7 @@ pub async fn run(State(st): State<AppState>, me: Me, Body(q): Body<Query>) -> Ap
     let buf = w.into_inner();
     let rows: Vec<serde_json::Value> =
         if buf.is_empty() { Vec::new() } else { serde_json::from_slice(&buf).map_err(ApiError::internal)? };
-    Ok(json(Answer {
-        columns: schema
-            .fields()
-            .iter()
-            .map(|f| Column { name: f.name().clone(), ty: f.data_type().to_string() })
-            .collect(),
-        rows,
-        truncated,
-        notes,
-        elapsed_ms: t0.elapsed().as_millis() as u64,
-    }))
+    Ok(json(Answer { columns: columns(&schema), rows, truncated, notes, elapsed_ms: t0.elapsed().as_millis() as u64 }))
 }
 
 fn truncate(s: &str, n: usize) -> &str {

@@ -6,6 +6,7 @@
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
+use super::query::Column;
 use super::traffic::{Selection, rows};
 use super::{Params, json};
 use crate::AppState;
@@ -50,13 +51,6 @@ pub struct RecordsQuery {
     /// Rows to skip (paging).
     #[schemars(range(max = 1000000))]
     offset: Option<u32>,
-}
-
-#[derive(Serialize, schemars::JsonSchema)]
-pub struct Column {
-    name: String,
-    #[serde(rename = "type")]
-    ty: String,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -141,11 +135,7 @@ pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -
         table: table.name().to_string(),
         from: super::audit::rfc3339(from),
         to: super::audit::rfc3339(to),
-        columns: schema
-            .fields()
-            .iter()
-            .map(|f| Column { name: f.name().clone(), ty: f.data_type().to_string() })
-            .collect(),
+        columns: super::query::columns(&schema),
         rows,
         offset,
         more,
