@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tapstream_engine::records::Table;
+use tapstream_query::compact::Compactor;
 use tapstream_query::synth::FlowSynth;
 use tapstream_query::{Guardrails, History, HourlyWriter, WriterConfig};
 
@@ -53,13 +54,14 @@ fn generate(data: &Path, rows: u64, days: i64, end_s: i64, seed: u64) {
     let start = (end_hour - hours + 1) * HOUR_NS;
     let per_hour = rows.div_ceil(hours as u64);
     let cfg = WriterConfig {
-        // One sorted file per hour, as compaction leaves it.
+        // One file per hour, then compacted (sorted) below, as a running
+        // appliance leaves a closed hour.
         max_rows_per_file: per_hour as usize + 1,
         max_file_age: Duration::from_secs(3600),
         compaction: false,
         ..WriterConfig::default()
     };
-    let mut w = HourlyWriter::new(data, cfg).expect("data dir");
+    let mut w = HourlyWriter::new(data, cfg.clone()).expect("data dir");
     let mut s = FlowSynth::new(seed, start, per_hour);
     let t = Instant::now();
     let mut left = rows;
@@ -69,6 +71,10 @@ fn generate(data: &Path, rows: u64, days: i64, end_s: i64, seed: u64) {
         left -= n;
     }
     w.close().expect("close");
+    let compactor = Compactor::new(data, cfg).expect("compactor");
+    for h in 0..hours {
+        compactor.compact(Table::Flows, start / HOUR_NS + h).expect("compact");
+    }
     eprintln!("{rows} rows over {hours} hours in {:.1} s", t.elapsed().as_secs_f64());
 }
 

@@ -728,6 +728,7 @@ pub struct RawStorage {
     pub record_batch_rows: Option<usize>,
     pub zstd_level: Option<i32>,
     pub row_group_rows: Option<usize>,
+    pub page_rows: Option<usize>,
     pub compaction: Option<bool>,
     pub compaction_grace_secs: Option<f64>,
     pub compaction_memory_mb: Option<usize>,
@@ -975,6 +976,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         max_file_age: flush.mul_f64(0.45),
         zstd_level: range("storage.zstd_level", raw.storage.zstd_level, 3, 1, 22)?,
         row_group_rows: range("storage.row_group_rows", raw.storage.row_group_rows, 128 * 1024, 1024, 1 << 24)?,
+        page_rows: range("storage.page_rows", raw.storage.page_rows, 8 * 1024, 512, 1 << 20)?,
         compaction: raw.storage.compaction.unwrap_or(true),
         compaction_grace: secs(
             "storage.compaction_grace_secs",

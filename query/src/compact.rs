@@ -1,4 +1,5 @@
-//! Compaction: an hour's part files become one file sorted by `ts`.
+//! Compaction: an hour's part files become one sorted file (see
+//! [`sort_key`]: the originator address, then `ts`).
 //!
 //! The sort runs in DataFusion with a spilling memory pool, so an hour of
 //! any size is merged in bounded memory. The merged file is written under
@@ -34,6 +35,17 @@ pub struct Compacted {
     pub rows: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+/// The order a compacted hour is written in: the originator address and
+/// then time, for tables that have one; time alone for the others. One
+/// address's rows then sit together in a few pages, so a lookup of a host
+/// or a network (`orig_h = …`, `cidr_contains(…, orig_h)`) decodes those
+/// pages and the page index skips the rest of the hour; the hour's own
+/// partition already bounds it in time.
+pub fn sort_key(table: Table) -> Vec<&'static str> {
+    let schema = table.schema();
+    ["orig_h", "ts"].into_iter().filter(|c| schema.index_of(c).is_ok()).collect()
 }
 
 /// Whether an hour's files need merging: more than one file, or one part
@@ -112,8 +124,16 @@ impl Compactor {
         let name = format!("{COMPACT_PREFIX}{now}.parquet");
         let tmp = staging.join(format!(".{name}.tmp"));
         let schema = table.schema();
-        let ts_idx = schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
-        let sorting = vec![SortingColumn { column_idx: ts_idx as i32, descending: false, nulls_first: false }];
+        schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
+        let key = sort_key(table);
+        let sorting = key
+            .iter()
+            .map(|c| SortingColumn {
+                column_idx: schema.index_of(c).expect("sort key columns are in the schema") as i32,
+                descending: false,
+                nulls_first: false,
+            })
+            .collect();
         let props = writer_props(table, &self.cfg, Some(sorting));
         let f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
         let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))
@@ -122,7 +142,7 @@ impl Compactor {
         let rows = self.rt.block_on(async {
             let opts = ParquetReadOptions::default().schema(&schema);
             let df = self.ctx.read_parquet(paths, opts).await.map_err(df_err)?;
-            let df = df.sort(vec![col("ts").sort(true, false)]).map_err(df_err)?;
+            let df = df.sort(key.iter().map(|c| col(*c).sort(true, false)).collect()).map_err(df_err)?;
             let mut stream = df.execute_stream().await.map_err(df_err)?;
             let mut rows = 0u64;
             while let Some(b) = stream.next().await {

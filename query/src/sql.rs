@@ -370,11 +370,11 @@ impl TableProvider for TimeGuard {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let mut f = filters.to_vec();
         if filters.iter().any(mentions_time) {
             // Bounds on `ts` become bounds on the partition columns too, so
             // the listing skips whole hour directories (row-group statistics
             // would prune inside them only after every footer was read).
-            let mut f = filters.to_vec();
             f.extend(filters.iter().flat_map(partition_bounds));
             return self.inner.scan(state, projection, &f, limit).await;
         }
@@ -386,7 +386,6 @@ impl TableProvider for TimeGuard {
             self.table,
             self.range.as_secs() / 3600
         ));
-        let mut f = filters.to_vec();
         f.push(guard);
         self.inner.scan(state, projection, &f, limit).await
     }

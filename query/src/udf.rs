@@ -12,8 +12,13 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BooleanArray, StringArray, UInt64Array};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
+use arrow::datatypes::FieldRef;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    SimpleScalarUDF, TypeSignature, Volatility, create_udf, lit,
+};
 use datafusion::prelude::SessionContext;
 
 /// A parsed network: address bytes (IPv4 in the first 4), family, prefix.
@@ -114,6 +119,152 @@ impl Net {
             return Some(a & mask == net & mask);
         }
         text.parse::<IpAddr>().ok().map(|ip| self.contains(ip))
+    }
+}
+
+const CIDR_CONTAINS: &str = "cidr_contains";
+
+/// Where the canonical text of a network's IPv4 addresses lies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TextRange {
+    /// One address (a /32).
+    Exact(String),
+    /// From `.0` (inclusive) to `.1` (exclusive).
+    Between(String, String),
+}
+
+impl Net {
+    /// The text range every IPv4 address inside falls in, in its canonical
+    /// dotted form: dotted quads sort as text, not as numbers (`10.1.…` <
+    /// `10.10.…` < `10.2.…`), so the members of a network are a text range
+    /// only through its first varying octet (a superset past it). None for
+    /// IPv6 and for the whole IPv4 space.
+    pub fn text_range(&self) -> Option<TextRange> {
+        if self.v6 || self.prefix == 0 {
+            return None;
+        }
+        let full = usize::from(self.prefix / 8);
+        let rem = self.prefix % 8;
+        let fixed: Vec<String> = self.addr[..full].iter().map(u8::to_string).collect();
+        if full == 4 {
+            return Some(TextRange::Exact(fixed.join(".")));
+        }
+        let mut prefix = fixed.join(".");
+        if full > 0 {
+            prefix.push('.');
+        }
+        Some(if rem == 0 {
+            // Every member starts with `a.b.`; `/` follows `.` in ASCII.
+            let mut hi = prefix.clone();
+            hi.pop();
+            hi.push('/');
+            TextRange::Between(prefix, hi)
+        } else {
+            // The varying octet's values, smallest and largest as text; a
+            // member goes on with `.` (below any digit) or ends there.
+            let first = u16::from(self.addr[full] & (0xffu8 << (8 - rem)));
+            let values = (first..first + (1u16 << (8 - rem))).map(|v| v.to_string());
+            let min = values.clone().min().expect("at least one value");
+            let max = values.max().expect("at least one value");
+            TextRange::Between(format!("{prefix}{min}"), format!("{prefix}{max}/"))
+        })
+    }
+
+    /// [`Net::text_range`] as a condition on `text`.
+    ///
+    /// `ty` is the column's string layout: the bounds are literals of that
+    /// type, because the condition is added after type coercion and the
+    /// Parquet pruning drops a comparison of two string layouts.
+    pub fn text_guard(&self, text: Expr, ty: &DataType) -> Option<Expr> {
+        use datafusion::common::ScalarValue;
+        let as_ty = |s: String| {
+            lit(match ty {
+                DataType::Utf8View => ScalarValue::Utf8View(Some(s)),
+                DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(s)),
+                _ => ScalarValue::Utf8(Some(s)),
+            })
+        };
+        Some(match self.text_range()? {
+            TextRange::Exact(s) => text.eq(as_ty(s)),
+            TextRange::Between(lo, hi) => text.clone().gt_eq(as_ty(lo)).and(text.lt(as_ty(hi))),
+        })
+    }
+}
+
+/// Conditions implied by `e` (a filter's conjunct) that the Parquet
+/// statistics can prune with: for `cidr_contains('<IPv4 net>', column)`,
+/// the column's text range ([`Net::text_guard`]). Added beside the filter,
+/// never instead of it: they hold for every row the filter keeps, so the
+/// answer is the same and whole pages of other addresses are skipped.
+pub fn address_bounds(e: &Expr, schema: &arrow::datatypes::Schema) -> Vec<Expr> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            let mut v = address_bounds(left, schema);
+            v.extend(address_bounds(right, schema));
+            v
+        }
+        Expr::ScalarFunction(f) if f.name() == CIDR_CONTAINS && f.args.len() == 2 => {
+            let net = match &f.args[0] {
+                Expr::Literal(ScalarValue::Utf8(Some(n)) | ScalarValue::Utf8View(Some(n)), _) => Net::parse(n),
+                _ => None,
+            };
+            match (net, &f.args[1]) {
+                (Some(net), Expr::Column(c)) => match schema.field_with_name(&c.name) {
+                    Ok(f) => net.text_guard(Expr::Column(c.clone()), f.data_type()).into_iter().collect(),
+                    Err(_) => Vec::new(),
+                },
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The optimizer rule that adds [`address_bounds`] to each filter: a
+/// `cidr_contains` condition also becomes a range on the address text,
+/// which row-group statistics and the page index prune with (compacted
+/// hours are sorted by the originator address). It works on the logical
+/// filter, so the bounds reach the Parquet scan however the filter is
+/// pushed down.
+#[derive(Debug)]
+struct AddressBoundsRule;
+
+impl datafusion::optimizer::OptimizerRule for AddressBoundsRule {
+    fn name(&self) -> &str {
+        "tapstream_address_bounds"
+    }
+
+    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
+        Some(datafusion::optimizer::ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &dyn datafusion::optimizer::OptimizerConfig,
+    ) -> Result<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>, DataFusionError>
+    {
+        use datafusion::common::tree_node::Transformed;
+        use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+        use datafusion::logical_expr::{Filter, LogicalPlan};
+        let LogicalPlan::Filter(filter) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let have: Vec<Expr> = split_conjunction(&filter.predicate).into_iter().cloned().collect();
+        let schema = filter.input.schema().as_arrow().clone();
+        let mut added = Vec::new();
+        for b in address_bounds(&filter.predicate, &schema).iter().flat_map(|b| split_conjunction(b)) {
+            if !have.contains(b) && !added.contains(b) {
+                added.push(b.clone());
+            }
+        }
+        if added.is_empty() {
+            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
+        }
+        let predicate = conjunction(have.into_iter().chain(added)).expect("at least one conjunct");
+        Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(predicate, filter.input)?)))
     }
 }
 
@@ -219,16 +370,121 @@ pub fn geo_functions(geo: Option<Arc<tapstream_engine::geo::Geo>>) -> Vec<Scalar
     vec![lookup("country", geo.clone(), DataType::Utf8), lookup("asn", geo, DataType::UInt32)]
 }
 
+/// DataFusion's `date_trunc`, with the work of a scan done as arithmetic
+/// for `hour` and `day` over UTC timestamps. Ours carry the zone `UTC`, and
+/// DataFusion takes its fast path for those units only when a timestamp has
+/// no zone at all, converting each value through the time-zone database
+/// otherwise: most of the time of `GROUP BY date_trunc('hour', ts)` over a
+/// week of flows. In UTC an hour and a day are fixed lengths, so the answer
+/// is the same; anything else is handed to DataFusion's own function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UtcDateTrunc {
+    inner: ScalarUDF,
+}
+
+fn is_utc(tz: &str) -> bool {
+    tz.eq_ignore_ascii_case("UTC") || matches!(tz, "+00:00" | "Z" | "Etc/UTC" | "+0000" | "+00")
+}
+
+impl UtcDateTrunc {
+    /// The truncated array, when the call is one the arithmetic answers.
+    fn fast(args: &ScalarFunctionArgs) -> Option<ArrayRef> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{
+            TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+        };
+        use datafusion::common::ScalarValue;
+        let [ColumnarValue::Scalar(granularity), ColumnarValue::Array(a)] = args.args.as_slice() else {
+            return None;
+        };
+        let (ScalarValue::Utf8(Some(g)) | ScalarValue::Utf8View(Some(g)) | ScalarValue::LargeUtf8(Some(g))) =
+            granularity
+        else {
+            return None;
+        };
+        let secs: i64 = match g.to_ascii_lowercase().as_str() {
+            "hour" => 3600,
+            "day" => 86_400,
+            _ => return None,
+        };
+        let DataType::Timestamp(unit, Some(tz)) = a.data_type() else { return None };
+        if !is_utc(tz) {
+            return None;
+        }
+        let tz = Some(tz.clone());
+        let trunc = |step: i64| move |v: i64| v - v.rem_euclid(step);
+        Some(match unit {
+            TimeUnit::Second => Arc::new(
+                a.as_primitive::<TimestampSecondType>()
+                    .unary::<_, TimestampSecondType>(trunc(secs))
+                    .with_timezone_opt(tz),
+            ),
+            TimeUnit::Millisecond => Arc::new(
+                a.as_primitive::<TimestampMillisecondType>()
+                    .unary::<_, TimestampMillisecondType>(trunc(secs * 1_000))
+                    .with_timezone_opt(tz),
+            ),
+            TimeUnit::Microsecond => Arc::new(
+                a.as_primitive::<TimestampMicrosecondType>()
+                    .unary::<_, TimestampMicrosecondType>(trunc(secs * 1_000_000))
+                    .with_timezone_opt(tz),
+            ),
+            TimeUnit::Nanosecond => Arc::new(
+                a.as_primitive::<TimestampNanosecondType>()
+                    .unary::<_, TimestampNanosecondType>(trunc(secs * 1_000_000_000))
+                    .with_timezone_opt(tz),
+            ),
+        })
+    }
+}
+
+impl ScalarUDFImpl for UtcDateTrunc {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> datafusion::error::Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        match Self::fast(&args) {
+            Some(a) => Ok(ColumnarValue::Array(a)),
+            None => self.inner.invoke_with_args(args),
+        }
+    }
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+    fn output_ordering(&self, inputs: &[ExprProperties]) -> datafusion::error::Result<SortProperties> {
+        self.inner.output_ordering(inputs)
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> datafusion::error::Result<Vec<DataType>> {
+        self.inner.inner().coerce_types(arg_types)
+    }
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+}
+
 /// The functions, ready to register.
 pub fn functions() -> Vec<ScalarUDF> {
+    // Any of Arrow's string layouts on either side, taken as they come: a
+    // cast of a scanned column (read as Utf8View) would copy every address.
+    let text = [DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8];
+    let pairs =
+        text.iter().flat_map(|a| text.iter().map(move |b| TypeSignature::Exact(vec![a.clone(), b.clone()]))).collect();
     vec![
-        create_udf(
-            "cidr_contains",
-            vec![DataType::Utf8, DataType::Utf8],
+        ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+            CIDR_CONTAINS,
+            Signature::one_of(pairs, Volatility::Immutable),
             DataType::Boolean,
-            Volatility::Immutable,
             Arc::new(cidr_contains),
-        ),
+        )),
         create_udf("ip_to_int", vec![DataType::Utf8], DataType::UInt64, Volatility::Immutable, Arc::new(ip_to_int)),
         create_udf("int_to_ip", vec![DataType::Int64], DataType::Utf8, Volatility::Immutable, Arc::new(int_to_ip)),
     ]
@@ -238,6 +494,11 @@ pub fn register(ctx: &SessionContext) {
     for f in functions().into_iter().chain(geo_functions(None)) {
         ctx.register_udf(f);
     }
+    ctx.add_optimizer_rule(Arc::new(AddressBoundsRule));
+    // Replaces the built-in of the same name.
+    ctx.register_udf(ScalarUDF::new_from_impl(UtcDateTrunc {
+        inner: datafusion::functions::datetime::date_trunc().as_ref().clone(),
+    }));
 }
 
 #[cfg(test)]
@@ -255,6 +516,86 @@ mod tests {
         assert_eq!(Net::parse("10.0.0.0/33"), None);
         assert_eq!(Net::parse("banana"), None);
         assert!(Net::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn every_member_of_a_network_lies_in_its_text_range() {
+        // Deterministic pseudo-random networks and members.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..4000 {
+            let base = next() as u32;
+            let prefix = (next() % 33) as u8;
+            let net = Net::parse(&format!("{}/{prefix}", Ipv4Addr::from(base))).expect("valid network");
+            let range = net.text_range();
+            assert_eq!(range.is_none(), prefix == 0);
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            for _ in 0..50 {
+                let member = Ipv4Addr::from((base & mask) | (next() as u32 & !mask));
+                assert!(net.contains(IpAddr::V4(member)));
+                let t = member.to_string();
+                match &range {
+                    None => {}
+                    Some(TextRange::Exact(s)) => assert_eq!(&t, s),
+                    Some(TextRange::Between(lo, hi)) => {
+                        assert!(
+                            t.as_str() >= lo.as_str() && t.as_str() < hi.as_str(),
+                            "{t} outside [{lo}, {hi}) of {net:?}"
+                        )
+                    }
+                }
+            }
+        }
+        // The ranges are tight where the octets are whole.
+        let r = |s: &str| Net::parse(s).unwrap().text_range();
+        assert_eq!(r("10.1.0.0/16"), Some(TextRange::Between("10.1.".into(), "10.1/".into())));
+        assert_eq!(r("10.1.2.3/32"), Some(TextRange::Exact("10.1.2.3".into())));
+        assert_eq!(r("10.16.0.0/12"), Some(TextRange::Between("10.16".into(), "10.31/".into())));
+        assert_eq!(r("2001:db8::/32"), None);
+    }
+
+    /// Ours and DataFusion's own `date_trunc` agree on UTC timestamps (the
+    /// arithmetic path) and on every other zone and unit (handed over).
+    #[tokio::test]
+    async fn date_trunc_agrees_with_datafusion_for_every_zone_and_unit() {
+        use arrow::array::{RecordBatch, TimestampNanosecondArray};
+        use arrow::datatypes::{Field, Schema, TimeUnit};
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let values: Vec<i64> = (0..5000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Around the epoch and today, both signs.
+                (x % 4_000_000_000_000_000_000) as i64 - 1_000_000_000_000_000_000
+            })
+            .collect();
+        for tz in ["UTC", "+00:00", "Europe/Berlin", "+05:30"] {
+            let a = TimestampNanosecondArray::from(values.clone()).with_timezone(tz);
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some(tz.into())),
+                false,
+            )]));
+            let batch = RecordBatch::try_new(schema, vec![Arc::new(a)]).unwrap();
+            let ours = SessionContext::new();
+            register(&ours);
+            let theirs = SessionContext::new();
+            for ctx in [&ours, &theirs] {
+                ctx.register_batch("t", batch.clone()).unwrap();
+            }
+            for unit in ["hour", "day", "HOUR", "minute", "month"] {
+                let q = format!("SELECT date_trunc('{unit}', ts) AS d, date_trunc('{unit}', ts) = ts AS same FROM t");
+                let a = ours.sql(&q).await.unwrap().collect().await.unwrap();
+                let b = theirs.sql(&q).await.unwrap().collect().await.unwrap();
+                assert_eq!(a, b, "{unit} in {tz}");
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct WriterConfig {
     pub zstd_level: i32,
     /// Rows per Parquet row group (the unit statistics and bloom filters prune).
     pub row_group_rows: usize,
+    /// Rows per data page at most (the unit the page index prunes: a lookup
+    /// in a compacted hour decodes the pages holding its rows, not the hour).
+    pub page_rows: usize,
     /// Merge an hour's parts into one sorted file once it has closed.
     pub compaction: bool,
     /// An hour is closed when the newest record written is this far past its end.
@@ -66,6 +69,7 @@ impl Default for WriterConfig {
             max_file_age: Duration::from_secs(60),
             zstd_level: 3,
             row_group_rows: 128 * 1024,
+            page_rows: 8 * 1024,
             compaction: true,
             compaction_grace: Duration::from_secs(300),
             compaction_memory_bytes: 256 << 20,
@@ -168,6 +172,7 @@ pub fn writer_props(table: Table, cfg: &WriterConfig, sorting: Option<Vec<Sortin
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(cfg.row_group_rows))
+        .set_data_page_row_count_limit(cfg.page_rows)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(sorting);
     // Sized for a row group of distinct values; the writer folds each filter
