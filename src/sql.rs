@@ -20,7 +20,11 @@ pub fn run(cfg: Config, a: SqlArgs) -> anyhow::Result<ExitCode> {
 
 async fn query(cfg: Config, a: SqlArgs, data: std::path::PathBuf) -> anyhow::Result<ExitCode> {
     let h = History::open(&data, cfg.sql.clone()).await?;
-    if let Some(g) = cfg.geoip.open()? {
+    // Loading the GeoIP databases takes longer than most queries: only a
+    // query that can call country() or asn() waits for it.
+    if mentions_geo(&a.query)
+        && let Some(g) = cfg.geoip.open()?
+    {
         h.set_geo(g);
     }
     let res = h.query(&a.query).await?;
@@ -80,4 +84,20 @@ async fn query(cfg: Config, a: SqlArgs, data: std::path::PathBuf) -> anyhow::Res
         eprintln!("{rows} row(s)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `sql` may call a GeoIP function (any mention of their names).
+fn mentions_geo(sql: &str) -> bool {
+    let s = sql.to_ascii_lowercase();
+    s.contains("country") || s.contains("asn")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn geoip_is_loaded_for_queries_that_name_its_functions() {
+        assert!(super::mentions_geo("SELECT COUNTRY(resp_h) FROM flows"));
+        assert!(super::mentions_geo("select asn (orig_h)"));
+        assert!(!super::mentions_geo("SELECT orig_h, sum(orig_ip_bytes) FROM flows GROUP BY 1"));
+    }
 }

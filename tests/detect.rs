@@ -519,6 +519,18 @@ fn flows_and_alerts_carry_countries_and_watched_countries_alert() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("country(): no GeoIP database (scripts/geoip.sh"), "{out:?}");
+    // The databases load only for a query that can use them: a broken one
+    // fails such a query, naming the file, and leaves the others alone.
+    let broken = dir.path().join("broken.mmdb");
+    std::fs::write(&broken, b"not a database").unwrap();
+    std::fs::write(dir.path().join("broken.toml"), format!("[geoip]\ncountry_db = \"{}\"\n", broken.display()))
+        .unwrap();
+    let sql = |q: &str| bin().arg("--config").arg(dir.path().join("broken.toml")).args(["sql", q]).output().unwrap();
+    let out = sql("SELECT 1");
+    assert!(out.status.success(), "{out:?}");
+    let out = sql("SELECT country('8.8.8.8')");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.mmdb"), "{out:?}");
 }
 
 /// A custom rule from a rules file raises its own alert, named after the

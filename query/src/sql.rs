@@ -27,6 +27,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use tapstream_engine::records::Table;
 
+use crate::layout::HOUR_NS;
 use crate::store::SnapshotStore;
 use crate::udf;
 
@@ -299,7 +300,6 @@ fn at_or_before(d: &str, h: &str) -> Expr {
 /// constant bounds the hours that can hold matching rows. Conjunctions are
 /// followed; anything else implies nothing.
 fn partition_bounds(e: &Expr) -> Vec<Expr> {
-    use datafusion::common::ScalarValue;
     use datafusion::logical_expr::{BinaryExpr, Operator};
     if let Expr::Between(b) = e
         && !b.negated
@@ -314,23 +314,7 @@ fn partition_bounds(e: &Expr) -> Vec<Expr> {
         v.extend(partition_bounds(right));
         return v;
     }
-    let ts_ns = |x: &Expr| match x {
-        Expr::Literal(ScalarValue::TimestampNanosecond(Some(n), _), _) => Some(*n as i128),
-        Expr::Literal(ScalarValue::TimestampMicrosecond(Some(n), _), _) => Some(*n as i128 * 1_000),
-        Expr::Literal(ScalarValue::TimestampMillisecond(Some(n), _), _) => Some(*n as i128 * 1_000_000),
-        Expr::Literal(ScalarValue::TimestampSecond(Some(n), _), _) => Some(*n as i128 * 1_000_000_000),
-        _ => None,
-    };
-    let is_ts = |x: &Expr| matches!(x, Expr::Column(c) if c.name == "ts");
-    // Normalise to `ts OP constant`.
-    let (op, v) = match (is_ts(left), ts_ns(right), is_ts(right), ts_ns(left)) {
-        (true, Some(v), _, _) => (*op, v),
-        (_, _, true, Some(v)) => match op.swap() {
-            Some(o) => (o, v),
-            None => return Vec::new(),
-        },
-        _ => return Vec::new(),
-    };
+    let Some((op, v)) = ts_bound(left, *op, right) else { return Vec::new() };
     let hour_of = |ns: i128| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok().map(date_hour);
     match op {
         Operator::Gt | Operator::GtEq => hour_of(v).map(|(d, h)| vec![at_or_after(&d, &h)]).unwrap_or_default(),
@@ -339,6 +323,45 @@ fn partition_bounds(e: &Expr) -> Vec<Expr> {
         Operator::LtEq => hour_of(v).map(|(d, h)| vec![at_or_before(&d, &h)]).unwrap_or_default(),
         Operator::Eq => hour_of(v).map(|(d, h)| vec![at_or_after(&d, &h), at_or_before(&d, &h)]).unwrap_or_default(),
         _ => Vec::new(),
+    }
+}
+
+/// `left op right` as `ts op constant` (nanoseconds), when it is a
+/// comparison of `ts` with a constant time.
+fn ts_bound(
+    left: &Expr,
+    op: datafusion::logical_expr::Operator,
+    right: &Expr,
+) -> Option<(datafusion::logical_expr::Operator, i128)> {
+    use datafusion::common::ScalarValue;
+    let ts_ns = |x: &Expr| match x {
+        Expr::Literal(ScalarValue::TimestampNanosecond(Some(n), _), _) => Some(*n as i128),
+        Expr::Literal(ScalarValue::TimestampMicrosecond(Some(n), _), _) => Some(*n as i128 * 1_000),
+        Expr::Literal(ScalarValue::TimestampMillisecond(Some(n), _), _) => Some(*n as i128 * 1_000_000),
+        Expr::Literal(ScalarValue::TimestampSecond(Some(n), _), _) => Some(*n as i128 * 1_000_000_000),
+        _ => None,
+    };
+    let is_ts = |x: &Expr| matches!(x, Expr::Column(c) if c.name == "ts");
+    match (is_ts(left), ts_ns(right), is_ts(right), ts_ns(left)) {
+        (true, Some(v), _, _) => Some((op, v)),
+        (_, _, true, Some(v)) => Some((op.swap()?, v)),
+        _ => None,
+    }
+}
+
+/// Whether the partition bounds of `e` select exactly the rows `e` does:
+/// `ts >= T` or `ts < T` with `T` on the hour. An hour's directory holds
+/// exactly the rows whose `ts` falls in that hour (the writer partitions
+/// by it), so such a condition needs no test of each row's `ts`: the scan
+/// applies it by listing, and neither decodes nor compares the column.
+fn exact_by_partition(e: &Expr) -> bool {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return false };
+    match ts_bound(left, *op, right) {
+        Some((Operator::GtEq | Operator::Lt, v)) => {
+            v.rem_euclid(i128::from(HOUR_NS)) == 0 && !partition_bounds(e).is_empty()
+        }
+        _ => false,
     }
 }
 
@@ -360,7 +383,13 @@ impl TableProvider for TimeGuard {
         &self,
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        self.inner.supports_filters_pushdown(filters)
+        let mut answers = self.inner.supports_filters_pushdown(filters)?;
+        for (a, f) in answers.iter_mut().zip(filters) {
+            if exact_by_partition(f) {
+                *a = TableProviderFilterPushDown::Exact;
+            }
+        }
+        Ok(answers)
     }
 
     async fn scan(
@@ -370,7 +399,9 @@ impl TableProvider for TimeGuard {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let mut f = filters.to_vec();
+        // Conditions on `ts` that the partitions answer exactly are
+        // replaced by their partition bounds (see `exact_by_partition`).
+        let mut f: Vec<Expr> = filters.iter().filter(|e| !exact_by_partition(e)).cloned().collect();
         if filters.iter().any(mentions_time) {
             // Bounds on `ts` become bounds on the partition columns too, so
             // the listing skips whole hour directories (row-group statistics

@@ -255,7 +255,7 @@ impl datafusion::optimizer::OptimizerRule for AddressBoundsRule {
         let have: Vec<Expr> = split_conjunction(&filter.predicate).into_iter().cloned().collect();
         let schema = filter.input.schema().as_arrow().clone();
         let mut added = Vec::new();
-        for b in address_bounds(&filter.predicate, &schema).iter().flat_map(|b| split_conjunction(b)) {
+        for b in address_bounds(&filter.predicate, &schema).iter().flat_map(split_conjunction) {
             if !have.contains(b) && !added.contains(b) {
                 added.push(b.clone());
             }
