@@ -58,6 +58,23 @@ async fn count(h: &History, sql: &str) -> i64 {
     v.unwrap()
 }
 
+/// The plan column of an `EXPLAIN [ANALYZE]` answer, one line per row.
+fn plan_text(h: &History, explain: &str) -> String {
+    rt().block_on(async {
+        let mut r = h.query(explain).await.unwrap();
+        let mut text = String::new();
+        while let Some(b) = r.stream.next().await {
+            let b = b.unwrap();
+            let col = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+            for v in col.as_any().downcast_ref::<StringArray>().unwrap().iter().flatten() {
+                text.push_str(v);
+                text.push('\n');
+            }
+        }
+        text
+    })
+}
+
 fn wide_open() -> Guardrails {
     Guardrails { max_rows: None, ..Guardrails::default() }
 }
@@ -159,20 +176,10 @@ fn a_network_condition_skips_the_pages_of_other_addresses() {
         assert_eq!(rt().block_on(count(&h, &q)), 20_000 - want, "NOT {net}");
     }
     // Pages of other networks were skipped, by the page index.
-    let plan = rt().block_on(async {
-        let q =
-            "EXPLAIN ANALYZE SELECT count(*) FROM flows WHERE hour >= '00' AND cidr_contains('10.1.3.0/24', orig_h)";
-        let mut r = h.query(q).await.unwrap();
-        let mut text = String::new();
-        while let Some(b) = r.stream.next().await {
-            let b = b.unwrap();
-            let col = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
-            for v in col.as_any().downcast_ref::<StringArray>().unwrap().iter().flatten() {
-                text.push_str(v);
-            }
-        }
-        text
-    });
+    let plan = plan_text(
+        &h,
+        "EXPLAIN ANALYZE SELECT count(*) FROM flows WHERE hour >= '00' AND cidr_contains('10.1.3.0/24', orig_h)",
+    );
     // The rows the filter looked at: those of the pages left after the
     // row-group statistics and the page index pruned the rest.
     let metric = |name: &str| -> f64 {
@@ -568,21 +575,7 @@ fn hour_aligned_time_bounds_are_answered_by_the_partitions_exactly() {
             t.nanosecond()
         )
     };
-    let plan_of = |q: &str| {
-        rt().block_on(async {
-            let mut r = hist.query(&format!("EXPLAIN {q}")).await.unwrap();
-            let mut text = String::new();
-            while let Some(b) = r.stream.next().await {
-                let b = b.unwrap();
-                let col = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
-                for v in col.as_any().downcast_ref::<StringArray>().unwrap().iter().flatten() {
-                    text.push_str(v);
-                    text.push('\n');
-                }
-            }
-            text
-        })
-    };
+    let plan_of = |q: &str| plan_text(&hist, &format!("EXPLAIN {q}"));
     type Cond = fn(i64, i64) -> bool;
     let cases: [(&str, i64, Cond, bool); 9] = [
         (">=", h, |t, v| t >= v, true),
