@@ -1166,15 +1166,43 @@ fn records_and_traffic_views_answer_every_role_with_the_filter_bar() {
     assert_eq!(first.len(), 50);
     let ts: Vec<&str> = first.iter().map(|r| r["ts"].as_str().unwrap()).collect();
     assert!(ts.windows(2).all(|w| w[0] >= w[1]), "newest first: {ts:?}");
-    // The next page starts where this one ended.
-    let next = s.call(
-        "GET",
-        &format!("/api/records?limit=50&offset=50&to={}", page.body["to"].as_str().unwrap()),
-        Some(&viewer),
-        None,
-    );
+    let uids = |rs: &[Value]| rs.iter().map(|r| r["uid"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    // The next page starts where this one ended, and stays apart from it
+    // while rows keep arriving inside the range already shown (flows are
+    // written when they end, with the time they began): asked again, the
+    // first page has changed, the older page still holds none of its rows.
+    let to = page.body["to"].as_str().unwrap();
+    assert!(page.body["newer"].is_null(), "the first page has nothing newer: {}", page.body);
+    let older = page.body["older"].as_str().expect("a cursor to older rows").to_string();
+    wait_for(60, || {
+        let again = s.call("GET", &format!("/api/records?limit=50&to={to}"), Some(&viewer), None);
+        (uids(&rows(&again)) != uids(&first)).then_some(())
+    })
+    .expect("rows written inside the range already shown");
+    let next = s.call("GET", &format!("/api/records?limit=50&to={to}&before={older}"), Some(&viewer), None);
     assert_eq!(next.status, 200, "{}", next.body);
-    assert!(rows(&next).iter().all(|r| r["ts"].as_str().unwrap() <= ts[49]), "{}", next.body);
+    let next_rows = rows(&next);
+    assert!(!next_rows.is_empty() && next_rows.len() <= 50, "{}", next.body);
+    assert!(next_rows.iter().all(|r| r["ts"].as_str().unwrap() <= ts[49]), "{}", next.body);
+    let seen = uids(&first);
+    assert!(uids(&next_rows).iter().all(|u| !seen.contains(u)), "no row of the first page again: {}", next.body);
+    // And back: the page newer than the second ends with the first page's last row.
+    let newer = next.body["newer"].as_str().expect("a cursor to newer rows");
+    let back = s.call("GET", &format!("/api/records?limit=50&to={to}&after={newer}"), Some(&viewer), None);
+    assert_eq!(back.status, 200, "{}", back.body);
+    let back_rows = rows(&back);
+    assert_eq!(back_rows.len(), 50, "{}", back.body);
+    assert_eq!(back_rows.last().unwrap()["uid"], first[49]["uid"], "{}", back.body);
+    let bts: Vec<&str> = back_rows.iter().map(|r| r["ts"].as_str().unwrap()).collect();
+    assert!(bts.windows(2).all(|w| w[0] >= w[1]), "newest first: {bts:?}");
+    let again = back.body["older"].as_str().expect("a cursor to older rows");
+    let next2 = s.call("GET", &format!("/api/records?limit=50&to={to}&before={again}"), Some(&viewer), None);
+    // The same place (rows written meanwhile may join the older page, none
+    // of the newer one's).
+    let n2 = uids(&rows(&next2));
+    let kept: Vec<String> = uids(&next_rows).into_iter().filter(|u| n2.contains(u)).collect();
+    assert!(!kept.is_empty() && uids(&next_rows).starts_with(&kept), "{n2:?} after {:?}", uids(&next_rows));
+    assert!(n2.iter().all(|u| !uids(&back_rows).contains(u)), "{n2:?}");
     // Named columns only (the answer still lists them all), in the same order.
     let narrow = s.call(
         "GET",
@@ -1185,8 +1213,14 @@ fn records_and_traffic_views_answer_every_role_with_the_filter_bar() {
     assert_eq!(narrow.body["columns"], page.body["columns"]);
     let narrow_rows = rows(&narrow);
     assert!(narrow_rows.iter().all(|r| r.as_object().unwrap().len() == 2), "{}", narrow.body);
-    let uids = |rs: &[Value]| rs.iter().map(|r| r["uid"].as_str().unwrap().to_string()).collect::<Vec<_>>();
-    assert_eq!(uids(&narrow_rows), uids(&first));
+    // The same rows as all columns of the same page (asked again until no
+    // row arrived between the two questions).
+    wait_for(30, || {
+        let narrow = s.call("GET", &format!("/api/records?limit=50&columns=uid,resp_p&to={to}"), Some(&viewer), None);
+        let full = s.call("GET", &format!("/api/records?limit=50&to={to}"), Some(&viewer), None);
+        (uids(&rows(&narrow)) == uids(&rows(&full))).then_some(())
+    })
+    .expect("the named columns page holds the same rows as the whole page");
     // One connection by its id, and the filter bar's fields.
     let uid = first[0]["uid"].as_str().unwrap();
     let one = s.call("GET", &format!("/api/records?uid={uid}"), Some(&viewer), None);
@@ -1278,7 +1312,10 @@ fn records_and_traffic_views_answer_every_role_with_the_filter_bar() {
         "table=nothing",
         "limit=0",
         "limit=10001",
-        "offset=2000000",
+        "offset=50",
+        "before=abc",
+        "after=-1.0",
+        "before=1.0&after=1.0",
         "uid=not-an-id",
         "table=alerts&ip=10.0.0.1",
         "text=%01",

@@ -211,6 +211,11 @@ try {
   await page.waitForFunction(() => /from row 101/.test(document.querySelector("[data-testid=rows-info]")?.textContent ?? ""));
   const page2 = await page.$$eval(".vt-row .vt-td:first-child", (c) => c.map((x) => x.textContent));
   check(page2.length > 0 && page2[0] <= page1[page1.length - 1], `the older page starts where the first ended (${page1.at(-1)} → ${page2[0]})`);
+  // And back to the newer page, which ends above where the older began.
+  await page.click('button:has-text("Newer")');
+  await page.waitForFunction(() => /^100 flows rows(?! from)/.test(document.querySelector("[data-testid=rows-info]")?.textContent ?? ""));
+  const page3 = await page.$$eval(".vt-row .vt-td:first-child", (c) => c.map((x) => x.textContent));
+  check(page3.length > 0 && page3[page3.length - 1] >= page2[0], `the newer page ends above the older (${page3.at(-1)} → ${page2[0]})`);
   for (const t of ["dns", "tls", "http"]) {
     await go(`#/flows?table=${t}&range=1h`);
     await page.waitForFunction((t) => new RegExp(`^[1-9][\\d,]* ${t} rows`).test(document.querySelector("[data-testid=rows-info]")?.textContent ?? ""), t);

@@ -48,9 +48,12 @@ pub struct RecordsQuery {
     /// Rows per page, 1 to 10,000 (default 1,000).
     #[schemars(range(min = 1, max = 10000))]
     limit: Option<u32>,
-    /// Rows to skip (paging).
-    #[schemars(range(max = 1000000))]
-    offset: Option<u32>,
+    /// The page older than the one that gave this cursor (its `older`).
+    #[schemars(pattern(r"^\d{1,19}\.\d{1,10}$"))]
+    before: Option<String>,
+    /// The page newer than the one that gave this cursor (its `newer`).
+    #[schemars(pattern(r"^\d{1,19}\.\d{1,10}$"))]
+    after: Option<String>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -60,9 +63,49 @@ pub struct Records {
     to: String,
     columns: Vec<Column>,
     rows: Vec<serde_json::Value>,
-    offset: u32,
-    /// More rows follow this page.
+    /// Older rows follow this page.
     more: bool,
+    /// Cursor for the next older page (`before=`), when there is one.
+    older: Option<String>,
+    /// Cursor for the next newer page (`after=`); none on the first page.
+    newer: Option<String>,
+}
+
+/// A place in a table's rows ordered newest first: below the first `k`
+/// rows whose time is exactly `ts` (ns). Paging by place, not by a count
+/// of rows, keeps pages apart while the history grows under them: flows
+/// are written when they end, with the time they began, so rows keep
+/// arriving inside a range already shown.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cursor {
+    ts: i64,
+    k: u64,
+}
+
+impl Cursor {
+    fn parse(name: &str, s: &str) -> ApiResult<Cursor> {
+        let bad = || ApiError::bad_request(format!("{name} `{s}`: a cursor from an answer's `older` or `newer`"));
+        let (ts, k) = s.split_once('.').ok_or_else(bad)?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ts) || !digits(k) {
+            return Err(bad());
+        }
+        Ok(Cursor { ts: ts.parse().map_err(|_| bad())?, k: k.parse().map_err(|_| bad())? })
+    }
+
+    fn text(self) -> String {
+        format!("{}.{}", self.ts, self.k)
+    }
+}
+
+/// The time (ns) the query added to each row, taken back out.
+const TS_NS: &str = "_ts_ns";
+
+fn take_ts(row: &mut serde_json::Value) -> ApiResult<i64> {
+    row.as_object_mut()
+        .and_then(|o| o.remove(TS_NS))
+        .and_then(|v| v.as_i64())
+        .ok_or_else(|| ApiError::internal("a record without its time"))
 }
 
 pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -> ApiResult<axum::Json<Records>> {
@@ -75,10 +118,12 @@ pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -
     if !(1..=MAX_ROWS).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit {limit}: 1 to {MAX_ROWS}")));
     }
-    let offset = q.offset.unwrap_or(0);
-    if offset > 1_000_000 {
-        return Err(ApiError::bad_request("offset: at most 1,000,000 (narrow the range instead)"));
-    }
+    let cursor = match (&q.before, &q.after) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("before and after: one at a time")),
+        (Some(c), None) => Some((true, Cursor::parse("before", c)?)),
+        (None, Some(c)) => Some((false, Cursor::parse("after", c)?)),
+        (None, None) => None,
+    };
     let schema = table.schema();
     let has = |c: &str| schema.field_with_name(c).is_ok();
     let range = format!("ts >= to_timestamp_nanos({from}) AND ts < to_timestamp_nanos({to})");
@@ -121,23 +166,87 @@ pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -
             cols.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
         }
     };
-    let sql = format!(
-        "SELECT {select} FROM {} WHERE {} ORDER BY ts DESC LIMIT {} OFFSET {offset}",
-        table.name(),
-        conds.join(" AND "),
-        limit + 1
-    );
-    let mut rows = rows(&st, &sql).await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    // Ties on ts are ordered by the row's id where the table has one, so
+    // every query sees them in the same order.
+    let tie = ["uid", "id"].into_iter().find(|c| has(c));
+    let order = |dir: &str| match tie {
+        Some(c) => format!("ts {dir}, \"{c}\" {dir}"),
+        None => format!("ts {dir}"),
+    };
+    let at = |ts: i64| format!("{} AND ts = to_timestamp_nanos({ts})", conds.join(" AND "));
+    let count = |ts: i64| {
+        let sql = format!("SELECT count(*) AS n FROM {} WHERE {}", table.name(), at(ts));
+        let st = st.clone();
+        async move {
+            let r = rows(&st, &sql).await?;
+            Ok::<u64, ApiError>(r.first().and_then(|r| r["n"].as_u64()).unwrap_or(0))
+        }
+    };
+    let page = |bound: &str, dir: &str, skip: u64| {
+        format!(
+            "SELECT {select}, CAST(ts AS BIGINT) AS \"{TS_NS}\" FROM {} WHERE {}{bound} ORDER BY {} LIMIT {} OFFSET {skip}",
+            table.name(),
+            conds.join(" AND "),
+            order(dir),
+            limit + 1
+        )
+    };
+    let (mut rows_, more, older, newer);
+    match cursor {
+        None | Some((true, _)) => {
+            let (bound, skip) = match cursor {
+                Some((_, c)) => (format!(" AND ts <= to_timestamp_nanos({})", c.ts), c.k),
+                None => (String::new(), 0),
+            };
+            rows_ = rows(&st, &page(&bound, "DESC", skip)).await?;
+            more = rows_.len() > limit as usize;
+            rows_.truncate(limit as usize);
+            let ts = rows_.iter_mut().map(take_ts).collect::<ApiResult<Vec<i64>>>()?;
+            newer = cursor.map(|(_, c)| c.text());
+            older = match ts.last() {
+                Some(&last) if more => {
+                    let here = ts.iter().filter(|&&t| t == last).count() as u64;
+                    let k = match cursor {
+                        Some((_, c)) if c.ts == last => c.k + here,
+                        _ => here,
+                    };
+                    Some(Cursor { ts: last, k }.text())
+                }
+                _ => None,
+            };
+        }
+        Some((false, c)) => {
+            // Upward from the place: the rows at its time it leaves
+            // below are skipped first, in the ascending order.
+            let m = count(c.ts).await?;
+            let bound = format!(" AND ts >= to_timestamp_nanos({})", c.ts);
+            rows_ = rows(&st, &page(&bound, "ASC", m.saturating_sub(c.k))).await?;
+            let above = rows_.len() > limit as usize;
+            rows_.truncate(limit as usize);
+            rows_.reverse();
+            let ts = rows_.iter_mut().map(take_ts).collect::<ApiResult<Vec<i64>>>()?;
+            more = true;
+            older = Some(c.text());
+            newer = match ts.first() {
+                Some(&first) if above => {
+                    let here = ts.iter().filter(|&&t| t == first).count() as u64;
+                    let k =
+                        if first == c.ts { c.k.saturating_sub(here) } else { count(first).await?.saturating_sub(here) };
+                    Some(Cursor { ts: first, k }.text())
+                }
+                _ => None,
+            };
+        }
+    }
 
     Ok(json(Records {
         table: table.name().to_string(),
         from: super::audit::rfc3339(from),
         to: super::audit::rfc3339(to),
         columns: super::query::columns(&schema),
-        rows,
-        offset,
+        rows: rows_,
         more,
+        older,
+        newer,
     }))
 }

@@ -13,8 +13,9 @@ interface Records {
   to: string;
   columns: { name: string; type: string }[];
   rows: Record<string, unknown>[];
-  offset: number;
   more: boolean;
+  older?: string;
+  newer?: string;
 }
 
 const TABLES = ["flows", "dns", "tls", "http", "dhcp", "alerts"];
@@ -35,7 +36,12 @@ export function flowsPage(pg: Page): void {
   if (!TABLES.includes(table)) table = "flows";
   const uid = params.get("uid") ?? undefined;
   const limit = Number(params.get("limit") ?? 1000);
-  const offset = Math.max(0, Number(params.get("offset") ?? 0));
+  // Pages are places in the rows (the answer's cursors), so rows written
+  // meanwhile do not shift them; `row` only numbers the page's first row.
+  const before = params.get("before") ?? undefined;
+  const after = params.get("after") ?? undefined;
+  const row = Math.max(1, Number(params.get("row") ?? 1));
+  const paged = !!(before || after);
   const err = errorBox();
   const info = h("span", { class: "muted", "data-testid": "rows-info" });
   const saved = JSON.parse(localStorage.getItem(`tapstream.cols.${table}`) ?? "null") as string[] | null;
@@ -63,15 +69,17 @@ export function flowsPage(pg: Page): void {
     );
   const chooser = h("span");
   // Pages of `limit` rows, newest first; a page keeps the range it was
-  // asked with (the first page's end), so rows do not shift under it.
-  const pageTo = (o: number, to?: string) =>
-    go({ ...clean(toQuery(filter, to ? { preset: "custom", from: resolve(range).from, to } : range)), table, limit: String(limit), offset: String(o) });
-  const prev = h("button", { class: "btn", type: "button", disabled: offset === 0, onclick: () => pageTo(Math.max(0, offset - limit)) }, "‹ Newer");
-  const next = h("button", { class: "btn", type: "button", disabled: true, onclick: () => pageTo(offset + limit, range.preset === "custom" ? undefined : lastTo) }, "Older ›");
+  // asked with (the first page's end).
+  const pageTo = (cursor: Record<string, string>, r: number, to?: string) =>
+    go({ ...clean(toQuery(filter, to ? { preset: "custom", from: resolve(range).from, to } : range)), table, limit: String(limit), ...cursor, ...(r > 1 ? { row: String(r) } : {}) });
+  let older: string | undefined;
+  let newer: string | undefined;
+  const prev = h("button", { class: "btn", type: "button", disabled: true, onclick: () => (row - limit <= 1 ? pageTo({}, 1) : pageTo({ after: newer ?? "" }, row - limit)) }, "‹ Newer");
+  const next = h("button", { class: "btn", type: "button", disabled: true, onclick: () => pageTo({ before: older ?? "" }, row + limit, range.preset === "custom" ? undefined : lastTo) }, "Older ›");
   let lastTo: string | undefined;
   // Follow: the page refreshes every second (not for a custom range, one
   // connection or an older page).
-  const follow = h("input", { type: "checkbox", name: "follow", checked: params.get("follow") === "1", disabled: range.preset === "custom" || !!uid || offset > 0 });
+  const follow = h("input", { type: "checkbox", name: "follow", checked: params.get("follow") === "1", disabled: range.preset === "custom" || !!uid || paged });
   const following = () => follow.checked && !follow.disabled;
   follow.addEventListener("change", () => {
     if (!following()) info.textContent = (info.textContent ?? "").replace(/ · following$/, "");
@@ -112,7 +120,7 @@ export function flowsPage(pg: Page): void {
     const shown = first ? (saved ?? DEFAULT_COLS[table]) : t.visibleColumns();
     // A row opens its connection: its id comes along even when hidden.
     const cols = [...shown, ...(table !== "alerts" && !shown.includes("uid") ? ["uid"] : [])].join(",");
-    const q = { table, from: now.from, to: now.to, ...filter, uid, limit, offset: offset || undefined, columns: cols };
+    const q = { table, from: now.from, to: now.to, ...filter, uid, limit, before, after, columns: cols };
     get<Records>(`/api/records${qs(q)}`)
     .then((r) => {
       err.clear();
@@ -123,7 +131,10 @@ export function flowsPage(pg: Page): void {
       }
       first = false;
       lastTo = r.to;
-      next.disabled = !r.more;
+      older = r.older;
+      newer = r.newer;
+      next.disabled = !older;
+      prev.disabled = !paged;
       const cols: Column[] = r.columns.map((c) => ({
         name: c.name,
         width: WIDTH[c.name] ?? (c.type.includes("Int") || c.type.includes("Float") ? 90 : 130),
@@ -137,7 +148,7 @@ export function flowsPage(pg: Page): void {
           load();
         }),
       );
-      info.textContent = `${num(r.rows.length)} ${table} rows${offset ? ` from row ${num(offset + 1)}` : ""}${r.more ? " (more: older pages)" : ""} · ${time(r.from)} – ${time(r.to)}`;
+      info.textContent = `${num(r.rows.length)} ${table} rows${paged ? ` from row ${num(row)}` : ""}${r.more ? " (more: older pages)" : ""} · ${time(r.from)} – ${time(r.to)}`;
     })
     .catch((e) => {
       // Columns remembered from an older version of the table: forget them.
