@@ -289,9 +289,41 @@ fn cidr_contains(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionErro
             ColumnarValue::Array(a) => a.clone(),
             ColumnarValue::Scalar(v) => v.to_array()?,
         };
-        let mut out = arrow::array::BooleanBuilder::with_capacity(ips.len());
-        each_str(&ips, |ip| out.append_option(net.and_then(|n| n.contains_text(ip?))))?;
-        let out = Arc::new(out.finish()) as ArrayRef;
+        // Each row: 0 outside, 1 inside, 2 null (packed into bits after).
+        let mut res: Vec<u8> = Vec::with_capacity(ips.len());
+        // Compacted hours are sorted by `orig_h`: an address comes in runs,
+        // tested once per run (a comparison of a few bytes after that).
+        let mut last: Option<(Vec<u8>, Option<bool>)> = None;
+        each_str(&ips, |ip| {
+            let v = match (ip, &net) {
+                (Some(ip), Some(n)) => match &last {
+                    Some((text, v)) if text.as_slice() == ip.as_bytes() => *v,
+                    _ => {
+                        let v = n.contains_text(ip);
+                        match &mut last {
+                            Some((text, old)) => {
+                                text.clear();
+                                text.extend_from_slice(ip.as_bytes());
+                                *old = v;
+                            }
+                            None => last = Some((ip.as_bytes().to_vec(), v)),
+                        }
+                        v
+                    }
+                },
+                _ => None,
+            };
+            res.push(match v {
+                Some(false) => 0,
+                Some(true) => 1,
+                None => 2,
+            });
+        })?;
+        let values = arrow::buffer::BooleanBuffer::collect_bool(res.len(), |i| res[i] == 1);
+        let nulls = res.contains(&2).then(|| {
+            arrow::buffer::NullBuffer::new(arrow::buffer::BooleanBuffer::collect_bool(res.len(), |i| res[i] != 2))
+        });
+        let out = Arc::new(BooleanArray::new(values, nulls)) as ArrayRef;
         return Ok(match &args[1] {
             ColumnarValue::Scalar(_) => {
                 ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
@@ -631,6 +663,54 @@ mod tests {
             ("10.0.0.0/8", "banana", None),
         ] {
             assert_eq!(Net::parse(net).unwrap().contains_text(ip), inside, "{net} {ip}");
+        }
+    }
+
+    /// Over a column, runs of one address (a sorted hour) give the same
+    /// answers as each value alone, across nulls and texts that are no
+    /// address, in every string layout.
+    #[test]
+    fn cidr_contains_over_runs_answers_each_row_as_alone() {
+        use arrow::array::{LargeStringArray, StringViewArray};
+        let values = [
+            Some("10.1.2.3"),
+            Some("10.1.2.3"),
+            Some("10.1.2.3"),
+            None,
+            Some("10.1.2.3"),
+            Some("10.2.0.1"),
+            Some("10.2.0.1"),
+            Some("banana"),
+            Some("banana"),
+            Some("10.1.2.3"),
+            Some("10.1.2.30"),
+            Some("10.1.2.3"),
+            None,
+            None,
+            Some("2001:db8::1"),
+            Some("10.1.255.255"),
+        ];
+        for net in ["10.1.0.0/16", "10.1.2.3/32", "2001:db8::/32"] {
+            let n = Net::parse(net).unwrap();
+            let want: BooleanArray = values.iter().map(|v| v.and_then(|t| n.contains_text(t))).collect();
+            for column in [
+                Arc::new(StringArray::from(values.to_vec())) as ArrayRef,
+                Arc::new(LargeStringArray::from(values.to_vec())),
+                Arc::new(StringViewArray::from(values.to_vec())),
+            ] {
+                let got = cidr_contains(&[
+                    ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(net.into()))),
+                    ColumnarValue::Array(column.clone()),
+                ])
+                .unwrap();
+                let ColumnarValue::Array(got) = got else { panic!("an array") };
+                assert_eq!(
+                    got.as_any().downcast_ref::<BooleanArray>().unwrap(),
+                    &want,
+                    "{net} {:?}",
+                    column.data_type()
+                );
+            }
         }
     }
 }
