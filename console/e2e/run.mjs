@@ -19,6 +19,10 @@ let step = "start";
 // Answers ≥ 400 a step provokes on purpose (a guardrail, a role check).
 let expected = () => false;
 
+// The table paints its rows in the next animation frame after its
+// caption says how many there are: read rows only once they are drawn.
+const painted = () => page.waitForSelector(".vt-row");
+
 function check(cond, what) {
   if (!cond) throw new Error(`${step}: ${what}`);
 }
@@ -163,6 +167,7 @@ try {
   step = "drill-down";
   await page.waitForFunction(() => /^[1-9][\d,]* flows rows/.test(document.querySelector("[data-testid=rows-info]")?.textContent ?? ""));
   const ip = decodeURIComponent(/ip=([^&]+)/.exec(await page.evaluate(() => location.hash))[1]);
+  await painted();
   const cells = await page.$$eval(".vt-row", (rs) => rs.map((r) => r.textContent));
   check(cells.length > 0 && cells.every((t) => t.includes(ip)), `every drilled-down row involves ${ip}`);
 
@@ -176,6 +181,7 @@ try {
   await page.waitForFunction(() => /^[1-9][\d,]* flows rows/.test(document.querySelector("[data-testid=rows-info]")?.textContent ?? ""));
   const info = await page.textContent("[data-testid=rows-info]");
   const rows = Number(info.split(" ")[0].replace(/,/g, ""));
+  await painted();
   const inDom = await page.$$eval(".vt-row", (r) => r.length);
   results.flows_rows = rows;
   check(inDom > 0 && inDom < 200, `only the rows in view are in the page (${inDom} of ${rows})`);
@@ -206,14 +212,17 @@ try {
   // Paging: the next page holds older rows.
   await go("#/flows?range=1h&limit=100");
   await page.waitForFunction(() => /^100 flows rows/.test(document.querySelector("[data-testid=rows-info]")?.textContent ?? ""));
+  await painted();
   const page1 = await page.$$eval(".vt-row .vt-td:first-child", (c) => c.map((x) => x.textContent));
   await page.click('button:has-text("Older")');
   await page.waitForFunction(() => /from row 101/.test(document.querySelector("[data-testid=rows-info]")?.textContent ?? ""));
+  await painted();
   const page2 = await page.$$eval(".vt-row .vt-td:first-child", (c) => c.map((x) => x.textContent));
   check(page2.length > 0 && page2[0] <= page1[page1.length - 1], `the older page starts where the first ended (${page1.at(-1)} → ${page2[0]})`);
   // And back to the newer page, which ends above where the older began.
   await page.click('button:has-text("Newer")');
   await page.waitForFunction(() => /^100 flows rows(?! from)/.test(document.querySelector("[data-testid=rows-info]")?.textContent ?? ""));
+  await painted();
   const page3 = await page.$$eval(".vt-row .vt-td:first-child", (c) => c.map((x) => x.textContent));
   check(page3.length > 0 && page3[page3.length - 1] >= page2[0], `the newer page ends above the older (${page3.at(-1)} → ${page2[0]})`);
   for (const t of ["dns", "tls", "http"]) {

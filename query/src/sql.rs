@@ -17,6 +17,8 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::physical_plan::{FileScanConfig, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -409,18 +411,29 @@ impl TableProvider for TimeGuard {
             // the listing skips whole hour directories (row-group statistics
             // would prune inside them only after every footer was read).
             f.extend(filters.iter().flat_map(partition_bounds));
-            return self.scan_with(state, projection, &f, limit).await;
+        } else {
+            let since = time::OffsetDateTime::now_utc() - self.range;
+            let (d, h) = date_hour(since);
+            self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+                "{}: no condition on ts, date or hour reached this table, so only the last {} h were searched (since {d} {h}:00 UTC); add one (e.g. WHERE ts > now() - INTERVAL '7 days') to search more",
+                self.table,
+                self.range.as_secs() / 3600
+            ));
+            f.push(at_or_after(&d, &h));
         }
-        let since = time::OffsetDateTime::now_utc() - self.range;
-        let (d, h) = date_hour(since);
-        let guard = at_or_after(&d, &h);
-        self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
-            "{}: no condition on ts, date or hour reached this table, so only the last {} h were searched (since {d} {h}:00 UTC); add one (e.g. WHERE ts > now() - INTERVAL '7 days') to search more",
-            self.table,
-            self.range.as_secs() / 3600
-        ));
-        f.push(guard);
-        self.scan_with(state, projection, &f, limit).await
+        let plan = self.inner.scan(state, projection, &f, limit).await?;
+        // The Parquet decoder tests the conditions (the session leaves it
+        // off) only where that pays.
+        if late_materialization_pays(&self.inner.schema(), projection, &f)
+            && let Some(exec) = plan.downcast_ref::<DataSourceExec>()
+            && let Some(cfg) = exec.data_source().downcast_ref::<FileScanConfig>()
+            && let Some(parquet) = cfg.file_source.downcast_ref::<ParquetSource>()
+        {
+            let mut cfg = cfg.clone();
+            cfg.file_source = Arc::new(parquet.clone().with_pushdown_filters(true));
+            return Ok(DataSourceExec::from_data_source(cfg));
+        }
+        Ok(plan)
     }
 }
 
@@ -436,50 +449,16 @@ fn late_materialization_pays(
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
 ) -> bool {
-    let tested: std::collections::HashSet<String> =
-        filters.iter().flat_map(|e| e.column_refs()).map(|c| c.name.clone()).collect();
-    if tested.is_empty() {
+    let refs: Vec<_> = filters.iter().flat_map(|e| e.column_refs()).collect();
+    if refs.is_empty() {
         return true;
     }
-    let all: Vec<usize>;
-    let read = match projection {
-        Some(p) => p,
-        None => {
-            all = (0..schema.fields().len()).collect();
-            &all
-        }
+    let other = |i: &usize| {
+        let name = schema.field(*i).name();
+        !refs.iter().any(|c| &c.name == name) && !matches!(name.as_str(), "date" | "hour")
     };
-    read.iter().any(|&i| {
-        let name = schema.field(i).name();
-        !tested.contains(name) && !matches!(name.as_str(), "date" | "hour")
-    })
-}
-
-impl TimeGuard {
-    /// The inner scan, with the Parquet decoder testing the conditions
-    /// (the session leaves it off) only where
-    /// [`late_materialization_pays`].
-    async fn scan_with(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        use datafusion::datasource::physical_plan::{FileScanConfig, ParquetSource};
-        use datafusion::datasource::source::DataSourceExec;
-        let plan = self.inner.scan(state, projection, filters, limit).await?;
-        if !late_materialization_pays(&self.inner.schema(), projection, filters) {
-            return Ok(plan);
-        }
-        if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
-            && let Some(cfg) = exec.data_source().downcast_ref::<FileScanConfig>()
-            && let Some(parquet) = cfg.file_source.downcast_ref::<ParquetSource>()
-        {
-            let mut cfg = cfg.clone();
-            cfg.file_source = Arc::new(parquet.clone().with_pushdown_filters(true));
-            return Ok(DataSourceExec::from_data_source(cfg));
-        }
-        Ok(plan)
+    match projection {
+        Some(p) => p.iter().any(other),
+        None => (0..schema.fields().len()).any(|i| other(&i)),
     }
 }

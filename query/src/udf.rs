@@ -191,20 +191,15 @@ impl Net {
     }
 }
 
-/// Conditions implied by `e` (a filter's conjunct) that the Parquet
+/// Conditions (each one conjunct) implied by `e`, one of a filter's
+/// conjuncts, that the Parquet
 /// statistics can prune with: for `cidr_contains('<IPv4 net>', column)`,
 /// the column's text range ([`Net::text_guard`]). Added beside the filter,
 /// never instead of it: they hold for every row the filter keeps, so the
 /// answer is the same and whole pages of other addresses are skipped.
 pub fn address_bounds(e: &Expr, schema: &arrow::datatypes::Schema) -> Vec<Expr> {
     use datafusion::common::ScalarValue;
-    use datafusion::logical_expr::{BinaryExpr, Operator};
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-            let mut v = address_bounds(left, schema);
-            v.extend(address_bounds(right, schema));
-            v
-        }
         Expr::ScalarFunction(f) if f.name() == CIDR_CONTAINS && f.args.len() == 2 => {
             let net = match &f.args[0] {
                 Expr::Literal(ScalarValue::Utf8(Some(n)) | ScalarValue::Utf8View(Some(n)), _) => Net::parse(n),
@@ -212,7 +207,10 @@ pub fn address_bounds(e: &Expr, schema: &arrow::datatypes::Schema) -> Vec<Expr> 
             };
             match (net, &f.args[1]) {
                 (Some(net), Expr::Column(c)) => match schema.field_with_name(&c.name) {
-                    Ok(f) => net.text_guard(Expr::Column(c.clone()), f.data_type()).into_iter().collect(),
+                    Ok(f) => net
+                        .text_guard(Expr::Column(c.clone()), f.data_type())
+                        .map(datafusion::logical_expr::utils::split_conjunction_owned)
+                        .unwrap_or_default(),
                     Err(_) => Vec::new(),
                 },
                 _ => Vec::new(),
@@ -255,9 +253,9 @@ impl datafusion::optimizer::OptimizerRule for AddressBoundsRule {
         let have: Vec<Expr> = split_conjunction(&filter.predicate).into_iter().cloned().collect();
         let schema = filter.input.schema().as_arrow().clone();
         let mut added = Vec::new();
-        for b in address_bounds(&filter.predicate, &schema).iter().flat_map(split_conjunction) {
-            if !have.contains(b) && !added.contains(b) {
-                added.push(b.clone());
+        for b in have.iter().flat_map(|c| address_bounds(c, &schema)) {
+            if !have.contains(&b) && !added.contains(&b) {
+                added.push(b);
             }
         }
         if added.is_empty() {
@@ -289,41 +287,25 @@ fn cidr_contains(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionErro
             ColumnarValue::Array(a) => a.clone(),
             ColumnarValue::Scalar(v) => v.to_array()?,
         };
-        // Each row: 0 outside, 1 inside, 2 null (packed into bits after).
-        let mut res: Vec<u8> = Vec::with_capacity(ips.len());
+        let mut out = arrow::array::BooleanBuilder::with_capacity(ips.len());
         // Compacted hours are sorted by `orig_h`: an address comes in runs,
         // tested once per run (a comparison of a few bytes after that).
-        let mut last: Option<(Vec<u8>, Option<bool>)> = None;
+        let (mut run, mut inside, mut started) = (Vec::new(), None, false);
         each_str(&ips, |ip| {
-            let v = match (ip, &net) {
-                (Some(ip), Some(n)) => match &last {
-                    Some((text, v)) if text.as_slice() == ip.as_bytes() => *v,
-                    _ => {
-                        let v = n.contains_text(ip);
-                        match &mut last {
-                            Some((text, old)) => {
-                                text.clear();
-                                text.extend_from_slice(ip.as_bytes());
-                                *old = v;
-                            }
-                            None => last = Some((ip.as_bytes().to_vec(), v)),
-                        }
-                        v
+            out.append_option(match (ip, &net) {
+                (Some(ip), Some(n)) => {
+                    if !started || run != ip.as_bytes() {
+                        run.clear();
+                        run.extend_from_slice(ip.as_bytes());
+                        inside = n.contains_text(ip);
+                        started = true;
                     }
-                },
+                    inside
+                }
                 _ => None,
-            };
-            res.push(match v {
-                Some(false) => 0,
-                Some(true) => 1,
-                None => 2,
-            });
+            })
         })?;
-        let values = arrow::buffer::BooleanBuffer::collect_bool(res.len(), |i| res[i] == 1);
-        let nulls = res.contains(&2).then(|| {
-            arrow::buffer::NullBuffer::new(arrow::buffer::BooleanBuffer::collect_bool(res.len(), |i| res[i] != 2))
-        });
-        let out = Arc::new(BooleanArray::new(values, nulls)) as ArrayRef;
+        let out = Arc::new(out.finish()) as ArrayRef;
         return Ok(match &args[1] {
             ColumnarValue::Scalar(_) => {
                 ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)

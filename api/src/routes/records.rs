@@ -98,6 +98,20 @@ impl Cursor {
     }
 }
 
+/// Which page: the newest, or the one on either side of a place.
+#[derive(Clone, Copy)]
+enum Page {
+    Newest,
+    Before(Cursor),
+    After(Cursor),
+}
+
+/// How many of a page's row times (`ts`) are `t`: the rows of the page at
+/// its edge time, which a cursor at that time steps over.
+fn at_time(ts: &[i64], t: i64) -> u64 {
+    ts.iter().filter(|&&x| x == t).count() as u64
+}
+
 /// The time (ns) the query added to each row, taken back out.
 const TS_NS: &str = "_ts_ns";
 
@@ -118,11 +132,11 @@ pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -
     if !(1..=MAX_ROWS).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit {limit}: 1 to {MAX_ROWS}")));
     }
-    let cursor = match (&q.before, &q.after) {
+    let from_place = match (&q.before, &q.after) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("before and after: one at a time")),
-        (Some(c), None) => Some((true, Cursor::parse("before", c)?)),
-        (None, Some(c)) => Some((false, Cursor::parse("after", c)?)),
-        (None, None) => None,
+        (Some(c), None) => Page::Before(Cursor::parse("before", c)?),
+        (None, Some(c)) => Page::After(Cursor::parse("after", c)?),
+        (None, None) => Page::Newest,
     };
     let schema = table.schema();
     let has = |c: &str| schema.field_with_name(c).is_ok();
@@ -173,9 +187,12 @@ pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -
         Some(c) => format!("ts {dir}, \"{c}\" {dir}"),
         None => format!("ts {dir}"),
     };
-    let at = |ts: i64| format!("{} AND ts = to_timestamp_nanos({ts})", conds.join(" AND "));
     let count = |ts: i64| {
-        let sql = format!("SELECT count(*) AS n FROM {} WHERE {}", table.name(), at(ts));
+        let sql = format!(
+            "SELECT count(*) AS n FROM {} WHERE {} AND ts = to_timestamp_nanos({ts})",
+            table.name(),
+            conds.join(" AND ")
+        );
         let st = st.clone();
         async move {
             let r = rows(&st, &sql).await?;
@@ -191,48 +208,44 @@ pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -
             limit + 1
         )
     };
-    let (mut rows_, more, older, newer);
-    match cursor {
-        None | Some((true, _)) => {
-            let (bound, skip) = match cursor {
-                Some((_, c)) => (format!(" AND ts <= to_timestamp_nanos({})", c.ts), c.k),
-                None => (String::new(), 0),
+    let (mut found, older, newer);
+    match from_place {
+        Page::Newest | Page::Before(_) => {
+            let (bound, skip, above) = match from_place {
+                Page::Before(c) => (format!(" AND ts <= to_timestamp_nanos({})", c.ts), c.k, Some(c)),
+                _ => (String::new(), 0, None),
             };
-            rows_ = rows(&st, &page(&bound, "DESC", skip)).await?;
-            more = rows_.len() > limit as usize;
-            rows_.truncate(limit as usize);
-            let ts = rows_.iter_mut().map(take_ts).collect::<ApiResult<Vec<i64>>>()?;
-            newer = cursor.map(|(_, c)| c.text());
+            found = rows(&st, &page(&bound, "DESC", skip)).await?;
+            let more = found.len() > limit as usize;
+            found.truncate(limit as usize);
+            let ts = found.iter_mut().map(take_ts).collect::<ApiResult<Vec<i64>>>()?;
+            newer = above;
             older = match ts.last() {
                 Some(&last) if more => {
-                    let here = ts.iter().filter(|&&t| t == last).count() as u64;
-                    let k = match cursor {
-                        Some((_, c)) if c.ts == last => c.k + here,
-                        _ => here,
+                    let k = match above {
+                        Some(c) if c.ts == last => c.k + at_time(&ts, last),
+                        _ => at_time(&ts, last),
                     };
-                    Some(Cursor { ts: last, k }.text())
+                    Some(Cursor { ts: last, k })
                 }
                 _ => None,
             };
         }
-        Some((false, c)) => {
+        Page::After(c) => {
             // Upward from the place: the rows at its time it leaves
             // below are skipped first, in the ascending order.
             let m = count(c.ts).await?;
             let bound = format!(" AND ts >= to_timestamp_nanos({})", c.ts);
-            rows_ = rows(&st, &page(&bound, "ASC", m.saturating_sub(c.k))).await?;
-            let above = rows_.len() > limit as usize;
-            rows_.truncate(limit as usize);
-            rows_.reverse();
-            let ts = rows_.iter_mut().map(take_ts).collect::<ApiResult<Vec<i64>>>()?;
-            more = true;
-            older = Some(c.text());
+            found = rows(&st, &page(&bound, "ASC", m.saturating_sub(c.k))).await?;
+            let more = found.len() > limit as usize;
+            found.truncate(limit as usize);
+            found.reverse();
+            let ts = found.iter_mut().map(take_ts).collect::<ApiResult<Vec<i64>>>()?;
+            older = Some(c);
             newer = match ts.first() {
-                Some(&first) if above => {
-                    let here = ts.iter().filter(|&&t| t == first).count() as u64;
-                    let k =
-                        if first == c.ts { c.k.saturating_sub(here) } else { count(first).await?.saturating_sub(here) };
-                    Some(Cursor { ts: first, k }.text())
+                Some(&first) if more => {
+                    let k = if first == c.ts { c.k } else { count(first).await? };
+                    Some(Cursor { ts: first, k: k.saturating_sub(at_time(&ts, first)) })
                 }
                 _ => None,
             };
@@ -244,9 +257,9 @@ pub async fn list(State(st): State<AppState>, Params(q): Params<RecordsQuery>) -
         from: super::audit::rfc3339(from),
         to: super::audit::rfc3339(to),
         columns: super::query::columns(&schema),
-        rows: rows_,
-        more,
-        older,
-        newer,
+        rows: found,
+        more: older.is_some(),
+        older: older.map(Cursor::text),
+        newer: newer.map(Cursor::text),
     }))
 }

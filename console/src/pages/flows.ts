@@ -74,8 +74,8 @@ export function flowsPage(pg: Page): void {
     go({ ...clean(toQuery(filter, to ? { preset: "custom", from: resolve(range).from, to } : range)), table, limit: String(limit), ...cursor, ...(r > 1 ? { row: String(r) } : {}) });
   let older: string | undefined;
   let newer: string | undefined;
-  const prev = h("button", { class: "btn", type: "button", disabled: true, onclick: () => (row - limit <= 1 ? pageTo({}, 1) : pageTo({ after: newer ?? "" }, row - limit)) }, "‹ Newer");
-  const next = h("button", { class: "btn", type: "button", disabled: true, onclick: () => pageTo({ before: older ?? "" }, row + limit, range.preset === "custom" ? undefined : lastTo) }, "Older ›");
+  const prev = h("button", { class: "btn", type: "button", disabled: true, onclick: () => (row - limit <= 1 || !newer ? pageTo({}, 1) : pageTo({ after: newer }, row - limit)) }, "‹ Newer");
+  const next = h("button", { class: "btn", type: "button", disabled: true, onclick: () => older && pageTo({ before: older }, row + limit, range.preset === "custom" ? undefined : lastTo) }, "Older ›");
   let lastTo: string | undefined;
   // Follow: the page refreshes every second (not for a custom range, one
   // connection or an older page).
