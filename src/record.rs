@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tapstream_engine::filter::Filter;
 use tapstream_engine::pipeline::PipelineConfig;
-use tapstream_engine::record::{self, FlowMatch, Recorder, SessionInfo, SessionSpec};
+use tapstream_engine::record::{self, FlowMatch, Recorder, SessionInfo, SessionSpec, SessionState};
 use tapstream_query::History;
 
 use crate::cli::{RecordArgs, RecordCmd, RecordExportArgs, RecordStartArgs};
@@ -54,8 +54,23 @@ pub fn run(cfg: Config, a: RecordArgs) -> anyhow::Result<ExitCode> {
     match a.cmd {
         RecordCmd::Start(s) => start_session(&data, s),
         RecordCmd::Stop { name } => {
-            let spec = record::request_stop(&data, &name, now_ns())?;
-            eprintln!("recording `{}`: stop requested; a running appliance stops it within a second", spec.name);
+            record::request_stop(&data, &name, now_ns())?;
+            let s = record::wait_stopped(&data, &name, Duration::from_secs(5))?;
+            match s.state {
+                SessionState::Stopped => eprintln!(
+                    "recording `{name}` stopped: {} packets in {} files",
+                    s.status.as_ref().map_or(0, |st| st.packets),
+                    s.files.len()
+                ),
+                SessionState::Recording | SessionState::Stopping => {
+                    eprintln!("recording `{name}`: stop requested; the appliance is closing its files")
+                }
+                SessionState::Pending | SessionState::Paused => {
+                    eprintln!(
+                        "recording `{name}`: stop requested; no appliance is recording it now; it will not record again"
+                    )
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         RecordCmd::Delete { name } => {

@@ -775,8 +775,9 @@ fn recording_sessions_are_started_stopped_and_deleted_through_the_api() {
     })
     .unwrap_or_else(|| panic!("not recording: {}", session(&s)));
     assert_eq!(s.call("DELETE", "/api/capture/dns", Some(&admin), None).status, 409, "still recording");
-    assert_eq!(s.call("POST", "/api/capture/dns/stop", Some(&ana), None).status, 200);
-    wait_for(20, || (session(&s)["state"] == "stopped").then_some(())).unwrap_or_else(|| panic!("{}", session(&s)));
+    let stopped = s.call("POST", "/api/capture/dns/stop", Some(&ana), None);
+    assert_eq!((stopped.status, stopped.body["state"].as_str()), (200, Some("stopped")), "{}", stopped.body);
+    assert_eq!(session(&s)["state"], "stopped");
     assert_eq!(s.call("DELETE", "/api/capture/dns", Some(&ana), None).status, 403);
     assert_eq!(s.call("DELETE", "/api/capture/dns", Some(&admin), None).status, 204);
     assert_eq!(s.call("POST", "/api/capture/dns/stop", Some(&ana), None).status, 404);
@@ -895,7 +896,11 @@ fn history_is_imported_and_exported_through_the_api() {
         (x["status"]["packets"].as_u64()? >= 20).then_some(())
     })
     .expect("packets recorded");
-    assert_eq!(s.call("POST", "/api/capture/dns/stop", Some(&ana), None).status, 200);
+    // The answer comes once the engine has closed the session's files, so
+    // the export right after holds every packet the status counts.
+    let stopped = s.call("POST", "/api/capture/dns/stop", Some(&ana), None);
+    assert_eq!((stopped.status, stopped.body["state"].as_str()), (200, Some("stopped")), "{}", stopped.body);
+    let counted = stopped.body["status"]["packets"].as_u64().unwrap();
     let (st, h, pcap_out) = s.bytes(
         "POST",
         "/api/export",
@@ -913,7 +918,8 @@ fn history_is_imported_and_exported_through_the_api() {
         .unwrap();
     assert!(o.status.success(), "tshark: {}", String::from_utf8_lossy(&o.stderr));
     let lines = String::from_utf8(o.stdout).unwrap();
-    assert!(lines.lines().count() >= 20, "{lines}");
+    assert_eq!(lines.lines().count() as u64, counted, "{lines}");
+    assert!(counted >= 20);
     assert!(lines.lines().all(|l| l.split(',').any(|p| p == "53")), "{lines}");
 
     // Bad requests are 4xx with a reason; a viewer may not export.

@@ -794,6 +794,9 @@ where
                         batch.clear();
                         let got = source.fill(&mut batch, cfg.batch_size).unwrap_or(0);
                         if got == 0 {
+                            // Sessions stopped while the link is quiet close
+                            // their files now, not at the next packet.
+                            w.record.refresh();
                             if w.last_flush.elapsed() >= cfg.flush_interval {
                                 w.tick_now();
                                 w.flush_builders();
@@ -1105,12 +1108,13 @@ fn worker_loop(
         w.attach_detect(tx, d.cfg.max_convs);
     }
     // Wake at least once per flush interval, so records reach the sink on
-    // time even when no packets arrive; with detection on a live clock, four
-    // times a second, so an idle worker's seconds still close.
+    // time even when no packets arrive, and twice a second, so a recording
+    // session stopped on a quiet link closes its files; with detection on a
+    // live clock, four times a second, so an idle worker's seconds still close.
     let wake = if cfg.detect.is_some() && cfg.live_clock {
         cfg.flush_interval.min(Duration::from_millis(250))
     } else {
-        cfg.flush_interval
+        cfg.flush_interval.min(Duration::from_millis(500))
     };
     loop {
         match rx.recv_timeout(wake) {
@@ -1125,6 +1129,7 @@ fn worker_loop(
             }
             Ok(Msg::Clock(ts)) => w.clock(ts),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                w.record.refresh();
                 if cfg.live_clock {
                     w.tick_now();
                 }

@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use tapstream_engine::record::{self, RecordError, SessionSpec};
+use tapstream_engine::record::{self, RecordError, SessionInfo, SessionSpec};
 
 use super::{Body, Me, Segment, audit, json};
 use crate::AppState;
@@ -83,14 +83,27 @@ pub async fn start(
     Ok((StatusCode::CREATED, json(spec)))
 }
 
+/// How long a stop request waits for the engine to close the session's
+/// files (its workers do within half a second, or at their next batch).
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ask the engine to stop a session and answer once it has: the session is
+/// `stopped` and every packet it counted is in its files, so an export
+/// right after sees them all. If the engine takes longer than
+/// [`STOP_WAIT`] the answer says `stopping` (it stops soon after).
 pub async fn stop(
     State(st): State<AppState>,
     me: Me,
     Segment(name): Segment<String>,
-) -> ApiResult<axum::Json<SessionSpec>> {
-    let spec = record::request_stop(&st.cfg.data_dir, &name, now()).map_err(err)?;
-    audit(&st, me.audit("capture_stop", name, serde_json::json!({})))?;
-    Ok(json(spec))
+) -> ApiResult<axum::Json<SessionInfo>> {
+    record::request_stop(&st.cfg.data_dir, &name, now()).map_err(err)?;
+    audit(&st, me.audit("capture_stop", name.clone(), serde_json::json!({})))?;
+    let data = st.cfg.data_dir.clone();
+    let info = tokio::task::spawn_blocking(move || record::wait_stopped(&data, &name, STOP_WAIT))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(err)?;
+    Ok(json(info))
 }
 
 pub async fn delete(State(st): State<AppState>, me: Me, Segment(name): Segment<String>) -> ApiResult<StatusCode> {

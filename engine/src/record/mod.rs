@@ -24,8 +24,8 @@ mod shard;
 
 pub use export::{ExportReport, FLOW_TAIL_NS, FlowMatch, Selector, export};
 pub use session::{
-    FileInfo, SessionInfo, SessionSpec, SessionState, SessionStatus, create, delete, list, recordings_dir,
-    request_stop, validate_name,
+    FileInfo, SessionInfo, SessionSpec, SessionState, SessionStatus, create, delete, info, list, recordings_dir,
+    request_stop, validate_name, wait_stopped,
 };
 pub use shard::{RecordShard, RecordTap, Recorder};
 

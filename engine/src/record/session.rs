@@ -90,6 +90,9 @@ pub enum SessionState {
     /// The appliance stopped while the session was recording; it resumes
     /// when the appliance runs again.
     Paused,
+    /// Asked to stop (or a cap was reached): the workers are closing its
+    /// files. Stopped follows once every packet counted is on disk.
+    Stopping,
     /// Finished for good (see `reason`).
     Stopped,
 }
@@ -100,6 +103,7 @@ impl SessionState {
             SessionState::Pending => "pending",
             SessionState::Recording => "recording",
             SessionState::Paused => "paused",
+            SessionState::Stopping => "stopping",
             SessionState::Stopped => "stopped",
         }
     }
@@ -111,7 +115,8 @@ pub struct SessionStatus {
     pub state: SessionState,
     pub started_ns: u64,
     pub stopped_ns: Option<u64>,
-    /// Why it stopped: "stopped by operator", "size cap", "time cap", or a write error.
+    /// Why it stopped (or is stopping): "stopped by operator", "size cap",
+    /// "time cap", or a write error.
     pub reason: Option<String>,
     /// Packets and bytes written (file bytes, headers included).
     pub packets: u64,
@@ -207,6 +212,38 @@ pub fn request_stop(data: &Path, name: &str, now_ns: u64) -> Result<SessionSpec,
     Ok(spec)
 }
 
+/// One session, as [`list`] shows it.
+pub fn info(data: &Path, name: &str) -> Result<SessionInfo, RecordError> {
+    let dir = session_dir(data, name)?;
+    let spec: SessionSpec = read_json(&dir.join(SPEC_FILE))?.ok_or_else(|| RecordError::NotFound(name.to_string()))?;
+    info_of(&dir, spec)
+}
+
+fn info_of(dir: &Path, spec: SessionSpec) -> Result<SessionInfo, RecordError> {
+    let status = read_json::<SessionStatus>(&dir.join(STATUS_FILE))?;
+    let files = files_of(dir)?;
+    let disk_bytes = files.iter().map(|f| f.bytes).sum();
+    let state = state_of(&spec, status.as_ref());
+    Ok(SessionInfo { spec, state, status, files, disk_bytes })
+}
+
+/// Wait (at most `timeout`) until a running appliance has stopped the
+/// session `name`, i.e. closed its files, so an export sees every packet
+/// it counted. Returns the session as it is then: still `Recording` or
+/// `Stopping` if the appliance did not finish in time (it will; nothing is
+/// lost), `Paused` or `Pending` when no appliance is running it.
+pub fn wait_stopped(data: &Path, name: &str, timeout: std::time::Duration) -> Result<SessionInfo, RecordError> {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        let s = info(data, name)?;
+        let busy = matches!(s.state, SessionState::Recording | SessionState::Stopping);
+        if !busy || std::time::Instant::now() >= until {
+            return Ok(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The state a session is in, from its two files.
 pub(crate) fn state_of(spec: &SessionSpec, status: Option<&SessionStatus>) -> SessionState {
     match status {
@@ -253,11 +290,7 @@ pub fn list(data: &Path) -> Result<Vec<SessionInfo>, RecordError> {
     for e in rd.flatten() {
         let dir = e.path();
         let Some(spec) = read_json::<SessionSpec>(&dir.join(SPEC_FILE))? else { continue };
-        let status = read_json::<SessionStatus>(&dir.join(STATUS_FILE))?;
-        let files = files_of(&dir)?;
-        let disk_bytes = files.iter().map(|f| f.bytes).sum();
-        let state = state_of(&spec, status.as_ref());
-        out.push(SessionInfo { spec, state, status, files, disk_bytes });
+        out.push(info_of(&dir, spec)?);
     }
     out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     Ok(out)
@@ -268,8 +301,10 @@ pub fn delete(data: &Path, name: &str) -> Result<u64, RecordError> {
     let dir = session_dir(data, name)?;
     let spec: SessionSpec = read_json(&dir.join(SPEC_FILE))?.ok_or_else(|| RecordError::NotFound(name.to_string()))?;
     let status: Option<SessionStatus> = read_json(&dir.join(STATUS_FILE))?;
-    if matches!(state_of(&spec, status.as_ref()), SessionState::Recording | SessionState::Paused)
-        || (status.is_none() && spec.stop_requested_ns.is_none())
+    if matches!(
+        state_of(&spec, status.as_ref()),
+        SessionState::Recording | SessionState::Paused | SessionState::Stopping
+    ) || (status.is_none() && spec.stop_requested_ns.is_none())
     {
         return Err(RecordError::StillRecording(name.to_string()));
     }

@@ -279,6 +279,10 @@ struct Managed {
     spec: SessionSpec,
     status: Option<SessionStatus>,
     active: Option<Arc<Active>>,
+    /// Stopped for the workers (no longer published), whose files are not
+    /// all closed yet: each worker holding the session keeps a reference
+    /// until its next batch or idle turn closes its file.
+    closing: Option<Arc<Active>>,
 }
 
 /// Runs the sessions of one data dir inside a running appliance: picks up
@@ -346,7 +350,7 @@ impl Recorder {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
                     let status = read_json::<SessionStatus>(&dir.join(STATUS_FILE)).unwrap_or(None);
-                    v.insert(Managed { dir: dir.clone(), spec: spec.clone(), status, active: None })
+                    v.insert(Managed { dir: dir.clone(), spec: spec.clone(), status, active: None, closing: None })
                 }
             };
             m.spec = spec;
@@ -359,6 +363,10 @@ impl Recorder {
             if m.active.is_some() {
                 save_status(m, SessionState::Recording);
             }
+            // Every worker has closed its file: all it counted is on disk.
+            if m.closing.as_ref().is_some_and(|a| Arc::strong_count(a) == 1) {
+                finish(m, now_ns);
+            }
         }
     }
 
@@ -368,12 +376,16 @@ impl Recorder {
     }
 
     /// The appliance is stopping: sessions still recording become paused
-    /// (they resume with the next run). Call after the workers finished.
+    /// (they resume with the next run); those stopping are stopped. Call
+    /// after the workers finished (their files are closed).
     pub fn shutdown(&mut self) {
         for m in self.sessions.values_mut() {
             if m.active.is_some() {
                 save_status(m, SessionState::Paused);
                 m.active = None;
+            }
+            if m.closing.is_some() {
+                finish(m, now_ns());
             }
         }
         self.publish();
@@ -399,7 +411,7 @@ fn now_ns() -> u64 {
 /// Advance one session. Returns whether the active set changed.
 fn step(m: &mut Managed, now: u64) -> bool {
     let state = m.status.as_ref().map(|s| s.state);
-    if state == Some(SessionState::Stopped) {
+    if state == Some(SessionState::Stopped) || m.closing.is_some() {
         return false;
     }
     if let Some(a) = m.active.clone() {
@@ -413,15 +425,22 @@ fn step(m: &mut Managed, now: u64) -> bool {
             a.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
         };
         if let Some(r) = reason {
-            finish(m, now, r);
+            begin_stop(m, a, r);
             return true;
         }
         return false;
     }
     // Not active: a new session, or one this run has not resumed yet.
+    if state == Some(SessionState::Stopping) {
+        // An earlier run ended while its workers closed the files (they
+        // closed them as it ended).
+        finish(m, now);
+        return false;
+    }
     if m.spec.stop_requested_ns.is_some() {
         if m.status.is_some() {
-            finish(m, now, "stopped by operator".into());
+            set_reason(m, "stopped by operator".into());
+            finish(m, now);
         }
         return false;
     }
@@ -429,13 +448,15 @@ fn step(m: &mut Managed, now: u64) -> bool {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(session = %m.spec.name, error = %e, "recording: bad session request");
-            finish(m, now, format!("bad request: {e}"));
+            set_reason(m, format!("bad request: {e}"));
+            finish(m, now);
             return false;
         }
     };
     let (packets, bytes) = m.status.as_ref().map_or((0, 0), |s| (s.packets, s.bytes));
     if m.spec.max_secs.is_some_and(|s| m.status.is_some() && now >= started(m).saturating_add(s * 1_000_000_000)) {
-        finish(m, now, "time cap".into());
+        set_reason(m, "time cap".into());
+        finish(m, now);
         return false;
     }
     let a = Arc::new(Active {
@@ -476,12 +497,39 @@ fn started(m: &Managed) -> u64 {
     m.status.as_ref().map_or(0, |s| s.started_ns)
 }
 
-fn finish(m: &mut Managed, now: u64, reason: String) {
-    let (packets, bytes) = match &m.active {
+/// Stop publishing the session to the workers; it is stopped once they
+/// have all closed their files for it (see [`Recorder::poll`]).
+fn begin_stop(m: &mut Managed, a: Arc<Active>, reason: String) {
+    tracing::info!(session = %m.spec.name, reason, "recording stopping");
+    set_reason(m, reason);
+    save_status(m, SessionState::Stopping);
+    m.active = None;
+    m.closing = Some(a);
+}
+
+fn set_reason(m: &mut Managed, reason: String) {
+    let now = now_ns();
+    m.status
+        .get_or_insert(SessionStatus {
+            state: SessionState::Stopped,
+            started_ns: now,
+            stopped_ns: None,
+            reason: None,
+            packets: 0,
+            bytes: 0,
+        })
+        .reason = Some(reason);
+}
+
+/// The session is stopped for good: its final counts and reason (set by
+/// [`set_reason`]) go to its status.
+fn finish(m: &mut Managed, now: u64) {
+    let (packets, bytes) = match m.closing.as_ref().or(m.active.as_ref()) {
         Some(a) => (a.packets.load(Ordering::Relaxed), a.bytes.load(Ordering::Relaxed)),
         None => m.status.as_ref().map_or((0, 0), |s| (s.packets, s.bytes)),
     };
     let started_ns = m.status.as_ref().map_or(now, |s| s.started_ns);
+    let reason = m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_else(|| "stopped by operator".into());
     let st = SessionStatus {
         state: SessionState::Stopped,
         started_ns,
@@ -491,6 +539,7 @@ fn finish(m: &mut Managed, now: u64, reason: String) {
         bytes,
     };
     m.active = None;
+    m.closing = None;
     if let Err(e) = write_json(&m.dir.join(STATUS_FILE), &st) {
         tracing::error!(session = %m.spec.name, error = %e, "recording: cannot write status");
     }
@@ -501,7 +550,7 @@ fn finish(m: &mut Managed, now: u64, reason: String) {
 
 /// Copy the live counters into the status and write it.
 fn save_status(m: &mut Managed, state: SessionState) {
-    let (Some(a), Some(s)) = (&m.active, &mut m.status) else { return };
+    let (Some(a), Some(s)) = (m.active.as_ref().or(m.closing.as_ref()), &mut m.status) else { return };
     let next = SessionStatus {
         state,
         packets: a.packets.load(Ordering::Relaxed),

@@ -261,3 +261,92 @@ fn a_file_cut_mid_record_exports_its_whole_records() {
     assert_eq!(r.truncated_files.len(), 1);
     assert_eq!(r.bad_files.len(), 1, "{:?}", r.bad_files);
 }
+
+#[test]
+fn a_session_is_stopped_only_once_its_files_hold_every_packet_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    create(data, &spec("s")).unwrap();
+    let mut rec = Recorder::open(data).unwrap();
+    rec.poll(START);
+    // A worker picks the session up and records a batch: counted at the
+    // batch end, still in its file writer's buffer.
+    let mut shard = RecordShard::new(0, Some(rec.tap()));
+    shard.refresh();
+    let frame = [0u8; 60];
+    let mut d = Decoded::default();
+    decode(LinkType::ETHERNET, &frame, &DecodeConfig::default(), &mut d);
+    for i in 0..10u64 {
+        let desc = crate::source::Desc {
+            offset: 0,
+            caplen: 60,
+            wire_len: 60,
+            ts_ns: START + i,
+            link: LinkType::ETHERNET,
+            iface: 0,
+            layers: crate::source::Layers::All,
+            in_aux: false,
+        };
+        shard.packet(&desc, &frame, &d);
+    }
+    shard.end_batch();
+    request_stop(data, "s", START + 1).unwrap();
+    rec.poll(START + 2);
+    // No longer recorded, but not stopped while the worker holds its file.
+    assert!(rec.recording().is_empty());
+    let s = info(data, "s").unwrap();
+    assert_eq!(s.state, SessionState::Stopping);
+    assert_eq!(s.status.as_ref().unwrap().reason.as_deref(), Some("stopped by operator"));
+    assert!(matches!(delete(data, "s"), Err(RecordError::StillRecording(_))));
+    assert_eq!(wait_stopped(data, "s", std::time::Duration::from_millis(100)).unwrap().state, SessionState::Stopping);
+    // The worker's next turn closes the file; the next poll stops the session.
+    shard.refresh();
+    rec.poll(START + 3);
+    let s = info(data, "s").unwrap();
+    assert_eq!(s.state, SessionState::Stopped);
+    let st = s.status.as_ref().unwrap();
+    assert_eq!((st.packets, st.bytes), (10, s.disk_bytes));
+    let (r, pkts) = export_all(data, &everything());
+    assert_eq!((r.packets, pkts.len()), (10, 10));
+    assert!(r.truncated_files.is_empty());
+    assert_eq!(wait_stopped(data, "s", std::time::Duration::from_secs(5)).unwrap().state, SessionState::Stopped);
+}
+
+#[test]
+fn a_session_left_stopping_by_an_ended_run_is_stopped_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    create(data, &SessionSpec { max_bytes: Some(5_000), ..spec("capped") }).unwrap();
+    let mut rec = Recorder::open(data).unwrap();
+    rec.poll(START);
+    let mut shard = RecordShard::new(0, Some(rec.tap()));
+    shard.refresh();
+    let frame = [0u8; 60];
+    let d = Decoded::default();
+    for i in 0..200u64 {
+        let desc = crate::source::Desc {
+            offset: 0,
+            caplen: 60,
+            wire_len: 60,
+            ts_ns: START + i,
+            link: LinkType::ETHERNET,
+            iface: 0,
+            layers: crate::source::Layers::All,
+            in_aux: false,
+        };
+        shard.packet(&desc, &frame, &d);
+    }
+    shard.end_batch();
+    rec.poll(START + 1);
+    assert_eq!(info(data, "capped").unwrap().state, SessionState::Stopping);
+    // The run ends without another poll (killed): the files are closed as
+    // the process ends; the next run's recorder stops the session.
+    shard.close_all();
+    drop((shard, rec));
+    let mut again = Recorder::open(data).unwrap();
+    again.poll(START + 2);
+    let s = info(data, "capped").unwrap();
+    assert_eq!(s.state, SessionState::Stopped);
+    assert_eq!(s.status.as_ref().unwrap().reason.as_deref(), Some("size cap"));
+    assert!(again.recording().is_empty());
+}
