@@ -192,11 +192,12 @@ impl Net {
 }
 
 /// Conditions (each one conjunct) implied by `e`, one of a filter's
-/// conjuncts, that the Parquet
-/// statistics can prune with: for `cidr_contains('<IPv4 net>', column)`,
-/// the column's text range ([`Net::text_guard`]). Added beside the filter,
+/// conjuncts, that the Parquet statistics can prune with: for
+/// `cidr_contains('<IPv4 net>', column)`, the column's text range
+/// ([`Net::text_guard`]). Given to the Parquet scan beside the filter,
 /// never instead of it: they hold for every row the filter keeps, so the
-/// answer is the same and whole pages of other addresses are skipped.
+/// answer is the same and whole row groups and pages of other addresses
+/// are skipped (compacted hours are sorted by the originator address).
 pub fn address_bounds(e: &Expr, schema: &arrow::datatypes::Schema) -> Vec<Expr> {
     use datafusion::common::ScalarValue;
     match e {
@@ -220,52 +221,6 @@ pub fn address_bounds(e: &Expr, schema: &arrow::datatypes::Schema) -> Vec<Expr> 
     }
 }
 
-/// The optimizer rule that adds [`address_bounds`] to each filter: a
-/// `cidr_contains` condition also becomes a range on the address text,
-/// which row-group statistics and the page index prune with (compacted
-/// hours are sorted by the originator address). It works on the logical
-/// filter, so the bounds reach the Parquet scan however the filter is
-/// pushed down.
-#[derive(Debug)]
-struct AddressBoundsRule;
-
-impl datafusion::optimizer::OptimizerRule for AddressBoundsRule {
-    fn name(&self) -> &str {
-        "tapstream_address_bounds"
-    }
-
-    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
-        Some(datafusion::optimizer::ApplyOrder::BottomUp)
-    }
-
-    fn rewrite(
-        &self,
-        plan: datafusion::logical_expr::LogicalPlan,
-        _config: &dyn datafusion::optimizer::OptimizerConfig,
-    ) -> Result<datafusion::common::tree_node::Transformed<datafusion::logical_expr::LogicalPlan>, DataFusionError>
-    {
-        use datafusion::common::tree_node::Transformed;
-        use datafusion::logical_expr::utils::{conjunction, split_conjunction};
-        use datafusion::logical_expr::{Filter, LogicalPlan};
-        let LogicalPlan::Filter(filter) = plan else {
-            return Ok(Transformed::no(plan));
-        };
-        let have: Vec<Expr> = split_conjunction(&filter.predicate).into_iter().cloned().collect();
-        let schema = filter.input.schema().as_arrow().clone();
-        let mut added = Vec::new();
-        for b in have.iter().flat_map(|c| address_bounds(c, &schema)) {
-            if !have.contains(&b) && !added.contains(&b) {
-                added.push(b);
-            }
-        }
-        if added.is_empty() {
-            return Ok(Transformed::no(LogicalPlan::Filter(filter)));
-        }
-        let predicate = conjunction(have.into_iter().chain(added)).expect("at least one conjunct");
-        Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(predicate, filter.input)?)))
-    }
-}
-
 /// Call `f` with each value of a text column (any of Arrow's string
 /// layouts), without copying the strings.
 fn each_str(a: &ArrayRef, mut f: impl FnMut(Option<&str>)) -> Result<(), DataFusionError> {
@@ -279,6 +234,47 @@ fn each_str(a: &ArrayRef, mut f: impl FnMut(Option<&str>)) -> Result<(), DataFus
     Ok(())
 }
 
+/// `net` contains each address of `ips` (`len` of them): null for a null
+/// or a non-address, or when there is no network. Compacted hours are
+/// sorted by `orig_h`, so an address comes in runs: tested once per run,
+/// a comparison with the previous address after that.
+fn contains_each<'a>(ips: impl Iterator<Item = Option<&'a str>>, len: usize, net: Option<&Net>) -> BooleanArray {
+    let mut bits = arrow::array::BooleanBufferBuilder::new(len);
+    let mut valid = arrow::array::NullBufferBuilder::new(len);
+    let mut last: Option<(&str, Option<bool>)> = None;
+    for ip in ips {
+        let inside = match (ip, net) {
+            (Some(ip), Some(n)) => match last {
+                Some((prev, inside)) if same_text(prev.as_bytes(), ip.as_bytes()) => inside,
+                _ => {
+                    let inside = n.contains_text(ip);
+                    last = Some((ip, inside));
+                    inside
+                }
+            },
+            _ => None,
+        };
+        bits.append(inside == Some(true));
+        valid.append(inside.is_some());
+    }
+    BooleanArray::new(bits.finish(), valid.finish())
+}
+
+/// `a == b`, without a call to `memcmp` for text of 8 to 16 bytes (most
+/// address text): two overlapping 8-byte words each.
+#[inline]
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
+}
+
 fn cidr_contains(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionError> {
     // The usual call: a constant network over a column of addresses.
     if let ColumnarValue::Scalar(s) = &args[0] {
@@ -287,25 +283,20 @@ fn cidr_contains(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionErro
             ColumnarValue::Array(a) => a.clone(),
             ColumnarValue::Scalar(v) => v.to_array()?,
         };
-        let mut out = arrow::array::BooleanBuilder::with_capacity(ips.len());
-        // Compacted hours are sorted by `orig_h`: an address comes in runs,
-        // tested once per run (a comparison of a few bytes after that).
-        let (mut run, mut inside, mut started) = (Vec::new(), None, false);
-        each_str(&ips, |ip| {
-            out.append_option(match (ip, &net) {
-                (Some(ip), Some(n)) => {
-                    if !started || run != ip.as_bytes() {
-                        run.clear();
-                        run.extend_from_slice(ip.as_bytes());
-                        inside = n.contains_text(ip);
-                        started = true;
-                    }
-                    inside
+        let out = {
+            use arrow::array::AsArray;
+            let n = net.as_ref();
+            match ips.data_type() {
+                DataType::Utf8 => contains_each(ips.as_string::<i32>().iter(), ips.len(), n),
+                DataType::LargeUtf8 => contains_each(ips.as_string::<i64>().iter(), ips.len(), n),
+                DataType::Utf8View => contains_each(ips.as_string_view().iter(), ips.len(), n),
+                _ => {
+                    let s = strings(&ips)?;
+                    contains_each(s.iter(), s.len(), n)
                 }
-                _ => None,
-            })
-        })?;
-        let out = Arc::new(out.finish()) as ArrayRef;
+            }
+        };
+        let out = Arc::new(out) as ArrayRef;
         return Ok(match &args[1] {
             ColumnarValue::Scalar(_) => {
                 ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
@@ -508,7 +499,6 @@ pub fn register(ctx: &SessionContext) {
     for f in functions().into_iter().chain(geo_functions(None)) {
         ctx.register_udf(f);
     }
-    ctx.add_optimizer_rule(Arc::new(AddressBoundsRule));
     // Replaces the built-in of the same name.
     ctx.register_udf(ScalarUDF::new_from_impl(UtcDateTrunc {
         inner: datafusion::functions::datetime::date_trunc().as_ref().clone(),
@@ -671,8 +661,16 @@ mod tests {
             None,
             Some("2001:db8::1"),
             Some("10.1.255.255"),
+            // Equal lengths, differing in the first, middle or last bytes.
+            Some("10.1.23.45"),
+            Some("11.1.23.45"),
+            Some("10.1.32.45"),
+            Some("10.1.32.46"),
+            Some("10.2.32.46"),
+            Some("10.1.200.200"),
+            Some("10.2.200.200"),
         ];
-        for net in ["10.1.0.0/16", "10.1.2.3/32", "2001:db8::/32"] {
+        for net in ["10.1.0.0/16", "10.1.2.3/32", "10.1.32.45/32", "2001:db8::/32"] {
             let n = Net::parse(net).unwrap();
             let want: BooleanArray = values.iter().map(|v| v.and_then(|t| n.contains_text(t))).collect();
             for column in [
