@@ -260,15 +260,15 @@ fn check_read_only(sql: &str) -> Result<(), QueryError> {
     }
 }
 
-/// The listing table of `t`. Its directory may not exist yet (nothing
-/// written so far): every scan lists what is there at that moment, so a
-/// table that appears later is read like the others.
 /// Bytes read from the end of a file to find its footer and page index,
 /// in one read when they fit (about 42 KiB for a compacted hour of flows;
 /// more takes a second read). DataFusion's default of 512 KiB copied twelve
 /// times that for every file opened: a 30-day query opens 720 of them.
 const METADATA_READ: usize = 64 * 1024;
 
+/// The listing table of `t`. Its directory may not exist yet (nothing
+/// written so far): every scan lists what is there at that moment, so a
+/// table that appears later is read like the others.
 async fn table_provider(ctx: &SessionContext, data: &Path, t: Table) -> Result<Arc<dyn TableProvider>, QueryError> {
     let partition_cols = vec![("date".to_string(), DataType::Utf8), ("hour".to_string(), DataType::Utf8)];
     let dir = data.join(t.name());
