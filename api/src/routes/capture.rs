@@ -89,8 +89,9 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Ask the engine to stop a session and answer once it has: the session is
 /// `stopped` and every packet it counted is in its files, so an export
-/// right after sees them all. If the engine takes longer than
-/// [`STOP_WAIT`] the answer says `stopping` (it stops soon after).
+/// right after sees them all. If that takes longer than [`STOP_WAIT`] the
+/// answer shows the session as it is then: `stopping` (it stops soon
+/// after), or `recording` when no engine is running to stop it.
 pub async fn stop(
     State(st): State<AppState>,
     me: Me,
