@@ -365,7 +365,7 @@ impl Recorder {
             }
             // Every worker has closed its file: all it counted is on disk.
             if m.closing.as_ref().is_some_and(|a| Arc::strong_count(a) == 1) {
-                finish(m, now_ns);
+                finish(m, now_ns, stopping_reason(m));
             }
         }
     }
@@ -385,7 +385,7 @@ impl Recorder {
                 m.active = None;
             }
             if m.closing.is_some() {
-                finish(m, now_ns());
+                finish(m, now_ns(), stopping_reason(m));
             }
         }
         self.publish();
@@ -434,13 +434,12 @@ fn step(m: &mut Managed, now: u64) -> bool {
     if state == Some(SessionState::Stopping) {
         // An earlier run ended while its workers closed the files (they
         // closed them as it ended).
-        finish(m, now);
+        finish(m, now, stopping_reason(m));
         return false;
     }
     if m.spec.stop_requested_ns.is_some() {
         if m.status.is_some() {
-            set_reason(m, "stopped by operator".into());
-            finish(m, now);
+            finish(m, now, "stopped by operator".into());
         }
         return false;
     }
@@ -448,15 +447,13 @@ fn step(m: &mut Managed, now: u64) -> bool {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(session = %m.spec.name, error = %e, "recording: bad session request");
-            set_reason(m, format!("bad request: {e}"));
-            finish(m, now);
+            finish(m, now, format!("bad request: {e}"));
             return false;
         }
     };
     let (packets, bytes) = m.status.as_ref().map_or((0, 0), |s| (s.packets, s.bytes));
     if m.spec.max_secs.is_some_and(|s| m.status.is_some() && now >= started(m).saturating_add(s * 1_000_000_000)) {
-        set_reason(m, "time cap".into());
-        finish(m, now);
+        finish(m, now, "time cap".into());
         return false;
     }
     let a = Arc::new(Active {
@@ -501,35 +498,27 @@ fn started(m: &Managed) -> u64 {
 /// have all closed their files for it (see [`Recorder::poll`]).
 fn begin_stop(m: &mut Managed, a: Arc<Active>, reason: String) {
     tracing::info!(session = %m.spec.name, reason, "recording stopping");
-    set_reason(m, reason);
+    if let Some(s) = &mut m.status {
+        s.reason = Some(reason);
+    }
     save_status(m, SessionState::Stopping);
     m.active = None;
     m.closing = Some(a);
 }
 
-fn set_reason(m: &mut Managed, reason: String) {
-    let now = now_ns();
-    m.status
-        .get_or_insert(SessionStatus {
-            state: SessionState::Stopped,
-            started_ns: now,
-            stopped_ns: None,
-            reason: None,
-            packets: 0,
-            bytes: 0,
-        })
-        .reason = Some(reason);
+/// Why a `stopping` session stops (written by [`begin_stop`]).
+fn stopping_reason(m: &Managed) -> String {
+    m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_else(|| "stopped by operator".into())
 }
 
-/// The session is stopped for good: its final counts and reason (set by
-/// [`set_reason`]) go to its status.
-fn finish(m: &mut Managed, now: u64) {
+/// The session is stopped for good: its final counts and `reason` go to
+/// its status.
+fn finish(m: &mut Managed, now: u64, reason: String) {
     let (packets, bytes) = match m.closing.as_ref().or(m.active.as_ref()) {
         Some(a) => (a.packets.load(Ordering::Relaxed), a.bytes.load(Ordering::Relaxed)),
         None => m.status.as_ref().map_or((0, 0), |s| (s.packets, s.bytes)),
     };
     let started_ns = m.status.as_ref().map_or(now, |s| s.started_ns);
-    let reason = m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_else(|| "stopped by operator".into());
     let st = SessionStatus {
         state: SessionState::Stopped,
         started_ns,

@@ -262,21 +262,12 @@ fn a_file_cut_mid_record_exports_its_whole_records() {
     assert_eq!(r.bad_files.len(), 1, "{:?}", r.bad_files);
 }
 
-#[test]
-fn a_session_is_stopped_only_once_its_files_hold_every_packet_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
-    create(data, &spec("s")).unwrap();
-    let mut rec = Recorder::open(data).unwrap();
-    rec.poll(START);
-    // A worker picks the session up and records a batch: counted at the
-    // batch end, still in its file writer's buffer.
-    let mut shard = RecordShard::new(0, Some(rec.tap()));
-    shard.refresh();
+/// One batch of `n` 60-byte frames through a worker's recording shard.
+fn record_batch(shard: &mut RecordShard, n: u64) {
     let frame = [0u8; 60];
     let mut d = Decoded::default();
     decode(LinkType::ETHERNET, &frame, &DecodeConfig::default(), &mut d);
-    for i in 0..10u64 {
+    for i in 0..n {
         let desc = crate::source::Desc {
             offset: 0,
             caplen: 60,
@@ -290,6 +281,20 @@ fn a_session_is_stopped_only_once_its_files_hold_every_packet_counted() {
         shard.packet(&desc, &frame, &d);
     }
     shard.end_batch();
+}
+
+#[test]
+fn a_session_is_stopped_only_once_its_files_hold_every_packet_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    create(data, &spec("s")).unwrap();
+    let mut rec = Recorder::open(data).unwrap();
+    rec.poll(START);
+    // A worker picks the session up and records a batch: counted at the
+    // batch end, still in its file writer's buffer.
+    let mut shard = RecordShard::new(0, Some(rec.tap()));
+    shard.refresh();
+    record_batch(&mut shard, 10);
     request_stop(data, "s", START + 1).unwrap();
     rec.poll(START + 2);
     // No longer recorded, but not stopped while the worker holds its file.
@@ -321,22 +326,7 @@ fn a_session_left_stopping_by_an_ended_run_is_stopped_by_the_next() {
     rec.poll(START);
     let mut shard = RecordShard::new(0, Some(rec.tap()));
     shard.refresh();
-    let frame = [0u8; 60];
-    let d = Decoded::default();
-    for i in 0..200u64 {
-        let desc = crate::source::Desc {
-            offset: 0,
-            caplen: 60,
-            wire_len: 60,
-            ts_ns: START + i,
-            link: LinkType::ETHERNET,
-            iface: 0,
-            layers: crate::source::Layers::All,
-            in_aux: false,
-        };
-        shard.packet(&desc, &frame, &d);
-    }
-    shard.end_batch();
+    record_batch(&mut shard, 200);
     rec.poll(START + 1);
     assert_eq!(info(data, "capped").unwrap().state, SessionState::Stopping);
     // The run ends without another poll (killed): the files are closed as
