@@ -5,6 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+mod index;
+use index::AsnIndex;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
     #[error("GeoIP database {path}: {msg}")]
@@ -37,6 +40,16 @@ struct AsnRanges {
     v4: Vec<(u32, u32, u32, u32)>,
     v6: Vec<(u128, u128, u32, u32)>,
     orgs: Vec<String>,
+}
+
+impl AsnRanges {
+    /// Add another file's ranges (their organisations after ours).
+    fn append(&mut self, mut other: AsnRanges) {
+        let base = self.orgs.len() as u32;
+        self.v4.extend(other.v4.iter().map(|&(a, b, n, o)| (a, b, n, o + base)));
+        self.v6.extend(other.v6.iter().map(|&(a, b, n, o)| (a, b, n, o + base)));
+        self.orgs.append(&mut other.orgs);
+    }
 }
 
 fn find<T: Copy + Ord>(v: &[(T, T, u32, u32)], x: T) -> Option<(u32, u32)> {
@@ -72,41 +85,103 @@ fn open_mmdb(p: &Path) -> Result<maxminddb::Reader<Vec<u8>>, GeoError> {
         .map_err(|e| GeoError::Open { path: p.display().to_string(), msg: e.to_string() })
 }
 
-fn load_csv(p: &Path, into: &mut AsnRanges) -> Result<(), GeoError> {
-    let text =
-        std::fs::read_to_string(p).map_err(|e| GeoError::Open { path: p.display().to_string(), msg: e.to_string() })?;
-    let mut orgs: std::collections::HashMap<String, u32> =
-        into.orgs.iter().enumerate().map(|(i, o)| (o.clone(), i as u32)).collect();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
+/// One ASN range file: `start,end,asn,organisation` per line, addresses as
+/// text or as numbers (the `-num` files), the organisation quoted when it
+/// holds a comma. Parsed from bytes with organisations interned; the ~515 k
+/// lines of the free database still take ~0.15 s, so the result is kept in
+/// an index file beside it (see [`AsnIndex`]) that later starts read.
+fn load_csv(p: &Path) -> Result<AsnRanges, GeoError> {
+    use std::io::BufRead;
+    let open = |e: std::io::Error| GeoError::Open { path: p.display().to_string(), msg: e.to_string() };
+    let file = std::fs::File::open(p).map_err(open)?;
+    let v4_hint = p.to_string_lossy().contains("ipv4");
+    let mut into = AsnRanges::default();
+    let mut orgs: std::collections::HashMap<Box<str>, u32, foldhash::fast::RandomState> = Default::default();
+    let mut r = std::io::BufReader::with_capacity(1 << 18, file);
+    let mut line = Vec::with_capacity(256);
+    let mut org = String::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).map_err(open)? == 0 {
+            break;
+        }
+        n += 1;
+        let bad = |msg: &str| GeoError::Csv { path: p.display().to_string(), line: n, msg: msg.to_string() };
+        let l = line.trim_ascii();
+        if l.is_empty() || l[0] == b'#' {
             continue;
         }
-        let bad = |msg: &str| GeoError::Csv { path: p.display().to_string(), line: i + 1, msg: msg.to_string() };
-        let mut it = line.splitn(4, ',');
-        let (Some(a), Some(b), Some(n)) = (it.next(), it.next(), it.next()) else {
+        let mut it = l.splitn(4, |&b| b == b',');
+        let (Some(a), Some(b), Some(num)) = (it.next(), it.next(), it.next()) else {
             return Err(bad("expected start,end,asn,organisation"));
         };
-        let org = it.next().unwrap_or("").trim().trim_matches('"').replace("\"\"", "\"");
-        let asn: u32 = n.trim().parse().map_err(|_| bad("the ASN is not a number"))?;
-        let next = orgs.len() as u32;
-        let o = *orgs.entry(org.clone()).or_insert_with(|| {
-            into.orgs.push(org);
-            next
-        });
-        // Either addresses or their numbers (the `-num` files).
-        match (a.trim().parse::<IpAddr>(), b.trim().parse::<IpAddr>()) {
-            (Ok(IpAddr::V4(x)), Ok(IpAddr::V4(y))) => into.v4.push((x.into(), y.into(), asn, o)),
-            (Ok(IpAddr::V6(x)), Ok(IpAddr::V6(y))) => into.v6.push((x.into(), y.into(), asn, o)),
-            _ => match (a.trim().parse::<u128>(), b.trim().parse::<u128>()) {
-                (Ok(x), Ok(y)) if y <= u32::MAX as u128 && p.to_string_lossy().contains("ipv4") => {
-                    into.v4.push((x as u32, y as u32, asn, o))
+        let asn = parse_u32(num.trim_ascii()).ok_or_else(|| bad("the ASN is not a number"))?;
+        org.clear();
+        let raw = it.next().unwrap_or_default().trim_ascii();
+        let raw = std::str::from_utf8(raw).map_err(|_| bad("the organisation is not UTF-8"))?;
+        match raw.strip_prefix('"').map(|s| s.strip_suffix('"').unwrap_or(s)) {
+            Some(q) => {
+                org.push_str(q);
+                if org.contains("\"\"") {
+                    org = org.replace("\"\"", "\"");
                 }
-                (Ok(x), Ok(y)) => into.v6.push((x, y, asn, o)),
+            }
+            None => org.push_str(raw),
+        }
+        let o = match orgs.get(org.as_str()) {
+            Some(&o) => o,
+            None => {
+                let o = into.orgs.len() as u32;
+                into.orgs.push(org.clone());
+                orgs.insert(org.as_str().into(), o);
+                o
+            }
+        };
+        let (a, b) = (a.trim_ascii(), b.trim_ascii());
+        if let (Some(x), Some(y)) = (parse_v4(a), parse_v4(b)) {
+            into.v4.push((x, y, asn, o));
+            continue;
+        }
+        let text = |s: &[u8]| std::str::from_utf8(s).ok().and_then(|s| s.parse::<IpAddr>().ok());
+        match (text(a), text(b)) {
+            (Some(IpAddr::V4(x)), Some(IpAddr::V4(y))) => into.v4.push((x.into(), y.into(), asn, o)),
+            (Some(IpAddr::V6(x)), Some(IpAddr::V6(y))) => into.v6.push((x.into(), y.into(), asn, o)),
+            _ => match (parse_u128(a), parse_u128(b)) {
+                (Some(x), Some(y)) if y <= u32::MAX as u128 && v4_hint => into.v4.push((x as u32, y as u32, asn, o)),
+                (Some(x), Some(y)) => into.v6.push((x, y, asn, o)),
                 _ => return Err(bad("start and end must be addresses of one family")),
             },
         }
     }
-    Ok(())
+    Ok(into)
+}
+
+fn parse_u128(s: &[u8]) -> Option<u128> {
+    if s.is_empty() || s.len() > 39 {
+        return None;
+    }
+    s.iter().try_fold(0u128, |v, &c| c.is_ascii_digit().then_some(v)?.checked_mul(10)?.checked_add((c - b'0') as u128))
+}
+
+fn parse_u32(s: &[u8]) -> Option<u32> {
+    parse_u128(s).and_then(|v| u32::try_from(v).ok())
+}
+
+/// Dotted-quad IPv4 text, strictly: four decimal parts of 1–3 digits, each
+/// at most 255, no leading zeros (as `Ipv4Addr`'s parser accepts).
+fn parse_v4(s: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    let mut parts = 0;
+    for part in s.split(|&c| c == b'.') {
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let x = parse_u32(part).filter(|&x| x <= 255)?;
+        v = v << 8 | x;
+        parts += 1;
+    }
+    (parts == 4).then_some(v)
 }
 
 impl Geo {
@@ -139,7 +214,7 @@ impl Geo {
             if is_mmdb {
                 g.asn_mmdb = Some(open_mmdb(p)?);
             } else {
-                load_csv(p, &mut g.asn_ranges)?;
+                g.asn_ranges.append(AsnIndex::load(p)?);
             }
         }
         g.asn_ranges.v4.sort_unstable();
@@ -272,5 +347,80 @@ impl GeoLookup {
             asn: asn.unwrap_or(0),
         };
         (cc, asn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(name: &str, text: &str) -> Result<Geo, GeoError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        Geo::open(&GeoConfig { country: None, asn: vec![p] })
+    }
+
+    fn v4(s: &str) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&s.parse::<Ipv4Addr>().unwrap().octets());
+        a
+    }
+
+    /// The ASN range files as ip-location-db writes them: quoted
+    /// organisations with commas and doubled quotes, comments, blank lines,
+    /// CRLF line ends, IPv6 ranges and the `-num` variant.
+    #[test]
+    fn asn_ranges_load_as_written() {
+        let g = load(
+            "asn-ipv4.csv",
+            "# ranges\n1.0.0.0,1.0.0.255,13335,\"Cloudflare, Inc.\"\r\n\n\
+             10.0.0.0 , 10.255.255.255 , 64512 , \"The \"\"Quoted\"\" Org\"\n\
+             8.8.8.0,8.8.8.255,15169,Google LLC\n9.9.9.0,9.9.9.255,19281,Cloudflare, Inc.\n\
+             2001:db8::,2001:db8::ffff,64500,Doc Net\n",
+        )
+        .unwrap();
+        assert_eq!(g.asn_full(&v4("1.0.0.1"), false), Some((13335, "Cloudflare, Inc.")));
+        assert_eq!(g.asn_full(&v4("10.1.2.3"), false), Some((64512, "The \"Quoted\" Org")));
+        assert_eq!(g.asn_full(&v4("8.8.8.255"), false), Some((15169, "Google LLC")));
+        assert_eq!(g.asn(&v4("8.8.9.0"), false), None);
+        assert_eq!(g.asn_full(&v4("9.9.9.9"), false), Some((19281, "Cloudflare, Inc.")));
+        assert_eq!(g.asn_ranges.orgs.len(), 4, "equal organisations are stored once: {:?}", g.asn_ranges.orgs);
+        let doc: Ipv6Addr = "2001:db8::12".parse().unwrap();
+        assert_eq!(g.asn_full(&doc.octets(), true), Some((64500, "Doc Net")));
+        let g = load("asn-ipv4-num.csv", "16777216,16777471,13335,\"Cloudflare, Inc.\"\n").unwrap();
+        assert_eq!(g.asn(&v4("1.0.0.7"), false), Some(13335));
+        let g = load(
+            "asn-ipv6-num.csv",
+            "42540766411282592856903984951653826560,42540766411282592856903984951653826815,64500,Doc\n",
+        )
+        .unwrap();
+        assert_eq!(g.asn(&doc.octets(), true), Some(64500));
+    }
+
+    #[test]
+    fn a_bad_asn_line_is_named() {
+        for (text, msg) in [
+            ("1.0.0.0,1.0.0.255,13335,A\n1.0.1.0,1.0.1.255\n", "line 2: expected start,end,asn,organisation"),
+            ("\n1.0.0.0,1.0.0.255,AS13335,A\n", "line 2: the ASN is not a number"),
+            ("1.0.0.0,2001:db8::,1,A\n", "line 1: start and end must be addresses of one family"),
+            ("1.0.0.256,1.0.1.0,1,A\n", "line 1: start and end must be addresses of one family"),
+            ("01.0.0.0,1.0.1.0,1,A\n", "line 1: start and end must be addresses of one family"),
+            ("1.0.0.0,1.0.0.1,4294967296,A\n", "line 1: the ASN is not a number"),
+        ] {
+            let e = load("asn-ipv4.csv", text).err().unwrap_or_else(|| panic!("{text:?} loaded")).to_string();
+            assert!(e.starts_with("ASN ranges ") && e.ends_with(msg), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn dotted_quads_parse_strictly() {
+        for s in ["0.0.0.0", "255.255.255.255", "1.2.3.4", "10.0.200.9"] {
+            assert_eq!(parse_v4(s.as_bytes()), Some(u32::from(s.parse::<Ipv4Addr>().unwrap())), "{s}");
+        }
+        for s in ["", "1.2.3", "1.2.3.4.5", "1..3.4", "256.1.1.1", "1.2.3.04", "1.2.3.-4", "1.2.3.4 ", "a.b.c.d"] {
+            assert_eq!(parse_v4(s.as_bytes()), None, "{s}");
+            assert!(s.parse::<Ipv4Addr>().is_err(), "{s} must be invalid for std too");
+        }
     }
 }
