@@ -17,7 +17,8 @@
 # generator's speed depends on the capture method: the table gives the
 # offered rate achieved, packets captured and lost, and the capture
 # process's own CPU time (packets per CPU-second of the capture process).
-# Lost = the tool's own drop counters + frames the sender's veth could not
+# Offered = what the generator handed the veth (sent + its tx_dropped);
+# lost = the tool's own drop counters + frames the sender's veth could not
 # hand over (its TX drops: the receiving ring was full).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +61,7 @@ for ((r = 1; r <= RUNS; r++)); do
         until grep -q "$ready" "$WORK/log"; do sleep 0.1; done
         sleep 0.5
         read -r sent secs < <(ip netns exec "$B" taskset -c 0 "$TS" gen --iface gen0 --tx xdp-live --mix udp-flood \
-            --flows 1000 --pps 1000000000 --packets "$PACKETS" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["packets"], d["seconds"])')
+            --flows 1000 --pps 1000000000 --packets "$PACKETS" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["packets"] + d["tx_dropped"], d["seconds"])')
         sleep 1
         if [ "$tool" = tapstream ]; then pkill -INT -f -- "--summary $WORK/s.json"; else pkill -INT -x tcpdump; fi
         while pgrep -f -- "--summary $WORK/s.json" >/dev/null || pgrep -x tcpdump >/dev/null; do sleep 0.1; done

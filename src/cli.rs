@@ -428,8 +428,9 @@ pub struct GenArgs {
     pub summary: Option<PathBuf>,
     /// How frames leave: `packet` (an AF_PACKET socket: exact accounting of
     /// every frame) or `xdp-live` (the kernel's XDP live-frame runner, for
-    /// benchmarks: millions of frames/s, udp-flood only, frames offered to
-    /// the interface, spread over --flows source ports at random).
+    /// benchmarks: millions of frames/s, udp-flood only, spread over --flows
+    /// source ports at random; frames the interface dropped on transmit are
+    /// reported as `tx_dropped`, not as sent).
     #[arg(long, default_value = "packet")]
     pub tx: String,
 }

@@ -347,6 +347,35 @@ fn overload_becomes_counted_drops_with_af_packet() {
     overload("af-packet");
 }
 
+/// The benchmark's generator (`gen --tx xdp-live`, the kernel's live-frame
+/// runner) reports exactly what left the interface, paced: not faster than
+/// asked.
+#[test]
+fn the_live_frame_generator_sends_what_it_reports_at_the_rate_asked() {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    let cap = lab.capture(0, &["cap0"], &["--workers", "1"], None);
+    let out = lab
+        .cmd(1)
+        .arg(BIN)
+        .args(["gen", "--iface", "gen0", "--tx", "xdp-live", "--mix", "udp-flood", "--flows", "100"])
+        .args(["--pps", "200000", "--packets", "100000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gen failed: {}", String::from_utf8_lossy(&out.stderr));
+    let sent: Value = serde_json::from_slice(&out.stdout).expect("gen prints JSON");
+    let (s, log, _) = cap.stop();
+    // Frames the sending veth dropped (the receiving ring was full) are
+    // reported apart, not as sent.
+    assert_eq!(n(&sent, "packets") + n(&sent, "tx_dropped"), 100_000, "{sent}");
+    assert!(n(&sent, "packets") > 0, "{sent}");
+    assert!(sent["seconds"].as_f64().unwrap() >= 0.49, "100 000 frames at 200 000/s take half a second: {sent}");
+    assert_eq!(n(&s, "received"), n(&sent, "packets"), "{s}\n{sent}\n{log}");
+    assert_eq!(n(&s, "bytes"), n(&sent, "bytes"), "{s}");
+    assert_eq!(n(&s, "flows"), n(&sent, "flows"), "{s}");
+    assert_eq!(n(&s, "worker_drops") + n(&s, "kernel_drops"), 0, "{s}");
+}
+
 #[test]
 fn ping_through_the_capture() {
     let lab = Lab::new(2);
