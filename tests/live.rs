@@ -149,14 +149,30 @@ impl Lab {
 
     #[allow(clippy::too_many_arguments)]
     fn gen_from(&self, ns: usize, iface: &str, mix: &str, pps: u64, flows: u32, packets: u64, net: u8) -> Value {
-        let out = self
-            .cmd(ns)
-            .arg(BIN)
-            .args(["gen", "--iface", iface, "--mix", mix, "--pps", &pps.to_string(), "--flows", &flows.to_string()])
-            .args(["--packets", &packets.to_string(), "--client-net", &net.to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "gen failed: {}", String::from_utf8_lossy(&out.stderr));
+        let (pps, flows, packets, net) = (pps.to_string(), flows.to_string(), packets.to_string(), net.to_string());
+        self.gen_args(
+            ns,
+            &[
+                "--iface",
+                iface,
+                "--mix",
+                mix,
+                "--pps",
+                &pps,
+                "--flows",
+                &flows,
+                "--packets",
+                &packets,
+                "--client-net",
+                &net,
+            ],
+        )
+    }
+
+    /// `tapstream gen ARGS` in namespace `ns`; returns its JSON report.
+    fn gen_args(&self, ns: usize, args: &[&str]) -> Value {
+        let out = self.cmd(ns).arg(BIN).arg("gen").args(args).output().unwrap();
+        assert!(out.status.success(), "gen {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("gen prints JSON")
     }
 }
@@ -355,15 +371,23 @@ fn the_live_frame_generator_sends_what_it_reports_at_the_rate_asked() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 1);
     let cap = lab.capture(0, &["cap0"], &["--workers", "1"], None);
-    let out = lab
-        .cmd(1)
-        .arg(BIN)
-        .args(["gen", "--iface", "gen0", "--tx", "xdp-live", "--mix", "udp-flood", "--flows", "100"])
-        .args(["--pps", "200000", "--packets", "100000"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "gen failed: {}", String::from_utf8_lossy(&out.stderr));
-    let sent: Value = serde_json::from_slice(&out.stdout).expect("gen prints JSON");
+    let sent = lab.gen_args(
+        1,
+        &[
+            "--iface",
+            "gen0",
+            "--tx",
+            "xdp-live",
+            "--mix",
+            "udp-flood",
+            "--flows",
+            "100",
+            "--pps",
+            "200000",
+            "--packets",
+            "100000",
+        ],
+    );
     let (s, log, _) = cap.stop();
     // Frames the sending veth dropped (the receiving ring was full) are
     // reported apart, not as sent.
@@ -520,15 +544,10 @@ fn vlans(method: &str) {
     lab.veth(0, "cap0", 1, "gen0", 1);
     let cfg = format!("[capture]\nmethod = \"{method}\"\n");
     let cap = lab.capture(0, &["cap0"], &["--filter", "vlan 42"], Some(&cfg));
-    let out = lab
-        .cmd(1)
-        .arg(BIN)
-        .args(["gen", "--iface", "gen0", "--mix", "dns", "--flows", "3", "--packets", "60"])
-        .args(["--pps", "2000", "--vlan", "42"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let tagged: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tagged = lab.gen_args(
+        1,
+        &["--iface", "gen0", "--mix", "dns", "--flows", "3", "--packets", "60", "--pps", "2000", "--vlan", "42"],
+    );
     let untagged = lab.gen_from(1, "gen0", "dns", 2000, 3, 40, 50);
     let (s, log, data) = cap.stop();
     assert_eq!(n(&s, "packets"), n(&tagged, "packets"), "{s}\n{log}");

@@ -110,10 +110,7 @@ struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
+        let (a, b) = self.0.split_at_checked(n)?;
         self.0 = b;
         Some(a)
     }
