@@ -234,6 +234,18 @@ fn csv_cell(v: &Val) -> String {
 /// Print `batches` (all of one table) sorted by time.
 pub fn print(out: &mut dyn Write, log: LogKind, format: Format, batches: &[RecordBatch]) -> std::io::Result<()> {
     let (path, cols) = columns(log);
+    // Flows leave the engine with their derivable columns unfilled.
+    let completed;
+    let batches = if log == LogKind::Conn {
+        completed = batches
+            .iter()
+            .map(tapstream_engine::derived::complete)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(std::io::Error::other)?;
+        &completed[..]
+    } else {
+        batches
+    };
     let mut rows: Vec<(i64, usize, usize)> = Vec::new();
     for (bi, b) in batches.iter().enumerate() {
         let ts = b.column_by_name("ts").and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>().cloned());

@@ -50,6 +50,52 @@ fn pyarrow(script: &str) -> String {
 
 const ALL: &str = "ts >= '2000-01-01T00:00:00Z'";
 
+/// The derived flows columns (docs/schema.md): an outside reader fills in
+/// `duration` and `flow_start` as documented and gets our values; the
+/// Community IDs are not in the files (null, with their seed) but always
+/// in our answers.
+#[test]
+fn an_outside_reader_derives_the_unstored_flow_columns_as_documented() {
+    let ours = csv(&format!(
+        "SELECT uid, ts, duration, flow_start, community_id FROM flows WHERE {ALL} AND record_kind = 'final' ORDER BY uid, ts"
+    ));
+    assert!(ours.len() > 100);
+    assert!(ours.iter().all(|l| l.split(',').nth(4).is_some_and(|c| c.starts_with("1:"))), "{:?}", &ours[..3]);
+    let theirs = pyarrow(
+        r#"
+import sys, pyarrow.dataset as ds, pyarrow.compute as pc
+t = ds.dataset(sys.argv[1] + "/flows", format="parquet", partitioning="hive").to_table()
+t = t.filter(pc.equal(t["record_kind"], "final")).sort_by([("uid", "ascending"), ("ts", "ascending")])
+assert t["community_id"].null_count == t.num_rows, "community_id is not stored"
+assert t["community_id_seed"].null_count == 0
+ns = pc.subtract(t["last_ts"].cast("int64"), t["ts"].cast("int64"))
+dur = pc.coalesce(t["duration"], pc.divide(ns.cast("float64"), 1e9))
+start = pc.coalesce(t["flow_start"], t["ts"])
+for u, ts, d, s in zip(t["uid"].to_pylist(), t["ts"].cast("int64").to_pylist(), dur.to_pylist(), start.cast("int64").to_pylist()):
+    print(u, ts, repr(d), s)
+"#,
+    );
+    // The same rows, compared as numbers (timestamps in ns).
+    let ts_ns = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap().unix_timestamp_nanos()
+    };
+    let ours: Vec<(String, i128, f64, i128)> = ours
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), ts_ns(f[1]), f[2].parse().unwrap(), ts_ns(f[3]))
+        })
+        .collect();
+    let theirs: Vec<(String, i128, f64, i128)> = theirs
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(ours, theirs);
+}
+
 #[test]
 fn answers_match_pyarrow() {
     let ours = csv(&format!(

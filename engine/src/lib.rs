@@ -10,6 +10,7 @@
 
 pub mod alert;
 pub mod decode;
+pub mod derived;
 pub mod detect;
 pub mod filter;
 pub mod flow;

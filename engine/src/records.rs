@@ -133,7 +133,7 @@ pub fn flows_schema() -> SchemaRef {
             f("ts", ts_type(), false),
             f("last_ts", ts_type(), false),
             f("uid", DataType::Utf8, false),
-            f("community_id", DataType::Utf8, false),
+            f("community_id", DataType::Utf8, true),
             f("orig_h", DataType::Utf8, false),
             f("orig_p", DataType::UInt16, false),
             f("resp_h", DataType::Utf8, false),
@@ -141,7 +141,7 @@ pub fn flows_schema() -> SchemaRef {
             f("proto", DataType::Utf8, false),
             f("ip_proto", DataType::UInt8, false),
             f("service", DataType::Utf8, true),
-            f("duration", DataType::Float64, false),
+            f("duration", DataType::Float64, true),
             f("orig_bytes", DataType::UInt64, false),
             f("resp_bytes", DataType::UInt64, false),
             f("conn_state", DataType::Utf8, false),
@@ -159,11 +159,12 @@ pub fn flows_schema() -> SchemaRef {
             f("orig_tcp_flags", DataType::UInt8, true),
             f("resp_tcp_flags", DataType::UInt8, true),
             f("record_kind", DataType::Utf8, false),
-            f("flow_start", ts_type(), false),
+            f("flow_start", ts_type(), true),
             f("orig_cc", DataType::Utf8, true),
             f("resp_cc", DataType::Utf8, true),
             f("orig_asn", DataType::UInt32, true),
             f("resp_asn", DataType::UInt32, true),
+            f(crate::derived::SEED_COLUMN, DataType::UInt16, true),
         ]))
     })
     .clone()
@@ -235,6 +236,7 @@ pub struct FlowBuilder {
     resp_cc: StringBuilder,
     orig_asn: UInt32Builder,
     resp_asn: UInt32Builder,
+    seed: UInt16Builder,
     rows: usize,
 }
 
@@ -279,6 +281,7 @@ impl Default for FlowBuilder {
             resp_cc: StringBuilder::new(),
             orig_asn: UInt32Builder::new(),
             resp_asn: UInt32Builder::new(),
+            seed: UInt16Builder::new(),
             rows: 0,
         }
     }
@@ -296,7 +299,10 @@ impl FlowBuilder {
         self.ts.append_value(r.ts as i64);
         self.last_ts.append_value(r.last_ts as i64);
         self.uid.append_value(uid_string(r.uid));
-        self.cid.append_value(key_community_id(seed, &r.key));
+        // Derived on read (`derived`): the hash is a quarter of a flows
+        // file and does not compress.
+        self.cid.append_null();
+        self.seed.append_value(seed);
         write_addr(scratch, r.v6, &r.orig_h);
         self.orig_h.append_value(&*scratch);
         self.orig_p.append_value(r.orig_p);
@@ -306,7 +312,7 @@ impl FlowBuilder {
         self.proto.append_value(proto_name(r.ip_proto));
         self.ip_proto.append_value(r.ip_proto);
         self.service.append_option(r.service.name());
-        self.duration.append_value(r.last_ts.saturating_sub(r.ts) as f64 / 1e9);
+        self.duration.append_null();
         self.orig_bytes.append_value(r.orig_bytes);
         self.resp_bytes.append_value(r.resp_bytes);
         self.conn_state.append_value(r.conn_state);
@@ -332,7 +338,7 @@ impl FlowBuilder {
         self.orig_flags.append_option(tcp.then_some(r.orig_flags));
         self.resp_flags.append_option(tcp.then_some(r.resp_flags));
         self.kind.append_value(r.kind.name());
-        self.flow_start.append_value(r.first_ts as i64);
+        self.flow_start.append_option((r.first_ts != r.ts).then_some(r.first_ts as i64));
         let ((occ, oasn), (rcc, rasn)) = match geo {
             Some(g) => (g.get(&r.orig_h, r.v6), g.get(&r.resp_h, r.v6)),
             None => ((None, None), (None, None)),
@@ -392,6 +398,7 @@ impl FlowBuilder {
             Arc::new(self.resp_cc.finish()),
             Arc::new(self.orig_asn.finish()),
             Arc::new(self.resp_asn.finish()),
+            Arc::new(self.seed.finish()),
         ];
         RecordBatch::try_new(flows_schema(), cols).expect("flows batch matches its schema")
     }

@@ -20,6 +20,7 @@ use arrow::array::{
     UInt8Builder, UInt16Builder, UInt64Builder,
 };
 use arrow::datatypes::DataType;
+use tapstream_engine::derived::{SEED_COLUMN, store_community_id};
 use tapstream_engine::flow::community_id::community_id_v1;
 use tapstream_engine::records::{Table, flows_schema, is_local};
 
@@ -72,6 +73,11 @@ impl Columns {
         for (pos, name) in h.iter().enumerate() {
             let name = name.trim();
             match schema.index_of(name) {
+                Ok(_) if name == SEED_COLUMN => {
+                    return Err(ImportError::Header(format!(
+                        "unknown column {name:?} (the flows columns are listed in docs/schema.md)"
+                    )));
+                }
                 Ok(i) if idx[i].is_some() => return Err(ImportError::Header(format!("column {name} appears twice"))),
                 Ok(i) => idx[i] = Some(pos),
                 Err(_) if IGNORED.contains(&name) => {}
@@ -312,7 +318,7 @@ fn parse_row(c: &Columns, rec: &csv::StringRecord, line: u64, errs: &mut Vec<Row
     let (lo, hi, lo_p, hi_p) = if (o, orig_p) <= (r, resp_p) { (o, r, orig_p, resp_p) } else { (r, o, resp_p, orig_p) };
     let community_id = match c.get(rec, "community_id") {
         Some(v) => v.to_string(),
-        None => community_id_v1(0, v6, &lo, &hi, ip_proto, lo_p, hi_p),
+        None => community_id_v1(IMPORT_SEED, v6, &lo, &hi, ip_proto, lo_p, hi_p),
     };
     let uid = match c.get(rec, "uid") {
         Some(v) => v.to_string(),
@@ -362,10 +368,18 @@ fn parse_row(c: &Columns, rec: &csv::StringRecord, line: u64, errs: &mut Vec<Row
     })
 }
 
+/// The Community ID seed of rows imported without a `community_id`.
+const IMPORT_SEED: u16 = 0;
+
 fn to_batch(rows: &[Row]) -> RecordBatch {
     let ts = |f: &dyn Fn(&Row) -> i64| {
         let mut b = TimestampNanosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
         rows.iter().for_each(|r| b.append_value(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let ts_opt = |f: &dyn Fn(&Row) -> Option<i64>| {
+        let mut b = TimestampNanosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+        rows.iter().for_each(|r| b.append_option(f(r)));
         Arc::new(b.finish()) as ArrayRef
     };
     let s = |f: &dyn Fn(&Row) -> Option<String>| {
@@ -398,8 +412,13 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
         rows.iter().for_each(|r| b.append_value(f(r)));
         Arc::new(b.finish()) as ArrayRef
     };
+    // Stored as the engine stores them: derivable values as null
+    // (`tapstream_engine::derived`), values that differ kept.
     let mut dur = Float64Builder::with_capacity(rows.len());
-    rows.iter().for_each(|r| dur.append_value(r.duration));
+    rows.iter().for_each(|r| {
+        let derived = (r.last_ts - r.ts).max(0) as f64 / 1e9;
+        dur.append_option((r.duration != derived).then_some(r.duration))
+    });
     let mut parents = ListBuilder::new(StringBuilder::new());
     for r in rows {
         match &r.tunnel_parents {
@@ -417,9 +436,13 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
         .map(|f| match f.name().as_str() {
             "ts" => ts(&|r| r.ts),
             "last_ts" => ts(&|r| r.last_ts),
-            "flow_start" => ts(&|r| r.flow_start),
+            "flow_start" => ts_opt(&|r| (r.flow_start != r.ts).then_some(r.flow_start)),
             "uid" => s(&|r| Some(r.uid.clone())),
-            "community_id" => s(&|r| Some(r.community_id.clone())),
+            "community_id" => s(&|r| {
+                let (o, p) = (r.orig_h.to_string(), r.resp_h.to_string());
+                store_community_id(IMPORT_SEED, r.ip_proto, &o, r.orig_p, &p, r.resp_p, &r.community_id)
+            }),
+            SEED_COLUMN => u16s(&|_| Some(IMPORT_SEED)),
             "orig_h" => s(&|r| Some(r.orig_h.to_string())),
             "resp_h" => s(&|r| Some(r.resp_h.to_string())),
             "orig_p" => u16s(&|r| Some(r.orig_p)),

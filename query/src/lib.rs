@@ -7,6 +7,7 @@
 
 pub mod compact;
 pub mod export;
+pub mod flows;
 pub mod import;
 pub mod layout;
 pub mod retention;

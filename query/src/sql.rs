@@ -144,13 +144,14 @@ impl History {
         let notes: Notes = Arc::default();
         for t in Table::ALL {
             let provider = table_provider(&ctx, data, t).await?;
-            let guarded = Arc::new(TimeGuard {
+            let mut guarded: Arc<dyn TableProvider> = Arc::new(TimeGuard {
                 inner: provider,
                 table: t.name(),
                 range: limits.default_range,
                 notes: notes.clone(),
             });
             if t == Table::Flows {
+                guarded = Arc::new(crate::flows::FlowsView::new(guarded));
                 crate::topn::register(&ctx, guarded.clone());
             }
             ctx.register_table(t.name(), guarded).map_err(|e| QueryError::Sql(e.to_string()))?;

@@ -1,0 +1,356 @@
+//! Flow columns that are stored only when they cannot be derived.
+//!
+//! Three columns of `flows` follow from others: `community_id` from the
+//! five-tuple and the Community ID seed (kept in `community_id_seed`),
+//! `duration` from `last_ts - ts`, and `flow_start` from `ts` on every
+//! record but those after an interim one. Together they were 44 % of a
+//! flows file (the hash alone a quarter: it does not compress), so the
+//! engine writes them as null where they are derivable and every reader
+//! that shows them (SQL, exports, `tapstream flows`) fills them in with the
+//! functions here. A stored value always wins: files written before this
+//! layout, and imported rows whose values differ from the derivation, keep
+//! theirs.
+//!
+//! Architecture Invariant: a flows batch is complete after [`complete`]:
+//! no derived column is null where its sources are present.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringBuilder, TimestampNanosecondArray, UInt16Array,
+};
+use arrow::datatypes::{DataType, Float64Type, TimestampNanosecondType, UInt8Type, UInt16Type};
+use arrow::error::ArrowError;
+
+use crate::flow::community_id::community_id_v1;
+
+/// The stored-only column holding the seed the Community IDs derive from.
+pub const SEED_COLUMN: &str = "community_id_seed";
+
+/// Columns of `flows` that are null on disk where derivable.
+pub const DERIVED: [&str; 3] = ["community_id", "duration", "flow_start"];
+
+/// The columns each derived column is computed from (its stored value
+/// first).
+pub fn sources(column: &str) -> &'static [&'static str] {
+    match column {
+        "community_id" => &["community_id", SEED_COLUMN, "ip_proto", "orig_h", "orig_p", "resp_h", "resp_p"],
+        "duration" => &["duration", "ts", "last_ts"],
+        "flow_start" => &["flow_start", "ts"],
+        _ => &[],
+    }
+}
+
+/// The 16-byte form flow keys use (IPv4 in the first four bytes).
+fn octets(a: IpAddr) -> (bool, [u8; 16]) {
+    let mut o = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => {
+            o[..4].copy_from_slice(&v4.octets());
+            (false, o)
+        }
+        IpAddr::V6(v6) => (true, v6.octets()),
+    }
+}
+
+/// The Community ID of one flow row, as the engine computes it from the
+/// flow's canonical key: `None` when the addresses do not parse or differ
+/// in version.
+pub fn community_id_of(
+    seed: u16,
+    ip_proto: u8,
+    orig_h: &str,
+    orig_p: u16,
+    resp_h: &str,
+    resp_p: u16,
+) -> Option<String> {
+    let (v6, o) = octets(orig_h.parse().ok()?);
+    let (rv6, r) = octets(resp_h.parse().ok()?);
+    if v6 != rv6 {
+        return None;
+    }
+    let (lo, hi, lo_p, hi_p) = if (o, orig_p) <= (r, resp_p) { (o, r, orig_p, resp_p) } else { (r, o, resp_p, orig_p) };
+    Some(community_id_v1(seed, v6, &lo, &hi, ip_proto, lo_p, hi_p))
+}
+
+fn cast(a: &ArrayRef, to: &DataType) -> Result<ArrayRef, ArrowError> {
+    if a.data_type() == to { Ok(a.clone()) } else { arrow::compute::cast(a, to) }
+}
+
+/// Text of any of Arrow's string layouts (scans read `Utf8View`).
+enum Strs<'a> {
+    Utf8(&'a arrow::array::StringArray),
+    Large(&'a arrow::array::LargeStringArray),
+    View(&'a arrow::array::StringViewArray),
+}
+
+impl<'a> Strs<'a> {
+    fn of(name: &str, a: &'a ArrayRef) -> Result<Strs<'a>, ArrowError> {
+        match a.data_type() {
+            DataType::Utf8 => Ok(Strs::Utf8(a.as_string::<i32>())),
+            DataType::LargeUtf8 => Ok(Strs::Large(a.as_string::<i64>())),
+            DataType::Utf8View => Ok(Strs::View(a.as_string_view())),
+            other => Err(ArrowError::InvalidArgumentError(format!("{name} is {other}, not text"))),
+        }
+    }
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Strs::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
+            Strs::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Strs::View(a) => a.is_valid(i).then(|| a.value(i)),
+        }
+    }
+}
+
+/// `community_id` filled in: the stored value where there is one, else
+/// derived from the seed and five-tuple (null only when the row has no
+/// seed or its addresses do not parse). Of the stored column's type.
+pub fn community_ids(
+    stored: &ArrayRef,
+    seed: &ArrayRef,
+    ip_proto: &ArrayRef,
+    orig_h: &ArrayRef,
+    orig_p: &ArrayRef,
+    resp_h: &ArrayRef,
+    resp_p: &ArrayRef,
+) -> Result<ArrayRef, ArrowError> {
+    if stored.null_count() == 0 {
+        return Ok(stored.clone());
+    }
+    let have = Strs::of("community_id", stored)?;
+    let seed = cast(seed, &DataType::UInt16)?;
+    let seed = seed.as_primitive::<UInt16Type>();
+    let ip_proto = cast(ip_proto, &DataType::UInt8)?;
+    let ip_proto = ip_proto.as_primitive::<UInt8Type>();
+    let (orig_h, resp_h) = (Strs::of("orig_h", orig_h)?, Strs::of("resp_h", resp_h)?);
+    let (orig_p, resp_p) = (cast(orig_p, &DataType::UInt16)?, cast(resp_p, &DataType::UInt16)?);
+    let (orig_p, resp_p) = (orig_p.as_primitive::<UInt16Type>(), resp_p.as_primitive::<UInt16Type>());
+    let port = |a: &arrow::array::UInt16Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
+    let mut out = StringBuilder::with_capacity(stored.len(), stored.len() * 30);
+    for i in 0..stored.len() {
+        if let Some(v) = have.get(i) {
+            out.append_value(v);
+            continue;
+        }
+        let id = match (seed.is_valid(i) && ip_proto.is_valid(i), orig_h.get(i), resp_h.get(i)) {
+            (true, Some(o), Some(r)) => {
+                community_id_of(seed.value(i), ip_proto.value(i), o, port(orig_p, i), r, port(resp_p, i))
+            }
+            _ => None,
+        };
+        out.append_option(id);
+    }
+    cast(&(Arc::new(out.finish()) as ArrayRef), stored.data_type())
+}
+
+/// `duration` filled in: the stored value, else `last_ts - ts` in seconds
+/// (never negative), as the engine computes it.
+pub fn durations(stored: &ArrayRef, ts: &ArrayRef, last_ts: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let stored = cast(stored, &DataType::Float64)?;
+    let stored = stored.as_primitive::<Float64Type>();
+    if stored.null_count() == 0 {
+        return Ok(Arc::new(stored.clone()));
+    }
+    let ts = ts.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| not("ts", ts))?;
+    let last = last_ts.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| not("last_ts", last_ts))?;
+    let out: Float64Array = (0..stored.len())
+        .map(|i| {
+            if stored.is_valid(i) {
+                Some(stored.value(i))
+            } else if ts.is_valid(i) && last.is_valid(i) {
+                Some(last.value(i).saturating_sub(ts.value(i)).max(0) as f64 / 1e9)
+            } else {
+                None
+            }
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// `flow_start` filled in: the stored value, else `ts`.
+pub fn flow_starts(stored: &ArrayRef, ts: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let stored = stored.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| not("flow_start", stored))?;
+    if stored.null_count() == 0 {
+        return Ok(Arc::new(stored.clone()));
+    }
+    let ts = ts.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| not("ts", ts))?;
+    let out: TimestampNanosecondArray = stored
+        .iter()
+        .zip(ts.iter())
+        .map(|(s, t)| s.or(t))
+        .collect::<TimestampNanosecondArray>()
+        .with_data_type(stored.data_type().clone());
+    Ok(Arc::new(out))
+}
+
+fn not(name: &str, a: &ArrayRef) -> ArrowError {
+    ArrowError::InvalidArgumentError(format!("{name} is {}, not a nanosecond timestamp", a.data_type()))
+}
+
+/// Derive one column from `batch` (which holds its [`sources`]).
+pub fn derive(batch: &RecordBatch, column: &str) -> Result<ArrayRef, ArrowError> {
+    let get = |n: &str| {
+        batch
+            .column_by_name(n)
+            .cloned()
+            .ok_or_else(|| ArrowError::SchemaError(format!("{column} needs the column {n}")))
+    };
+    match column {
+        "community_id" => {
+            let seed = match batch.column_by_name(SEED_COLUMN) {
+                Some(s) => s.clone(),
+                None => Arc::new(UInt16Array::new_null(batch.num_rows())),
+            };
+            community_ids(
+                &get("community_id")?,
+                &seed,
+                &get("ip_proto")?,
+                &get("orig_h")?,
+                &get("orig_p")?,
+                &get("resp_h")?,
+                &get("resp_p")?,
+            )
+        }
+        "duration" => durations(&get("duration")?, &get("ts")?, &get("last_ts")?),
+        "flow_start" => flow_starts(&get("flow_start")?, &get("ts")?),
+        other => Err(ArrowError::SchemaError(format!("{other} is not a derived column"))),
+    }
+}
+
+/// A flows batch as stored, with every derived column filled in and the
+/// seed column left out: what readers show.
+pub fn complete(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        if f.name() == SEED_COLUMN {
+            continue;
+        }
+        if DERIVED.contains(&f.name().as_str()) {
+            cols.push(derive(batch, f.name())?);
+        } else {
+            cols.push(c.clone());
+        }
+        fields.push(f.clone());
+    }
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)
+}
+
+/// The stored form of a derived value: null where it equals what
+/// [`derive`] would give. Used by writers of rows that did not come from
+/// the engine (imports, synthetic history), so nothing is lost.
+pub fn store_community_id(
+    seed: u16,
+    ip_proto: u8,
+    orig_h: &str,
+    orig_p: u16,
+    resp_h: &str,
+    resp_p: u16,
+    id: &str,
+) -> Option<String> {
+    (community_id_of(seed, ip_proto, orig_h, orig_p, resp_h, resp_p).as_deref() != Some(id)).then(|| id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{StringArray, UInt8Array};
+
+    fn arr<A: Array + 'static>(a: A) -> ArrayRef {
+        Arc::new(a)
+    }
+
+    #[test]
+    fn stored_values_win_and_nulls_are_derived() {
+        let ids = community_ids(
+            &arr(StringArray::from(vec![Some("1:kept"), None, None])),
+            &arr(UInt16Array::from(vec![Some(0), Some(0), None])),
+            &arr(UInt8Array::from(vec![6, 6, 6])),
+            &arr(StringArray::from(vec!["10.0.0.1", "10.0.0.1", "10.0.0.1"])),
+            &arr(UInt16Array::from(vec![1234, 1234, 1234])),
+            &arr(StringArray::from(vec!["10.0.0.2", "10.0.0.2", "10.0.0.2"])),
+            &arr(UInt16Array::from(vec![80, 80, 80])),
+        )
+        .unwrap();
+        let ids = ids.as_string::<i32>();
+        assert_eq!(ids.value(0), "1:kept");
+        // Either direction gives the same ID.
+        let fwd = community_id_of(0, 6, "10.0.0.1", 1234, "10.0.0.2", 80).unwrap();
+        assert_eq!(fwd, community_id_of(0, 6, "10.0.0.2", 80, "10.0.0.1", 1234).unwrap());
+        assert_eq!(ids.value(1), fwd);
+        // No seed (a row of an old file that lost its value): unknown.
+        assert!(ids.is_null(2));
+        assert_eq!(community_id_of(0, 6, "10.0.0.1", 1, "::1", 2), None);
+        assert_eq!(community_id_of(0, 6, "bogus", 1, "10.0.0.1", 2), None);
+    }
+
+    #[test]
+    fn durations_and_starts_follow_the_timestamps() {
+        let ts = |v: Vec<Option<i64>>| arr(TimestampNanosecondArray::from(v).with_timezone("UTC"));
+        let d = durations(
+            &arr(Float64Array::from(vec![Some(9.5), None, None, None])),
+            &ts(vec![Some(0), Some(1_000_000), Some(3_000_000_000), None]),
+            &ts(vec![Some(5), Some(2_501_000_000), Some(2_000_000_000), Some(7)]),
+        )
+        .unwrap();
+        let d = d.as_primitive::<Float64Type>();
+        assert_eq!(d.value(0), 9.5);
+        assert_eq!(d.value(1), 2.5);
+        assert_eq!(d.value(2), 0.0, "never negative");
+        assert!(d.is_null(3));
+        let s = flow_starts(&ts(vec![Some(1), None]), &ts(vec![Some(5), Some(6)])).unwrap();
+        let s = s.as_primitive::<TimestampNanosecondType>();
+        assert_eq!((s.value(0), s.value(1)), (1, 6));
+        assert_eq!(s.data_type(), &DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())));
+    }
+
+    #[test]
+    fn a_stored_value_is_kept_only_where_it_differs() {
+        let id = community_id_of(0, 17, "10.0.0.1", 53, "10.0.0.2", 5353).unwrap();
+        assert_eq!(store_community_id(0, 17, "10.0.0.1", 53, "10.0.0.2", 5353, &id), None);
+        assert_eq!(store_community_id(7, 17, "10.0.0.1", 53, "10.0.0.2", 5353, &id), Some(id.clone()));
+    }
+
+    #[test]
+    fn derived_ids_equal_the_engines_for_either_orientation() {
+        use crate::decode::addr;
+        use crate::flow::key::icmp_ports;
+        use crate::records::key_community_id;
+        let v4 = |a: [u8; 4]| {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&a);
+            o
+        };
+        let v6 = |last: u8| {
+            let mut o = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            o[15] = last;
+            o
+        };
+        let mut keys = Vec::new();
+        for (v6f, a, b) in [(false, v4([10, 0, 0, 9]), v4([192, 168, 1, 1])), (true, v6(1), v6(200))] {
+            let icmp = if v6f { 58 } else { 1 };
+            let mut ports = vec![(6, 443, 51000), (17, 53, 53), (17, 5353, 53), (47, 0, 0)];
+            // Echo (a pair), unreachable (one-way) and a code-bearing type.
+            for (ty, code) in [(8u8, 0u8), (128, 0), (3, 1), (1, 4), (11, 0)] {
+                let (sp, dp) = icmp_ports(v6f, ty, code);
+                ports.push((icmp, sp, dp));
+            }
+            for (proto, sp, dp) in ports {
+                let (lo, hi, lo_port, hi_port) = if (a, sp) <= (b, dp) { (a, b, sp, dp) } else { (b, a, dp, sp) };
+                keys.push(crate::flow::FlowKey { lo, hi, lo_port, hi_port, proto, v6: v6f, vlan: 0 });
+            }
+        }
+        for seed in [0u16, 7] {
+            for k in &keys {
+                let want = key_community_id(seed, k);
+                // The originator on either side of the canonical key.
+                for (oh, op, rh, rp) in [(k.lo, k.lo_port, k.hi, k.hi_port), (k.hi, k.hi_port, k.lo, k.lo_port)] {
+                    let (o, r) = (addr(k.v6, &oh).to_string(), addr(k.v6, &rh).to_string());
+                    assert_eq!(community_id_of(seed, k.proto, &o, op, &r, rp).as_deref(), Some(want.as_str()), "{k:?}");
+                }
+            }
+        }
+    }
+}
