@@ -42,8 +42,9 @@ pub fn sources(column: &str) -> &'static [&'static str] {
     }
 }
 
-/// The 16-byte form flow keys use (IPv4 in the first four bytes).
-fn octets(a: IpAddr) -> (bool, [u8; 16]) {
+/// The 16-byte form flow keys use (IPv4 in the first four bytes), and
+/// whether it is IPv6.
+pub fn octets(a: IpAddr) -> (bool, [u8; 16]) {
     let mut o = [0u8; 16];
     match a {
         IpAddr::V4(v4) => {
@@ -65,8 +66,20 @@ pub fn community_id_of(
     resp_h: &str,
     resp_p: u16,
 ) -> Option<String> {
-    let (v6, o) = octets(orig_h.parse().ok()?);
-    let (rv6, r) = octets(resp_h.parse().ok()?);
+    community_id_of_addrs(seed, ip_proto, orig_h.parse().ok()?, orig_p, resp_h.parse().ok()?, resp_p)
+}
+
+/// [`community_id_of`] for parsed addresses.
+pub fn community_id_of_addrs(
+    seed: u16,
+    ip_proto: u8,
+    orig_h: IpAddr,
+    orig_p: u16,
+    resp_h: IpAddr,
+    resp_p: u16,
+) -> Option<String> {
+    let (v6, o) = octets(orig_h);
+    let (rv6, r) = octets(resp_h);
     if v6 != rv6 {
         return None;
     }
@@ -238,19 +251,20 @@ pub fn complete(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)
 }
 
-/// The stored form of a derived value: null where it equals what
-/// [`derive`] would give. Used by writers of rows that did not come from
-/// the engine (imports, synthetic history), so nothing is lost.
+/// The stored form of a Community ID: null where it equals what
+/// [`derive`] would give. For writers of rows that did not come from the
+/// engine (imports), so a differing value is kept and nothing is lost.
 pub fn store_community_id(
     seed: u16,
     ip_proto: u8,
-    orig_h: &str,
+    orig_h: IpAddr,
     orig_p: u16,
-    resp_h: &str,
+    resp_h: IpAddr,
     resp_p: u16,
     id: &str,
 ) -> Option<String> {
-    (community_id_of(seed, ip_proto, orig_h, orig_p, resp_h, resp_p).as_deref() != Some(id)).then(|| id.to_string())
+    (community_id_of_addrs(seed, ip_proto, orig_h, orig_p, resp_h, resp_p).as_deref() != Some(id))
+        .then(|| id.to_string())
 }
 
 #[cfg(test)]
@@ -309,8 +323,9 @@ mod tests {
     #[test]
     fn a_stored_value_is_kept_only_where_it_differs() {
         let id = community_id_of(0, 17, "10.0.0.1", 53, "10.0.0.2", 5353).unwrap();
-        assert_eq!(store_community_id(0, 17, "10.0.0.1", 53, "10.0.0.2", 5353, &id), None);
-        assert_eq!(store_community_id(7, 17, "10.0.0.1", 53, "10.0.0.2", 5353, &id), Some(id.clone()));
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(store_community_id(0, 17, a, 53, b, 5353, &id), None);
+        assert_eq!(store_community_id(7, 17, a, 53, b, 5353, &id), Some(id.clone()));
     }
 
     #[test]

@@ -20,8 +20,7 @@ use arrow::array::{
     UInt8Builder, UInt16Builder, UInt64Builder,
 };
 use arrow::datatypes::DataType;
-use tapstream_engine::derived::{SEED_COLUMN, store_community_id};
-use tapstream_engine::flow::community_id::community_id_v1;
+use tapstream_engine::derived::{SEED_COLUMN, community_id_of_addrs, octets, store_community_id};
 use tapstream_engine::records::{Table, flows_schema, is_local};
 
 /// One bad field.
@@ -189,17 +188,6 @@ fn proto_number(p: &str) -> Option<u8> {
     }
 }
 
-fn octets(a: IpAddr) -> (bool, [u8; 16]) {
-    let mut o = [0u8; 16];
-    match a {
-        IpAddr::V4(v) => {
-            o[..4].copy_from_slice(&v.octets());
-            (false, o)
-        }
-        IpAddr::V6(v) => (true, v.octets()),
-    }
-}
-
 fn parse_row(c: &Columns, rec: &csv::StringRecord, line: u64, errs: &mut Vec<RowError>) -> Option<Row> {
     let n0 = errs.len();
     let mut bad = |col: &str, v: &str, reason: String| {
@@ -313,12 +301,11 @@ fn parse_row(c: &Columns, rec: &csv::StringRecord, line: u64, errs: &mut Vec<Row
         });
         return None;
     }
-    let (v6, o) = octets(orig_h);
-    let (_, r) = octets(resp_h);
-    let (lo, hi, lo_p, hi_p) = if (o, orig_p) <= (r, resp_p) { (o, r, orig_p, resp_p) } else { (r, o, resp_p, orig_p) };
+    let ((v6, o), (_, r)) = (octets(orig_h), octets(resp_h));
     let community_id = match c.get(rec, "community_id") {
         Some(v) => v.to_string(),
-        None => community_id_v1(IMPORT_SEED, v6, &lo, &hi, ip_proto, lo_p, hi_p),
+        // Versions were checked equal above, so the derivation has a value.
+        None => community_id_of_addrs(IMPORT_SEED, ip_proto, orig_h, orig_p, resp_h, resp_p).unwrap_or_default(),
     };
     let uid = match c.get(rec, "uid") {
         Some(v) => v.to_string(),
@@ -439,8 +426,7 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
             "flow_start" => ts_opt(&|r| (r.flow_start != r.ts).then_some(r.flow_start)),
             "uid" => s(&|r| Some(r.uid.clone())),
             "community_id" => s(&|r| {
-                let (o, p) = (r.orig_h.to_string(), r.resp_h.to_string());
-                store_community_id(IMPORT_SEED, r.ip_proto, &o, r.orig_p, &p, r.resp_p, &r.community_id)
+                store_community_id(IMPORT_SEED, r.ip_proto, r.orig_h, r.orig_p, r.resp_h, r.resp_p, &r.community_id)
             }),
             SEED_COLUMN => u16s(&|_| Some(IMPORT_SEED)),
             "orig_h" => s(&|r| Some(r.orig_h.to_string())),

@@ -211,3 +211,38 @@ fn stored_values_of_earlier_files_are_kept_through_compaction() {
         .sum();
     assert_eq!(seeds, 300, "rows of the earlier layout have no seed");
 }
+
+#[test]
+fn imported_values_that_differ_from_the_derivation_are_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let csv = "ts,last_ts,orig_h,orig_p,resp_h,resp_p,proto,community_id,duration,flow_start\n\
+               2026-11-01T00:00:01Z,2026-11-01T00:00:03Z,10.0.0.1,1234,10.0.0.2,80,tcp,1:fromzeek=,5.5,2026-10-31T23:59:00Z\n\
+               2026-11-01T00:00:02Z,2026-11-01T00:00:04Z,10.0.0.1,1235,10.0.0.2,80,tcp,,,\n";
+    let mut w = HourlyWriter::new(root, WriterConfig::default()).unwrap();
+    let r = tapstream_query::import::import_flows_csv(csv.as_bytes(), &mut w, false).unwrap();
+    assert_eq!(r.rows, 2);
+    w.close().unwrap();
+    let out = query(
+        root,
+        &format!(
+            "SELECT orig_p, community_id, duration, flow_start = ts AS starts_at_ts FROM flows WHERE {ALL} ORDER BY orig_p"
+        ),
+    );
+    let b = &out[0];
+    let ids = strs(b, "community_id");
+    let dur = b.column(2).as_primitive::<Float64Type>();
+    let at_ts = b.column(3).as_boolean();
+    // Kept as given.
+    assert_eq!(ids[0].as_deref(), Some("1:fromzeek="));
+    assert_eq!(dur.value(0), 5.5);
+    assert!(!at_ts.value(0));
+    // Derived, and nothing stored for them.
+    assert_eq!(ids[1], community_id_of(0, 6, "10.0.0.1", 1235, "10.0.0.2", 80));
+    assert_eq!(dur.value(1), 2.0);
+    assert!(at_ts.value(1));
+    let stored = read_files(&layout::hour_dir(root, Table::Flows, BASE_HOUR));
+    let held: usize =
+        stored.iter().map(|b| b.num_rows() - b.column_by_name("community_id").unwrap().null_count()).sum();
+    assert_eq!(held, 1, "only the differing Community ID is stored");
+}
