@@ -201,34 +201,32 @@ fn not(name: &str, a: &ArrayRef) -> ArrowError {
     ArrowError::InvalidArgumentError(format!("{name} is {}, not a nanosecond timestamp", a.data_type()))
 }
 
-/// Derive one column from `batch` (which holds its [`sources`]).
-pub fn derive(batch: &RecordBatch, column: &str) -> Result<ArrayRef, ArrowError> {
-    let get = |n: &str| {
-        batch
-            .column_by_name(n)
-            .cloned()
-            .ok_or_else(|| ArrowError::SchemaError(format!("{column} needs the column {n}")))
-    };
-    match column {
-        "community_id" => {
-            let seed = match batch.column_by_name(SEED_COLUMN) {
-                Some(s) => s.clone(),
-                None => Arc::new(UInt16Array::new_null(batch.num_rows())),
-            };
-            community_ids(
-                &get("community_id")?,
-                &seed,
-                &get("ip_proto")?,
-                &get("orig_h")?,
-                &get("orig_p")?,
-                &get("resp_h")?,
-                &get("resp_p")?,
-            )
-        }
-        "duration" => durations(&get("duration")?, &get("ts")?, &get("last_ts")?),
-        "flow_start" => flow_starts(&get("flow_start")?, &get("ts")?),
-        other => Err(ArrowError::SchemaError(format!("{other} is not a derived column"))),
+/// Derive `column` from its [`sources`], given in that order (the way
+/// SQL's projection and [`derive`] both call it).
+pub fn derive_from(column: &str, args: &[ArrayRef]) -> Result<ArrayRef, ArrowError> {
+    match (column, args) {
+        ("community_id", [stored, seed, proto, oh, op, rh, rp]) => community_ids(stored, seed, proto, oh, op, rh, rp),
+        ("duration", [stored, ts, last]) => durations(stored, ts, last),
+        ("flow_start", [stored, ts]) => flow_starts(stored, ts),
+        _ => Err(ArrowError::InvalidArgumentError(format!(
+            "{column}: not a derived column taking {} arguments",
+            args.len()
+        ))),
     }
+}
+
+/// Derive one column from `batch` (which holds its [`sources`]; a batch
+/// without the seed column derives no Community ID).
+pub fn derive(batch: &RecordBatch, column: &str) -> Result<ArrayRef, ArrowError> {
+    let args = sources(column)
+        .iter()
+        .map(|n| match batch.column_by_name(n) {
+            Some(c) => Ok(c.clone()),
+            None if *n == SEED_COLUMN => Ok(Arc::new(UInt16Array::new_null(batch.num_rows())) as ArrayRef),
+            None => Err(ArrowError::SchemaError(format!("{column} needs the column {n}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    derive_from(column, &args)
 }
 
 /// A flows batch as stored, with every derived column filled in and the

@@ -57,15 +57,7 @@ impl ScalarUDFImpl for Derive {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let out = match (self.column, arrays.as_slice()) {
-            ("community_id", [stored, seed, proto, oh, op, rh, rp]) => {
-                derived::community_ids(stored, seed, proto, oh, op, rh, rp)
-            }
-            ("duration", [stored, ts, last]) => derived::durations(stored, ts, last),
-            ("flow_start", [stored, ts]) => derived::flow_starts(stored, ts),
-            _ => return Err(DataFusionError::Internal(format!("{}: {} arguments", self.name, arrays.len()))),
-        }?;
-        Ok(ColumnarValue::Array(out))
+        Ok(ColumnarValue::Array(derived::derive_from(self.column, &arrays)?))
     }
 }
 
@@ -127,10 +119,11 @@ impl TableProvider for FlowsView {
         let stored = self.inner.schema();
         let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let names: Vec<&str> = wanted.iter().map(|i| self.schema.field(*i).name().as_str()).collect();
-        let filters: Vec<Expr> = filters.iter().filter(|e| !mentions_derived(e)).cloned().collect();
+        // `filters` holds only what `supports_filters_pushdown` accepted:
+        // no condition on a derived column reaches the stored scan.
         if !names.iter().any(|n| is_derived(n)) {
             let mapped = names.iter().map(|n| stored.index_of(n)).collect::<std::result::Result<Vec<_>, _>>()?;
-            return self.inner.scan(state, Some(&mapped), &filters, limit).await;
+            return self.inner.scan(state, Some(&mapped), filters, limit).await;
         }
         let mut need = BTreeSet::new();
         for n in &names {
@@ -140,7 +133,7 @@ impl TableProvider for FlowsView {
             }
         }
         let need: Vec<usize> = need.into_iter().collect();
-        let plan = self.inner.scan(state, Some(&need), &filters, limit).await?;
+        let plan = self.inner.scan(state, Some(&need), filters, limit).await?;
         let scanned = DFSchema::try_from(plan.schema().as_ref().clone())?;
         let exprs = names
             .iter()

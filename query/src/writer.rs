@@ -184,13 +184,14 @@ pub fn writer_props(table: Table, cfg: &WriterConfig, sorting: Option<Vec<Sortin
         if matches!(f.data_type(), DataType::Timestamp(..)) {
             // Times within an hour, sorted per address: their differences
             // pack in fewer bits than zstd finds in the raw values.
-            b = b.set_column_dictionary_enabled(c.clone(), false).set_column_encoding(c, Encoding::DELTA_BINARY_PACKED);
+            b = b
+                .set_column_dictionary_enabled(c.clone(), false)
+                .set_column_encoding(c.clone(), Encoding::DELTA_BINARY_PACKED);
         } else if matches!(f.name().as_str(), "uid" | "community_id") {
             // Nearly every value distinct: a dictionary only adds a page.
-            b = b.set_column_dictionary_enabled(c, false);
+            b = b.set_column_dictionary_enabled(c.clone(), false);
         }
         if is_address_column(f.name()) {
-            let c = ColumnPath::from(f.name().as_str());
             b = b
                 .set_column_bloom_filter_enabled(c.clone(), true)
                 .set_column_bloom_filter_fpp(c.clone(), 0.01)
