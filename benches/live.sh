@@ -18,8 +18,10 @@
 # offered rate achieved, packets captured and lost, and the capture
 # process's own CPU time (packets per CPU-second of the capture process).
 # Offered = what the generator handed the veth (sent + its tx_dropped);
-# lost = the tool's own drop counters + frames the sender's veth could not
-# hand over (its TX drops: the receiving ring was full).
+# lost by the tool = its own drop counters (for tapstream: the kernel's
+# XDP socket drops, ring full or no free frame, and worker drops); lost at
+# the sender veth = frames it could not hand over (its TX drops: the
+# receiving side's queue was full).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKETS=${1:-4000000}
@@ -46,7 +48,7 @@ ip netns exec "$A" ethtool -K cap0 gro on >/dev/null
 txdrop() { ip -n "$B" -s -j link show gen0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["dropped"])'; }
 
 echo "machine: $(nproc) cores, $(uname -r); $PACKETS packets per run, $RUNS runs per tool, one veth queue"
-printf "| run | tool | offered Mpps | captured | lost | capture CPU s | M packets per capture CPU-second |\n|---|---|---|---|---|---|---|\n"
+printf "| run | tool | offered Mpps | captured | lost by the tool | lost at the sender veth | capture CPU s | M packets per capture CPU-second |\n|---|---|---|---|---|---|---|---|\n"
 for ((r = 1; r <= RUNS; r++)); do
     for tool in tapstream tcpdump; do
         d0=$(txdrop)
@@ -73,9 +75,9 @@ for ((r = 1; r <= RUNS; r++)); do
             got=$(awk '/packets captured/{print $1}' "$WORK/log")
             lost=$(awk '/dropped by kernel/{print $1}' "$WORK/log")
         fi
-        lost=$((lost + d1 - d0))
+        txlost=$((d1 - d0))
         cpu=$(awk '/^CPU/{print $2 + $3}' "$WORK/cpu")
-        awk -v r="$r" -v t="$tool" -v s="$sent" -v sec="$secs" -v g="$got" -v l="$lost" -v c="$cpu" \
-            'BEGIN { printf "| %d | %s | %.2f | %d | %d | %.2f | %.2f |\n", r, t, s/sec/1e6, g, l, c, g/c/1e6 }'
+        awk -v r="$r" -v t="$tool" -v s="$sent" -v sec="$secs" -v g="$got" -v l="$lost" -v x="$txlost" -v c="$cpu" \
+            'BEGIN { printf "| %d | %s | %.2f | %d | %d | %d | %.2f | %.2f |\n", r, t, s/sec/1e6, g, l, x, c, g/c/1e6 }'
     done
 done

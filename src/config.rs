@@ -679,6 +679,7 @@ pub struct RawCapture {
     pub fill_ring: Option<u32>,
     pub rx_ring: Option<u32>,
     pub busy_poll: Option<bool>,
+    pub spin_us: Option<u32>,
     pub rx_cores: Option<Vec<usize>>,
     pub worker_cores: Option<Vec<usize>>,
     pub af_packet_block_size: Option<u32>,
@@ -843,6 +844,7 @@ fn capture(raw: RawCapture, cores: usize) -> anyhow::Result<(Capture, Vec<usize>
                     rx_size: rx,
                     bind: raw.bind.unwrap_or_default(),
                     busy_poll: raw.busy_poll.unwrap_or(false),
+                    spin: Duration::from_micros(range("capture.spin_us", raw.spin_us, 50, 0, 100_000)? as u64),
                 },
             },
             rx_cores,
@@ -1136,6 +1138,12 @@ mod tests {
         assert_eq!(c.retention.max_age[&Table::Dns], Duration::from_secs(400 * 86_400));
         assert_eq!(c.retention.disk_budget, Some(2_500_000_000));
         assert_eq!(parse_attacks("port-scan=0.5").unwrap().port_scan, 0.5);
+        let c = validate(toml::from_str("[capture]\nspin_us = 0").unwrap()).unwrap();
+        assert_eq!(c.capture.live.xsk.spin, Duration::ZERO);
+        let c = validate(RawConfig::default()).unwrap();
+        assert_eq!(c.capture.live.xsk.spin, Duration::from_micros(50));
+        let e = validate(toml::from_str("[capture]\nspin_us = 200000").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("capture.spin_us = 200000: must be between 0 and 100000"), "{e}");
     }
 
     #[test]

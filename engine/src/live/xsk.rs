@@ -41,6 +41,11 @@ pub struct XskConfig {
     pub bind: BindMode,
     /// Spin on the RX ring instead of sleeping in poll() when it is empty.
     pub busy_poll: bool,
+    /// Without busy polling: how long to keep checking an empty RX ring
+    /// before sleeping in poll(). A sleeping reader must be woken by the
+    /// kernel after every receive batch, on the core that received the
+    /// frames; a short spin keeps it awake while traffic flows.
+    pub spin: std::time::Duration,
 }
 
 impl Default for XskConfig {
@@ -52,6 +57,7 @@ impl Default for XskConfig {
             rx_size: 16384,
             bind: BindMode::Auto,
             busy_poll: false,
+            spin: std::time::Duration::from_micros(50),
         }
     }
 }
@@ -131,6 +137,9 @@ pub struct XskSource {
     queue: u32,
     zero_copy: bool,
     busy_poll: bool,
+    spin: std::time::Duration,
+    /// Traffic is heavy: spin on an empty ring before sleeping (see `fill`).
+    hot: bool,
     mode: String,
     stats: SourceStats,
     /// The interface stays promiscuous while this socket is open.
@@ -244,6 +253,8 @@ impl XskSource {
             queue,
             zero_copy,
             busy_poll: cfg.busy_poll,
+            spin: cfg.spin,
+            hot: false,
             mode,
             stats: SourceStats::default(),
             _promisc: promisc,
@@ -335,6 +346,11 @@ impl XskSource {
     }
 }
 
+/// A receive of at least this many frames (what piles up while the reader
+/// wakes from a sleep at some 0.5 M packets/s or more) means traffic is
+/// heavy enough for an empty ring to be worth a spin.
+const SPIN_AFTER: usize = 32;
+
 fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
@@ -349,9 +365,24 @@ impl PacketSource for XskSource {
             if self.busy_poll {
                 self.kick();
             } else {
-                self.wait(20);
+                // While traffic is heavy, check the ring for a moment before
+                // sleeping: a sleeping reader costs the receiving core a
+                // wake-up after every batch. At low rates (small batches) it
+                // sleeps at once, so a quiet link burns no CPU.
+                if self.hot {
+                    n = self.spin(batch, max);
+                    self.hot = n > 0;
+                }
+                if n == 0 {
+                    self.wait(20);
+                }
             }
-            n = self.take(batch, max);
+            if n == 0 {
+                n = self.take(batch, max);
+            }
+        }
+        if n >= SPIN_AFTER {
+            self.hot = true;
         }
         Ok(n)
     }
@@ -389,6 +420,23 @@ impl PacketSource for XskSource {
 }
 
 impl XskSource {
+    /// Check the RX ring until frames arrive or the spin time passes.
+    fn spin(&mut self, batch: &mut Batch, max: usize) -> usize {
+        if self.spin.is_zero() {
+            return 0;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            let n = self.take(batch, max);
+            if n > 0 || start.elapsed() >= self.spin {
+                return n;
+            }
+        }
+    }
+
     fn take(&mut self, batch: &mut Batch, max: usize) -> usize {
         let mut r = self.rx.receive(max as u32);
         if r.capacity() == 0 {
