@@ -327,12 +327,21 @@ impl XskSource {
         if self.free.is_empty() {
             return;
         }
-        let mut w = self.fq.fill(self.free.len() as u32);
-        let n = w.insert(self.free.iter().rev().copied());
-        w.commit();
-        drop(w);
-        let keep = self.free.len() - n as usize;
-        self.free.truncate(keep);
+        // A reservation counts free entries from a cached view of the
+        // kernel's consumer, refreshed only once that view shows no room, so
+        // one can come back short while the ring has room: repeat until every
+        // frame is given or a refreshed reservation finds none.
+        while !self.free.is_empty() {
+            let mut w = self.fq.fill(self.free.len() as u32);
+            let n = w.insert(self.free.iter().rev().copied());
+            w.commit();
+            drop(w);
+            if n == 0 {
+                break;
+            }
+            let keep = self.free.len() - n as usize;
+            self.free.truncate(keep);
+        }
         if self.fq.needs_wakeup() {
             self.fq.wake();
         }
