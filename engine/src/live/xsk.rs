@@ -373,6 +373,7 @@ impl PacketSource for XskSource {
         if n == 0 {
             if self.busy_poll {
                 self.kick();
+                n = self.take(batch, max);
             } else {
                 // While traffic is heavy, check the ring for a moment before
                 // sleeping: a sleeping reader costs the receiving core a
@@ -384,15 +385,11 @@ impl PacketSource for XskSource {
                 }
                 if n == 0 {
                     self.wait(20);
+                    n = self.take(batch, max);
                 }
             }
-            if n == 0 {
-                n = self.take(batch, max);
-            }
         }
-        if n >= SPIN_AFTER {
-            self.hot = true;
-        }
+        self.hot |= n >= SPIN_AFTER;
         Ok(n)
     }
 
