@@ -123,6 +123,12 @@ fn crash(e: wasmtime::Error) -> Crash {
     Crash(why)
 }
 
+/// Epoch ticks for a per-call deadline of `ms` (one more than the whole
+/// ticks it spans, since the current tick is already under way).
+pub(super) fn deadline_ticks(ms: u64) -> u64 {
+    ms.div_ceil(super::EPOCH_TICK.as_millis() as u64) + 1
+}
+
 impl Instance {
     /// Instantiate `p` with `kv` as its state and run its `tapstream_init`.
     /// On failure the state comes back with the error.
@@ -130,7 +136,7 @@ impl Instance {
         let mut store = Store::new(&p.engine, HostState::new(p, kv));
         store.limiter(|s| &mut s.store_limits);
         store.epoch_deadline_trap();
-        let deadline_ticks = p.manifest.limits.deadline_ms.div_ceil(super::EPOCH_TICK.as_millis() as u64) + 1;
+        let deadline_ticks = deadline_ticks(p.manifest.limits.deadline_ms);
         let fuel = p.manifest.limits.fuel;
         macro_rules! tryc {
             ($e:expr) => {
@@ -152,12 +158,16 @@ impl Instance {
         let buffer_fn = tryc!(inst.get_typed_func::<i32, i32>(&mut store, "tapstream_buffer"));
         let batch = tryc!(inst.get_typed_func::<(i32, i32, i32, i32), i32>(&mut store, "tapstream_batch"));
         let tick = inst.get_typed_func::<i64, ()>(&mut store, "tapstream_tick").ok();
+        // The deadline is per call: instantiating is host work (it took over
+        // 10 ms on a loaded machine), so each guest call below gets its own.
         if let Ok(init) = inst.get_typed_func::<(), i32>(&mut store, "tapstream_init") {
+            store.set_epoch_deadline(deadline_ticks);
             let rc = tryc!(init.call(&mut store, ()));
             if rc != 0 {
                 return Err((Crash(format!("tapstream_init returned {rc}")), store.into_data().kv));
             }
         }
+        store.set_epoch_deadline(deadline_ticks);
         let buffer = tryc!(buffer_fn.call(&mut store, abi::BUFFER_BYTES as i32)) as u32 as usize;
         if buffer == 0 || buffer + abi::BUFFER_BYTES > memory.data_size(&store) {
             return Err((

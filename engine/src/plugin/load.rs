@@ -192,16 +192,17 @@ pub fn load_plugin(wasm: &Path, cache: Option<&Path>) -> Result<LoadedPlugin, Pl
     // Ask the module its ABI version (no init, no batch: a fresh scratch store).
     let mut store = Store::new(&p.engine, HostState::new(&p, Kv::default()));
     store.epoch_deadline_trap();
-    store.set_epoch_deadline(p.manifest.limits.deadline_ms + 1);
+    let ticks = super::instance::deadline_ticks(p.manifest.limits.deadline_ms);
+    store.set_epoch_deadline(ticks);
     if let Some(f) = p.manifest.limits.fuel {
         let _ = store.set_fuel(f);
     }
-    let abi = p
-        .pre
-        .instantiate(&mut store)
-        .and_then(|i| i.get_typed_func::<(), i32>(&mut store, "tapstream_abi"))
-        .and_then(|f| f.call(&mut store, ()))
-        .map_err(|e| module_err(wasm, format!("asking its ABI version failed: {e:#}")))?;
+    let asked = |e: wasmtime::Error| module_err(wasm, format!("asking its ABI version failed: {e:#}"));
+    let ask = p.pre.instantiate(&mut store).and_then(|i| i.get_typed_func::<(), i32>(&mut store, "tapstream_abi"));
+    let ask = ask.map_err(asked)?;
+    // The deadline is per call, not for instantiating (host work).
+    store.set_epoch_deadline(ticks);
+    let abi = ask.call(&mut store, ()).map_err(asked)?;
     if abi as u32 != ABI_VERSION {
         return Err(module_err(
             wasm,
