@@ -45,7 +45,10 @@ impl Slot {
             live: false,
             key: Key::default(),
             first_ts: 0,
-            data: vec![0; MAX_DATAGRAM],
+            // Filled in when the slot first holds a datagram: most captures
+            // have few fragments, and 64 slots of 64 KiB would otherwise be
+            // fresh memory touched at every start, per worker.
+            data: Vec::new(),
             ranges: [(0, 0); MAX_RANGES],
             n_ranges: 0,
             total: None,
@@ -161,6 +164,9 @@ impl Defrag {
             }
         };
         let s = &mut self.slots[i];
+        if s.data.is_empty() {
+            s.data = vec![0; MAX_DATAGRAM];
+        }
         s.data[off..off + len].copy_from_slice(data);
         let mut overlap = false;
         if !s.add_range(off as u32, (off + len) as u32, &mut overlap) {
@@ -262,6 +268,28 @@ mod tests {
             out.push(g);
         }
         out
+    }
+
+    /// A slot's 64 KiB buffer is taken when it first holds a datagram, not
+    /// when the table is made (fresh memory at every start, per worker).
+    #[test]
+    fn slot_buffers_are_taken_on_first_use() {
+        let mut df = Defrag::new(8, 30_000_000_000);
+        let held = |df: &Defrag| df.slots.iter().filter(|s| s.data.capacity() > 0).count();
+        assert_eq!(held(&df), 0);
+        let frags = fragment(&ipv4_udp(3000), 1480);
+        let (mut d, mut an) = (Decoded::default(), AnomalyCounters::default());
+        decode(LinkType::ETHERNET, &frags[0], &DecodeConfig::default(), &mut d);
+        assert!(df.push(1, &frags[0], &d, &mut an).is_none());
+        assert_eq!(held(&df), 1);
+        let mut out = None;
+        for f in &frags[1..] {
+            decode(LinkType::ETHERNET, f, &DecodeConfig::default(), &mut d);
+            out = df.push(1, f, &d, &mut an).map(<[u8]>::to_vec);
+        }
+        assert_eq!(out.map(|o| o.len()), Some(14 + 20 + 8 + 3000));
+        // The freed slot keeps its buffer for the next datagram.
+        assert_eq!(held(&df), 1);
     }
 
     #[test]
