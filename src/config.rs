@@ -800,7 +800,6 @@ fn capture(raw: RawCapture, cores: usize) -> anyhow::Result<(Capture, Vec<usize>
     let fill = pow2("capture.fill_ring", raw.fill_ring, d.fill_size, 64, 1 << 20)?;
     let rx = pow2("capture.rx_ring", raw.rx_ring, d.rx_size, 64, 1 << 20)?;
     let frames = range("capture.umem_frames", raw.umem_frames, d.frames.max(fill * 2), 128, 1 << 22)?;
-    let spin_us = u32::try_from(d.spin.as_micros()).unwrap_or(u32::MAX);
     if frames < fill {
         bail!("capture.umem_frames = {frames}: must be at least capture.fill_ring ({fill})");
     }
@@ -845,7 +844,10 @@ fn capture(raw: RawCapture, cores: usize) -> anyhow::Result<(Capture, Vec<usize>
                     rx_size: rx,
                     bind: raw.bind.unwrap_or_default(),
                     busy_poll: raw.busy_poll.unwrap_or(false),
-                    spin: Duration::from_micros(range("capture.spin_us", raw.spin_us, spin_us, 0, 100_000)?.into()),
+                    spin: Duration::from_micros(
+                        range("capture.spin_us", raw.spin_us, d.spin.as_micros().min(100_000) as u32, 0, 100_000)?
+                            .into(),
+                    ),
                 },
             },
             rx_cores,
