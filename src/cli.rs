@@ -433,6 +433,12 @@ pub struct GenArgs {
     /// reported as `tx_dropped`, not as sent).
     #[arg(long, default_value = "packet")]
     pub tx: String,
+    /// With `--tx xdp-live`: the share (0-1] of the runner's copies sent;
+    /// the rest are dropped in its program, so the stream thins evenly to a
+    /// lower rate without gaps (for a search of the highest loss-free rate).
+    /// --packets is then about what is sent; the report says exactly.
+    #[arg(long, default_value_t = 1.0)]
+    pub send_fraction: f64,
 }
 
 #[derive(clap::Args, Debug)]

@@ -245,6 +245,12 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
     if a.vlan.is_some_and(|v| v > 4095) {
         anyhow::bail!("--vlan must be 0-4095");
     }
+    if !(a.send_fraction > 0.0 && a.send_fraction <= 1.0) {
+        anyhow::bail!("--send-fraction must be above 0 and at most 1");
+    }
+    if a.send_fraction < 1.0 && a.tx != "xdp-live" {
+        anyhow::bail!("--send-fraction needs --tx xdp-live");
+    }
     if a.vlan.is_some() && a.tx != "packet" {
         anyhow::bail!("--vlan needs --tx packet");
     }
@@ -258,7 +264,14 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--tx xdp-live sends udp-flood only");
             }
             let total = a.packets.unwrap_or((a.pps as f64 * a.duration).round() as u64);
-            Some(tapstream_engine::live::traffic::blast(&a.iface, a.flows, a.client_net, a.pps, total)?)
+            Some(tapstream_engine::live::traffic::blast(
+                &a.iface,
+                a.flows,
+                a.client_net,
+                a.pps,
+                total,
+                a.send_fraction,
+            )?)
         }
         other => anyhow::bail!("--tx {other}: expected packet or xdp-live"),
     };

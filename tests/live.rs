@@ -400,6 +400,55 @@ fn the_live_frame_generator_sends_what_it_reports_at_the_rate_asked() {
     assert_eq!(n(&s, "worker_drops") + n(&s, "kernel_drops"), 0, "{s}");
 }
 
+/// With `--send-fraction` the live-frame runner drops the other copies in
+/// its program: about that share of its copies leave, evenly over the run,
+/// and the report counts exactly what left.
+#[test]
+fn the_live_frame_generator_thins_its_stream_by_the_send_fraction() {
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    let cap = lab.capture(0, &["cap0"], &["--workers", "1"], None);
+    let sent = lab.gen_args(
+        1,
+        &[
+            "--iface",
+            "gen0",
+            "--tx",
+            "xdp-live",
+            "--mix",
+            "udp-flood",
+            "--flows",
+            "100",
+            "--pps",
+            "100000",
+            "--packets",
+            "50000",
+            "--send-fraction",
+            "0.25",
+        ],
+    );
+    let (s, log, _) = cap.stop();
+    // 200 000 copies, each sent with probability 1/4: 50 000 expected,
+    // standard deviation ~194; without the thinning all 200 000 would leave.
+    let offered = n(&sent, "packets") + n(&sent, "tx_dropped");
+    assert!((48_500..=51_500).contains(&offered), "{sent}");
+    assert!(sent["seconds"].as_f64().unwrap() >= 0.49, "~50 000 sent frames at 100 000/s take half a second: {sent}");
+    assert_eq!(n(&s, "received"), n(&sent, "packets"), "{s}\n{sent}\n{log}");
+    assert_eq!(n(&s, "bytes"), n(&sent, "bytes"), "{s}");
+    assert_eq!(n(&s, "worker_drops") + n(&s, "kernel_drops"), 0, "{s}");
+    // A fraction outside (0, 1] is refused before anything is sent.
+    for bad in ["0", "1.5", "nan"] {
+        let out = lab
+            .cmd(1)
+            .arg(BIN)
+            .args(["gen", "--iface", "gen0", "--tx", "xdp-live", "--mix", "udp-flood", "--send-fraction", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--send-fraction {bad} was accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--send-fraction must be above 0"), "{out:?}");
+    }
+}
+
 #[test]
 fn ping_through_the_capture() {
     let lab = Lab::new(2);

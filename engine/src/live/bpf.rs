@@ -277,6 +277,7 @@ const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 const BPF_FUNC_GET_PRANDOM_U32: i32 = 7;
 const XDP_TX: i32 = 3;
+const XDP_DROP: i32 = 1;
 
 #[repr(C)]
 #[derive(Default)]
@@ -316,32 +317,66 @@ struct XdpMd {
 /// source port of each copy to one of `ports` values at random (so traffic
 /// spreads over that many flows). For benchmarks: millions of frames per
 /// second without a socket per frame.
+///
+/// With a `send_fraction` below 1 the program transmits each copy with that
+/// probability and drops the rest (`XDP_DROP`, which costs the kernel far
+/// less than a transmit): the transmitted stream thins out evenly, frame by
+/// frame, so a lower rate is offered without gaps or bursts. (Pacing by
+/// spacing runner calls cannot do that: each call costs ~20 ms of set-up and
+/// tear-down, and the frames of a call leave at full speed.)
 pub struct XdpBlaster {
     prog: OwnedFd,
     frame: Vec<u8>,
     ifindex: u32,
 }
 
-impl XdpBlaster {
-    /// `frame` must be Ethernet + IPv4 (no options) + UDP with a zero UDP checksum.
-    pub fn new(ifindex: u32, frame: Vec<u8>, base_port: u16, ports: u16) -> io::Result<XdpBlaster> {
-        let ports = ports.max(1) as i32;
-        // r6 = data, r7 = data_end; if data + 42 > data_end skip the rewrite
-        let insns = [
-            insn(0x61, 6, 1, 0, 0),                        // ldxw r6, [r1 + 0]
-            insn(0x61, 7, 1, 4, 0),                        // ldxw r7, [r1 + 4]
-            insn(0xbf, 8, 6, 0, 0),                        // mov64 r8, r6
-            insn(0x07, 8, 0, 0, 42),                       // add64 r8, 42
-            insn(0x2d, 8, 7, 5, 0),                        // jgt r8, r7, +5
+/// The `get_prandom_u32` threshold at or below which a copy is sent:
+/// P(r <= t) = (t + 1) / 2^32 = `send_fraction`. `None` when every copy is sent.
+fn keep_threshold(send_fraction: f64) -> Option<u32> {
+    if send_fraction >= 1.0 {
+        return None;
+    }
+    let t = (send_fraction.max(0.0) * 4_294_967_296.0).round() - 1.0;
+    Some(t.clamp(0.0, u32::MAX as f64) as u32)
+}
+
+fn blaster_program(base_port: u16, ports: u16, send_fraction: f64) -> Vec<Insn> {
+    let ports = ports.max(1) as i32;
+    // r6 = data, r7 = data_end
+    let mut insns = vec![
+        insn(0x61, 6, 1, 0, 0), // ldxw r6, [r1 + 0]
+        insn(0x61, 7, 1, 4, 0), // ldxw r7, [r1 + 4]
+    ];
+    if let Some(t) = keep_threshold(send_fraction) {
+        insns.extend([
             insn(0x85, 0, 0, 0, BPF_FUNC_GET_PRANDOM_U32), // call get_prandom_u32
-            insn(0x97, 0, 0, 0, ports),                    // mod64 r0, ports
-            insn(0x07, 0, 0, 0, base_port as i32),         // add64 r0, base
-            insn(0xdc, 0, 0, 0, 16),                       // be16 r0
-            insn(0x6b, 6, 0, 34, 0),                       // stxh [r6 + 34], r0
-            insn(0xb7, 0, 0, 0, XDP_TX),                   // mov64 r0, XDP_TX
+            insn(0xb4, 1, 0, 0, t as i32),                 // mov32 r1, t (zero-extended)
+            insn(0xbd, 0, 1, 2, 0),                        // jle r0, r1, +2 (send)
+            insn(0xb7, 0, 0, 0, XDP_DROP),                 // mov64 r0, XDP_DROP
             insn(0x95, 0, 0, 0, 0),                        // exit
-        ];
-        let prog = load_xdp(&insns, "tapstream_blast")?;
+        ]);
+    }
+    // if data + 42 > data_end skip the rewrite
+    insns.extend([
+        insn(0xbf, 8, 6, 0, 0),                        // mov64 r8, r6
+        insn(0x07, 8, 0, 0, 42),                       // add64 r8, 42
+        insn(0x2d, 8, 7, 5, 0),                        // jgt r8, r7, +5
+        insn(0x85, 0, 0, 0, BPF_FUNC_GET_PRANDOM_U32), // call get_prandom_u32
+        insn(0x97, 0, 0, 0, ports),                    // mod64 r0, ports
+        insn(0x07, 0, 0, 0, base_port as i32),         // add64 r0, base
+        insn(0xdc, 0, 0, 0, 16),                       // be16 r0
+        insn(0x6b, 6, 0, 34, 0),                       // stxh [r6 + 34], r0
+        insn(0xb7, 0, 0, 0, XDP_TX),                   // mov64 r0, XDP_TX
+        insn(0x95, 0, 0, 0, 0),                        // exit
+    ]);
+    insns
+}
+
+impl XdpBlaster {
+    /// `frame` must be Ethernet + IPv4 (no options) + UDP with a zero UDP
+    /// checksum. `send_fraction` (0, 1]: the share of runner copies sent.
+    pub fn new(ifindex: u32, frame: Vec<u8>, base_port: u16, ports: u16, send_fraction: f64) -> io::Result<XdpBlaster> {
+        let prog = load_xdp(&blaster_program(base_port, ports, send_fraction), "tapstream_blast")?;
         Ok(XdpBlaster { prog, frame, ifindex })
     }
 
@@ -360,5 +395,28 @@ impl XdpBlaster {
             ..TestRunAttr::default()
         };
         sys_bpf(BPF_PROG_TEST_RUN, &mut a).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_fraction_sets_the_share_of_random_values_sent() {
+        assert_eq!(keep_threshold(1.0), None);
+        assert_eq!(keep_threshold(1.5), None);
+        // P(r <= t) = (t + 1) / 2^32
+        assert_eq!(keep_threshold(0.5), Some((1u32 << 31) - 1));
+        assert_eq!(keep_threshold(0.25), Some((1u32 << 30) - 1));
+        assert_eq!(keep_threshold(0.0), Some(0));
+        // Every copy sent: no random draw for the decision, the same
+        // program as before send fractions existed.
+        assert_eq!(blaster_program(1024, 100, 1.0).len(), 12);
+        let thin = blaster_program(1024, 100, 0.5);
+        assert_eq!(thin.len(), 17);
+        // the jump over the drop lands on the rewrite
+        assert_eq!(thin[4].code, 0xbd);
+        assert_eq!(thin[4].off, 2);
     }
 }

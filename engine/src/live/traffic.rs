@@ -311,12 +311,13 @@ pub struct GenReport {
     pub seconds: f64,
 }
 
-/// The interface's transmit-drop counter, as this process's network
-/// namespace sees it in sysfs (`ip netns exec` mounts the namespace's own).
-fn tx_dropped(iface: &str) -> Result<u64, super::LiveError> {
-    let p = format!("/sys/class/net/{iface}/statistics/tx_dropped");
+/// One of the interface's transmit counters (`tx_packets`, `tx_dropped`), as
+/// this process's network namespace sees it in sysfs (`ip netns exec` mounts
+/// the namespace's own).
+fn tx_counter(iface: &str, name: &str) -> Result<u64, super::LiveError> {
+    let p = format!("/sys/class/net/{iface}/statistics/{name}");
     let text = std::fs::read_to_string(&p)
-        .map_err(|e| super::LiveError::io(format!("{iface}: reading {p} to count frames the interface dropped"), e))?;
+        .map_err(|e| super::LiveError::io(format!("{iface}: reading {p} to count the frames that left"), e))?;
     text.trim().parse().map_err(|_| {
         super::LiveError::io(
             format!("{iface}: {p}"),
@@ -325,37 +326,61 @@ fn tx_dropped(iface: &str) -> Result<u64, super::LiveError> {
     })
 }
 
-/// Offer `total` UDP-flood frames at about `pps` through the kernel's XDP
-/// live-frame test runner (see [`super::bpf::XdpBlaster`]): far faster than a
-/// socket, for benchmarks. Frames spread over `flows` source ports at random.
-pub fn blast(iface: &str, flows: u32, client_net: u8, pps: u64, total: u64) -> Result<GenReport, super::LiveError> {
+/// Offer about `total` UDP-flood frames at about `pps` through the kernel's
+/// XDP live-frame test runner (see [`super::bpf::XdpBlaster`]): far faster
+/// than a socket, for benchmarks. Frames spread over `flows` source ports at
+/// random. With `send_fraction` below 1 the runner makes `total /
+/// send_fraction` copies and transmits each with that probability, which
+/// thins the stream evenly (a lower offered rate without gaps); the report
+/// then counts what actually left, which is `total` give or take a few
+/// hundred.
+pub fn blast(
+    iface: &str,
+    flows: u32,
+    client_net: u8,
+    pps: u64,
+    total: u64,
+    send_fraction: f64,
+) -> Result<GenReport, super::LiveError> {
     let ifindex = super::iface::ifindex(iface).ok_or_else(|| super::LiveError::NoSuchInterface(iface.to_string()))?;
     let mut g = TrafficGen::with_client_net(GenMix::UdpFlood, 1, client_net);
     let mut frame = Vec::new();
     g.next_frame(&mut frame);
     frame[40..42].copy_from_slice(&[0, 0]); // no UDP checksum: the port is rewritten per copy
     let ports = flows.clamp(1, 60000) as u16;
-    let b = super::bpf::XdpBlaster::new(ifindex, frame.clone(), 1024, ports)
+    let fraction = send_fraction.clamp(f64::MIN_POSITIVE, 1.0);
+    let b = super::bpf::XdpBlaster::new(ifindex, frame.clone(), 1024, ports, fraction)
         .map_err(|e| super::LiveError::io(format!("{iface}: XDP live-frame generator"), e))?;
-    let dropped_before = tx_dropped(iface)?;
+    let sent_before = tx_counter(iface, "tx_packets")?;
+    let dropped_before = tx_counter(iface, "tx_dropped")?;
+    // Pacing counts runner copies: `pps` sent frames are `pps / fraction` copies.
+    let copies_total = (total as f64 / fraction).round() as u64;
+    let copies_pps = pps as f64 / fraction;
+    // Paced: a call per 5 ms of traffic. Unpaced (the whole run is due
+    // within one such step): the run is one call, so it has no gaps.
+    let step = copies_pps / 200.0;
     let start = Instant::now();
-    let mut sent = 0u64;
-    let chunk = (pps / 200).clamp(64, 1 << 20);
-    while sent < total {
-        let due = ((start.elapsed().as_secs_f64() * pps as f64) as u64).min(total);
-        if sent >= due {
-            std::thread::sleep(Duration::from_micros(500));
-            continue;
-        }
-        let n = (due - sent).min(chunk) as u32;
+    let mut copies = 0u64;
+    while copies < copies_total {
+        let n = if copies_total as f64 <= step {
+            copies_total - copies
+        } else {
+            let due = ((start.elapsed().as_secs_f64() * copies_pps) as u64).min(copies_total);
+            if copies >= due {
+                std::thread::sleep(Duration::from_micros(500));
+                continue;
+            }
+            (due - copies).min((step as u64).clamp(64, 1 << 20))
+        };
+        let n = n.min(u32::MAX as u64) as u32;
         b.send(n).map_err(|e| super::LiveError::io(format!("{iface}: XDP live-frame run"), e))?;
-        sent += n as u64;
+        copies += n as u64;
     }
     let seconds = start.elapsed().as_secs_f64();
-    // What the runner offered minus what the interface dropped: exactly what
-    // left it (the namespace's own traffic is ours alone in a benchmark).
-    let dropped = tx_dropped(iface)?.saturating_sub(dropped_before).min(sent);
-    let packets = sent - dropped;
+    // What left the interface and what it dropped, by its own counters (in
+    // a benchmark namespace the only traffic is ours).
+    let packets = tx_counter(iface, "tx_packets")?.saturating_sub(sent_before);
+    let dropped = tx_counter(iface, "tx_dropped")?.saturating_sub(dropped_before);
     Ok(GenReport {
         packets,
         bytes: packets * frame.len() as u64,

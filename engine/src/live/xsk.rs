@@ -51,10 +51,10 @@ pub struct XskConfig {
 impl Default for XskConfig {
     fn default() -> Self {
         XskConfig {
-            frames: 32768,
+            frames: 65536,
             frame_size: 2048,
-            fill_size: 16384,
-            rx_size: 16384,
+            fill_size: 32768,
+            rx_size: 32768,
             bind: BindMode::Auto,
             busy_poll: false,
             spin: std::time::Duration::from_micros(50),
