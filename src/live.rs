@@ -132,7 +132,21 @@ fn summary_json(ifaces: &[String], s: &LiveSummary) -> RunJson {
 }
 
 /// Capture from `ifaces` until SIGINT/SIGTERM (or `--duration`).
+/// Keep every thread but the packet path's off the cores `capture.rx_cores`
+/// and `capture.worker_cores` name (call before starting any thread).
+pub fn keep_housekeeping_off_packet_cores(cfg: &Config) {
+    let mut packet: Vec<usize> = cfg.capture.rx_cores.iter().chain(&cfg.pipeline.worker_cores).copied().collect();
+    packet.sort_unstable();
+    packet.dedup();
+    match tapstream_engine::live::cores::keep_off(&packet) {
+        Ok(Some(rest)) => tracing::info!(?packet, housekeeping = ?rest, "other threads kept off the packet cores"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(?packet, "could not keep other threads off the packet cores: {e}"),
+    }
+}
+
 pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitCode> {
+    keep_housekeeping_off_packet_cores(&cfg);
     let data = a.engine.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
     let filter = match a.engine.filter.as_ref().or(cfg.capture.filter.as_ref()) {
         Some(t) => Some(Arc::new(Filter::parse(t)?)),

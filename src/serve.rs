@@ -280,6 +280,7 @@ fn start_engine(
 }
 
 pub fn serve(cfg: Config, a: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::live::keep_housekeeping_off_packet_cores(&cfg);
     let data = a.engine.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
     let api = api_config(&cfg, &data, a.listen);
     let prepared = Prepared::open(api.clone())

@@ -449,6 +449,53 @@ fn the_live_frame_generator_thins_its_stream_by_the_send_fraction() {
     }
 }
 
+/// With `capture.rx_cores` the RX thread runs on its core and every other
+/// thread of the process (detection, output, statistics, the main thread)
+/// is kept off it, so housekeeping never takes the core its ring depends on.
+#[test]
+fn other_threads_are_kept_off_the_rx_core() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cores >= 2, "this test needs two cores; the machine has {cores}");
+    let rx_core = cores - 1;
+    let lab = Lab::new(2);
+    lab.veth(0, "cap0", 1, "gen0", 1);
+    let cap = lab.capture(0, &["cap0"], &["--workers", "1"], Some(&format!("[capture]\nrx_cores = [{rx_core}]\n")));
+    let pid = cap.child.id();
+    let mut threads = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap().trim().to_string();
+        let status = std::fs::read_to_string(t.join("status")).unwrap();
+        let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string();
+        threads.push((comm, list));
+    }
+    let (s, log, _) = cap.stop();
+    assert_eq!(n(&s, "kernel_drops"), 0, "{s}");
+    let rx: Vec<_> = threads.iter().filter(|(c, _)| c.starts_with("tapstream-rx")).collect();
+    assert_eq!(rx.len(), 1, "{threads:?}");
+    assert_eq!(rx[0].1, rx_core.to_string(), "{threads:?}");
+    let others: Vec<_> = threads.iter().filter(|(c, _)| !c.starts_with("tapstream-rx")).collect();
+    // (comm is cut at 15 bytes: "tapstream-detec")
+    assert!(others.iter().any(|(c, _)| c == "tapstream-out"), "{threads:?}");
+    assert!(others.iter().any(|(c, _)| c == "tapstream-detec"), "{threads:?}");
+    for (comm, list) in others {
+        let cpus = expand_cpu_list(list);
+        assert!(!cpus.is_empty() && !cpus.contains(&rx_core), "{comm} may run on {list}: {threads:?}\n{log}");
+    }
+}
+
+/// `0-2,5` → [0, 1, 2, 5]
+fn expand_cpu_list(list: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => v.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()),
+            None => v.push(part.parse().unwrap()),
+        }
+    }
+    v
+}
+
 #[test]
 fn ping_through_the_capture() {
     let lab = Lab::new(2);

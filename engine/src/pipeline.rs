@@ -421,7 +421,9 @@ where
         let ret = ret_txs.clone();
         let wcfg = cfg.clone();
         let core = match cfg.worker_cores.get(i) {
-            Some(&c) => cores.iter().find(|id| id.id == c).copied(),
+            // Named cores are pinned as named: the calling thread's own set
+            // may leave them out (housekeeping is kept off them).
+            Some(&c) => Some(core_affinity::CoreId { id: c }),
             None if cores.len() > 1 => Some(cores[(i + 1) % cores.len()]),
             None => cores.first().copied(),
         };
@@ -689,14 +691,13 @@ where
     }
     let mut crew = start_crew(cfg, k, sink);
     let rets = std::mem::take(&mut crew.rets);
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut rx_threads = Vec::with_capacity(k);
     for (i, ((mut source, ret), st)) in sources.into_iter().zip(rets).zip(status).enumerate() {
         let cfg = cfg.clone();
         let txs = crew.txs.clone();
         let done = crew.done.clone();
         let stop = stop.clone();
-        let core = rx_cores.get(i).and_then(|&c| cores.iter().find(|id| id.id == c).copied());
+        let core = rx_cores.get(i).map(|&c| core_affinity::CoreId { id: c });
         let name = source.name().to_string();
         rx_threads.push(
             std::thread::Builder::new()
@@ -765,14 +766,13 @@ where
     let detect = cfg.detect.as_ref().map(|d| crate::detect::start(d.clone(), sources.len(), out_tx.clone()));
     let dropped_batches = Arc::new(AtomicU64::new(0));
     let dropped_records = Arc::new(AtomicU64::new(0));
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::with_capacity(sources.len());
     for (i, (mut source, st)) in sources.into_iter().zip(status).enumerate() {
         let cfg = cfg.clone();
         let stop = stop.clone();
         let out = out_tx.clone();
         let (db, dr) = (dropped_batches.clone(), dropped_records.clone());
-        let core = rx_cores.get(i).and_then(|&c| cores.iter().find(|id| id.id == c).copied());
+        let core = rx_cores.get(i).map(|&c| core_affinity::CoreId { id: c });
         let detect_tx = detect.as_ref().map(|d| d.tx.clone());
         threads.push(
             std::thread::Builder::new()

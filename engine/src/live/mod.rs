@@ -7,6 +7,7 @@
 //! with them and detached when dropped.
 
 pub mod bpf;
+pub mod cores;
 pub mod host;
 pub mod iface;
 pub mod netlink;
