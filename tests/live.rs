@@ -363,6 +363,14 @@ fn overload_becomes_counted_drops_with_af_packet() {
     overload("af-packet");
 }
 
+/// `gen` arguments for the live-frame generator out of gen0: 100 flows.
+fn xdp_live_args<'a>(pps: &'a str, packets: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--iface", "gen0", "--tx", "xdp-live", "--mix", "udp-flood", "--flows", "100"];
+    v.extend(["--pps", pps, "--packets", packets]);
+    v.extend_from_slice(extra);
+    v
+}
+
 /// The benchmark's generator (`gen --tx xdp-live`, the kernel's live-frame
 /// runner) reports exactly what left the interface, paced: not faster than
 /// asked.
@@ -371,23 +379,7 @@ fn the_live_frame_generator_sends_what_it_reports_at_the_rate_asked() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 1);
     let cap = lab.capture(0, &["cap0"], &["--workers", "1"], None);
-    let sent = lab.gen_args(
-        1,
-        &[
-            "--iface",
-            "gen0",
-            "--tx",
-            "xdp-live",
-            "--mix",
-            "udp-flood",
-            "--flows",
-            "100",
-            "--pps",
-            "200000",
-            "--packets",
-            "100000",
-        ],
-    );
+    let sent = lab.gen_args(1, &xdp_live_args("200000", "100000", &[]));
     let (s, log, _) = cap.stop();
     // Frames the sending veth dropped (the receiving ring was full) are
     // reported apart, not as sent.
@@ -408,25 +400,7 @@ fn the_live_frame_generator_thins_its_stream_by_the_send_fraction() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 1);
     let cap = lab.capture(0, &["cap0"], &["--workers", "1"], None);
-    let sent = lab.gen_args(
-        1,
-        &[
-            "--iface",
-            "gen0",
-            "--tx",
-            "xdp-live",
-            "--mix",
-            "udp-flood",
-            "--flows",
-            "100",
-            "--pps",
-            "100000",
-            "--packets",
-            "50000",
-            "--send-fraction",
-            "0.25",
-        ],
-    );
+    let sent = lab.gen_args(1, &xdp_live_args("100000", "50000", &["--send-fraction", "0.25"]));
     let (s, log, _) = cap.stop();
     // 200 000 copies, each sent with probability 1/4: 50 000 expected,
     // standard deviation ~194; without the thinning all 200 000 would leave.

@@ -129,20 +129,6 @@ impl<V: Default + Clone> FlowTable<V> {
         }
     }
 
-    /// Prefetch the index slot of `hash` (call a few packets ahead).
-    #[inline]
-    pub fn prefetch(&self, hash: u64) {
-        let i = hash as usize & self.mask;
-        #[cfg(target_arch = "x86_64")]
-        // Safety: _mm_prefetch is a hint; the pointer is in bounds of `slots`.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch(self.slots.as_ptr().add(i) as *const i8, _MM_HINT_T0);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
-    }
-
     /// Double the index (at most to `max_slots`) once it is half full.
     fn grow_if_needed(&mut self) -> bool {
         let n = self.slots.len();
