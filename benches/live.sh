@@ -106,7 +106,7 @@ done
 # which one lost frames; the offered rate of a send fraction varies from run
 # to run on a shared machine, so runs are judged one by one.
 python3 - "$WORK/rows" <<'PY'
-import statistics, sys
+import sys
 ok, lossy = {}, {}
 for line in open(sys.argv[1]):
     c = [x.strip() for x in line.strip().strip('|').split('|')]

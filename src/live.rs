@@ -131,7 +131,6 @@ fn summary_json(ifaces: &[String], s: &LiveSummary) -> RunJson {
     }
 }
 
-/// Capture from `ifaces` until SIGINT/SIGTERM (or `--duration`).
 /// Keep every thread but the packet path's off the cores `capture.rx_cores`
 /// and `capture.worker_cores` name (call before starting any thread).
 pub fn keep_housekeeping_off_packet_cores(cfg: &Config) {
@@ -145,6 +144,7 @@ pub fn keep_housekeeping_off_packet_cores(cfg: &Config) {
     }
 }
 
+/// Capture from `ifaces` until SIGINT/SIGTERM (or `--duration`).
 pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitCode> {
     keep_housekeeping_off_packet_cores(&cfg);
     let data = a.engine.data.clone().unwrap_or_else(|| cfg.data_dir.clone());

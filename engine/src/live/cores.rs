@@ -6,22 +6,17 @@
 
 use std::io;
 
-/// The cores the calling thread may run on.
+/// The cores the calling thread may run on (`core_affinity` reads its
+/// affinity mask; it can only set a single core, hence `set_allowed`).
 pub fn allowed() -> io::Result<Vec<usize>> {
-    // Safety: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
-    // writes at most size_of::<cpu_set_t>() bytes into it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // Safety: pid 0 is the calling thread; the size matches the set.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // Safety: CPU_ISSET reads the set within its bounds (CPU_SETSIZE).
-    Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .ok_or_else(|| io::Error::other("reading this thread's CPU affinity failed"))
 }
 
+/// Let the calling thread run on `cores` (any number of them).
 fn set_allowed(cores: &[usize]) -> io::Result<()> {
-    // Safety: as in `allowed`.
+    // Safety: a zeroed cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in cores.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
         // Safety: `c` is below CPU_SETSIZE.

@@ -359,10 +359,11 @@ pub fn blast(
     // Paced: a call per 5 ms of traffic. Unpaced (the whole run is due
     // within one such step): the run is one call, so it has no gaps.
     let step = copies_pps / 200.0;
+    let unpaced = copies_total as f64 <= step;
     let start = Instant::now();
     let mut copies = 0u64;
     while copies < copies_total {
-        let n = if copies_total as f64 <= step {
+        let n = if unpaced {
             copies_total - copies
         } else {
             let due = ((start.elapsed().as_secs_f64() * copies_pps) as u64).min(copies_total);
