@@ -71,7 +71,10 @@ for t in flows dns tls http dhcp stats; do
         echo "| tapstream $t table | $b | | |"
     fi
 done
-echo "| tapstream, whole history (every table) | $(du -sb "$WORK/ts" | cut -f1) | | |"
+if [ -d "$WORK/ts/.hosts" ]; then
+    echo "| tapstream host index (flows by address, closed days) | $(du -sb "$WORK/ts/.hosts" | cut -f1) | | |"
+fi
+echo "| tapstream, whole history (every table and the index) | $(du -sb "$WORK/ts" | cut -f1) | | |"
 echo
 echo "| top 10 sources by bytes | median s over $RUNS runs |"
 echo "|---|---|"

@@ -733,6 +733,7 @@ pub struct RawStorage {
     pub compaction: Option<bool>,
     pub compaction_grace_secs: Option<f64>,
     pub compaction_memory_mb: Option<usize>,
+    pub host_index: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -997,6 +998,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             16,
             1 << 20,
         )? << 20,
+        host_index: raw.storage.host_index.unwrap_or(true),
     };
     let retention = retention(&raw.retention)?;
     let detect = detect(raw.detect, raw.intel)?;

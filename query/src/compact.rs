@@ -61,10 +61,10 @@ pub fn needs_compaction(dir: &Path) -> bool {
 
 /// The merging side: a DataFusion session with a spilling pool.
 pub struct Compactor {
-    root: PathBuf,
-    cfg: WriterConfig,
-    ctx: SessionContext,
-    rt: tokio::runtime::Runtime,
+    pub(crate) root: PathBuf,
+    pub(crate) cfg: WriterConfig,
+    pub(crate) ctx: SessionContext,
+    pub(crate) rt: tokio::runtime::Runtime,
 }
 
 impl Compactor {
@@ -74,7 +74,12 @@ impl Compactor {
             .with_object_list_cache_limit(0)
             .build_arc()
             .map_err(|e| WriterError::Compaction(e.to_string()))?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(1), runtime);
+        // One sort over all inputs, not a sort per input merged: DataFusion
+        // 55 computes no order for a union of the host index's 48 sorted
+        // inputs and then refuses its own merge plan (SanityCheckPlan).
+        let config =
+            SessionConfig::new().with_target_partitions(1).set_bool("datafusion.optimizer.repartition_sorts", false);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -162,11 +167,11 @@ impl Compactor {
     }
 }
 
-fn df_err(e: datafusion::error::DataFusionError) -> WriterError {
+pub(crate) fn df_err(e: datafusion::error::DataFusionError) -> WriterError {
     WriterError::Compaction(e.to_string())
 }
 
-fn io(path: &Path, e: std::io::Error) -> WriterError {
+pub(crate) fn io(path: &Path, e: std::io::Error) -> WriterError {
     WriterError::Io { path: path.into(), source: e }
 }
 

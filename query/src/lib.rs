@@ -8,6 +8,7 @@
 pub mod compact;
 pub mod export;
 pub mod flows;
+pub mod hosts;
 pub mod import;
 pub mod layout;
 pub mod retention;

@@ -12,6 +12,8 @@
 //! - An hour leaves in one rename into `.trash` (see `layout`), so a crash
 //!   mid-deletion leaves either the whole hour or nothing a query sees.
 //! - Every deletion is logged with the table, the hour, the bytes and why.
+//! - A day's host index (`hosts`) counts against the budget and leaves
+//!   with the first flows hour of its day.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,6 +93,13 @@ pub struct SweepReport {
 /// One pass of retention over `root` at wall-clock time `now_ns`.
 pub fn sweep(root: &Path, policy: &RetentionPolicy, now_ns: i64, locks: &HourLocks) -> SweepReport {
     let mut report = SweepReport::default();
+    // Host indexes of days that have no flows left (an index build that
+    // raced the deletion of its day's last hour).
+    for date in crate::hosts::indexed_dates(root) {
+        if !root.join(Table::Flows.name()).join(format!("date={date}")).exists() {
+            let _ = crate::hosts::remove_day(root, &date);
+        }
+    }
     let now_hour = now_ns.div_euclid(HOUR_NS);
     let mut hours: Vec<HourDir> = Table::ALL.into_iter().flat_map(|t| layout::list_hours(root, t)).collect();
     hours.sort_by_key(|h| (h.hour, h.table.name()));
@@ -123,6 +132,7 @@ pub fn sweep(root: &Path, policy: &RetentionPolicy, now_ns: i64, locks: &HourLoc
         // History only: packet recordings (`pcap/`) have their own size caps
         // and are never deleted to make room for history.
         let mut used: u64 = Table::ALL.into_iter().map(|t| layout::dir_bytes(&root.join(t.name()))).sum::<u64>()
+            + layout::dir_bytes(&root.join(crate::hosts::HOSTS_DIR))
             + layout::dir_bytes(&root.join(layout::STAGING))
             + layout::dir_bytes(&root.join(layout::TRASH));
         for h in remaining.iter().filter(|h| !protected(h)) {
@@ -156,7 +166,15 @@ fn delete(root: &Path, h: &HourDir, reason: Reason, locks: &HourLocks, report: &
     locks.release(key);
     let (date, hour) = layout::partition(h.hour);
     match r {
-        Ok(bytes) => {
+        Ok(mut bytes) => {
+            // The day's host index no longer matches its hours: it goes
+            // with the first of them (the hours left are read directly).
+            if h.table == Table::Flows {
+                match crate::hosts::remove_day(root, &date) {
+                    Ok(b) => bytes += b,
+                    Err(e) => report.errors.push(format!("host index of {date}: {e}")),
+                }
+            }
             tracing::info!(table = h.table.name(), date, hour, bytes, reason = %reason, "retention deleted an hour");
             report.deleted.push(Deletion { table: h.table, hour: h.hour, path: h.path.clone(), bytes, reason });
             Some(bytes)

@@ -151,6 +151,7 @@ impl History {
                 notes: notes.clone(),
             });
             if t == Table::Flows {
+                guarded = Arc::new(crate::hosts::HostLookup::new(guarded, data));
                 guarded = Arc::new(crate::flows::FlowsView::new(guarded));
                 crate::topn::register(&ctx, guarded.clone());
             }
@@ -265,7 +266,7 @@ fn check_read_only(sql: &str) -> Result<(), QueryError> {
 /// in one read when they fit (about 42 KiB for a compacted hour of flows;
 /// more takes a second read). DataFusion's default of 512 KiB copied twelve
 /// times that for every file opened: a 30-day query opens 720 of them.
-const METADATA_READ: usize = 64 * 1024;
+pub(crate) const METADATA_READ: usize = 64 * 1024;
 
 /// The listing table of `t`. Its directory may not exist yet (nothing
 /// written so far): every scan lists what is there at that moment, so a
@@ -316,7 +317,7 @@ fn at_or_before(d: &str, h: &str) -> Expr {
 /// Partition conditions implied by one filter: `ts` compared with a
 /// constant bounds the hours that can hold matching rows. Conjunctions are
 /// followed; anything else implies nothing.
-fn partition_bounds(e: &Expr) -> Vec<Expr> {
+pub(crate) fn partition_bounds(e: &Expr) -> Vec<Expr> {
     use datafusion::logical_expr::{BinaryExpr, Operator};
     if let Expr::Between(b) = e
         && !b.negated
@@ -382,7 +383,7 @@ fn exact_by_partition(e: &Expr) -> bool {
     }
 }
 
-fn mentions_time(e: &Expr) -> bool {
+pub(crate) fn mentions_time(e: &Expr) -> bool {
     e.column_refs().iter().any(|c| matches!(c.name.as_str(), "ts" | "date" | "hour" | "last_ts"))
 }
 

@@ -136,7 +136,20 @@ impl ObjectStore for SnapshotStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        let Some((file, meta)) = self.held_file(location) else {
+        let held = match self.held_file(location) {
+            Some(h) => Some(h),
+            // A file named directly rather than listed (a `head` first):
+            // opened now and held like a listed one.
+            None if options.head => {
+                let meta = self.inner.get_opts(location, GetOptions { head: true, ..Default::default() }).await?.meta;
+                match SnapshotStore::open_all(&self.inner, &self.open, vec![meta])? {
+                    Some(_) => self.held_file(location),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let Some((file, meta)) = held else {
             return self.inner.get_opts(location, options).await;
         };
         let range = match &options.range {

@@ -26,6 +26,8 @@ use tapstream_engine::records::Table;
 use crate::compact::{Compacted, Compactor};
 use crate::layout::{self, HOUR_NS};
 
+const DAY_NS: i64 = 24 * HOUR_NS;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
     #[error("{path}: {source}")]
@@ -61,6 +63,10 @@ pub struct WriterConfig {
     pub compaction_grace: Duration,
     /// Memory the compaction sort may use before it spills to disk.
     pub compaction_memory_bytes: usize,
+    /// Keep a host index of each closed day's flows (`hosts`): every flow
+    /// under both of its addresses, so one address's flows over weeks are
+    /// read from a run of rows per day instead of every page of every hour.
+    pub host_index: bool,
 }
 
 impl Default for WriterConfig {
@@ -74,6 +80,7 @@ impl Default for WriterConfig {
             compaction: true,
             compaction_grace: Duration::from_secs(300),
             compaction_memory_bytes: 256 << 20,
+            host_index: true,
         }
     }
 }
@@ -145,9 +152,17 @@ struct OpenPart {
     opened: Instant,
 }
 
-/// The background thread that merges closed hours.
+/// Work for the background thread.
+enum Job {
+    /// Merge a closed hour's parts.
+    Compact(PartKey),
+    /// Build the host index of a closed day (days since the epoch).
+    Index(i64),
+}
+
+/// The background thread that merges closed hours and indexes closed days.
 struct CompactionThread {
-    jobs: std::sync::mpsc::Sender<PartKey>,
+    jobs: std::sync::mpsc::Sender<Job>,
     done: Arc<Mutex<(u64, u64)>>,
     handle: JoinHandle<()>,
 }
@@ -158,6 +173,9 @@ pub struct HourlyWriter {
     open: BTreeMap<PartKey, OpenPart>,
     /// Hours that got part files since they were last compacted.
     dirty: BTreeSet<PartKey>,
+    /// Days whose flows hours were handed to compaction since the day was
+    /// last indexed.
+    index_due: BTreeSet<i64>,
     /// Newest record time written (the data clock that closes hours).
     newest_ns: i64,
     locks: Arc<HourLocks>,
@@ -242,12 +260,14 @@ impl HourlyWriter {
     pub fn with_locks(root: &Path, cfg: WriterConfig, locks: Arc<HourLocks>) -> Result<HourlyWriter, WriterError> {
         fs::create_dir_all(root).map_err(|e| WriterError::Io { path: root.into(), source: e })?;
         layout::recover(root);
+        crate::hosts::recover(root);
         let compactor = if cfg.compaction { Some(spawn_compactor(root, &cfg, locks.clone())?) } else { None };
         Ok(HourlyWriter {
             root: root.into(),
             cfg,
             open: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            index_due: BTreeSet::new(),
             newest_ns: i64::MIN,
             locks,
             compactor,
@@ -385,7 +405,33 @@ impl HourlyWriter {
         for k in closed {
             self.submit(k, false);
         }
+        // A day closes like an hour: on the data clock, once no hour of it
+        // is open or waiting.
+        let due: Vec<i64> = self
+            .index_due
+            .iter()
+            .filter(|d| self.newest_ns >= (*d + 1).saturating_mul(DAY_NS).saturating_add(grace) && !self.day_busy(**d))
+            .copied()
+            .collect();
+        for d in due {
+            self.submit_index(d);
+        }
         Ok(())
+    }
+
+    /// Whether a flows hour of `day` is open or not yet handed to compaction.
+    fn day_busy(&self, day: i64) -> bool {
+        let in_day = |k: &PartKey| k.0 == Table::Flows && k.1.div_euclid(24) == day;
+        self.open.keys().any(in_day) || self.dirty.iter().any(in_day)
+    }
+
+    fn submit_index(&mut self, day: i64) {
+        self.index_due.remove(&day);
+        if let Some(c) = &self.compactor
+            && self.cfg.host_index
+        {
+            let _ = c.jobs.send(Job::Index(day));
+        }
     }
 
     /// Hand a closed hour to the compactor. If retention holds it, `wait`
@@ -401,7 +447,10 @@ impl HourlyWriter {
             return;
         }
         self.dirty.remove(&key);
-        if c.jobs.send(key).is_err() {
+        if key.0 == Table::Flows {
+            self.index_due.insert(key.1.div_euclid(24));
+        }
+        if c.jobs.send(Job::Compact(key)).is_err() {
             self.locks.release(key);
         }
     }
@@ -423,6 +472,13 @@ impl HourlyWriter {
         for k in dirty {
             self.submit(k, true);
         }
+        // At the end of input (or shutdown), days that are over by the wall
+        // clock are indexed too: an old capture's last day is closed.
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+        let due: Vec<i64> = self.index_due.iter().filter(|d| (*d + 1).saturating_mul(DAY_NS) <= now).copied().collect();
+        for d in due {
+            self.submit_index(d);
+        }
         // The thread releases each hour it finishes; joining it waits for all.
         // A later write (unusual after close) works without compaction.
         if let Some(c) = self.compactor.take() {
@@ -438,13 +494,30 @@ impl HourlyWriter {
 
 fn spawn_compactor(root: &Path, cfg: &WriterConfig, locks: Arc<HourLocks>) -> Result<CompactionThread, WriterError> {
     let compactor = Compactor::new(root, cfg.clone())?;
-    let (tx, rx) = std::sync::mpsc::channel::<PartKey>();
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let host_index = cfg.host_index;
     let done = Arc::new(Mutex::new((0u64, 0u64)));
     let d = done.clone();
     let handle = std::thread::Builder::new()
         .name("compactor".into())
         .spawn(move || {
-            for key in rx {
+            if host_index {
+                // Days closed before this start that have no index yet.
+                let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+                for r in compactor.index_missing(now) {
+                    log_indexed(r);
+                }
+            }
+            for job in rx {
+                let key = match job {
+                    Job::Compact(key) => key,
+                    Job::Index(day) => {
+                        if let Some(r) = compactor.index_day(&crate::hosts::date_of(day)).transpose() {
+                            log_indexed(r);
+                        }
+                        continue;
+                    }
+                };
                 let r = compactor.compact(key.0, key.1);
                 locks.release(key);
                 let mut g = d.lock().unwrap_or_else(|p| p.into_inner());
@@ -464,6 +537,15 @@ fn spawn_compactor(root: &Path, cfg: &WriterConfig, locks: Arc<HourLocks>) -> Re
         })
         .map_err(|e| WriterError::Io { path: root.into(), source: e })?;
     Ok(CompactionThread { jobs: tx, done, handle })
+}
+
+fn log_indexed(r: Result<crate::hosts::Indexed, WriterError>) {
+    match r {
+        Ok(i) => {
+            tracing::info!(date = i.date, hours = i.hours, rows = i.rows, bytes = i.bytes, "indexed the hosts of a day")
+        }
+        Err(e) => tracing::error!(error = %e, "host index failed; lookups of that day read its hours"),
+    }
 }
 
 fn sort_by_ts(batch: &RecordBatch, ts: &TimestampNanosecondArray) -> Result<RecordBatch, WriterError> {

@@ -1,0 +1,446 @@
+//! The host index: each closed day's flows in one file, every flow once
+//! under its originator and once under its responder (column `host`),
+//! sorted by `host` then `ts`.
+//!
+//! ```text
+//! <root>/.hosts/flows/date=YYYY-MM-DD/hosts-<signature>.parquet
+//! ```
+//!
+//! Why: "every flow of one address over 30 days" (`orig_h = x OR
+//! resp_h = x`) cannot be pruned in the hourly files, whose rows are
+//! sorted by `orig_h` alone: as a responder a busy address sits in nearly
+//! every page of every hour, and each of the 720 hours' ~30 column chunks
+//! costs its open, dictionary and decompression however few rows it
+//! yields. In a day's index its flows are one run of rows in both roles,
+//! so a lookup reads one or two row groups per day.
+//!
+//! The index is a cache, never the truth: its name carries a signature of
+//! the day's hourly files (each hour's one compacted file, name and size),
+//! and a query uses it only while that signature still matches the hours
+//! on disk. A day with a late part file, a recompacted or a deleted hour
+//! is read from its hours until the index is rebuilt (the compactor does
+//! that once the day's hours are compacted again; retention removes a
+//! day's index with its first hour). `tapstream sql` and everything above
+//! it see the same rows either way.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::Result;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, col, lit};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::ParquetReadOptions;
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::SortingColumn;
+use sha1::{Digest, Sha1};
+use tapstream_engine::records::Table;
+
+use crate::compact::{COMPACT_PREFIX, Compactor, df_err, io};
+use crate::layout;
+use crate::sql::{METADATA_READ, mentions_time, partition_bounds};
+use crate::writer::{WriterError, writer_props};
+
+/// The index's directory under the data dir (hidden: no table lists it).
+pub const HOSTS_DIR: &str = ".hosts";
+const PREFIX: &str = "hosts-";
+/// The index's own columns after the flows columns.
+pub const HOST: &str = "host";
+
+/// `<root>/.hosts/flows`
+pub fn index_root(root: &Path) -> PathBuf {
+    root.join(HOSTS_DIR).join(Table::Flows.name())
+}
+
+/// `<root>/.hosts/flows/date=YYYY-MM-DD`
+pub fn day_dir(root: &Path, date: &str) -> PathBuf {
+    index_root(root).join(format!("date={date}"))
+}
+
+/// `YYYY-MM-DD` of a day since the epoch.
+pub fn date_of(day: i64) -> String {
+    layout::partition(day.saturating_mul(24)).0
+}
+
+/// What an index file holds: the flows columns, the day's `date` and the
+/// row's `hour` (as the hourly partitions name them), and `host`.
+pub fn schema() -> SchemaRef {
+    let mut fields: Vec<Field> = Table::Flows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("date", DataType::Utf8, false));
+    fields.push(Field::new("hour", DataType::Utf8, false));
+    fields.push(Field::new(HOST, DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// The day's compacted hour files (`hour=HH` directory name, file), or
+/// None when some hour is not compacted into one file or the day has none.
+fn day_files(root: &Path, date: &str) -> Option<Vec<(String, PathBuf)>> {
+    let dir = root.join(Table::Flows.name()).join(format!("date={date}"));
+    let mut hours: Vec<String> = fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n.starts_with("hour="))
+        .collect();
+    hours.sort();
+    let mut out = Vec::with_capacity(hours.len());
+    for h in hours {
+        match layout::data_files(&dir.join(&h)).as_slice() {
+            [] => {}
+            [one] if one.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(COMPACT_PREFIX)) => {
+                out.push((h, one.clone()))
+            }
+            _ => return None,
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The signature of a day's hourly files: which compacted file each hour
+/// holds and its size. None when the day cannot be indexed as it is.
+pub fn signature(root: &Path, date: &str) -> Option<String> {
+    signature_of(&day_files(root, date)?)
+}
+
+fn signature_of(files: &[(String, PathBuf)]) -> Option<String> {
+    let mut h = Sha1::new();
+    for (hour, f) in files {
+        let size = fs::metadata(f).ok()?.len();
+        let name = f.file_name()?.to_str()?;
+        h.update(format!("{hour}/{name}:{size}\n").as_bytes());
+    }
+    let mut s = String::with_capacity(16);
+    for b in &h.finalize()[..8] {
+        let _ = write!(s, "{b:02x}");
+    }
+    Some(s)
+}
+
+fn index_name(sig: &str) -> String {
+    format!("{PREFIX}{sig}.parquet")
+}
+
+/// Days that have an index directory, oldest first.
+pub fn indexed_dates(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(index_root(root))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("date=")).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The index file of `date`, if it matches the day's hours as they are now.
+pub fn valid_index(root: &Path, date: &str) -> Option<PathBuf> {
+    let f = day_dir(root, date).join(index_name(&signature(root, date)?));
+    f.is_file().then_some(f)
+}
+
+/// Remove a day's index; the bytes freed.
+pub fn remove_day(root: &Path, date: &str) -> std::io::Result<u64> {
+    let dir = day_dir(root, date);
+    let bytes = layout::dir_bytes(&dir);
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove index files a crashed build left (hidden temporaries).
+pub fn recover(root: &Path) -> usize {
+    let mut removed = 0;
+    for d in indexed_dates(root) {
+        let dir = day_dir(root, &d);
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let n = e.file_name();
+            let Some(n) = n.to_str() else { continue };
+            if n.starts_with('.') && n.ends_with(".tmp") && fs::remove_file(e.path()).is_ok() {
+                tracing::info!(path = %e.path().display(), "removing an unfinished host index from an earlier run");
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// What building one day's index did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Indexed {
+    pub date: String,
+    pub hours: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Compactor {
+    /// Build (or rebuild) the host index of `date` from its compacted
+    /// hours. `Ok(None)` when there is nothing to do: an hour of the day is
+    /// not compacted, or the index already matches the hours.
+    pub fn index_day(&self, date: &str) -> Result<Option<Indexed>, WriterError> {
+        let Some(files) = day_files(&self.root, date) else { return Ok(None) };
+        let Some(sig) = signature_of(&files) else { return Ok(None) };
+        let dir = day_dir(&self.root, date);
+        let name = index_name(&sig);
+        if dir.join(&name).is_file() {
+            return Ok(None);
+        }
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let r = self.write_index(date, &files, &tmp);
+        let (rows, bytes) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let dst = dir.join(&name);
+        fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
+        // Older indexes of the day (other signatures) go.
+        for old in layout::data_files(&dir).into_iter().filter(|p| *p != dst) {
+            let _ = fs::remove_file(old);
+        }
+        layout::sync_dir(&dir);
+        Ok(Some(Indexed { date: date.to_string(), hours: files.len(), rows, bytes }))
+    }
+
+    fn write_index(&self, date: &str, files: &[(String, PathBuf)], tmp: &Path) -> Result<(u64, u64), WriterError> {
+        let flows = Table::Flows.schema();
+        let out = schema();
+        let sorting = [HOST, "ts"]
+            .iter()
+            .map(|c| SortingColumn {
+                column_idx: out.index_of(c).expect("sort columns are in the index schema") as i32,
+                descending: false,
+                nulls_first: false,
+            })
+            .collect();
+        let props = writer_props(Table::Flows, &self.cfg, Some(sorting));
+        let f = File::create(tmp).map_err(|e| io(tmp, e))?;
+        let mut w = ArrowWriter::try_new(f, out.clone(), Some(props))
+            .map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;
+        let rows = self.rt.block_on(async {
+            let mut day: Option<datafusion::dataframe::DataFrame> = None;
+            for (hour, path) in files {
+                let opts = ParquetReadOptions::default().schema(&flows);
+                let df = self.ctx.read_parquet(path.display().to_string(), opts).await.map_err(df_err)?;
+                let hh = hour.trim_start_matches("hour=").to_string();
+                let df = df
+                    .with_column("date", lit(date.to_string()))
+                    .and_then(|d| d.with_column("hour", lit(hh)))
+                    .map_err(df_err)?;
+                day = Some(match day {
+                    None => df,
+                    Some(d) => d.union(df).map_err(df_err)?,
+                });
+            }
+            let Some(day) = day else { return Ok(0) };
+            let as_orig = day.clone().with_column(HOST, col("orig_h")).map_err(df_err)?;
+            // A flow from an address to itself is already there once.
+            let as_resp = day
+                .filter(col("resp_h").not_eq(col("orig_h")))
+                .and_then(|d| d.with_column(HOST, col("resp_h")))
+                .map_err(df_err)?;
+            let names: Vec<Expr> = out.fields().iter().map(|f| col(f.name().as_str())).collect();
+            let all = as_orig
+                .union(as_resp)
+                .and_then(|d| d.select(names))
+                .and_then(|d| d.sort(vec![col(HOST).sort(true, false), col("ts").sort(true, false)]))
+                .map_err(df_err)?;
+            let mut stream = all.execute_stream().await.map_err(df_err)?;
+            let mut rows = 0u64;
+            while let Some(b) = stream.next().await {
+                let b: RecordBatch = b.map_err(df_err)?;
+                let b = RecordBatch::try_new(out.clone(), b.columns().to_vec())?;
+                rows += b.num_rows() as u64;
+                w.write(&b).map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;
+            }
+            Ok::<_, WriterError>(rows)
+        })?;
+        let f = w.into_inner().map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;
+        f.sync_all().map_err(|e| io(tmp, e))?;
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok((rows, bytes))
+    }
+
+    /// Index every closed day (ending at or before `now_ns`) that has
+    /// compacted hours and no index matching them: a history written
+    /// before the index existed, or a day whose rebuild was interrupted.
+    pub fn index_missing(&self, now_ns: i64) -> Vec<Result<Indexed, WriterError>> {
+        let today = now_ns.div_euclid(layout::HOUR_NS * 24);
+        let mut days = BTreeSet::new();
+        for h in layout::list_hours(&self.root, Table::Flows) {
+            let day = h.hour.div_euclid(24);
+            if day < today {
+                days.insert(day);
+            }
+        }
+        days.into_iter().filter_map(|d| self.index_day(&date_of(d)).transpose()).collect()
+    }
+}
+
+/// `x`, when `e` asks for the flows of address `x` in either role:
+/// `orig_h = 'x' OR resp_h = 'x'` (either order, either side) or
+/// `'x' IN (orig_h, resp_h)`.
+pub fn host_of(e: &Expr) -> Option<String> {
+    let both = |mut cols: [&str; 2]| {
+        cols.sort_unstable();
+        cols == ["orig_h", "resp_h"]
+    };
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let (a, ca) = column_eq(left)?;
+            let (b, cb) = column_eq(right)?;
+            (a == b && both([ca.as_str(), cb.as_str()])).then_some(a)
+        }
+        Expr::InList(l) if !l.negated => match l.list.as_slice() {
+            [Expr::Column(a), Expr::Column(b)] if both([a.name.as_str(), b.name.as_str()]) => text(&l.expr),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn text(x: &Expr) -> Option<String> {
+    match x {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn column_eq(e: &Expr) -> Option<(String, String)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = e else { return None };
+    match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), v) | (v, Expr::Column(c)) => Some((text(v)?, c.name.clone())),
+        _ => None,
+    }
+}
+
+/// The flows table with host lookups answered from the index where it is
+/// valid. Wraps the stored listing (behind its time guard), below the view
+/// that derives columns.
+#[derive(Debug)]
+pub struct HostLookup {
+    inner: Arc<dyn TableProvider>,
+    root: PathBuf,
+}
+
+impl HostLookup {
+    pub fn new(inner: Arc<dyn TableProvider>, root: &Path) -> HostLookup {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        HostLookup { inner, root }
+    }
+}
+
+#[async_trait]
+impl TableProvider for HostLookup {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Only a lookup bounded in time: without a bound the guard below
+        // searches its default range, which the hours answer quickly.
+        let host = filters.iter().find_map(host_of);
+        let Some(host) = host.filter(|_| filters.iter().any(mentions_time)) else {
+            return self.inner.scan(state, projection, filters, limit).await;
+        };
+        let indexes: Vec<(String, PathBuf)> =
+            indexed_dates(&self.root).into_iter().filter_map(|d| valid_index(&self.root, &d).map(|f| (d, f))).collect();
+        if indexes.is_empty() {
+            return self.inner.scan(state, projection, filters, limit).await;
+        }
+        let days: Vec<Expr> = indexes.iter().map(|(d, _)| lit(d.clone())).collect();
+        // The hours of days without a valid index, as before.
+        let mut hourly_filters = filters.to_vec();
+        hourly_filters.push(col("date").in_list(days, true));
+        let hourly = self.inner.scan(state, projection, &hourly_filters, limit).await?;
+
+        // The indexed days: the host's rows, with every condition tested.
+        let stored = self.inner.schema();
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..stored.fields().len()).collect());
+        let names: Vec<String> = wanted.iter().map(|i| stored.field(*i).name().clone()).collect();
+        let mut conditions = filters.to_vec();
+        conditions.extend(filters.iter().flat_map(partition_bounds));
+        conditions.push(col(HOST).eq(lit(host)));
+        let index_schema = schema();
+        let mut read: BTreeSet<usize> = BTreeSet::new();
+        for n in names.iter().map(String::as_str).chain(
+            conditions.iter().flat_map(|e| e.column_refs().into_iter().map(|c| c.name.as_str()).collect::<Vec<_>>()),
+        ) {
+            read.insert(index_schema.index_of(n)?);
+        }
+        let read: Vec<usize> = read.into_iter().collect();
+        let urls =
+            indexes.iter().map(|(_, f)| ListingTableUrl::parse(f.display().to_string())).collect::<Result<Vec<_>>>()?;
+        let format = ParquetFormat::default().with_metadata_size_hint(Some(METADATA_READ));
+        let cfg = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".parquet"))
+            .with_schema(index_schema);
+        let table = ListingTable::try_new(cfg)?;
+        let scan = table.scan(state, Some(&read), &conditions, None).await?;
+        let scanned = DFSchema::try_from(scan.schema().as_ref().clone())?;
+        let predicate = conjunction(conditions).expect("at least the host condition");
+        let filtered = Arc::new(FilterExec::try_new(state.create_physical_expr(predicate, &scanned)?, scan)?);
+        let exprs = names
+            .iter()
+            .map(|n| Ok((state.create_physical_expr(col(n.as_str()), &scanned)?, n.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let index: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(exprs, filtered)?);
+        UnionExec::try_new(vec![hourly, index])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_lookup_is_recognised_in_either_order() {
+        let x = || lit("10.0.0.1");
+        assert_eq!(host_of(&col("orig_h").eq(x()).or(col("resp_h").eq(x()))).as_deref(), Some("10.0.0.1"));
+        assert_eq!(host_of(&x().eq(col("resp_h")).or(col("orig_h").eq(x()))).as_deref(), Some("10.0.0.1"));
+        assert_eq!(host_of(&x().in_list(vec![col("resp_h"), col("orig_h")], false)).as_deref(), Some("10.0.0.1"));
+        assert_eq!(host_of(&x().in_list(vec![col("resp_h"), col("orig_h")], true)), None);
+        // Two addresses, one column twice, or an AND: not a host lookup.
+        assert_eq!(host_of(&col("orig_h").eq(x()).or(col("resp_h").eq(lit("10.0.0.2")))), None);
+        assert_eq!(host_of(&col("orig_h").eq(x()).or(col("orig_h").eq(x()))), None);
+        assert_eq!(host_of(&col("orig_h").eq(x()).and(col("resp_h").eq(x()))), None);
+    }
+}

@@ -1,0 +1,247 @@
+//! The host index: closed days get one file with every flow under both of
+//! its addresses; `orig_h = x OR resp_h = x` reads it where it matches the
+//! day's hours and gives exactly the rows the hours give; a day whose
+//! hours changed is read from its hours until it is indexed again;
+//! retention takes a day's index with its first hour.
+
+use std::fs;
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use futures::StreamExt;
+use tapstream_engine::records::Table;
+use tapstream_query::compact::Compactor;
+use tapstream_query::hosts::{self, HOSTS_DIR};
+use tapstream_query::layout::HOUR_NS;
+use tapstream_query::retention::{RetentionPolicy, sweep};
+use tapstream_query::synth::FlowSynth;
+use tapstream_query::{Guardrails, History, HourLocks, HourlyWriter, WriterConfig};
+
+/// 2026-11-01 00:00 UTC in hours since the epoch.
+const BASE_HOUR: i64 = 498_192;
+const DAY1: &str = "2026-11-01";
+const DAY2: &str = "2026-11-02";
+/// The synthetic history's busiest internal address (both roles).
+const HOST: &str = "10.1.0.10";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn query(root: &Path, sql: &str) -> Vec<RecordBatch> {
+    rt().block_on(async {
+        let h = History::open(root, Guardrails { max_rows: None, ..Guardrails::default() }).await.unwrap();
+        let mut r = h.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let mut out = Vec::new();
+        while let Some(b) = r.stream.next().await {
+            out.push(b.unwrap());
+        }
+        out
+    })
+}
+
+/// Every row as text, sorted: the answer regardless of order.
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let opts = FormatOptions::default().with_null("∅");
+    let mut out = Vec::new();
+    for b in batches {
+        let f: Vec<ArrayFormatter> = b.columns().iter().map(|c| ArrayFormatter::try_new(c, &opts).unwrap()).collect();
+        for r in 0..b.num_rows() {
+            out.push(f.iter().map(|x| x.value(r).to_string()).collect::<Vec<_>>().join("|"));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn lookup(host: &str) -> String {
+    format!("SELECT * FROM flows WHERE ts >= TIMESTAMP '{DAY1}T00:00:00Z' AND (orig_h = '{host}' OR resp_h = '{host}')")
+}
+
+/// The same rows read from the hours alone (the index moved aside).
+fn from_hours(root: &Path, sql: &str) -> Vec<String> {
+    let idx = root.join(HOSTS_DIR);
+    let aside = root.join("hosts-aside");
+    fs::rename(&idx, &aside).unwrap();
+    let r = rows(&query(root, sql));
+    fs::rename(&aside, &idx).unwrap();
+    r
+}
+
+fn plan(root: &Path, sql: &str) -> String {
+    rows(&query(root, &format!("EXPLAIN {sql}"))).join("\n")
+}
+
+/// Two whole days and three hours of a third, written as the appliance
+/// writes them (compaction and the host index on).
+fn history(root: &Path) -> u64 {
+    let per_hour = 400;
+    let hours = 51;
+    let mut w = HourlyWriter::new(root, WriterConfig::default()).unwrap();
+    let mut s = FlowSynth::new(11, BASE_HOUR * HOUR_NS, per_hour);
+    for _ in 0..hours {
+        w.write(Table::Flows, &s.batch(per_hour as usize)).unwrap();
+    }
+    w.close().unwrap();
+    per_hour * hours as u64
+}
+
+#[test]
+fn closed_days_are_indexed_and_a_host_lookup_reads_them_with_the_same_answer() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    history(root);
+    // Both whole days and the third (over by the wall clock) are indexed.
+    assert_eq!(hosts::indexed_dates(root), vec![DAY1, DAY2, "2026-11-03"]);
+    for day in [DAY1, DAY2] {
+        let f = hosts::valid_index(root, day).expect("an index matching the day's hours");
+        assert!(f.file_name().unwrap().to_str().unwrap().starts_with("hosts-"));
+    }
+    // Every flow is there once under each address, a flow to itself once.
+    let day_rows: u64 = rows(&query(
+        root,
+        &format!("SELECT count(*) FROM flows WHERE ts >= TIMESTAMP '{DAY1}T00:00:00Z' AND date = '{DAY1}'"),
+    ))[0]
+        .parse()
+        .unwrap();
+    let meta = parquet::file::reader::SerializedFileReader::new(
+        fs::File::open(hosts::valid_index(root, DAY1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    use parquet::file::reader::FileReader;
+    let self_flows: u64 = rows(&query(
+        root,
+        &format!(
+            "SELECT count(*) FROM flows WHERE ts >= TIMESTAMP '{DAY1}T00:00:00Z' AND date = '{DAY1}' AND orig_h = resp_h"
+        ),
+    ))[0]
+        .parse()
+        .unwrap();
+    assert_eq!(meta.metadata().file_metadata().num_rows() as u64, 2 * day_rows - self_flows);
+
+    let sql = lookup(HOST);
+    assert!(plan(root, &sql).contains("hosts-"), "the lookup reads the index:\n{}", plan(root, &sql));
+    let got = rows(&query(root, &sql));
+    let want = from_hours(root, &sql);
+    assert_eq!(got, want);
+    // The host is in both roles, in all three days; the derived columns
+    // (Community ID, duration) are filled in from the index's rows too.
+    let both = query(
+        root,
+        &format!(
+            "SELECT count(*) FILTER (WHERE orig_h = '{HOST}'), count(*) FILTER (WHERE resp_h = '{HOST}'), count(DISTINCT date), count(community_id), count(duration) FROM flows WHERE ts >= TIMESTAMP '{DAY1}T00:00:00Z' AND (orig_h = '{HOST}' OR resp_h = '{HOST}')"
+        ),
+    );
+    let v: Vec<u64> = rows(&both)[0].split('|').map(|x| x.parse().unwrap()).collect();
+    assert!(v[0] > 0 && v[1] > 0, "{v:?}");
+    assert_eq!(v[2], 3);
+    assert_eq!(v[3], got.len() as u64, "every row has a Community ID: {v:?}");
+    assert_eq!(v[4], got.len() as u64);
+
+    // Other conditions still apply to the index's rows, a host absent
+    // from the history gives nothing, and a narrower time range is kept.
+    for extra in [
+        format!("{} AND resp_p = 443", lookup(HOST)),
+        format!("{} AND ts < TIMESTAMP '{DAY2}T06:30:00Z'", lookup(HOST)),
+        format!("{} AND hour = '05'", lookup(HOST)),
+        lookup("192.0.2.99"),
+        format!(
+            "SELECT uid, hour FROM flows WHERE ts >= TIMESTAMP '{DAY2}T12:00:00Z' AND ('{HOST}' = resp_h OR orig_h = '{HOST}')"
+        ),
+        format!("SELECT * FROM flows WHERE ts >= TIMESTAMP '{DAY1}T00:00:00Z' AND '{HOST}' IN (resp_h, orig_h)"),
+    ] {
+        assert_eq!(rows(&query(root, &extra)), from_hours(root, &extra), "{extra}");
+    }
+}
+
+#[test]
+fn a_day_whose_hours_changed_is_read_from_its_hours_until_it_is_indexed_again() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    history(root);
+    let before = hosts::valid_index(root, DAY1).unwrap();
+    // A late record for 05:00 on day 1, from a writer without compaction:
+    // the hour gets a part file beside its compacted one.
+    let mut s = FlowSynth::new(99, (BASE_HOUR + 5) * HOUR_NS, 3600);
+    let late = s.batch(50);
+    let mut w = HourlyWriter::new(root, WriterConfig { compaction: false, ..WriterConfig::default() }).unwrap();
+    w.write(Table::Flows, &late).unwrap();
+    w.close().unwrap();
+    assert_eq!(hosts::valid_index(root, DAY1), None, "the index no longer matches day 1");
+    assert!(hosts::valid_index(root, DAY2).is_some());
+    let sql = lookup(HOST);
+    let got = rows(&query(root, &sql));
+    assert_eq!(got, from_hours(root, &sql), "the late rows are found");
+    let late_rows = rows(&query(root, &format!("SELECT count(*) FROM flows WHERE ts >= TIMESTAMP '{DAY1}T00:00:00Z'")));
+    assert_eq!(late_rows, vec![(51 * 400 + 50).to_string()]);
+
+    // Compacting the hour again and indexing the day brings it back.
+    let c = Compactor::new(root, WriterConfig::default()).unwrap();
+    c.compact(Table::Flows, BASE_HOUR + 5).unwrap().expect("the hour is merged");
+    let again = c.index_day(DAY1).unwrap().expect("day 1 is indexed again");
+    assert_eq!(again.hours, 24);
+    let now = hosts::valid_index(root, DAY1).unwrap();
+    assert_ne!(now, before);
+    assert!(!before.exists(), "the old index is gone");
+    assert_eq!(c.index_day(DAY1).unwrap(), None, "nothing to do for a matching index");
+    assert_eq!(rows(&query(root, &sql)), got);
+}
+
+#[test]
+fn retention_takes_a_days_index_with_its_first_hour_and_counts_it_in_the_budget() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    history(root);
+    let index_bytes: u64 =
+        [DAY1, DAY2].iter().map(|d| fs::metadata(hosts::valid_index(root, d).unwrap()).unwrap().len()).sum();
+    assert!(index_bytes > 0);
+    // A budget just under what is there: the oldest hour goes, and day 1's
+    // index with it.
+    let total = tapstream_query::layout::dir_bytes(root);
+    let p = RetentionPolicy {
+        max_age: Default::default(),
+        disk_budget: Some(total - 1),
+        interval: std::time::Duration::from_secs(60),
+    };
+    let locks = HourLocks::default();
+    let now = (BASE_HOUR + 24 * 40) * HOUR_NS;
+    let r = sweep(root, &p, now, &locks);
+    assert_eq!(r.deleted.len(), 1, "{r:?}");
+    assert_eq!(r.deleted[0].hour, BASE_HOUR);
+    assert!(!hosts::day_dir(root, DAY1).exists());
+    assert!(hosts::valid_index(root, DAY2).is_some());
+    let sql = lookup(HOST);
+    assert_eq!(rows(&query(root, &sql)), from_hours(root, &sql));
+
+    // An index left for a day with no flows at all is removed by a sweep.
+    let orphan = hosts::day_dir(root, "2026-10-01");
+    fs::create_dir_all(&orphan).unwrap();
+    fs::write(orphan.join("hosts-0000000000000000.parquet"), b"x").unwrap();
+    let p = RetentionPolicy { disk_budget: None, ..p };
+    sweep(root, &p, now, &locks);
+    assert!(!orphan.exists());
+}
+
+#[test]
+fn an_unfinished_index_is_removed_on_start_and_a_missing_one_is_built() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    history(root);
+    hosts::remove_day(root, DAY2).unwrap();
+    let tmp = hosts::day_dir(root, DAY1).join(".hosts-abc.parquet.tmp");
+    fs::write(&tmp, b"half").unwrap();
+    // A writer starting over this data dir cleans up and indexes day 2 in
+    // the background; closing it waits for that.
+    let mut w = HourlyWriter::new(root, WriterConfig::default()).unwrap();
+    w.close().unwrap();
+    assert!(!tmp.exists());
+    assert!(hosts::valid_index(root, DAY2).is_some());
+    // Off by configuration: nothing is indexed.
+    let d2 = tempfile::tempdir().unwrap();
+    let mut w = HourlyWriter::new(d2.path(), WriterConfig { host_index: false, ..WriterConfig::default() }).unwrap();
+    let mut s = FlowSynth::new(1, BASE_HOUR * HOUR_NS, 100);
+    w.write(Table::Flows, &s.batch(2400)).unwrap();
+    w.close().unwrap();
+    assert!(hosts::indexed_dates(d2.path()).is_empty());
+}
