@@ -131,15 +131,7 @@ impl Compactor {
         let schema = table.schema();
         schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
         let key = sort_key(table);
-        let sorting = key
-            .iter()
-            .map(|c| SortingColumn {
-                column_idx: schema.index_of(c).expect("sort key columns are in the schema") as i32,
-                descending: false,
-                nulls_first: false,
-            })
-            .collect();
-        let props = writer_props(table, &self.cfg, Some(sorting));
+        let props = writer_props(table, &self.cfg, Some(sorting_columns(&schema, &key)));
         let f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
         let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))
             .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
@@ -165,6 +157,18 @@ impl Compactor {
         fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
         Ok((name, rows, bytes))
     }
+}
+
+/// The footer's declaration that a file is sorted by `columns`, ascending.
+pub(crate) fn sorting_columns(schema: &arrow::datatypes::Schema, columns: &[&str]) -> Vec<SortingColumn> {
+    columns
+        .iter()
+        .map(|c| SortingColumn {
+            column_idx: schema.index_of(c).expect("sort columns are in the schema they sort") as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect()
 }
 
 pub(crate) fn df_err(e: datafusion::error::DataFusionError) -> WriterError {

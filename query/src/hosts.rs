@@ -47,13 +47,12 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::ParquetReadOptions;
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
-use parquet::file::metadata::SortingColumn;
 use sha1::{Digest, Sha1};
 use tapstream_engine::records::Table;
 
-use crate::compact::{COMPACT_PREFIX, Compactor, df_err, io};
+use crate::compact::{COMPACT_PREFIX, Compactor, df_err, io, sorting_columns};
 use crate::layout;
-use crate::sql::{METADATA_READ, mentions_time, partition_bounds};
+use crate::sql::{METADATA_READ, mentions_time, partition_bounds, ts_bound};
 use crate::writer::{WriterError, writer_props};
 
 /// The index's directory under the data dir (hidden: no table lists it).
@@ -226,15 +225,7 @@ impl Compactor {
     fn write_index(&self, date: &str, files: &[(String, PathBuf)], tmp: &Path) -> Result<(u64, u64), WriterError> {
         let flows = Table::Flows.schema();
         let out = schema();
-        let sorting = [HOST, "ts"]
-            .iter()
-            .map(|c| SortingColumn {
-                column_idx: out.index_of(c).expect("sort columns are in the index schema") as i32,
-                descending: false,
-                nulls_first: false,
-            })
-            .collect();
-        let props = writer_props(Table::Flows, &self.cfg, Some(sorting));
+        let props = writer_props(Table::Flows, &self.cfg, Some(sorting_columns(&out, &[HOST, "ts"])));
         let f = File::create(tmp).map_err(|e| io(tmp, e))?;
         let mut w = ArrowWriter::try_new(f, out.clone(), Some(props))
             .map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;
@@ -296,6 +287,34 @@ impl Compactor {
         }
         days.into_iter().filter_map(|d| self.index_day(&date_of(d)).transpose()).collect()
     }
+}
+
+/// The first and last day (`YYYY-MM-DD`) that constant bounds on `ts` in
+/// `filters` (conjunctions followed) leave open.
+fn date_range(filters: &[Expr]) -> (Option<String>, Option<String>) {
+    fn walk(e: &Expr, from: &mut Option<i128>, to: &mut Option<i128>) {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return };
+        if *op == Operator::And {
+            walk(left, from, to);
+            walk(right, from, to);
+            return;
+        }
+        match ts_bound(left, *op, right) {
+            Some((Operator::Gt | Operator::GtEq, v)) => *from = Some(from.map_or(v, |f| f.max(v))),
+            Some((Operator::Lt | Operator::LtEq, v)) => *to = Some(to.map_or(v, |t| t.min(v))),
+            Some((Operator::Eq, v)) => {
+                *from = Some(from.map_or(v, |f| f.max(v)));
+                *to = Some(to.map_or(v, |t| t.min(v)));
+            }
+            _ => {}
+        }
+    }
+    let (mut from, mut to) = (None, None);
+    for f in filters {
+        walk(f, &mut from, &mut to);
+    }
+    let day = |ns: i128| date_of((ns.div_euclid(i128::from(layout::HOUR_NS) * 24)) as i64);
+    (from.map(day), to.map(day))
 }
 
 /// `x`, when `e` asks for the flows of address `x` in either role:
@@ -381,8 +400,14 @@ impl TableProvider for HostLookup {
         let Some(host) = host.filter(|_| filters.iter().any(mentions_time)) else {
             return self.inner.scan(state, projection, filters, limit).await;
         };
-        let indexes: Vec<(String, PathBuf)> =
-            indexed_dates(&self.root).into_iter().filter_map(|d| valid_index(&self.root, &d).map(|f| (d, f))).collect();
+        // Only the days the query's time bounds reach: their signatures are
+        // checked and their files opened, not those of the whole history.
+        let (from, to) = date_range(filters);
+        let indexes: Vec<(String, PathBuf)> = indexed_dates(&self.root)
+            .into_iter()
+            .filter(|d| from.as_ref().is_none_or(|f| d >= f) && to.as_ref().is_none_or(|t| d <= t))
+            .filter_map(|d| valid_index(&self.root, &d).map(|f| (d, f)))
+            .collect();
         if indexes.is_empty() {
             return self.inner.scan(state, projection, filters, limit).await;
         }

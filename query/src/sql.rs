@@ -346,7 +346,7 @@ pub(crate) fn partition_bounds(e: &Expr) -> Vec<Expr> {
 
 /// `left op right` as `ts op constant` (nanoseconds), when it is a
 /// comparison of `ts` with a constant time.
-fn ts_bound(
+pub(crate) fn ts_bound(
     left: &Expr,
     op: datafusion::logical_expr::Operator,
     right: &Expr,

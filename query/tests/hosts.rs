@@ -122,6 +122,13 @@ fn closed_days_are_indexed_and_a_host_lookup_reads_them_with_the_same_answer() {
 
     let sql = lookup(HOST);
     assert!(plan(root, &sql).contains("hosts-"), "the lookup reads the index:\n{}", plan(root, &sql));
+    // A range that starts on day 2 opens no index of day 1.
+    let day1_index = hosts::valid_index(root, DAY1).unwrap().file_name().unwrap().to_str().unwrap().to_string();
+    let later = format!(
+        "SELECT uid FROM flows WHERE ts >= TIMESTAMP '{DAY2}T00:00:00Z' AND (orig_h = '{HOST}' OR resp_h = '{HOST}')"
+    );
+    let p = plan(root, &later);
+    assert!(p.contains("hosts-") && !p.contains(&day1_index), "{p}");
     let got = rows(&query(root, &sql));
     let want = from_hours(root, &sql);
     assert_eq!(got, want);
