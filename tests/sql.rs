@@ -51,9 +51,9 @@ fn pyarrow(script: &str) -> String {
 const ALL: &str = "ts >= '2000-01-01T00:00:00Z'";
 
 /// The derived flows columns (docs/schema.md): an outside reader fills in
-/// `duration` and `flow_start` as documented and gets our values; the
-/// Community IDs are not in the files (null, with their seed) but always
-/// in our answers.
+/// `duration`, `flow_start` and `uid` as documented and gets our values;
+/// the Community IDs are not in the files (null, with their seed) but
+/// always in our answers.
 #[test]
 fn an_outside_reader_derives_the_unstored_flow_columns_as_documented() {
     let ours = csv(&format!(
@@ -65,14 +65,36 @@ fn an_outside_reader_derives_the_unstored_flow_columns_as_documented() {
         r#"
 import sys, pyarrow.dataset as ds, pyarrow.compute as pc
 t = ds.dataset(sys.argv[1] + "/flows", format="parquet", partitioning="hive").to_table()
-t = t.filter(pc.equal(t["record_kind"], "final")).sort_by([("uid", "ascending"), ("ts", "ascending")])
+import ipaddress
+t = t.filter(pc.equal(t["record_kind"], "final"))
 assert t["community_id"].null_count == t.num_rows, "community_id is not stored"
+assert t["uid"].null_count == t.num_rows, "uid is not stored"
 assert t["community_id_seed"].null_count == 0
 ns = pc.subtract(t["last_ts"].cast("int64"), t["ts"].cast("int64"))
 dur = pc.coalesce(t["duration"], pc.divide(ns.cast("float64"), 1e9))
 start = pc.coalesce(t["flow_start"], t["ts"])
-for u, ts, d, s in zip(t["uid"].to_pylist(), t["ts"].cast("int64").to_pylist(), dur.to_pylist(), start.cast("int64").to_pylist()):
-    print(u, ts, repr(d), s)
+# The uid, step by step as docs/schema.md gives it.
+M = (1 << 64) - 1
+def fmix64(h):
+    h ^= h >> 33; h = (h * 0xff51afd7ed558ccd) & M
+    h ^= h >> 33; h = (h * 0xc4ceb9fe1a85ec53) & M
+    return h ^ (h >> 33)
+def uid(proto, oh, op, rh, rp, start_ns):
+    a16 = lambda a: ipaddress.ip_address(a).packed.ljust(16, b"\0")
+    (lo, lp), (hi, hp) = sorted([(a16(oh), op), (a16(rh), rp)])
+    words = [int.from_bytes(x[i:i + 8], "big") for x in (lo, hi) for i in (0, 8)]
+    words += [proto << 32 | lp << 16 | hp, start_ns & M]
+    h = 0
+    for w in words: h = fmix64(h ^ w)
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    out = ""
+    for _ in range(11): out = digits[h % 62] + out; h //= 62
+    return "C" + out
+cols = [t[c].to_pylist() for c in ("ip_proto", "orig_h", "orig_p", "resp_h", "resp_p")]
+rows = []
+for p, oh, op, rh, rp, ts, d, s in zip(*cols, t["ts"].cast("int64").to_pylist(), dur.to_pylist(), start.cast("int64").to_pylist()):
+    rows.append((uid(p, oh, op, rh, rp, s), ts, repr(d), s))
+for r in sorted(rows): print(*r)
 "#,
     );
     // The same rows, compared as numbers (timestamps in ns).
@@ -94,6 +116,25 @@ for u, ts, d, s in zip(t["uid"].to_pylist(), t["ts"].cast("int64").to_pylist(), 
         })
         .collect();
     assert_eq!(ours, theirs);
+}
+
+/// A protocol record's `uid` (stored, as the engine wrote it) names its
+/// connection's row in `flows`, whose `uid` is derived on read.
+#[test]
+fn every_protocol_record_finds_its_flow_by_uid() {
+    for t in ["dns", "http", "tls"] {
+        let n = csv(&format!("SELECT count(*) FROM {t} WHERE {ALL}"));
+        assert!(n[0].parse::<u64>().unwrap() > 10, "{t}: {n:?}");
+        let orphans =
+            csv(&format!("SELECT count(*) FROM {t} WHERE {ALL} AND uid NOT IN (SELECT uid FROM flows WHERE {ALL})"));
+        assert_eq!(orphans, ["0"], "{t}");
+        // And the join answers by the same uid with the same five-tuple.
+        let mismatched = csv(&format!(
+            "SELECT count(*) FROM {t} r JOIN flows f ON r.uid = f.uid WHERE r.{ALL} AND f.{ALL} \
+             AND (r.orig_h <> f.orig_h OR r.resp_h <> f.resp_h OR r.resp_p <> f.resp_p)"
+        ));
+        assert_eq!(mismatched, ["0"], "{t}");
+    }
 }
 
 #[test]

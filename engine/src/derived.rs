@@ -1,10 +1,11 @@
 //! Flow columns that are stored only when they cannot be derived.
 //!
-//! Three columns of `flows` follow from others: `community_id` from the
+//! Four columns of `flows` follow from others: `community_id` from the
 //! five-tuple and the Community ID seed (kept in `community_id_seed`),
-//! `duration` from `last_ts - ts`, and `flow_start` from `ts` on every
-//! record but those after an interim one. Together they were 44 % of a
-//! flows file (the hash alone a quarter: it does not compress), so the
+//! `duration` from `last_ts - ts`, `flow_start` from `ts` on every
+//! record but those after an interim one, and `uid` from the five-tuple
+//! and the connection's start ([`uid_of`]). Together they were two thirds
+//! of a flows file (the two hashes half of it: they do not compress), so the
 //! engine writes them as null where they are derivable and every reader
 //! that shows them (SQL, exports, `tapstream flows`) fills them in with the
 //! functions here. A stored value always wins: files written before this
@@ -29,7 +30,7 @@ use crate::flow::community_id::community_id_v1;
 pub const SEED_COLUMN: &str = "community_id_seed";
 
 /// Columns of `flows` that are null on disk where derivable.
-pub const DERIVED: [&str; 3] = ["community_id", "duration", "flow_start"];
+pub const DERIVED: [&str; 4] = ["community_id", "duration", "flow_start", "uid"];
 
 /// The columns each derived column is computed from (its stored value
 /// first).
@@ -38,6 +39,7 @@ pub fn sources(column: &str) -> &'static [&'static str] {
         "community_id" => &["community_id", SEED_COLUMN, "ip_proto", "orig_h", "orig_p", "resp_h", "resp_p"],
         "duration" => &["duration", "ts", "last_ts"],
         "flow_start" => &["flow_start", "ts"],
+        "uid" => &["uid", "ip_proto", "orig_h", "orig_p", "resp_h", "resp_p", "flow_start", "ts"],
         _ => &[],
     }
 }
@@ -85,6 +87,144 @@ pub fn community_id_of_addrs(
     }
     let (lo, hi, lo_p, hi_p) = if (o, orig_p) <= (r, resp_p) { (o, r, orig_p, resp_p) } else { (r, o, resp_p, orig_p) };
     Some(community_id_v1(seed, v6, &lo, &hi, ip_proto, lo_p, hi_p))
+}
+
+/// A connection's uid: a hash of its five-tuple in canonical order (the
+/// lower address and port first, as flow keys and Community IDs order
+/// them) and the time of its first packet, so every record of the
+/// connection (interim ones included) and every protocol record on it
+/// carry the same uid, and a reader can derive it from the flows row.
+/// docs/schema.md spells out the same steps for outside readers: six
+/// 64-bit words (each address as 16 bytes, IPv4 in the first four, read
+/// big-endian in two halves; `proto << 32 | lo_port << 16 | hi_port`; the
+/// start in ns), each folded in as `h = fmix64(h ^ w)` from `h = 0`.
+pub fn uid_of(proto: u8, lo: &[u8; 16], hi: &[u8; 16], lo_port: u16, hi_port: u16, start_ns: u64) -> u64 {
+    let half = |a: &[u8; 16], i: usize| {
+        u64::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]])
+    };
+    let ports = u64::from(proto) << 32 | u64::from(lo_port) << 16 | u64::from(hi_port);
+    [half(lo, 0), half(lo, 8), half(hi, 0), half(hi, 8), ports, start_ns].into_iter().fold(0, |h, w| fmix64(h ^ w))
+}
+
+/// MurmurHash3's 64-bit finaliser.
+#[inline]
+fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// [`uid_of`] for a row's addresses and ports in either orientation;
+/// `None` when the addresses differ in version.
+pub fn uid_of_addrs(
+    ip_proto: u8,
+    orig_h: IpAddr,
+    orig_p: u16,
+    resp_h: IpAddr,
+    resp_p: u16,
+    start_ns: u64,
+) -> Option<u64> {
+    let (v6, o) = octets(orig_h);
+    let (rv6, r) = octets(resp_h);
+    if v6 != rv6 {
+        return None;
+    }
+    let (lo, hi, lo_p, hi_p) = if (o, orig_p) <= (r, resp_p) { (o, r, orig_p, resp_p) } else { (r, o, resp_p, orig_p) };
+    Some(uid_of(ip_proto, &lo, &hi, lo_p, hi_p, start_ns))
+}
+
+/// A uid as text: 'C' and eleven base62 digits, most significant first
+/// (Zeek's uids are 'C' and base62 too).
+pub fn uid_text(uid: u64) -> [u8; 12] {
+    const A: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut s = [b'C'; 12];
+    let mut n = uid;
+    for c in s[1..].iter_mut().rev() {
+        *c = A[(n % 62) as usize];
+        n /= 62;
+    }
+    s
+}
+
+/// `uid` filled in: the stored value where there is one, else derived
+/// (null only when the addresses do not parse or differ in version). Of
+/// the stored column's type.
+#[allow(clippy::too_many_arguments)]
+pub fn uids(
+    stored: &ArrayRef,
+    ip_proto: &ArrayRef,
+    orig_h: &ArrayRef,
+    orig_p: &ArrayRef,
+    resp_h: &ArrayRef,
+    resp_p: &ArrayRef,
+    flow_start: &ArrayRef,
+    ts: &ArrayRef,
+) -> Result<ArrayRef, ArrowError> {
+    if stored.null_count() == 0 {
+        return Ok(stored.clone());
+    }
+    let have = Strs::of("uid", stored)?;
+    let ip_proto = cast(ip_proto, &DataType::UInt8)?;
+    let ip_proto = ip_proto.as_primitive::<UInt8Type>();
+    let (orig_h, resp_h) = (Strs::of("orig_h", orig_h)?, Strs::of("resp_h", resp_h)?);
+    let (orig_p, resp_p) = (cast(orig_p, &DataType::UInt16)?, cast(resp_p, &DataType::UInt16)?);
+    let (orig_p, resp_p) = (orig_p.as_primitive::<UInt16Type>(), resp_p.as_primitive::<UInt16Type>());
+    let start =
+        flow_start.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| not("flow_start", flow_start))?;
+    let ts = ts.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| not("ts", ts))?;
+    let port = |a: &UInt16Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
+    let mut out = StringBuilder::with_capacity(stored.len(), stored.len() * 12);
+    // Rows of one connection side by side (sorted by address) parse the
+    // same text: keep the last parse.
+    let mut last: [Option<(&str, IpAddr)>; 2] = [None, None];
+    for i in 0..stored.len() {
+        if let Some(v) = have.get(i) {
+            out.append_value(v);
+            continue;
+        }
+        let start = if start.is_valid(i) { Some(start.value(i)) } else { ts.is_valid(i).then(|| ts.value(i)) };
+        let uid = match (ip_proto.is_valid(i), orig_h.get(i), resp_h.get(i), start) {
+            (true, Some(o), Some(r), Some(s)) => match (parse_cached(&mut last[0], o), parse_cached(&mut last[1], r)) {
+                (Some(o), Some(r)) => uid_of_addrs(ip_proto.value(i), o, port(orig_p, i), r, port(resp_p, i), s as u64),
+                _ => None,
+            },
+            _ => None,
+        };
+        match uid {
+            Some(u) => out.append_value(std::str::from_utf8(&uid_text(u)).unwrap_or_default()),
+            None => out.append_null(),
+        }
+    }
+    cast(&(Arc::new(out.finish()) as ArrayRef), stored.data_type())
+}
+
+/// `t` parsed, or the address parsed last if `t` is the same text.
+fn parse_cached<'a>(last: &mut Option<(&'a str, IpAddr)>, t: &'a str) -> Option<IpAddr> {
+    match *last {
+        Some((s, a)) if s == t => Some(a),
+        _ => {
+            let a: IpAddr = t.parse().ok()?;
+            *last = Some((t, a));
+            Some(a)
+        }
+    }
+}
+
+/// The stored form of a uid: null where it equals what [`derive`] would
+/// give (for writers of rows that did not come from the engine: imports).
+pub fn store_uid(
+    ip_proto: u8,
+    orig_h: IpAddr,
+    orig_p: u16,
+    resp_h: IpAddr,
+    resp_p: u16,
+    start_ns: i64,
+    uid: &str,
+) -> Option<String> {
+    let derived = uid_of_addrs(ip_proto, orig_h, orig_p, resp_h, resp_p, start_ns as u64).map(uid_text);
+    (derived.as_ref().map(|d| &d[..]) != Some(uid.as_bytes())).then(|| uid.to_string())
 }
 
 fn cast(a: &ArrayRef, to: &DataType) -> Result<ArrayRef, ArrowError> {
@@ -208,6 +348,7 @@ pub fn derive_from(column: &str, args: &[ArrayRef]) -> Result<ArrayRef, ArrowErr
         ("community_id", [stored, seed, proto, oh, op, rh, rp]) => community_ids(stored, seed, proto, oh, op, rh, rp),
         ("duration", [stored, ts, last]) => durations(stored, ts, last),
         ("flow_start", [stored, ts]) => flow_starts(stored, ts),
+        ("uid", [stored, proto, oh, op, rh, rp, start, ts]) => uids(stored, proto, oh, op, rh, rp, start, ts),
         _ => Err(ArrowError::InvalidArgumentError(format!(
             "{column}: not a derived column taking {} arguments",
             args.len()
@@ -359,11 +500,46 @@ mod tests {
             for k in &keys {
                 let want = key_community_id(seed, k);
                 // The originator on either side of the canonical key.
+                let uid = uid_of(k.proto, &k.lo, &k.hi, k.lo_port, k.hi_port, 1_700_000_000_123_456_789);
                 for (oh, op, rh, rp) in [(k.lo, k.lo_port, k.hi, k.hi_port), (k.hi, k.hi_port, k.lo, k.lo_port)] {
                     let (o, r) = (addr(k.v6, &oh).to_string(), addr(k.v6, &rh).to_string());
                     assert_eq!(community_id_of(seed, k.proto, &o, op, &r, rp).as_deref(), Some(want.as_str()), "{k:?}");
+                    let (o, r) = (o.parse().unwrap(), r.parse().unwrap());
+                    assert_eq!(uid_of_addrs(k.proto, o, op, r, rp, 1_700_000_000_123_456_789), Some(uid), "{k:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn uids_are_derived_from_the_five_tuple_and_start_and_stored_ones_win() {
+        let ts = |v: Vec<Option<i64>>| arr(TimestampNanosecondArray::from(v).with_timezone("UTC"));
+        let start = 1_700_000_000_000_000_000i64;
+        let u = uids(
+            &arr(StringArray::from(vec![Some("Ckept"), None, None, None, None, None])),
+            &arr(UInt8Array::from(vec![6, 6, 6, 6, 6, 17])),
+            &arr(StringArray::from(vec!["10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.1", "bogus", "10.0.0.1"])),
+            &arr(UInt16Array::from(vec![1234, 1234, 80, 1234, 1, 1234])),
+            &arr(StringArray::from(vec!["10.0.0.2", "10.0.0.2", "10.0.0.1", "10.0.0.2", "10.0.0.2", "10.0.0.2"])),
+            &arr(UInt16Array::from(vec![80, 80, 1234, 80, 2, 80])),
+            // An interim continuation: its start is stored, its ts later.
+            &ts(vec![None, None, None, Some(start), None, None]),
+            &ts(vec![Some(start), Some(start), Some(start), Some(start + 60_000_000_000), Some(start), Some(start)]),
+        )
+        .unwrap();
+        let u = u.as_string::<i32>();
+        assert_eq!(u.value(0), "Ckept");
+        let want = uid_of_addrs(6, "10.0.0.1".parse().unwrap(), 1234, "10.0.0.2".parse().unwrap(), 80, start as u64);
+        let want = String::from_utf8(uid_text(want.unwrap()).to_vec()).unwrap();
+        assert_eq!(want.len(), 12);
+        assert!(want.starts_with('C') && want.bytes().all(|b| b.is_ascii_alphanumeric()), "{want}");
+        // Either orientation, and every record of the connection.
+        assert_eq!((u.value(1), u.value(2), u.value(3)), (want.as_str(), want.as_str(), want.as_str()));
+        assert!(u.is_null(4), "an address that does not parse derives nothing");
+        assert_ne!(u.value(5), want, "another protocol is another connection");
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(store_uid(6, a, 1234, b, 80, start, &want), None);
+        assert_eq!(store_uid(6, a, 1234, b, 80, start + 1, &want), Some(want.clone()));
+        assert_eq!(store_uid(6, a, 1234, b, 80, start, "Cimported"), Some("Cimported".to_string()));
     }
 }

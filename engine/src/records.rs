@@ -132,7 +132,7 @@ pub fn flows_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             f("ts", ts_type(), false),
             f("last_ts", ts_type(), false),
-            f("uid", DataType::Utf8, false),
+            f("uid", DataType::Utf8, true),
             f("community_id", DataType::Utf8, true),
             f("orig_h", DataType::Utf8, false),
             f("orig_p", DataType::UInt16, false),
@@ -298,9 +298,9 @@ impl FlowBuilder {
     pub fn append(&mut self, r: &FlowRecord, seed: u16, scratch: &mut String, geo: Option<&mut crate::geo::GeoLookup>) {
         self.ts.append_value(r.ts as i64);
         self.last_ts.append_value(r.last_ts as i64);
-        self.uid.append_value(uid_string(r.uid));
-        // Derived on read (`derived`): the hash is a quarter of a flows
-        // file and does not compress.
+        // Derived on read (`derived`): the two hashes were half of a flows
+        // file and do not compress.
+        self.uid.append_null();
         self.cid.append_null();
         self.seed.append_value(seed);
         write_addr(scratch, r.v6, &r.orig_h);

@@ -4,7 +4,7 @@
 //! and `proto` (or `ip_proto`) are required; the rest have defaults an
 //! analyst would expect (ports 0, counters 0, `last_ts` = `ts` +
 //! `duration`, `community_id` computed from the 5-tuple, `uid` derived from
-//! it, `local_*` from the address ranges). `date` and `hour` (from a
+//! it and the start, `local_*` from the address ranges). `date` and `hour` (from a
 //! `SELECT *` export) are accepted and ignored: they follow from `ts`.
 //!
 //! Every bad field is reported with its line and column. An import with
@@ -20,7 +20,7 @@ use arrow::array::{
     UInt8Builder, UInt16Builder, UInt64Builder,
 };
 use arrow::datatypes::DataType;
-use tapstream_engine::derived::{SEED_COLUMN, community_id_of_addrs, octets, store_community_id};
+use tapstream_engine::derived::{SEED_COLUMN, community_id_of_addrs, octets, store_community_id, store_uid};
 use tapstream_engine::records::{Table, flows_schema, is_local};
 
 /// One bad field.
@@ -110,7 +110,8 @@ impl Columns {
 struct Row {
     ts: i64,
     last_ts: i64,
-    uid: String,
+    /// As given (`None`: derived).
+    uid: Option<String>,
     community_id: String,
     orig_h: IpAddr,
     orig_p: u16,
@@ -307,17 +308,10 @@ fn parse_row(c: &Columns, rec: &csv::StringRecord, line: u64, errs: &mut Vec<Row
         // Versions were checked equal above, so the derivation has a value.
         None => community_id_of_addrs(IMPORT_SEED, ip_proto, orig_h, orig_p, resp_h, resp_p).unwrap_or_default(),
     };
-    let uid = match c.get(rec, "uid") {
-        Some(v) => v.to_string(),
-        None => {
-            // Stable: the same flow imported twice gets the same uid.
-            let h = community_id
-                .bytes()
-                .chain(ts.to_le_bytes())
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-            format!("CI{h:016x}")
-        }
-    };
+    // Without one, the uid is derived on read from the five-tuple and
+    // start, as the engine's are: the same flow imported twice gets the
+    // same uid.
+    let uid = c.get(rec, "uid").map(str::to_string);
     let proto = proto_s.map(str::to_string).unwrap_or_else(|| tapstream_engine::records::proto_name(ip_proto).into());
     let tunnel_parents = c
         .get(rec, "tunnel_parents")
@@ -424,7 +418,10 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
             "ts" => ts(&|r| r.ts),
             "last_ts" => ts(&|r| r.last_ts),
             "flow_start" => ts_opt(&|r| (r.flow_start != r.ts).then_some(r.flow_start)),
-            "uid" => s(&|r| Some(r.uid.clone())),
+            "uid" => s(&|r| {
+                let u = r.uid.as_deref()?;
+                store_uid(r.ip_proto, r.orig_h, r.orig_p, r.resp_h, r.resp_p, r.flow_start, u)
+            }),
             "community_id" => s(&|r| {
                 store_community_id(IMPORT_SEED, r.ip_proto, r.orig_h, r.orig_p, r.resp_h, r.resp_p, &r.community_id)
             }),

@@ -605,7 +605,7 @@ fn hour_aligned_time_bounds_are_answered_by_the_partitions_exactly() {
             }
         );
         assert_eq!(rt().block_on(count(&hist, &q)), want, "{q}");
-        let q = format!("SELECT uid FROM flows WHERE ts {op} '{}' AND resp_p >= 0", text(v));
+        let q = format!("SELECT orig_h FROM flows WHERE ts {op} '{}' AND resp_p >= 0", text(v));
         let plan = plan_of(&q);
         assert_eq!(
             !plan.contains("ts@"),

@@ -135,7 +135,6 @@ pub struct FlowTracker {
     pub stats: FlowStats,
     now: u64,
     worker: u16,
-    seq: u64,
     pub proto: proto::Analyzers,
     /// Detection's per-second view of the flows (disabled unless detection runs).
     pub(crate) win: crate::detect::WindowAcc,
@@ -149,7 +148,6 @@ impl FlowTracker {
             stats: FlowStats::default(),
             now: 0,
             worker,
-            seq: 0,
             proto: proto::Analyzers::new(),
             win: crate::detect::WindowAcc::disabled(),
         }
@@ -355,8 +353,7 @@ impl FlowTracker {
                 let flip = conn::flip_first(l);
                 // The originator is the packet's source unless flipped.
                 let orig_is_lo = pk.from_lo != flip;
-                self.seq += 1;
-                let uid = uid_for(hash, desc.ts_ns, self.worker, self.seq);
+                let uid = uid_for(&pk.key, desc.ts_ns);
                 let proto = l.proto;
                 let f = Flow {
                     conn: Conn::new(proto, desc.ts_ns, flip),
@@ -470,27 +467,14 @@ impl FlowTracker {
     }
 }
 
-/// A flow uid: 'C' plus base62 of a hash of the key, start time and a
-/// per-worker sequence (unique per connection, stable for a given input).
-fn uid_for(hash: u64, ts: u64, worker: u16, seq: u64) -> u64 {
-    let mut x = hash ^ ts.rotate_left(17) ^ ((worker as u64) << 48) ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^= x >> 31;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 29;
-    x
+/// A flow's uid: derived from its canonical five-tuple and start time
+/// (`derived::uid_of`), so readers can compute it from the flows row and
+/// the files need not store it.
+fn uid_for(k: &FlowKey, start_ns: u64) -> u64 {
+    crate::derived::uid_of(k.proto, &k.lo, &k.hi, k.lo_port, k.hi_port, start_ns)
 }
 
 /// Format a uid as Zeek-style text ('C' + base62).
 pub fn uid_string(uid: u64) -> String {
-    const A: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut s = [0u8; 12];
-    let mut n = uid;
-    let mut i = 12;
-    while i > 1 {
-        i -= 1;
-        s[i] = A[(n % 62) as usize];
-        n /= 62;
-    }
-    s[0] = b'C';
-    String::from_utf8_lossy(&s).into_owned()
+    String::from_utf8_lossy(&crate::derived::uid_text(uid)).into_owned()
 }
