@@ -19,11 +19,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringBuilder, TimestampNanosecondArray, UInt16Array,
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringBuilder, TimestampNanosecondArray, UInt8Array,
+    UInt16Array,
 };
 use arrow::datatypes::{DataType, Float64Type, TimestampNanosecondType, UInt8Type, UInt16Type};
 use arrow::error::ArrowError;
 
+use crate::flow::FlowKey;
 use crate::flow::community_id::community_id_v1;
 
 /// The stored-only column holding the seed the Community IDs derive from.
@@ -80,30 +82,40 @@ pub fn community_id_of_addrs(
     resp_h: IpAddr,
     resp_p: u16,
 ) -> Option<String> {
+    let k = flow_key(ip_proto, orig_h, orig_p, resp_h, resp_p)?;
+    Some(community_id_v1(seed, k.v6, &k.lo, &k.hi, k.proto, k.lo_port, k.hi_port))
+}
+
+/// A row's five-tuple as the engine keyed its flow (the lower address and
+/// port first; VLAN 0); `None` when the addresses differ in version.
+fn flow_key(ip_proto: u8, orig_h: IpAddr, orig_p: u16, resp_h: IpAddr, resp_p: u16) -> Option<FlowKey> {
     let (v6, o) = octets(orig_h);
     let (rv6, r) = octets(resp_h);
     if v6 != rv6 {
         return None;
     }
-    let (lo, hi, lo_p, hi_p) = if (o, orig_p) <= (r, resp_p) { (o, r, orig_p, resp_p) } else { (r, o, resp_p, orig_p) };
-    Some(community_id_v1(seed, v6, &lo, &hi, ip_proto, lo_p, hi_p))
+    let (lo, hi, lo_port, hi_port) =
+        if (o, orig_p) <= (r, resp_p) { (o, r, orig_p, resp_p) } else { (r, o, resp_p, orig_p) };
+    Some(FlowKey { lo, hi, lo_port, hi_port, proto: ip_proto, v6, vlan: 0 })
 }
 
-/// A connection's uid: a hash of its five-tuple in canonical order (the
-/// lower address and port first, as flow keys and Community IDs order
-/// them) and the time of its first packet, so every record of the
+/// A connection's uid: a hash of its flow key's five-tuple (canonical: the
+/// lower address and port first; not the VLAN, which rows do not carry as
+/// keys do) and the time of its first packet, so every record of the
 /// connection (interim ones included) and every protocol record on it
 /// carry the same uid, and a reader can derive it from the flows row.
 /// docs/schema.md spells out the same steps for outside readers: six
 /// 64-bit words (each address as 16 bytes, IPv4 in the first four, read
 /// big-endian in two halves; `proto << 32 | lo_port << 16 | hi_port`; the
 /// start in ns), each folded in as `h = fmix64(h ^ w)` from `h = 0`.
-pub fn uid_of(proto: u8, lo: &[u8; 16], hi: &[u8; 16], lo_port: u16, hi_port: u16, start_ns: u64) -> u64 {
+pub fn uid_of(k: &FlowKey, start_ns: u64) -> u64 {
     let half = |a: &[u8; 16], i: usize| {
         u64::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]])
     };
-    let ports = u64::from(proto) << 32 | u64::from(lo_port) << 16 | u64::from(hi_port);
-    [half(lo, 0), half(lo, 8), half(hi, 0), half(hi, 8), ports, start_ns].into_iter().fold(0, |h, w| fmix64(h ^ w))
+    let ports = u64::from(k.proto) << 32 | u64::from(k.lo_port) << 16 | u64::from(k.hi_port);
+    [half(&k.lo, 0), half(&k.lo, 8), half(&k.hi, 0), half(&k.hi, 8), ports, start_ns]
+        .into_iter()
+        .fold(0, |h, w| fmix64(h ^ w))
 }
 
 /// MurmurHash3's 64-bit finaliser.
@@ -126,13 +138,7 @@ pub fn uid_of_addrs(
     resp_p: u16,
     start_ns: u64,
 ) -> Option<u64> {
-    let (v6, o) = octets(orig_h);
-    let (rv6, r) = octets(resp_h);
-    if v6 != rv6 {
-        return None;
-    }
-    let (lo, hi, lo_p, hi_p) = if (o, orig_p) <= (r, resp_p) { (o, r, orig_p, resp_p) } else { (r, o, resp_p, orig_p) };
-    Some(uid_of(ip_proto, &lo, &hi, lo_p, hi_p, start_ns))
+    Some(uid_of(&flow_key(ip_proto, orig_h, orig_p, resp_h, resp_p)?, start_ns))
 }
 
 /// A uid as text: 'C' and eleven base62 digits, most significant first
@@ -166,38 +172,71 @@ pub fn uids(
         return Ok(stored.clone());
     }
     let have = Strs::of("uid", stored)?;
-    let ip_proto = cast(ip_proto, &DataType::UInt8)?;
-    let ip_proto = ip_proto.as_primitive::<UInt8Type>();
-    let (orig_h, resp_h) = (Strs::of("orig_h", orig_h)?, Strs::of("resp_h", resp_h)?);
-    let (orig_p, resp_p) = (cast(orig_p, &DataType::UInt16)?, cast(resp_p, &DataType::UInt16)?);
-    let (orig_p, resp_p) = (orig_p.as_primitive::<UInt16Type>(), resp_p.as_primitive::<UInt16Type>());
+    let mut tuples = FiveTuples::of(ip_proto, orig_h, orig_p, resp_h, resp_p)?;
     let start =
         flow_start.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| not("flow_start", flow_start))?;
     let ts = ts.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| not("ts", ts))?;
-    let port = |a: &UInt16Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
     let mut out = StringBuilder::with_capacity(stored.len(), stored.len() * 12);
-    // Rows of one connection side by side (sorted by address) parse the
-    // same text: keep the last parse.
-    let mut last: [Option<(&str, IpAddr)>; 2] = [None, None];
     for i in 0..stored.len() {
         if let Some(v) = have.get(i) {
             out.append_value(v);
             continue;
         }
         let start = if start.is_valid(i) { Some(start.value(i)) } else { ts.is_valid(i).then(|| ts.value(i)) };
-        let uid = match (ip_proto.is_valid(i), orig_h.get(i), resp_h.get(i), start) {
-            (true, Some(o), Some(r), Some(s)) => match (parse_cached(&mut last[0], o), parse_cached(&mut last[1], r)) {
-                (Some(o), Some(r)) => uid_of_addrs(ip_proto.value(i), o, port(orig_p, i), r, port(resp_p, i), s as u64),
-                _ => None,
-            },
-            _ => None,
-        };
+        let uid = start.and_then(|s| {
+            let (proto, o, op, r, rp) = tuples.row(i)?;
+            uid_of_addrs(proto, o, op, r, rp, s as u64)
+        });
         match uid {
             Some(u) => out.append_value(std::str::from_utf8(&uid_text(u)).unwrap_or_default()),
             None => out.append_null(),
         }
     }
     cast(&(Arc::new(out.finish()) as ArrayRef), stored.data_type())
+}
+
+/// The five-tuple columns both hashes derive from, read row by row.
+struct FiveTuples<'a> {
+    ip_proto: UInt8Array,
+    orig_h: Strs<'a>,
+    orig_p: UInt16Array,
+    resp_h: Strs<'a>,
+    resp_p: UInt16Array,
+    /// The last text parsed per end: rows of one connection or one host
+    /// side by side (files sorted by address) parse it once.
+    last: [Option<(&'a str, IpAddr)>; 2],
+}
+
+impl<'a> FiveTuples<'a> {
+    fn of(
+        ip_proto: &ArrayRef,
+        orig_h: &'a ArrayRef,
+        orig_p: &ArrayRef,
+        resp_h: &'a ArrayRef,
+        resp_p: &ArrayRef,
+    ) -> Result<FiveTuples<'a>, ArrowError> {
+        let u16s = |a: &ArrayRef| cast(a, &DataType::UInt16).map(|a| a.as_primitive::<UInt16Type>().clone());
+        Ok(FiveTuples {
+            ip_proto: cast(ip_proto, &DataType::UInt8)?.as_primitive::<UInt8Type>().clone(),
+            orig_h: Strs::of("orig_h", orig_h)?,
+            orig_p: u16s(orig_p)?,
+            resp_h: Strs::of("resp_h", resp_h)?,
+            resp_p: u16s(resp_p)?,
+            last: [None, None],
+        })
+    }
+
+    /// Row `i`'s protocol, addresses and ports (a null port reads 0);
+    /// `None` without a protocol or with an address missing or not one.
+    fn row(&mut self, i: usize) -> Option<(u8, IpAddr, u16, IpAddr, u16)> {
+        if !self.ip_proto.is_valid(i) {
+            return None;
+        }
+        let o = parse_cached(&mut self.last[0], self.orig_h.get(i)?)?;
+        let r = parse_cached(&mut self.last[1], self.resp_h.get(i)?)?;
+        let port = |a: &UInt16Array| if a.is_valid(i) { a.value(i) } else { 0 };
+        Some((self.ip_proto.value(i), o, port(&self.orig_p), r, port(&self.resp_p)))
+    }
 }
 
 /// `t` parsed, or the address parsed last if `t` is the same text.
@@ -274,23 +313,18 @@ pub fn community_ids(
     let have = Strs::of("community_id", stored)?;
     let seed = cast(seed, &DataType::UInt16)?;
     let seed = seed.as_primitive::<UInt16Type>();
-    let ip_proto = cast(ip_proto, &DataType::UInt8)?;
-    let ip_proto = ip_proto.as_primitive::<UInt8Type>();
-    let (orig_h, resp_h) = (Strs::of("orig_h", orig_h)?, Strs::of("resp_h", resp_h)?);
-    let (orig_p, resp_p) = (cast(orig_p, &DataType::UInt16)?, cast(resp_p, &DataType::UInt16)?);
-    let (orig_p, resp_p) = (orig_p.as_primitive::<UInt16Type>(), resp_p.as_primitive::<UInt16Type>());
-    let port = |a: &arrow::array::UInt16Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
+    let mut tuples = FiveTuples::of(ip_proto, orig_h, orig_p, resp_h, resp_p)?;
     let mut out = StringBuilder::with_capacity(stored.len(), stored.len() * 30);
     for i in 0..stored.len() {
         if let Some(v) = have.get(i) {
             out.append_value(v);
             continue;
         }
-        let id = match (seed.is_valid(i) && ip_proto.is_valid(i), orig_h.get(i), resp_h.get(i)) {
-            (true, Some(o), Some(r)) => {
-                community_id_of(seed.value(i), ip_proto.value(i), o, port(orig_p, i), r, port(resp_p, i))
-            }
-            _ => None,
+        let id = match seed.is_valid(i) {
+            true => tuples
+                .row(i)
+                .and_then(|(proto, o, op, r, rp)| community_id_of_addrs(seed.value(i), proto, o, op, r, rp)),
+            false => None,
         };
         out.append_option(id);
     }
@@ -409,7 +443,7 @@ pub fn store_community_id(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{StringArray, UInt8Array};
+    use arrow::array::StringArray;
 
     fn arr<A: Array + 'static>(a: A) -> ArrayRef {
         Arc::new(a)
@@ -500,7 +534,7 @@ mod tests {
             for k in &keys {
                 let want = key_community_id(seed, k);
                 // The originator on either side of the canonical key.
-                let uid = uid_of(k.proto, &k.lo, &k.hi, k.lo_port, k.hi_port, 1_700_000_000_123_456_789);
+                let uid = uid_of(k, 1_700_000_000_123_456_789);
                 for (oh, op, rh, rp) in [(k.lo, k.lo_port, k.hi, k.hi_port), (k.hi, k.hi_port, k.lo, k.lo_port)] {
                     let (o, r) = (addr(k.v6, &oh).to_string(), addr(k.v6, &rh).to_string());
                     assert_eq!(community_id_of(seed, k.proto, &o, op, &r, rp).as_deref(), Some(want.as_str()), "{k:?}");

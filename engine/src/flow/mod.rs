@@ -353,7 +353,8 @@ impl FlowTracker {
                 let flip = conn::flip_first(l);
                 // The originator is the packet's source unless flipped.
                 let orig_is_lo = pk.from_lo != flip;
-                let uid = uid_for(&pk.key, desc.ts_ns);
+                // Derivable from the flows row: the files need not store it.
+                let uid = crate::derived::uid_of(&pk.key, desc.ts_ns);
                 let proto = l.proto;
                 let f = Flow {
                     conn: Conn::new(proto, desc.ts_ns, flip),
@@ -465,13 +466,6 @@ impl FlowTracker {
             f.period_start = c.last_ts;
         }
     }
-}
-
-/// A flow's uid: derived from its canonical five-tuple and start time
-/// (`derived::uid_of`), so readers can compute it from the flows row and
-/// the files need not store it.
-fn uid_for(k: &FlowKey, start_ns: u64) -> u64 {
-    crate::derived::uid_of(k.proto, &k.lo, &k.hi, k.lo_port, k.hi_port, start_ns)
 }
 
 /// Format a uid as Zeek-style text ('C' + base62).
