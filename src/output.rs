@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, ListArray, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt8Array, UInt16Array, UInt32Array, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, LargeStringArray, ListArray, RecordBatch, StringArray,
+    StringViewArray, TimestampNanosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::DataType;
 use tapstream_engine::arrow;
@@ -160,6 +160,12 @@ fn value(a: &ArrayRef, row: usize) -> Val {
     match a.data_type() {
         DataType::Utf8 => {
             Val::Str(any.downcast_ref::<StringArray>().map(|x| x.value(row).to_string()).unwrap_or_default())
+        }
+        DataType::Utf8View => {
+            Val::Str(any.downcast_ref::<StringViewArray>().map(|x| x.value(row).to_string()).unwrap_or_default())
+        }
+        DataType::LargeUtf8 => {
+            Val::Str(any.downcast_ref::<LargeStringArray>().map(|x| x.value(row).to_string()).unwrap_or_default())
         }
         DataType::UInt8 => Val::U(any.downcast_ref::<UInt8Array>().map_or(0, |x| x.value(row) as u64)),
         DataType::UInt16 => Val::U(any.downcast_ref::<UInt16Array>().map_or(0, |x| x.value(row) as u64)),

@@ -87,7 +87,7 @@ impl<W: Write + Send> Exporter<W> {
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .set_max_row_group_row_count(Some(EXPORT_ROW_GROUP))
                     .build();
-                Sink::Parquet(ArrowWriter::try_new(out, schema, Some(props)).map_err(err)?)
+                Sink::Parquet(ArrowWriter::try_new(out, plain_text(&schema), Some(props)).map_err(err)?)
             }
         };
         Ok(Exporter { sink, rows: 0 })
@@ -99,7 +99,17 @@ impl<W: Write + Send> Exporter<W> {
             Sink::Csv(w) => w.write(&lists_as_text(b)?).map_err(err),
             Sink::Json(w) => w.write(b).map_err(err),
             Sink::Ndjson(w) => w.write(b).map_err(err),
-            Sink::Parquet(w) => w.write(b).map_err(err),
+            Sink::Parquet(w) => {
+                let plain = plain_text(&b.schema());
+                let cols = b
+                    .columns()
+                    .iter()
+                    .zip(plain.fields())
+                    .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                w.write(&RecordBatch::try_new(plain, cols).map_err(err)?).map_err(err)
+            }
         }
     }
 
@@ -173,6 +183,24 @@ pub fn lists_as_text(b: &RecordBatch) -> Result<RecordBatch, QueryError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(err)
 }
 
+/// `schema` with text as `Utf8`: queries read text as views, and an
+/// exported file is for any reader (a view in its Arrow schema would make
+/// pyarrow hand out `string_view` columns).
+fn plain_text(schema: &SchemaRef) -> SchemaRef {
+    if !schema.fields().iter().any(|f| f.data_type() == &DataType::Utf8View) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// Whether `uid` has the shape of a flow id (the flows table's `uid`).
 pub fn is_uid(uid: &str) -> bool {
     !uid.is_empty() && uid.len() <= 32 && uid.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -218,7 +246,8 @@ pub async fn flow_by_uid(
     .map_err(|_| QueryError::Timeout(timeout))??;
     let Some(b) = first else { return Ok(None) };
     let ip = |c: usize| -> Result<IpAddr, QueryError> {
-        let v = b.column(c).as_string::<i32>().value(0);
+        let text = arrow::compute::cast(b.column(c), &DataType::Utf8).map_err(err)?;
+        let v = text.as_string::<i32>().value(0);
         v.parse().map_err(|_| QueryError::Sql(format!("address `{v}` in the flows table")))
     };
     let port = |c: usize| b.column(c).as_primitive::<UInt16Type>().value(0);

@@ -423,8 +423,10 @@ impl TableProvider for HostLookup {
         let names: Vec<String> = wanted.iter().map(|i| stored.field(*i).name().clone()).collect();
         let mut conditions = filters.to_vec();
         conditions.extend(filters.iter().flat_map(partition_bounds));
-        conditions.push(col(HOST).eq(lit(host)));
-        let index_schema = schema();
+        conditions.push(col(HOST).eq(lit(ScalarValue::Utf8View(Some(host)))));
+        // Read as the hourly files are (text as views, the partition
+        // columns as the listing gives them), so the two unite.
+        let index_schema = crate::sql::read_schema(&schema(), &["date", "hour"]);
         let mut read: BTreeSet<usize> = BTreeSet::new();
         for n in names.iter().map(String::as_str).chain(
             conditions.iter().flat_map(|e| e.column_refs().into_iter().map(|c| c.name.as_str()).collect::<Vec<_>>()),

@@ -268,6 +268,27 @@ fn check_read_only(sql: &str) -> Result<(), QueryError> {
 /// times that for every file opened: a 30-day query opens 720 of them.
 pub(crate) const METADATA_READ: usize = 64 * 1024;
 
+/// A table's schema as queries read it: text columns as `Utf8View`.
+/// Parquet text decodes to views without copying each value (a dictionary
+/// page's text is shared by the rows that use it, short text lies inside
+/// the view), where `Utf8` copies every value into one buffer: a count over
+/// 41 M addresses spent more on that copy than on its test. What DataFusion
+/// reads Parquet text as by default; results carry views too. The columns
+/// named in `keep` stay as they are.
+pub(crate) fn read_schema(schema: &arrow::datatypes::Schema, keep: &[&str]) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 if !keep.contains(&f.name().as_str()) => {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// The listing table of `t`. Its directory may not exist yet (nothing
 /// written so far): every scan lists what is there at that moment, so a
 /// table that appears later is read like the others.
@@ -285,7 +306,7 @@ async fn table_provider(ctx: &SessionContext, data: &Path, t: Table) -> Result<A
     let format = ParquetFormat::default().with_metadata_size_hint(Some(METADATA_READ));
     let opts =
         ListingOptions::new(Arc::new(format)).with_file_extension(".parquet").with_table_partition_cols(partition_cols);
-    let cfg = ListingTableConfig::new(url).with_listing_options(opts).with_schema(t.schema());
+    let cfg = ListingTableConfig::new(url).with_listing_options(opts).with_schema(read_schema(&t.schema(), &[]));
     let _ = ctx;
     Ok(Arc::new(ListingTable::try_new(cfg).map_err(|e| QueryError::Sql(e.to_string()))?))
 }
@@ -451,6 +472,8 @@ impl TableProvider for TimeGuard {
             let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())?;
             source = source.with_predicate(state.create_physical_expr(b, &df_schema)?);
         }
+        // Bloom filters are read only for a condition they can answer.
+        source = source.with_bloom_filter_on_read(f.iter().any(bloom_answers));
         // The Parquet decoder tests the conditions (the session leaves it
         // off) only where that pays.
         if late_materialization_pays(&schema, projection, &f) {
@@ -459,6 +482,25 @@ impl TableProvider for TimeGuard {
         let mut cfg = cfg.clone();
         cfg.file_source = Arc::new(source);
         Ok(DataSourceExec::from_data_source(cfg))
+    }
+}
+
+/// Whether a bloom filter can rule row groups out for `e`: an equality or
+/// `IN` list on a column that has them (the address columns,
+/// [`crate::writer::is_address_column`]), alone or under AND/OR. Otherwise
+/// reading them is pure cost: DataFusion looks up a filter in every row
+/// group for any `column = constant` (a port, say), ~50 ms over 720 hours
+/// for a column that has none.
+fn bloom_answers(e: &Expr) -> bool {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let address = |e: &Expr| matches!(e, Expr::Column(c) if crate::writer::is_address_column(&c.name));
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => address(left) || address(right),
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And | Operator::Or, right }) => {
+            bloom_answers(left) || bloom_answers(right)
+        }
+        Expr::InList(l) => !l.negated && address(&l.expr),
+        _ => false,
     }
 }
 
@@ -485,5 +527,36 @@ fn late_materialization_pays(
     match projection {
         Some(p) => p.iter().any(other),
         None => (0..schema.fields().len()).any(|i| other(&i)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bloom_filters_are_read_for_equalities_on_addresses_only() {
+        let ip = || lit("10.0.0.1");
+        let port = || col("resp_p").eq(lit(443u16));
+        let net = udf::functions()
+            .into_iter()
+            .find(|f| f.name() == "cidr_contains")
+            .expect("cidr_contains")
+            .call(vec![lit("10.0.0.0/8"), col("orig_h")]);
+        for (e, answers) in [
+            (col("orig_h").eq(ip()), true),
+            (ip().eq(col("resp_h")), true),
+            (col("resp_h").in_list(vec![ip(), lit("10.0.0.2")], false), true),
+            (col("resp_h").in_list(vec![ip()], true), false),
+            (col("orig_h").eq(ip()).or(col("resp_h").eq(ip())), true),
+            (port().and(col("orig_h").eq(ip())), true),
+            (port(), false),
+            (col("orig_h").not_eq(ip()), false),
+            (col("service").eq(lit("dns")), false),
+            (net.clone(), false),
+            (net.and(port()), false),
+        ] {
+            assert_eq!(bloom_answers(&e), answers, "{e}");
+        }
     }
 }

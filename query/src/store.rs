@@ -121,6 +121,23 @@ impl SnapshotStore {
 
 const LIST_ATTEMPTS: usize = 8;
 
+/// Ranges of one file closer than this are read as one (a scan asks for a
+/// row group's column chunks, or the pages the page index kept, at once).
+const COALESCE: u64 = 64 * 1024;
+
+/// Read `r` of a held file, on the calling thread. The history is local and
+/// mostly in the page cache, where a read is a copy of microseconds: a query
+/// makes thousands of them (footers, page indexes, column chunks), and a
+/// hand-off to tokio's blocking pool for each cost more than the read, and
+/// each pool thread's fresh buffers cost page faults on top. A read that
+/// goes to the disk holds this worker that long (other workers take its
+/// queued tasks).
+fn read_at(file: &File, location: &Path, r: Range<u64>) -> object_store::Result<Bytes> {
+    let mut buf = vec![0u8; (r.end - r.start) as usize];
+    file.read_exact_at(&mut buf, r.start).map_err(|e| io_err(location, e))?;
+    Ok(Bytes::from(buf))
+}
+
 #[async_trait::async_trait]
 impl ObjectStore for SnapshotStore {
     async fn put_opts(&self, _: &Path, _: PutPayload, _: PutOptions) -> object_store::Result<PutResult> {
@@ -159,21 +176,22 @@ impl ObjectStore for SnapshotStore {
             })?,
             None => 0..meta.size,
         };
-        let data = if options.head {
-            Bytes::new()
-        } else {
-            let loc = location.clone();
-            let r: Range<u64> = range.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; (r.end - r.start) as usize];
-                file.read_exact_at(&mut buf, r.start).map_err(|e| io_err(&loc, e))?;
-                Ok::<_, object_store::Error>(Bytes::from(buf))
-            })
-            .await
-            .map_err(|e| object_store::Error::JoinError { source: e })??
-        };
+        let data = if options.head { Bytes::new() } else { read_at(&file, location, range.clone())? };
         let stream = futures::stream::once(async move { Ok(data) }).boxed();
         Ok(GetResult { payload: GetResultPayload::Stream(stream), meta, range, attributes: Default::default() })
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+        let Some((file, meta)) = self.held_file(location) else {
+            return self.inner.get_ranges(location, ranges).await;
+        };
+        if let Some(r) = ranges.iter().find(|r| r.start > r.end || r.end > meta.size) {
+            return Err(object_store::Error::Generic {
+                store: "SnapshotStore",
+                source: format!("range {r:?} outside {location} ({} bytes)", meta.size).into(),
+            });
+        }
+        object_store::coalesce_ranges(ranges, |r| std::future::ready(read_at(&file, location, r)), COALESCE).await
     }
 
     fn delete_stream(

@@ -234,33 +234,51 @@ fn each_str(a: &ArrayRef, mut f: impl FnMut(Option<&str>)) -> Result<(), DataFus
     Ok(())
 }
 
-/// `net` contains each address of `ips` (`len` of them): null for a null
-/// or a non-address, or when there is no network. Compacted hours are
-/// sorted by `orig_h`, so an address comes in runs: tested once per run,
-/// a comparison with the previous address after that.
-fn contains_each<'a>(ips: impl Iterator<Item = Option<&'a str>>, len: usize, net: Option<&Net>) -> BooleanArray {
+/// `net` contains each address of `ips`: null for a null or a
+/// non-address, or when there is no network. Compacted hours are sorted by
+/// `orig_h`, so an address comes in runs: the run is found by comparing
+/// each text with its first, tested once and answered with one append.
+fn contains_runs<O: arrow::array::OffsetSizeTrait>(
+    ips: &arrow::array::GenericStringArray<O>,
+    net: Option<&Net>,
+) -> BooleanArray {
+    let len = ips.len();
+    let Some(n) = net else { return BooleanArray::new_null(len) };
     let mut bits = arrow::array::BooleanBufferBuilder::new(len);
     let mut valid = arrow::array::NullBufferBuilder::new(len);
-    let mut last: Option<(&str, Option<bool>)> = None;
-    for ip in ips {
-        let inside = match (ip, net) {
-            (Some(ip), Some(n)) => match last {
-                Some((prev, inside)) if same_text(prev.as_bytes(), ip.as_bytes()) => inside,
-                _ => {
-                    let inside = n.contains_text(ip);
-                    last = Some((ip, inside));
-                    inside
-                }
-            },
-            _ => None,
-        };
-        bits.append(inside == Some(true));
-        valid.append(inside.is_some());
+    let (offsets, values) = (ips.value_offsets(), ips.value_data());
+    let nulls = ips.logical_nulls();
+    let is_null = |i: usize| nulls.as_ref().is_some_and(|b| b.is_null(i));
+    let text = |i: usize| &values[offsets[i].as_usize()..offsets[i + 1].as_usize()];
+    let mut i = 0;
+    while i < len {
+        if is_null(i) {
+            bits.append(false);
+            valid.append_null();
+            i += 1;
+            continue;
+        }
+        let first = text(i);
+        let mut end = i + 1;
+        while end < len && !is_null(end) && same_text(first, text(end)) {
+            end += 1;
+        }
+        match std::str::from_utf8(first).ok().and_then(|t| n.contains_text(t)) {
+            Some(inside) => {
+                bits.append_n(end - i, inside);
+                valid.append_n_non_nulls(end - i);
+            }
+            None => {
+                bits.append_n(end - i, false);
+                valid.append_n_nulls(end - i);
+            }
+        }
+        i = end;
     }
     BooleanArray::new(bits.finish(), valid.finish())
 }
 
-/// [`contains_each`] for the layout scans read (`Utf8View`): text of up
+/// [`contains_runs`] for `Utf8View`: text of up
 /// to 12 bytes (most IPv4 addresses) lies inside its 16-byte view, so a
 /// run of one address is found by comparing views, without reading the
 /// text.
@@ -328,13 +346,10 @@ fn cidr_contains(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionErro
             use arrow::array::AsArray;
             let n = net.as_ref();
             match ips.data_type() {
-                DataType::Utf8 => contains_each(ips.as_string::<i32>().iter(), ips.len(), n),
-                DataType::LargeUtf8 => contains_each(ips.as_string::<i64>().iter(), ips.len(), n),
+                DataType::Utf8 => contains_runs(ips.as_string::<i32>(), n),
+                DataType::LargeUtf8 => contains_runs(ips.as_string::<i64>(), n),
                 DataType::Utf8View => contains_views(ips.as_string_view(), n),
-                _ => {
-                    let s = strings(&ips)?;
-                    contains_each(s.iter(), s.len(), n)
-                }
+                _ => contains_runs(&strings(&ips)?, n),
             }
         };
         let out = Arc::new(out) as ArrayRef;
