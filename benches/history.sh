@@ -25,14 +25,16 @@ python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb
 # bench binary already built (any profile: the files it writes are the same).
 IN_PROCESS=${IN_PROCESS:-1}
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q
+DATA="${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/bench-history-$ROWS"
 if [ -n "${GEN_BIN:-}" ]; then
     BENCH=$GEN_BIN
+elif [ "$IN_PROCESS" = 0 ] && [ -f "$DATA/end" ]; then
+    BENCH=: # neither generating nor querying in process: no bench binary
 else
     cargo bench --bench history --no-run -q 2>/dev/null
     BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/history-* | grep -v '\.d$' | head -1)
 fi
 TS="$CARGO_TARGET_DIR/release/tapstream"
-DATA="${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/bench-history-$ROWS"
 if [ ! -f "$DATA/end" ]; then
     rm -rf "$DATA"
     END=$(date +%s)
