@@ -63,7 +63,10 @@ enum Sink<W: Write + Send> {
     Csv(arrow::csv::Writer<W>),
     Json(arrow::json::ArrayWriter<W>),
     Ndjson(arrow::json::LineDelimitedWriter<W>),
-    Parquet(ArrowWriter<W>),
+    /// Text is written as plain `Utf8` (queries read it as views; an
+    /// exported file is for any reader, and a view in its Arrow schema would
+    /// make pyarrow hand out `string_view` columns).
+    Parquet(ArrowWriter<W>, SchemaRef),
 }
 
 /// A result written out batch by batch.
@@ -87,7 +90,8 @@ impl<W: Write + Send> Exporter<W> {
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .set_max_row_group_row_count(Some(EXPORT_ROW_GROUP))
                     .build();
-                Sink::Parquet(ArrowWriter::try_new(out, plain_text(&schema), Some(props)).map_err(err)?)
+                let plain = crate::sql::text_as(&schema, DataType::Utf8, &[]);
+                Sink::Parquet(ArrowWriter::try_new(out, plain.clone(), Some(props)).map_err(err)?, plain)
             }
         };
         Ok(Exporter { sink, rows: 0 })
@@ -99,8 +103,7 @@ impl<W: Write + Send> Exporter<W> {
             Sink::Csv(w) => w.write(&lists_as_text(b)?).map_err(err),
             Sink::Json(w) => w.write(b).map_err(err),
             Sink::Ndjson(w) => w.write(b).map_err(err),
-            Sink::Parquet(w) => {
-                let plain = plain_text(&b.schema());
+            Sink::Parquet(w, plain) => {
                 let cols = b
                     .columns()
                     .iter()
@@ -108,7 +111,7 @@ impl<W: Write + Send> Exporter<W> {
                     .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                w.write(&RecordBatch::try_new(plain, cols).map_err(err)?).map_err(err)
+                w.write(&RecordBatch::try_new(plain.clone(), cols).map_err(err)?).map_err(err)
             }
         }
     }
@@ -122,7 +125,7 @@ impl<W: Write + Send> Exporter<W> {
     /// group in progress; nothing for the text formats).
     pub fn buffered(&self) -> usize {
         match &self.sink {
-            Sink::Parquet(w) => w.in_progress_size(),
+            Sink::Parquet(w, _) => w.in_progress_size(),
             _ => 0,
         }
     }
@@ -139,7 +142,7 @@ impl<W: Write + Send> Exporter<W> {
                 w.finish().map_err(err)?;
                 Ok(w.into_inner())
             }
-            Sink::Parquet(w) => w.into_inner().map_err(err),
+            Sink::Parquet(w, _) => w.into_inner().map_err(err),
         }
     }
 }
@@ -181,24 +184,6 @@ pub fn lists_as_text(b: &RecordBatch) -> Result<RecordBatch, QueryError> {
         cols.push(Arc::new(out.finish()));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(err)
-}
-
-/// `schema` with text as `Utf8`: queries read text as views, and an
-/// exported file is for any reader (a view in its Arrow schema would make
-/// pyarrow hand out `string_view` columns).
-fn plain_text(schema: &SchemaRef) -> SchemaRef {
-    if !schema.fields().iter().any(|f| f.data_type() == &DataType::Utf8View) {
-        return schema.clone();
-    }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Whether `uid` has the shape of a flow id (the flows table's `uid`).

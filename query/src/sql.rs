@@ -276,12 +276,18 @@ pub(crate) const METADATA_READ: usize = 64 * 1024;
 /// reads Parquet text as by default; results carry views too. The columns
 /// named in `keep` stay as they are.
 pub(crate) fn read_schema(schema: &arrow::datatypes::Schema, keep: &[&str]) -> SchemaRef {
+    text_as(schema, DataType::Utf8View, keep)
+}
+
+/// `schema` with every top-level text column (other than those in `keep`)
+/// of type `to`.
+pub(crate) fn text_as(schema: &arrow::datatypes::Schema, to: DataType, keep: &[&str]) -> SchemaRef {
     let fields: Vec<arrow::datatypes::Field> = schema
         .fields()
         .iter()
         .map(|f| match f.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 if !keep.contains(&f.name().as_str()) => {
-                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if !keep.contains(&f.name().as_str()) => {
+                f.as_ref().clone().with_data_type(to.clone())
             }
             _ => f.as_ref().clone(),
         })

@@ -234,22 +234,21 @@ fn each_str(a: &ArrayRef, mut f: impl FnMut(Option<&str>)) -> Result<(), DataFus
     Ok(())
 }
 
-/// `net` contains each address of `ips`: null for a null or a
+/// `net` contains each of `len` addresses: null for a null or a
 /// non-address, or when there is no network. Compacted hours are sorted by
-/// `orig_h`, so an address comes in runs: the run is found by comparing
-/// each text with its first, tested once and answered with one append.
-fn contains_runs<O: arrow::array::OffsetSizeTrait>(
-    ips: &arrow::array::GenericStringArray<O>,
+/// `orig_h`, so an address comes in runs: a run is found with `same(first,
+/// i)`, tested once (`text(first)`) and answered with one append.
+fn contains_runs<'a>(
+    len: usize,
+    nulls: Option<arrow::buffer::NullBuffer>,
+    same: impl Fn(usize, usize) -> bool,
+    text: impl Fn(usize) -> &'a [u8],
     net: Option<&Net>,
 ) -> BooleanArray {
-    let len = ips.len();
     let Some(n) = net else { return BooleanArray::new_null(len) };
     let mut bits = arrow::array::BooleanBufferBuilder::new(len);
     let mut valid = arrow::array::NullBufferBuilder::new(len);
-    let (offsets, values) = (ips.value_offsets(), ips.value_data());
-    let nulls = ips.logical_nulls();
     let is_null = |i: usize| nulls.as_ref().is_some_and(|b| b.is_null(i));
-    let text = |i: usize| &values[offsets[i].as_usize()..offsets[i + 1].as_usize()];
     let mut i = 0;
     while i < len {
         if is_null(i) {
@@ -258,12 +257,11 @@ fn contains_runs<O: arrow::array::OffsetSizeTrait>(
             i += 1;
             continue;
         }
-        let first = text(i);
         let mut end = i + 1;
-        while end < len && !is_null(end) && same_text(first, text(end)) {
+        while end < len && !is_null(end) && same(i, end) {
             end += 1;
         }
-        match std::str::from_utf8(first).ok().and_then(|t| n.contains_text(t)) {
+        match std::str::from_utf8(text(i)).ok().and_then(|t| n.contains_text(t)) {
             Some(inside) => {
                 bits.append_n(end - i, inside);
                 valid.append_n_non_nulls(end - i);
@@ -278,45 +276,26 @@ fn contains_runs<O: arrow::array::OffsetSizeTrait>(
     BooleanArray::new(bits.finish(), valid.finish())
 }
 
-/// [`contains_runs`] for `Utf8View`: text of up
-/// to 12 bytes (most IPv4 addresses) lies inside its 16-byte view, so a
-/// run of one address is found by comparing views, without reading the
-/// text.
+/// [`contains_runs`] over offsets and bytes (`Utf8`, `LargeUtf8`).
+fn contains_offsets<O: arrow::array::OffsetSizeTrait>(
+    ips: &arrow::array::GenericStringArray<O>,
+    net: Option<&Net>,
+) -> BooleanArray {
+    let (offsets, values) = (ips.value_offsets(), ips.value_data());
+    let text = |i: usize| &values[offsets[i].as_usize()..offsets[i + 1].as_usize()];
+    contains_runs(ips.len(), ips.logical_nulls(), |a, b| same_text(text(a), text(b)), text, net)
+}
+
+/// [`contains_runs`] over `Utf8View`: text of up to 12 bytes (most IPv4
+/// addresses) lies inside its 16-byte view, so a run of one such address
+/// is found by comparing views, without reading the text.
 fn contains_views(ips: &arrow::array::StringViewArray, net: Option<&Net>) -> BooleanArray {
-    let len = ips.len();
-    let Some(n) = net else { return BooleanArray::new_null(len) };
-    let mut bits = arrow::array::BooleanBufferBuilder::new(len);
-    let mut valid = arrow::array::NullBufferBuilder::new(len);
     let views = ips.views();
-    let nulls = ips.logical_nulls();
-    // The last address tested: its view when inline, else its text.
-    let mut last_view: Option<u128> = None;
-    let mut last_text: Option<&str> = None;
-    let mut last_inside: Option<bool> = None;
-    for (i, &view) in views.iter().enumerate() {
-        if nulls.as_ref().is_some_and(|b| b.is_null(i)) {
-            bits.append(false);
-            valid.append(false);
-            continue;
-        }
-        let inline = (view as u32) <= 12;
-        let inside = if inline && last_view == Some(view) {
-            last_inside
-        } else {
-            let ip = ips.value(i);
-            if !inline && last_text.is_some_and(|t| same_text(t.as_bytes(), ip.as_bytes())) {
-                last_inside
-            } else {
-                let inside = n.contains_text(ip);
-                (last_view, last_text) = if inline { (Some(view), None) } else { (None, Some(ip)) };
-                last_inside = inside;
-                inside
-            }
-        };
-        bits.append(inside == Some(true));
-        valid.append(inside.is_some());
-    }
-    BooleanArray::new(bits.finish(), valid.finish())
+    let same = |a: usize, b: usize| {
+        let (va, vb) = (views[a], views[b]);
+        if (va as u32) <= 12 { va == vb } else { same_text(ips.value(a).as_bytes(), ips.value(b).as_bytes()) }
+    };
+    contains_runs(ips.len(), ips.logical_nulls(), same, |i| ips.value(i).as_bytes(), net)
 }
 
 /// `a == b`, without a call to `memcmp` for text of 8 to 16 bytes (most
@@ -346,10 +325,10 @@ fn cidr_contains(args: &[ColumnarValue]) -> Result<ColumnarValue, DataFusionErro
             use arrow::array::AsArray;
             let n = net.as_ref();
             match ips.data_type() {
-                DataType::Utf8 => contains_runs(ips.as_string::<i32>(), n),
-                DataType::LargeUtf8 => contains_runs(ips.as_string::<i64>(), n),
+                DataType::Utf8 => contains_offsets(ips.as_string::<i32>(), n),
+                DataType::LargeUtf8 => contains_offsets(ips.as_string::<i64>(), n),
                 DataType::Utf8View => contains_views(ips.as_string_view(), n),
-                _ => contains_runs(&strings(&ips)?, n),
+                _ => contains_offsets(&strings(&ips)?, n),
             }
         };
         let out = Arc::new(out) as ArrayRef;
