@@ -1,5 +1,6 @@
-//! Compaction: an hour's part files become one sorted file (see
-//! [`sort_key`]: the originator address, then `ts`).
+//! Compaction: an hour's part files become one sorted file: row groups in
+//! time order, each one sorted by the originator address and then `ts`
+//! (see [`sort_key`] and [`TimeSlices`]).
 //!
 //! The sort runs in DataFusion with a spilling memory pool, so an hour of
 //! any size is merged in bounded memory. The merged file is written under
@@ -13,16 +14,17 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, TimestampNanosecondType};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, cast, col, lit};
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::SortingColumn;
 use tapstream_engine::records::Table;
 
-use crate::layout::{self, STAGING};
+use crate::layout::{self, HOUR_NS, STAGING};
 use crate::writer::{WriterConfig, WriterError, writer_props};
 
 /// Prefix of merged files (parts are `part-NNNNN.parquet`).
@@ -37,15 +39,53 @@ pub struct Compacted {
     pub bytes_out: u64,
 }
 
-/// The order a compacted hour is written in: the originator address and
-/// then time, for tables that have one; time alone for the others. One
-/// address's rows then sit together in a few pages, so a lookup of a host
-/// or a network (`orig_h = …`, `cidr_contains(…, orig_h)`) decodes those
-/// pages and the page index skips the rest of the hour; the hour's own
-/// partition already bounds it in time.
+/// The order each row group of a compacted hour is written in: the
+/// originator address and then time, for tables that have one; time alone
+/// for the others. One address's rows then sit together in a few pages of
+/// each row group, so a lookup of a host or a network (`orig_h = …`,
+/// `cidr_contains(…, orig_h)`) decodes those pages and the page index skips
+/// the rest; the row groups themselves follow each other in time
+/// ([`TimeSlices`]), so a time condition inside the hour skips whole row
+/// groups by their `ts` statistics.
 pub fn sort_key(table: Table) -> Vec<&'static str> {
     let schema = table.schema();
     ["orig_h", "ts"].into_iter().filter(|c| schema.index_of(c).is_ok()).collect()
+}
+
+/// The time slices a compacted hour is written in, one after the other:
+/// about one per `row_group_rows` rows the hour holds, each an equal
+/// division of the hour (a whole number of seconds that divides it, so a
+/// slice never straddles two hours). A slice's rows are flushed as row
+/// groups of their own (more than one when a burst fills a slice past
+/// `row_group_rows`), so every row group's `ts` statistics cover its slice
+/// at most: `ts >= '…:40:00'` reads the row groups from 40 minutes on.
+/// Within a slice rows are sorted by [`sort_key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeSlices {
+    /// A slice's length in nanoseconds.
+    pub width_ns: i64,
+}
+
+impl TimeSlices {
+    /// Slices for an hour of `rows` rows written in row groups of at most
+    /// `row_group_rows`: the fewest equal slices (a divisor of 3600 s) that
+    /// are at least `rows / row_group_rows` in number.
+    pub fn for_hour(rows: u64, row_group_rows: usize) -> TimeSlices {
+        let want = rows.div_ceil(row_group_rows.max(1) as u64).clamp(1, 3600);
+        let n = (want..=3600).find(|n| 3600 % n == 0).unwrap_or(3600);
+        TimeSlices { width_ns: HOUR_NS / n as i64 }
+    }
+
+    /// How many slices an hour has.
+    pub fn count(self) -> i64 {
+        HOUR_NS / self.width_ns
+    }
+
+    /// The slice `ts` falls in, numbered from the epoch (truncating toward
+    /// zero, as the sort's `ts / width` does).
+    pub fn of(self, ts: i64) -> i64 {
+        ts / self.width_ns
+    }
 }
 
 /// Whether an hour's files need merging: more than one file, or one part
@@ -99,7 +139,8 @@ impl Compactor {
         let rows_in: u64 = parts.iter().map(|p| parquet_rows(p)).sum::<Result<u64, _>>()?;
         let staging = layout::scratch(&self.root, STAGING, table, hour).map_err(|e| io(&self.root, e))?;
         fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
-        let result = self.merge_into(table, &parts, &staging);
+        let slices = TimeSlices::for_hour(rows_in, self.cfg.row_group_rows);
+        let result = self.merge_into(table, &parts, &staging, slices);
         let (name, rows_out, bytes_out) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -124,13 +165,22 @@ impl Compactor {
         Ok(Some(Compacted { files_in: parts.len(), rows: rows_out, bytes_in, bytes_out }))
     }
 
-    fn merge_into(&self, table: Table, parts: &[PathBuf], staging: &Path) -> Result<(String, u64, u64), WriterError> {
+    fn merge_into(
+        &self,
+        table: Table,
+        parts: &[PathBuf],
+        staging: &Path,
+        slices: TimeSlices,
+    ) -> Result<(String, u64, u64), WriterError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
         let name = format!("{COMPACT_PREFIX}{now}.parquet");
         let tmp = staging.join(format!(".{name}.tmp"));
         let schema = table.schema();
-        schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
+        let ts_at = schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
         let key = sort_key(table);
+        // Sorted by time alone, the file's row groups already follow each
+        // other in time: slices only matter under another key.
+        let sliced = key != ["ts"] && slices.count() > 1;
         let props = writer_props(table, &self.cfg, Some(sorting_columns(&schema, &key)));
         let f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
         let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))
@@ -139,13 +189,42 @@ impl Compactor {
         let rows = self.rt.block_on(async {
             let opts = ParquetReadOptions::default().schema(&schema);
             let df = self.ctx.read_parquet(paths, opts).await.map_err(df_err)?;
-            let df = df.sort(key.iter().map(|c| col(*c).sort(true, false)).collect()).map_err(df_err)?;
+            let mut order: Vec<_> = key.iter().map(|c| col(*c).sort(true, false)).collect();
+            if sliced {
+                let slice = cast(col("ts"), DataType::Int64) / lit(slices.width_ns);
+                order.insert(0, slice.sort(true, false));
+            }
+            let df = df.sort(order).map_err(df_err)?;
             let mut stream = df.execute_stream().await.map_err(df_err)?;
             let mut rows = 0u64;
+            let mut current = None;
+            let parquet = |e| WriterError::Parquet { path: tmp.clone(), source: e };
             while let Some(b) = stream.next().await {
                 let b: RecordBatch = b.map_err(df_err)?;
                 rows += b.num_rows() as u64;
-                w.write(&b).map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+                if !sliced {
+                    w.write(&b).map_err(parquet)?;
+                    continue;
+                }
+                // A row group ends where a slice does.
+                let ts = b.column(ts_at).as_primitive::<TimestampNanosecondType>();
+                let mut from = 0;
+                for i in 0..b.num_rows() {
+                    let s = ts.is_valid(i).then(|| slices.of(ts.value(i)));
+                    if current != Some(s) {
+                        if i > from {
+                            w.write(&b.slice(from, i - from)).map_err(parquet)?;
+                            from = i;
+                        }
+                        if current.is_some() {
+                            w.flush().map_err(parquet)?;
+                        }
+                        current = Some(s);
+                    }
+                }
+                if from < b.num_rows() {
+                    w.write(&b.slice(from, b.num_rows() - from)).map_err(parquet)?;
+                }
             }
             Ok::<_, WriterError>(rows)
         })?;
@@ -186,4 +265,30 @@ pub fn parquet_rows(path: &Path) -> Result<u64, WriterError> {
         .map_err(|e| WriterError::Parquet { path: path.into(), source: e })?;
     use parquet::file::reader::FileReader;
     Ok(r.metadata().file_metadata().num_rows() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_hour_is_sliced_evenly_about_once_per_row_group() {
+        let n = |rows, per_group| TimeSlices::for_hour(rows, per_group).count();
+        assert_eq!(n(0, 131_072), 1);
+        assert_eq!(n(131_072, 131_072), 1);
+        assert_eq!(n(138_889, 131_072), 2, "two half hours");
+        assert_eq!(n(1_500_000, 131_072), 12, "5-minute slices");
+        assert_eq!(n(7 * 1000, 1000), 8, "7 does not divide an hour: 8 slices of 450 s");
+        assert_eq!(n(u64::MAX, 1), 3600, "never shorter than a second");
+        assert_eq!(n(10, 0), 10, "row groups of no rows count as one row");
+        for rows in [1, 999, 1000, 1001, 77_777, 10_000_000] {
+            let s = TimeSlices::for_hour(rows, 1000);
+            assert_eq!(HOUR_NS % s.width_ns, 0, "{rows}: slices divide the hour");
+            assert!(s.count() as u64 >= rows.div_ceil(1000).min(3600), "{rows}");
+            // Every slice of an hour lies inside it.
+            let h = 498_192 * HOUR_NS;
+            assert_eq!(s.of(h + HOUR_NS - 1) - s.of(h), s.count() - 1);
+            assert_eq!(s.of(h + HOUR_NS), s.of(h) + s.count());
+        }
+    }
 }

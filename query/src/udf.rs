@@ -197,7 +197,8 @@ impl Net {
 /// ([`Net::text_guard`]). Given to the Parquet scan beside the filter,
 /// never instead of it: they hold for every row the filter keeps, so the
 /// answer is the same and whole row groups and pages of other addresses
-/// are skipped (compacted hours are sorted by the originator address).
+/// are skipped (each row group of a compacted hour is sorted by the
+/// originator address).
 pub fn address_bounds(e: &Expr, schema: &arrow::datatypes::Schema) -> Vec<Expr> {
     use datafusion::common::ScalarValue;
     match e {
@@ -235,9 +236,10 @@ fn each_str(a: &ArrayRef, mut f: impl FnMut(Option<&str>)) -> Result<(), DataFus
 }
 
 /// `net` contains each of `len` addresses: null for a null or a
-/// non-address, or when there is no network. Compacted hours are sorted by
-/// `orig_h`, so an address comes in runs: a run is found with `same(first,
-/// i)`, tested once (`text(first)`) and answered with one append.
+/// non-address, or when there is no network. A compacted hour's row groups
+/// are each sorted by `orig_h`, so an address comes in runs: a run is found
+/// with `same(first, i)`, tested once (`text(first)`) and answered with one
+/// append.
 fn contains_runs<'a>(
     len: usize,
     nulls: Option<arrow::buffer::NullBuffer>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use futures::StreamExt;
 use tapstream_engine::records::Table;
-use tapstream_query::compact::{COMPACT_PREFIX, Compactor, parquet_rows};
+use tapstream_query::compact::{COMPACT_PREFIX, Compactor, TimeSlices, parquet_rows};
 use tapstream_query::layout::{self, HOUR_NS, TRASH};
 use tapstream_query::retention::{Reason, RetentionPolicy, sweep};
 use tapstream_query::synth::FlowSynth;
@@ -102,8 +102,9 @@ fn closed_hours_are_compacted_into_one_sorted_file_with_page_index_and_bloom_fil
     assert_eq!(w.stats.compaction_errors, 0);
     assert_eq!(w.stats.rows, 9000);
 
-    // Sorted by originator address then ts, declared in the footer, with
-    // page index and bloom filters.
+    // Row groups in time order, one or more per time slice of the hour,
+    // each sorted by originator address then ts (declared in the footer),
+    // with page index and bloom filters.
     let f = fs::File::open(&layout::data_files(&h0)[0]).unwrap();
     let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
         f,
@@ -112,7 +113,9 @@ fn closed_hours_are_compacted_into_one_sorted_file_with_page_index_and_bloom_fil
     )
     .unwrap();
     let md = b.metadata().clone();
-    assert!(md.num_row_groups() >= 5, "row groups of 512 rows");
+    let slices = TimeSlices::for_hour(3000, 512);
+    assert_eq!(slices.count(), 6, "3000 rows in row groups of 512: six 10-minute slices");
+    assert!(md.num_row_groups() >= 6, "row groups of at most 512 rows, none across a slice");
     let schema = md.file_metadata().schema_descr();
     let col = |name: &str| (0..schema.num_columns()).find(|i| schema.column(*i).name() == name).unwrap();
     for rg in md.row_groups() {
@@ -124,24 +127,88 @@ fn closed_hours_are_compacted_into_one_sorted_file_with_page_index_and_bloom_fil
         assert!(rg.column(col("uid")).bloom_filter_offset().is_none());
     }
     assert!(md.column_index().is_some() && md.offset_index().is_some(), "page index written");
-    let mut last = (String::new(), i64::MIN);
-    let mut hosts = 0;
-    for batch in b.build().unwrap() {
-        let batch = batch.unwrap();
-        let ts = batch.column_by_name("ts").unwrap().as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
-        let orig = batch.column_by_name("orig_h").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-        for (o, t) in orig.iter().zip(ts.values()) {
-            let row = (o.unwrap().to_string(), *t);
-            assert!(row >= last, "rows sorted by (orig_h, ts): {row:?} after {last:?}");
-            hosts += usize::from(row.0 != last.0);
-            last = row;
+    let mut rows: Vec<(String, i64)> = Vec::new();
+    let mut groups = Vec::new();
+    for rg in 0..md.num_row_groups() {
+        let f = fs::File::open(&layout::data_files(&h0)[0]).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .with_row_groups(vec![rg])
+            .build()
+            .unwrap();
+        let mut group = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ts = batch.column_by_name("ts").unwrap().as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+            let orig = batch.column_by_name("orig_h").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+            group.extend(orig.iter().zip(ts.values()).map(|(o, t)| (o.unwrap().to_string(), *t)));
         }
+        assert!(group.is_sorted(), "row group {rg} sorted by (orig_h, ts)");
+        let first = slices.of(group.iter().map(|r| r.1).min().unwrap());
+        assert!(group.iter().all(|r| slices.of(r.1) == first), "row group {rg} within one slice");
+        let hosts = group.windows(2).filter(|w| w[0].0 != w[1].0).count();
+        assert!(hosts > 10, "many originators in row group {rg}, each one's rows together");
+        groups.push(first);
+        rows.extend(group);
     }
-    assert!(hosts > 10, "many originators, each one's rows together");
+    assert!(groups.is_sorted(), "row groups in time order: {groups:?}");
+    assert_eq!(groups.iter().collect::<std::collections::BTreeSet<_>>().len(), 6, "every slice: {groups:?}");
+    assert_eq!(rows.len(), 3000);
+}
+
+/// A time condition inside a compacted hour skips the row groups of the
+/// slices before it, by their `ts` statistics, and counts what a test of
+/// every row counts.
+#[test]
+fn a_time_condition_inside_a_compacted_hour_skips_row_groups_by_statistics() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let cfg = WriterConfig { row_group_rows: 1000, page_rows: 512, ..WriterConfig::default() };
+    let mut w = write_hours(root, cfg, BASE_HOUR, 1, 12_000);
+    w.close().unwrap();
+    let hour = layout::hour_dir(root, Table::Flows, BASE_HOUR);
+    assert_eq!(count_files(&hour), (1, 1));
+    let file = &layout::data_files(&hour)[0];
+    let groups = parquet::file::reader::SerializedFileReader::new(fs::File::open(file).unwrap()).unwrap();
+    let groups = parquet::file::reader::FileReader::metadata(&groups).num_row_groups();
+    assert_eq!(TimeSlices::for_hour(12_000, 1000).count(), 12, "12 slices of 5 minutes");
+    assert!(groups >= 12, "{groups} row groups");
+    let h = rt().block_on(History::open(root, wide_open())).unwrap();
+    let all: Vec<i64> = rt().block_on(async {
+        let mut r = h.query("SELECT ts FROM flows WHERE hour >= '00'").await.unwrap();
+        let mut v = Vec::new();
+        while let Some(b) = r.stream.next().await {
+            let b = b.unwrap();
+            v.extend(b.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap().values().iter());
+        }
+        v
+    });
+    assert_eq!(all.len(), 12_000);
+    let start = BASE_HOUR * HOUR_NS;
+    // 2026-11-01T00:40:00Z and 00:47:30Z: on a slice boundary and inside one.
+    for (text, at) in [("00:40:00", start + 40 * 60 * 1_000_000_000), ("00:47:30", start + 475 * 6 * 1_000_000_000)] {
+        let want = all.iter().filter(|t| **t >= at).count() as i64;
+        assert!(want > 0 && want < 12_000);
+        let q = format!("SELECT count(*) FROM flows WHERE ts >= '2026-11-01T{text}Z' AND resp_p >= 0");
+        assert_eq!(rt().block_on(count(&h, &q)), want, "{q}");
+        let plan = plan_text(&h, &format!("EXPLAIN ANALYZE {q}"));
+        let line = plan.lines().find(|l| l.contains("DataSourceExec")).expect("a Parquet scan");
+        let groups_read = line
+            .split("row_groups_pruned_statistics=")
+            .nth(1)
+            .and_then(|r| r.split(" matched").next())
+            .and_then(|r| r.rsplit(' ').next())
+            .map(|n| n.parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no row-group statistics in\n{line}"));
+        // From 00:40 on: the last 4 of 12 slices (00:47:30 is inside the
+        // tenth), and a burst may split a slice into two row groups.
+        assert!(groups_read <= (groups as f64) / 3.0 + 2.0, "{q}: {groups_read} of {groups} row groups read\n{plan}");
+        assert!(groups_read >= 3.0, "{q}: {groups_read}\n{plan}");
+    }
 }
 
 /// A network condition on the originator reads the pages of that network
-/// only (compacted hours are sorted by `orig_h`, and `cidr_contains` adds
+/// only (each row group of a compacted hour is sorted by `orig_h`, and `cidr_contains` adds
 /// the network's text range for the page index), and counts exactly what a
 /// test of every row counts, for networks on and off octet boundaries.
 #[test]
