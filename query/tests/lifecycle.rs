@@ -35,6 +35,17 @@ fn write_hours(root: &Path, cfg: WriterConfig, start_hour: i64, hours: i64, per_
     w
 }
 
+/// One hour of `rows` flows at `BASE_HOUR`, compacted (in row groups of
+/// `row_group_rows`, pages of 512 rows); its directory.
+fn one_compacted_hour(root: &Path, row_group_rows: usize, rows: u64) -> std::path::PathBuf {
+    let cfg = WriterConfig { row_group_rows, page_rows: 512, ..WriterConfig::default() };
+    let mut w = write_hours(root, cfg, BASE_HOUR, 1, rows);
+    w.close().unwrap();
+    let hour = layout::hour_dir(root, Table::Flows, BASE_HOUR);
+    assert_eq!(count_files(&hour), (1, 1));
+    hour
+}
+
 fn count_files(dir: &Path) -> (usize, usize) {
     let files = layout::data_files(dir);
     let compacted =
@@ -163,11 +174,7 @@ fn closed_hours_are_compacted_into_one_sorted_file_with_page_index_and_bloom_fil
 fn a_time_condition_inside_a_compacted_hour_skips_row_groups_by_statistics() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let cfg = WriterConfig { row_group_rows: 1000, page_rows: 512, ..WriterConfig::default() };
-    let mut w = write_hours(root, cfg, BASE_HOUR, 1, 12_000);
-    w.close().unwrap();
-    let hour = layout::hour_dir(root, Table::Flows, BASE_HOUR);
-    assert_eq!(count_files(&hour), (1, 1));
+    let hour = one_compacted_hour(root, 1000, 12_000);
     let file = &layout::data_files(&hour)[0];
     let groups = parquet::file::reader::SerializedFileReader::new(fs::File::open(file).unwrap()).unwrap();
     let groups = parquet::file::reader::FileReader::metadata(&groups).num_row_groups();
@@ -208,18 +215,15 @@ fn a_time_condition_inside_a_compacted_hour_skips_row_groups_by_statistics() {
 }
 
 /// A network condition on the originator reads the pages of that network
-/// only (each row group of a compacted hour is sorted by `orig_h`, and `cidr_contains` adds
-/// the network's text range for the page index), and counts exactly what a
-/// test of every row counts, for networks on and off octet boundaries.
+/// only (each row group of a compacted hour is sorted by `orig_h`, and
+/// `cidr_contains` adds the network's text range for the page index), and
+/// counts exactly what a test of every row counts, for networks on and off
+/// octet boundaries.
 #[test]
 fn a_network_condition_skips_the_pages_of_other_addresses() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let cfg = WriterConfig { row_group_rows: 8192, page_rows: 512, ..WriterConfig::default() };
-    let mut w = write_hours(root, cfg, BASE_HOUR, 1, 20_000);
-    w.close().unwrap();
-    let hour = layout::hour_dir(root, Table::Flows, BASE_HOUR);
-    assert_eq!(count_files(&hour), (1, 1));
+    one_compacted_hour(root, 8192, 20_000);
     let h = rt().block_on(History::open(root, wide_open())).unwrap();
     let all: Vec<String> = rt().block_on(async {
         let mut r = h.query("SELECT orig_h FROM flows WHERE hour >= '00'").await.unwrap();
