@@ -7,6 +7,8 @@
 # Makes a capture with `tapstream synth` (default 4 000 000 packets), locks it
 # in the page cache with vmtouch, then runs every tool RUNS times (default 5)
 # in rotation and prints the median wall time, packets/s, ratios and peak RSS.
+# CAPTURE=FILE uses that capture instead (PACKETS must then be its packet
+# count), e.g. one made by ../shared/tools/gen_pcap.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKETS=${1:-4000000}
@@ -22,8 +24,14 @@ LOCK_PID=
 cleanup() { [ -n "$LOCK_PID" ] && kill "$LOCK_PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-PCAP="$WORK/bench.pcap"
-"$TS" synth --out "$PCAP" --packets "$PACKETS" --seed 1 2>/dev/null
+if [ -n "${CAPTURE:-}" ]; then
+    PCAP=$CAPTURE
+    ORIGIN=$CAPTURE
+else
+    PCAP="$WORK/bench.pcap"
+    "$TS" synth --out "$PCAP" --packets "$PACKETS" --seed 1 2>/dev/null
+    ORIGIN="tapstream synth --seed 1"
+fi
 SIZE=$(stat -c %s "$PCAP")
 vmtouch -q -l "$PCAP" & LOCK_PID=$!
 sleep 2
@@ -49,7 +57,7 @@ for ((i = 0; i < RUNS; i++)); do
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-echo "capture: $PACKETS packets, $SIZE bytes (tapstream synth --seed 1), page cache locked; $RUNS runs each, median"
+echo "capture: $PACKETS packets, $SIZE bytes ($ORIGIN), page cache locked; $RUNS runs each, median"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
 TSM=$(echo "${TIMES[tapstream]}" | median)
 printf "| tool | median s | Mpackets/s | tapstream speed-up | peak RSS MiB |\n|---|---|---|---|---|\n"
