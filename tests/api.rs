@@ -837,6 +837,11 @@ fn history_is_imported_and_exported_through_the_api() {
     assert_eq!((r.status, r.body["rows"].as_u64(), r.body["bad_rows"].as_u64()), (200, Some(2), Some(1)), "{}", r.body);
     wait_for(20, || (count_flows(&s, &admin, hour) == 2).then_some(())).expect("imported rows in the history");
     assert_eq!(upload(&ana, "format=csv", "text/csv", csv.into()).status, 403);
+    // A refused upload's body is read before the refusal goes out, so the
+    // client sees the 403 (not a reset) and the connection stays usable.
+    let replies = refused_then_next(&s, &ana, "/api/import?format=csv");
+    assert!(replies[0].starts_with("HTTP/1.1 403"), "{replies:?}");
+    assert!(replies[1].starts_with("HTTP/1.1 200"), "the connection answers a second request: {replies:?}");
     assert_eq!(upload(&admin, "format=csv", "text/csv", Vec::new()).status, 422);
     assert_eq!(upload(&admin, "format=xlsx", "text/csv", csv.into()).status, 422);
     // Over the 1 MiB import limit, sent without a length (chunked): the
@@ -955,6 +960,53 @@ fn history_is_imported_and_exported_through_the_api() {
 }
 
 /// POST `len` bytes with chunked transfer encoding by hand; the answer as text.
+/// POST a small body to `path` in two writes 50 ms apart (a client still
+/// sending when the server has decided), then GET /api/health on the same
+/// connection; the two answers' texts (empty where none came).
+fn refused_then_next(s: &Server, token: &str, path: &str) -> [String; 2] {
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    let body = vec![b'x'; 8192];
+    write!(
+        c,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    c.write_all(&body[..100]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let _ = c.write_all(&body[100..]);
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut read_reply = |c: &mut std::net::TcpStream| {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if rest.len() >= len {
+                    return text;
+                }
+            }
+            match c.read(&mut b) {
+                Ok(0) | Err(_) => return text,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+    };
+    let first = read_reply(&mut c);
+    let second = match write!(c, "GET /api/health HTTP/1.1\r\nHost: {addr}\r\n\r\n") {
+        Ok(()) => read_reply(&mut c),
+        Err(_) => String::new(),
+    };
+    [first, second]
+}
+
 fn chunked_upload(s: &Server, token: &str, path: &str, len: usize) -> String {
     use std::io::{Read, Write};
     let addr = s.base.trim_start_matches("http://").to_string();

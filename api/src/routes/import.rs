@@ -121,16 +121,26 @@ pub async fn import(
     Params(p): Params<ImportParams>,
     body: axum::body::Body,
 ) -> ApiResult<axum::Json<ImportReport>> {
-    if p.format != "csv" && p.format != "pcap" {
-        return Err(ApiError::unprocessable(format!("format `{}`: csv or pcap", p.format)));
-    }
     let name = p.name.clone().unwrap_or_else(|| format!("upload.{}", p.format));
-    if name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable("name: up to 200 printable characters"));
-    }
-    let w = writer(&st)?;
-    let _one =
-        st.importing.try_lock().map_err(|_| ApiError::conflict("an import is running; try again when it ends"))?;
+    let admitted = (|| {
+        if p.format != "csv" && p.format != "pcap" {
+            return Err(ApiError::unprocessable(format!("format `{}`: csv or pcap", p.format)));
+        }
+        if name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(ApiError::unprocessable("name: up to 200 printable characters"));
+        }
+        let w = writer(&st)?;
+        let one =
+            st.importing.try_lock().map_err(|_| ApiError::conflict("an import is running; try again when it ends"))?;
+        Ok((w, one))
+    })();
+    let (w, _one) = match admitted {
+        Ok(v) => v,
+        Err(e) => {
+            super::drain(body).await;
+            return Err(e);
+        }
+    };
     let dir = st.cfg.data_dir.join("api").join("imports");
     tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
     let upload = Upload(dir.join(format!("upload-{}", crate::keys::hex(&crate::keys::random::<8>()))));

@@ -269,19 +269,35 @@ async fn guard(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    match admit(&st, path.as_str(), &req) {
+        Ok(None) => Ok(next.run(req).await),
+        Ok(Some(caller)) => {
+            req.extensions_mut().insert(caller);
+            Ok(next.run(req).await)
+        }
+        Err(e) => {
+            drain(req.into_body()).await;
+            Err(e)
+        }
+    }
+}
+
+/// Who may make `req` on the route `path`: nobody in particular for a
+/// public route, the token's holder for any other, or why not.
+fn admit(st: &AppState, path: &str, req: &Request) -> Result<Option<Caller>, ApiError> {
     let method = req.method().clone();
-    let access = *st.access.get(&format!("{method} {}", path.as_str())).ok_or_else(|| {
+    let access = *st.access.get(&format!("{method} {path}")).ok_or_else(|| {
         // The path exists with other methods (routing matched it): 405.
         ApiError::new(
             axum::http::StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{method} is not allowed on {}", path.as_str()),
+            format!("{method} is not allowed on {path}"),
         )
     })?;
     if access == Access::Public {
-        return Ok(next.run(req).await);
+        return Ok(None);
     }
-    let token = bearer(&req, path.as_str())
+    let token = bearer(req, path)
         .ok_or_else(|| ApiError::unauthorized("an access token is needed (Authorization: Bearer …)"))?;
     let claims = crate::auth::verify_access(&st.keys, &token)?;
     if !crate::auth::session_live(&st.store, &claims.sid)? {
@@ -292,11 +308,31 @@ async fn guard(
         ));
     }
     if !access.allows(claims.role) {
-        return Err(ApiError::forbidden(format!("the {} role may not {method} {}", claims.role.name(), path.as_str())));
+        return Err(ApiError::forbidden(format!("the {} role may not {method} {path}", claims.role.name())));
     }
     let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
-    req.extensions_mut().insert(Caller { uid: claims.uid, name: claims.sub, role: claims.role, sid: claims.sid, addr });
-    Ok(next.run(req).await)
+    Ok(Some(Caller { uid: claims.uid, name: claims.sub, role: claims.role, sid: claims.sid, addr }))
+}
+
+/// Read and drop what a refused request still sends of its body (up to
+/// 1 MiB, for at most a quarter second) before the refusal is answered.
+/// A connection closed with unread bytes is reset by the kernel, and a
+/// client still writing a small upload then sees the reset instead of the
+/// refusal; a larger upload gets the answer and the connection closes.
+pub(crate) async fn drain(body: axum::body::Body) {
+    use futures::StreamExt;
+    const LIMIT: usize = 1 << 20;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(250), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen >= LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A JSON object body whose every rejection is a JSON `{error, detail}` 4xx
