@@ -978,7 +978,7 @@ fn refused_then_next(s: &Server, token: &str, path: &str) -> [String; 2] {
     std::thread::sleep(std::time::Duration::from_millis(50));
     let _ = c.write_all(&body[100..]);
     c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-    let mut read_reply = |c: &mut std::net::TcpStream| {
+    let read_reply = |c: &mut std::net::TcpStream| {
         let mut buf = Vec::new();
         let mut b = [0u8; 4096];
         loop {
