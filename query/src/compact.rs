@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, TimestampNanosecondType};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -206,11 +206,11 @@ impl Compactor {
                     w.write(&b).map_err(parquet)?;
                     continue;
                 }
-                // A row group ends where a slice does.
+                // A row group ends where a slice does (`ts` is never null).
                 let ts = b.column(ts_at).as_primitive::<TimestampNanosecondType>();
                 let mut from = 0;
-                for i in 0..b.num_rows() {
-                    let s = ts.is_valid(i).then(|| slices.of(ts.value(i)));
+                for (i, t) in ts.values().iter().enumerate() {
+                    let s = slices.of(*t);
                     if current != Some(s) {
                         if i > from {
                             w.write(&b.slice(from, i - from)).map_err(parquet)?;

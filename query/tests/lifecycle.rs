@@ -69,6 +69,19 @@ async fn count(h: &History, sql: &str) -> i64 {
     v.unwrap()
 }
 
+/// The first column of a query's answer, its batches in one array.
+fn first_column(h: &History, sql: &str) -> arrow::array::ArrayRef {
+    rt().block_on(async {
+        let mut r = h.query(sql).await.unwrap();
+        let mut parts = Vec::new();
+        while let Some(b) = r.stream.next().await {
+            parts.push(b.unwrap().column(0).clone());
+        }
+        let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        arrow::compute::concat(&parts).unwrap()
+    })
+}
+
 /// The plan column of an `EXPLAIN [ANALYZE]` answer, one line per row.
 fn plan_text(h: &History, explain: &str) -> String {
     rt().block_on(async {
@@ -181,15 +194,8 @@ fn a_time_condition_inside_a_compacted_hour_skips_row_groups_by_statistics() {
     assert_eq!(TimeSlices::for_hour(12_000, 1000).count(), 12, "12 slices of 5 minutes");
     assert!(groups >= 12, "{groups} row groups");
     let h = rt().block_on(History::open(root, wide_open())).unwrap();
-    let all: Vec<i64> = rt().block_on(async {
-        let mut r = h.query("SELECT ts FROM flows WHERE hour >= '00'").await.unwrap();
-        let mut v = Vec::new();
-        while let Some(b) = r.stream.next().await {
-            let b = b.unwrap();
-            v.extend(b.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap().values().iter());
-        }
-        v
-    });
+    let ts = first_column(&h, "SELECT ts FROM flows WHERE hour >= '00'");
+    let all = ts.as_any().downcast_ref::<TimestampNanosecondArray>().unwrap().values().to_vec();
     assert_eq!(all.len(), 12_000);
     let start = BASE_HOUR * HOUR_NS;
     // 2026-11-01T00:40:00Z and 00:47:30Z: on a slice boundary and inside one.
@@ -225,16 +231,10 @@ fn a_network_condition_skips_the_pages_of_other_addresses() {
     let root = d.path();
     one_compacted_hour(root, 8192, 20_000);
     let h = rt().block_on(History::open(root, wide_open())).unwrap();
-    let all: Vec<String> = rt().block_on(async {
-        let mut r = h.query("SELECT orig_h FROM flows WHERE hour >= '00'").await.unwrap();
-        let mut v = Vec::new();
-        while let Some(b) = r.stream.next().await {
-            let b = b.unwrap();
-            let a = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
-            v.extend(a.as_any().downcast_ref::<StringArray>().unwrap().iter().map(|x| x.unwrap().to_string()));
-        }
-        v
-    });
+    let orig = first_column(&h, "SELECT orig_h FROM flows WHERE hour >= '00'");
+    let orig = arrow::compute::cast(&orig, &arrow::datatypes::DataType::Utf8).unwrap();
+    let all: Vec<String> =
+        orig.as_any().downcast_ref::<StringArray>().unwrap().iter().map(|x| x.unwrap().to_string()).collect();
     assert_eq!(all.len(), 20_000);
     for net in ["10.1.0.0/16", "10.2.0.0/15", "10.1.3.0/24", "10.1.0.10/32", "10.0.0.0/8", "0.0.0.0/0", "2001:db8::/32"]
     {
