@@ -627,6 +627,25 @@ fn feed(
     err
 }
 
+/// If `tx` is full, sleep until at most half of it is queued. Gives up
+/// (the caller's `send` then blocks as usual) when the queue has not moved
+/// for about 100 ms: a worker that is gone or stuck.
+fn wait_for_room<T>(tx: &Sender<T>) {
+    const NAP: Duration = Duration::from_micros(500);
+    let Some(cap) = tx.capacity() else { return };
+    let mut last = tx.len();
+    if last < cap {
+        return;
+    }
+    let mut still = 0;
+    while last > cap / 2 && still < 200 {
+        std::thread::sleep(NAP);
+        let now = tx.len();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+}
+
 fn batch_histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, 1 << 16, 2).expect("static histogram bounds")
 }
@@ -1054,7 +1073,14 @@ impl<'c> Sharder<'c> {
         let low = full.descs.iter().find(|d| !d.in_aux).map_or(u64::MAX, |d| d.offset);
         self.sent[w] += 1;
         self.pending[w].push_back((self.sent[w], low));
-        // Files: wait for the worker.
+        // Files: wait for the worker. With one worker, a full queue is
+        // waited out asleep until half of it is drained: blocked in `send`,
+        // this thread would be woken by the worker after every batch it
+        // takes, a futex call per batch on the busiest core. (With several
+        // workers the others must not starve meanwhile: plain `send`.)
+        if self.per.len() == 1 {
+            wait_for_room(&self.txs[w]);
+        }
         let _ = self.txs[w].send(Msg::Batch(full));
     }
 
@@ -1151,5 +1177,51 @@ fn worker_loop(
         non_ip: w.non_ip,
         anomalies: w.sinks.anomalies.clone(),
         flows: w.tracker.stats,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wait_for_room;
+    use crossbeam_channel::bounded;
+    use std::time::Duration;
+
+    #[test]
+    fn a_full_queue_is_waited_out_until_half_drained() {
+        let (tx, rx) = bounded::<u32>(8);
+        // Room: no wait.
+        tx.send(0).unwrap();
+        wait_for_room(&tx);
+        assert_eq!(tx.len(), 1);
+        for i in 1..8 {
+            tx.send(i).unwrap();
+        }
+        let taker = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for _ in 0..8 {
+                std::thread::sleep(Duration::from_millis(2));
+                got.push(rx.recv().unwrap());
+            }
+            got
+        });
+        wait_for_room(&tx);
+        assert!(tx.len() <= 4, "returned with {} of 8 queued", tx.len());
+        assert_eq!(taker.join().unwrap(), (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_queue_nobody_drains_is_given_up_on() {
+        let (tx, rx) = bounded::<u32>(4);
+        for i in 0..4 {
+            tx.send(i).unwrap();
+        }
+        drop(rx);
+        let (done_tx, done) = bounded(1);
+        std::thread::spawn(move || {
+            wait_for_room(&tx);
+            done_tx.send(tx.len()).unwrap();
+        });
+        // Gone receiver: the wait ends (the caller's send then errors).
+        assert_eq!(done.recv_timeout(Duration::from_secs(10)).unwrap(), 4);
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, TimestampNanosecondType};
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, cast, col, lit};
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
@@ -109,11 +109,23 @@ pub struct Compactor {
 
 impl Compactor {
     pub fn new(root: &Path, cfg: WriterConfig) -> Result<Compactor, WriterError> {
-        let runtime = RuntimeEnvBuilder::new()
+        let runtime = Compactor::runtime(&cfg)?;
+        Compactor::with_runtime(root, cfg, runtime)
+    }
+
+    /// The spilling runtime of `cfg.compaction_memory_bytes`. Compactors
+    /// that share one divide that budget fairly between the sorts running
+    /// at once (one running alone may use all of it).
+    pub fn runtime(cfg: &WriterConfig) -> Result<Arc<RuntimeEnv>, WriterError> {
+        RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(cfg.compaction_memory_bytes)))
             .with_object_list_cache_limit(0)
             .build_arc()
-            .map_err(|e| WriterError::Compaction(e.to_string()))?;
+            .map_err(|e| WriterError::Compaction(e.to_string()))
+    }
+
+    /// A compactor whose sorts draw on `runtime`'s memory pool.
+    pub fn with_runtime(root: &Path, cfg: WriterConfig, runtime: Arc<RuntimeEnv>) -> Result<Compactor, WriterError> {
         // One sort over all inputs, not a sort per input merged: DataFusion
         // 55 computes no order for a union of the host index's 48 sorted
         // inputs and then refuses its own merge plan (SanityCheckPlan).

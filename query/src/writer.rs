@@ -160,11 +160,28 @@ enum Job {
     Index(i64),
 }
 
-/// The background thread that merges closed hours and indexes closed days.
+/// A background thread that merges closed hours (and, for `flows`,
+/// indexes closed days).
 struct CompactionThread {
     jobs: std::sync::mpsc::Sender<Job>,
     done: Arc<Mutex<(u64, u64)>>,
     handle: JoinHandle<()>,
+}
+
+/// The two compaction threads. `flows` hours and the host index go to one,
+/// in the order they were handed over (a day's index reads its compacted
+/// flows hours); every other table's hours to the other, so at the end of
+/// an ingest the `dns`, `tls`, `http` … hours are merged while the flows
+/// are. Both sort in one memory pool of `compaction_memory_bytes`.
+struct Compaction {
+    flows: CompactionThread,
+    other: CompactionThread,
+}
+
+impl Compaction {
+    fn lane(&self, table: Table) -> &CompactionThread {
+        if table == Table::Flows { &self.flows } else { &self.other }
+    }
 }
 
 pub struct HourlyWriter {
@@ -179,7 +196,7 @@ pub struct HourlyWriter {
     /// Newest record time written (the data clock that closes hours).
     newest_ns: i64,
     locks: Arc<HourLocks>,
-    compactor: Option<CompactionThread>,
+    compactor: Option<Compaction>,
     pub stats: WriterStats,
 }
 
@@ -261,7 +278,7 @@ impl HourlyWriter {
         fs::create_dir_all(root).map_err(|e| WriterError::Io { path: root.into(), source: e })?;
         layout::recover(root);
         crate::hosts::recover(root);
-        let compactor = if cfg.compaction { Some(spawn_compactor(root, &cfg, locks.clone())?) } else { None };
+        let compactor = if cfg.compaction { Some(spawn_compaction(root, &cfg, locks.clone())?) } else { None };
         Ok(HourlyWriter {
             root: root.into(),
             cfg,
@@ -430,7 +447,7 @@ impl HourlyWriter {
         if let Some(c) = &self.compactor
             && self.cfg.host_index
         {
-            let _ = c.jobs.send(Job::Index(day));
+            let _ = c.flows.jobs.send(Job::Index(day));
         }
     }
 
@@ -450,7 +467,7 @@ impl HourlyWriter {
         if key.0 == Table::Flows {
             self.index_due.insert(key.1.div_euclid(24));
         }
-        if c.jobs.send(Job::Compact(key)).is_err() {
+        if c.lane(key.0).jobs.send(Job::Compact(key)).is_err() {
             self.locks.release(key);
         }
     }
@@ -479,29 +496,47 @@ impl HourlyWriter {
         for d in due {
             self.submit_index(d);
         }
-        // The thread releases each hour it finishes; joining it waits for all.
-        // A later write (unusual after close) works without compaction.
-        if let Some(c) = self.compactor.take() {
-            drop(c.jobs);
-            let _ = c.handle.join();
-            let (n, errs) = *c.done.lock().unwrap_or_else(|p| p.into_inner());
-            self.stats.compactions += n;
-            self.stats.compaction_errors += errs;
+        // The threads release each hour they finish; joining them waits for
+        // all. A later write (unusual after close) works without compaction.
+        if let Some(Compaction { flows, other }) = self.compactor.take() {
+            for c in [flows, other] {
+                drop(c.jobs);
+                let _ = c.handle.join();
+                let (n, errs) = *c.done.lock().unwrap_or_else(|p| p.into_inner());
+                self.stats.compactions += n;
+                self.stats.compaction_errors += errs;
+            }
         }
         first_err.map_or(Ok(()), Err)
     }
 }
 
-fn spawn_compactor(root: &Path, cfg: &WriterConfig, locks: Arc<HourLocks>) -> Result<CompactionThread, WriterError> {
-    let compactor = Compactor::new(root, cfg.clone())?;
+fn spawn_compaction(root: &Path, cfg: &WriterConfig, locks: Arc<HourLocks>) -> Result<Compaction, WriterError> {
+    let runtime = Compactor::runtime(cfg)?;
+    let flows = Compactor::with_runtime(root, cfg.clone(), runtime.clone())?;
+    let other = Compactor::with_runtime(root, cfg.clone(), runtime)?;
+    Ok(Compaction {
+        flows: spawn_compactor(flows, "compactor", cfg.host_index, locks.clone())?,
+        other: spawn_compactor(other, "compactor-2", false, locks)?,
+    })
+}
+
+/// A compaction thread. `index_missing`: first index the closed days that
+/// have no host index yet (the flows thread, when the index is on).
+fn spawn_compactor(
+    compactor: Compactor,
+    name: &str,
+    index_missing: bool,
+    locks: Arc<HourLocks>,
+) -> Result<CompactionThread, WriterError> {
+    let root = compactor.root.clone();
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let host_index = cfg.host_index;
     let done = Arc::new(Mutex::new((0u64, 0u64)));
     let d = done.clone();
     let handle = std::thread::Builder::new()
-        .name("compactor".into())
+        .name(name.into())
         .spawn(move || {
-            if host_index {
+            if index_missing {
                 // Days closed before this start that have no index yet.
                 let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
                 for r in compactor.index_missing(now) {
@@ -535,7 +570,7 @@ fn spawn_compactor(root: &Path, cfg: &WriterConfig, locks: Arc<HourLocks>) -> Re
                 }
             }
         })
-        .map_err(|e| WriterError::Io { path: root.into(), source: e })?;
+        .map_err(|e| WriterError::Io { path: root, source: e })?;
     Ok(CompactionThread { jobs: tx, done, handle })
 }
 

@@ -5,7 +5,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, new_null_array};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
 use futures::StreamExt;
 use tapstream_engine::records::Table;
 use tapstream_query::compact::{COMPACT_PREFIX, Compactor, TimeSlices, parquet_rows};
@@ -311,6 +313,49 @@ fn late_rows_after_compaction_are_merged_again() {
     write_hours(root, small_parts(), BASE_HOUR, 1, 100).close().unwrap();
     assert_eq!(count_files(&dir), (1, 1));
     assert_eq!(parquet_rows(&layout::data_files(&dir)[0]).unwrap(), 2100);
+}
+
+/// `n` rows of `table` one second apart from the start of `hour`: every
+/// other column zero, or null where zero does not cast to its type.
+fn rows_of(table: Table, hour: i64, n: usize) -> RecordBatch {
+    let schema = table.schema();
+    let zeros = Int64Array::from(vec![0i64; n]);
+    let times = Int64Array::from((0..n as i64).map(|i| hour * HOUR_NS + i * 1_000_000_000).collect::<Vec<_>>());
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let from = if matches!(f.data_type(), DataType::Timestamp(..)) { &times } else { &zeros };
+            cast(from, f.data_type()).unwrap_or_else(|_| new_null_array(f.data_type(), n))
+        })
+        .collect();
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+#[test]
+fn every_tables_closed_hours_are_compacted_and_counted() {
+    // Flows (and the host index) and the other tables are merged on two
+    // threads: every hour of every table still ends as one merged file.
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let mut w = write_hours(root, small_parts(), BASE_HOUR, 2, 900);
+    for t in Table::ALL.into_iter().filter(|t| *t != Table::Flows) {
+        for h in 0..2 {
+            for _ in 0..3 {
+                w.write(t, &rows_of(t, BASE_HOUR + h, 300)).unwrap();
+            }
+        }
+    }
+    w.close().unwrap();
+    for t in Table::ALL {
+        for h in 0..2 {
+            let dir = layout::hour_dir(root, t, BASE_HOUR + h);
+            assert_eq!(count_files(&dir), (1, 1), "{} hour {h}", t.name());
+            let rows = parquet_rows(&layout::data_files(&dir)[0]).unwrap();
+            assert_eq!(rows, 900, "{} hour {h}", t.name());
+        }
+    }
+    assert_eq!((w.stats.compactions, w.stats.compaction_errors), (2 * Table::COUNT as u64, 0));
 }
 
 #[test]

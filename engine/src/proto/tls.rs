@@ -1,8 +1,6 @@
 //! TLS handshakes: ClientHello (SNI, versions, ALPN, cipher suites, JA4) and
 //! ServerHello (negotiated version and cipher). One record per connection.
 
-use std::fmt::Write;
-
 use sha2::{Digest, Sha256};
 
 use super::{ProtoCtx, Reassembly, conn_id, malformed};
@@ -364,15 +362,18 @@ impl TlsFlow {
 /// joined with `-`, GREASE values left out.
 pub fn ja3(version: u16, suites: &[u16], exts: &[u16], groups: &[u16], point_formats: &[u8]) -> String {
     use md5::{Digest, Md5};
-    let list = |v: &mut String, xs: &mut dyn Iterator<Item = u16>| {
+    let mut digits = itoa::Buffer::new();
+    let mut list = |v: &mut String, xs: &mut dyn Iterator<Item = u16>| {
         for (i, x) in xs.enumerate() {
             if i > 0 {
                 v.push('-');
             }
-            let _ = write!(v, "{x}");
+            v.push_str(digits.format(x));
         }
     };
-    let mut s = format!("{version},");
+    let mut s = String::with_capacity(256);
+    s.push_str(itoa::Buffer::new().format(version));
+    s.push(',');
     list(&mut s, &mut suites.iter().copied().filter(|x| !is_grease(*x)));
     s.push(',');
     list(&mut s, &mut exts.iter().copied().filter(|x| !is_grease(*x)));
@@ -382,10 +383,18 @@ pub fn ja3(version: u16, suites: &[u16], exts: &[u16], groups: &[u16], point_for
     list(&mut s, &mut point_formats.iter().map(|x| *x as u16));
     let d = Md5::digest(s.as_bytes());
     let mut o = String::with_capacity(32);
-    for b in d.iter() {
-        let _ = write!(o, "{b:02x}");
-    }
+    push_hex(&mut o, &d);
     o
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of `bytes`, appended.
+fn push_hex(o: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        o.push(HEX[usize::from(b >> 4)] as char);
+        o.push(HEX[usize::from(b & 15)] as char);
+    }
 }
 
 /// The JA4 TLS client fingerprint (FoxIO's JA4 specification, TCP variant).
@@ -450,12 +459,12 @@ pub fn ja4(
 }
 
 fn join_hex(v: &[u16]) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(v.len() * 5);
     for (i, x) in v.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{x:04x}");
+        push_hex(&mut s, &x.to_be_bytes());
     }
     s
 }
@@ -466,9 +475,7 @@ fn hash12(s: &str) -> String {
     }
     let d = Sha256::digest(s.as_bytes());
     let mut o = String::with_capacity(12);
-    for b in &d[..6] {
-        let _ = write!(o, "{b:02x}");
-    }
+    push_hex(&mut o, &d[..6]);
     o
 }
 
