@@ -80,9 +80,10 @@ impl TlsFlow {
             self.done[d] = true;
             return;
         }
-        // parse complete records
+        // Parse complete records, reading the buffer in place (taken out of
+        // `self` meanwhile, so a record's body is not copied to be parsed).
+        let b = std::mem::take(&mut self.bufs[d].buf);
         loop {
-            let b = &self.bufs[d].buf;
             let p = self.pos[d];
             if b.len() < p + 5 {
                 break;
@@ -103,10 +104,10 @@ impl TlsFlow {
                 }
                 break;
             }
-            let body = b[p + 5..p + 5 + len].to_vec();
+            let body = &b[p + 5..p + 5 + len];
             self.pos[d] = p + 5 + len;
             match ct {
-                22 => self.handshake(d == 1, &body, sinks),
+                22 => self.handshake(d == 1, body, sinks),
                 20 => self.ccs[d] = true,
                 23 => {
                     self.app_data[d] = true;
@@ -118,6 +119,7 @@ impl TlsFlow {
                 self.done = [true, true];
             }
         }
+        self.bufs[d].buf = b;
         if self.done[d] {
             self.bufs[d] = Reassembly::default();
             self.pos[d] = 0;
