@@ -629,16 +629,17 @@ fn feed(
 
 /// If `tx` is full, sleep until at most half of it is queued. Gives up
 /// (the caller's `send` then blocks as usual) when the queue has not moved
-/// for about 100 ms: a worker that is gone or stuck.
-fn wait_for_room<T>(tx: &Sender<T>) {
+/// for `patience`: a worker that is gone or stuck.
+fn wait_for_room<T>(tx: &Sender<T>, patience: Duration) {
     const NAP: Duration = Duration::from_micros(500);
     let Some(cap) = tx.capacity() else { return };
     let mut last = tx.len();
     if last < cap {
         return;
     }
+    let naps = patience.as_micros() / NAP.as_micros();
     let mut still = 0;
-    while last > cap / 2 && still < 200 {
+    while last > cap / 2 && still < naps {
         std::thread::sleep(NAP);
         let now = tx.len();
         still = if now == last { still + 1 } else { 0 };
@@ -1079,7 +1080,7 @@ impl<'c> Sharder<'c> {
         // takes, a futex call per batch on the busiest core. (With several
         // workers the others must not starve meanwhile: plain `send`.)
         if self.per.len() == 1 {
-            wait_for_room(&self.txs[w]);
+            wait_for_room(&self.txs[w], Duration::from_millis(100));
         }
         let _ = self.txs[w].send(Msg::Batch(full));
     }
@@ -1191,7 +1192,7 @@ mod tests {
         let (tx, rx) = bounded::<u32>(8);
         // Room: no wait.
         tx.send(0).unwrap();
-        wait_for_room(&tx);
+        wait_for_room(&tx, Duration::from_secs(60));
         assert_eq!(tx.len(), 1);
         for i in 1..8 {
             tx.send(i).unwrap();
@@ -1204,7 +1205,8 @@ mod tests {
             }
             got
         });
-        wait_for_room(&tx);
+        // Patience far beyond the taker's pace: only half-drained returns.
+        wait_for_room(&tx, Duration::from_secs(60));
         assert!(tx.len() <= 4, "returned with {} of 8 queued", tx.len());
         assert_eq!(taker.join().unwrap(), (0..8).collect::<Vec<_>>());
     }
@@ -1218,7 +1220,7 @@ mod tests {
         drop(rx);
         let (done_tx, done) = bounded(1);
         std::thread::spawn(move || {
-            wait_for_room(&tx);
+            wait_for_room(&tx, Duration::from_millis(100));
             done_tx.send(tx.len()).unwrap();
         });
         // Gone receiver: the wait ends (the caller's send then errors).

@@ -383,20 +383,7 @@ pub fn ja3(version: u16, suites: &[u16], exts: &[u16], groups: &[u16], point_for
     list(&mut s, &mut groups.iter().copied().filter(|x| !is_grease(*x)));
     s.push(',');
     list(&mut s, &mut point_formats.iter().map(|x| *x as u16));
-    let d = Md5::digest(s.as_bytes());
-    let mut o = String::with_capacity(32);
-    push_hex(&mut o, &d);
-    o
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Lower-case hex of `bytes`, appended.
-fn push_hex(o: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        o.push(HEX[usize::from(b >> 4)] as char);
-        o.push(HEX[usize::from(b & 15)] as char);
-    }
+    hex::encode(Md5::digest(s.as_bytes()))
 }
 
 /// The JA4 TLS client fingerprint (FoxIO's JA4 specification, TCP variant).
@@ -466,7 +453,10 @@ fn join_hex(v: &[u16]) -> String {
         if i > 0 {
             s.push(',');
         }
-        push_hex(&mut s, &x.to_be_bytes());
+        let mut four = [0u8; 4];
+        if hex::encode_to_slice(x.to_be_bytes(), &mut four).is_ok() {
+            s.extend(four.map(char::from));
+        }
     }
     s
 }
@@ -476,9 +466,7 @@ fn hash12(s: &str) -> String {
         return "000000000000".into();
     }
     let d = Sha256::digest(s.as_bytes());
-    let mut o = String::with_capacity(12);
-    push_hex(&mut o, &d[..6]);
-    o
+    hex::encode(&d[..6])
 }
 
 struct Rd<'a>(&'a [u8]);
