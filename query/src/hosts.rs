@@ -1,9 +1,10 @@
-//! The host index: each closed day's flows in one file, every flow once
-//! under its originator and once under its responder (column `host`),
-//! sorted by `host` then `ts`.
+//! The host index: each closed day's flows once more, every flow once
+//! under its originator and once under its responder (column `host`), in
+//! two files, one per role, each sorted by `host` then `ts`.
 //!
 //! ```text
-//! <root>/.hosts/flows/date=YYYY-MM-DD/hosts-<signature>.parquet
+//! <root>/.hosts/flows/date=YYYY-MM-DD/hosts-<signature>-orig.parquet
+//! <root>/.hosts/flows/date=YYYY-MM-DD/hosts-<signature>-resp.parquet
 //! ```
 //!
 //! Why: "every flow of one address over 30 days" (`orig_h = x OR
@@ -11,13 +12,19 @@
 //! sorted by `orig_h` alone: as a responder a busy address sits in nearly
 //! every page of every hour, and each of the 720 hours' ~30 column chunks
 //! costs its open, dictionary and decompression however few rows it
-//! yields. In a day's index its flows are one run of rows in both roles,
-//! so a lookup reads one or two row groups per day.
+//! yields. In a day's index its flows are one run of rows in each file, so
+//! a lookup reads a row group or two of each per day.
 //!
-//! The index is a cache, never the truth: its name carries a signature of
+//! Two files rather than one so the two halves are sorted and encoded on
+//! two cores at once (a day's index is built right after its last hour is
+//! compacted, at the end of every file ingest), and each half's sort needs
+//! half the memory (the whole day's sort spilled at the default
+//! `compaction_memory_mb` even for a day of 160 000 flows).
+//!
+//! The index is a cache, never the truth: its names carry a signature of
 //! the day's hourly files (each hour's one compacted file, name and size),
-//! and a query uses it only while that signature still matches the hours
-//! on disk. A day with a late part file, a recompacted or a deleted hour
+//! and a query uses it only while both files exist and that signature still
+//! matches the hours on disk. A day with a late part file, a recompacted or a deleted hour
 //! is read from its hours until the index is rebuilt (the compactor does
 //! that once the day's hours are compacted again; retention removes a
 //! day's index with its first hour). `tapstream sql` and everything above
@@ -130,8 +137,36 @@ fn signature_of(files: &[(String, PathBuf)]) -> Option<String> {
     Some(s)
 }
 
-fn index_name(sig: &str) -> String {
-    format!("{PREFIX}{sig}.parquet")
+/// The address a file of the index files each flow under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Every flow under `orig_h`.
+    Orig,
+    /// Every flow under `resp_h`, but those to their own originator (the
+    /// `Orig` file has them already).
+    Resp,
+}
+
+impl Role {
+    pub const BOTH: [Role; 2] = [Role::Orig, Role::Resp];
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Orig => "orig",
+            Role::Resp => "resp",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Role::Orig => "orig_h",
+            Role::Resp => "resp_h",
+        }
+    }
+}
+
+fn index_name(sig: &str, role: Role) -> String {
+    format!("{PREFIX}{sig}-{}.parquet", role.name())
 }
 
 /// Days that have an index directory, oldest first.
@@ -147,10 +182,12 @@ pub fn indexed_dates(root: &Path) -> Vec<String> {
     v
 }
 
-/// The index file of `date`, if it matches the day's hours as they are now.
-pub fn valid_index(root: &Path, date: &str) -> Option<PathBuf> {
-    let f = day_dir(root, date).join(index_name(&signature(root, date)?));
-    f.is_file().then_some(f)
+/// The index files of `date` (originator, responder), if both are there
+/// and match the day's hours as they are now.
+pub fn valid_index(root: &Path, date: &str) -> Option<[PathBuf; 2]> {
+    let sig = signature(root, date)?;
+    let files = Role::BOTH.map(|r| day_dir(root, date).join(index_name(&sig, r)));
+    files.iter().all(|f| f.is_file()).then_some(files)
 }
 
 /// Remove a day's index; the bytes freed.
@@ -181,6 +218,37 @@ pub fn recover(root: &Path) -> usize {
     removed
 }
 
+/// Rows of a Parquet file by its footer (0 if it cannot be read: the
+/// build then reports the file's error).
+fn footer_rows(path: &Path) -> u64 {
+    File::open(path)
+        .ok()
+        .and_then(|f| parquet::file::reader::SerializedFileReader::new(f).ok())
+        .map_or(0, |r| parquet::file::reader::FileReader::metadata(&r).file_metadata().num_rows().max(0) as u64)
+}
+
+/// An index row as DataFusion's sort accounts for it: ~250 bytes of Arrow
+/// (measured: 79 MB for the 323 766 rows of a day of mixed traffic), twice
+/// over while a batch is sorted.
+const SORT_BYTES_PER_ROW: u64 = 2 * 256;
+
+/// Whether a day of `rows` flows has its two halves sorted at once: only
+/// when both sorts (and what each sets aside for merging) fit `pool_bytes`
+/// without spilling. Two sorts that spill
+/// in one pool can starve each other's merge (DataFusion 55 then fails
+/// with "Resources exhausted"; seen on days of 3.3 M flows at 256 MB); a
+/// day that big is sorted one half after the other, each spilling alone.
+fn halves_at_once(rows: u64, pool_bytes: usize) -> bool {
+    2 * (rows * SORT_BYTES_PER_ROW + SORT_MERGE_RESERVATION) <= pool_bytes as u64
+}
+
+/// What each sort sets aside for its merge first (DataFusion's
+/// `sort_spill_reservation_bytes`, left at its default).
+const SORT_MERGE_RESERVATION: u64 = 10 << 20;
+
+/// One index file written: its rows and bytes.
+type Written = Result<(u64, u64), WriterError>;
+
 /// What building one day's index did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Indexed {
@@ -198,38 +266,96 @@ impl Compactor {
         let Some(files) = day_files(&self.root, date) else { return Ok(None) };
         let Some(sig) = signature_of(&files) else { return Ok(None) };
         let dir = day_dir(&self.root, date);
-        let name = index_name(&sig);
-        if dir.join(&name).is_file() {
+        let names = Role::BOTH.map(|r| index_name(&sig, r));
+        if names.iter().all(|n| dir.join(n).is_file()) {
             return Ok(None);
         }
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let r = self.write_index(date, &files, &tmp);
-        let (rows, bytes) = match r {
+        let tmps = names.clone().map(|n| dir.join(format!(".{n}.tmp")));
+        // Both halves at once when both sorts fit the memory pool without
+        // spilling; otherwise (or if sorting both at once ran out of memory
+        // after all) one after the other.
+        let rows: u64 = files.iter().map(|(_, f)| footer_rows(f)).sum();
+        let mut built = None;
+        if halves_at_once(rows, self.cfg.compaction_memory_bytes) {
+            match self.write_halves_at_once(date, &files, &tmps) {
+                (Ok(o), Ok(r)) => built = Some((o, r)),
+                (o, r) => {
+                    let e = o.err().or(r.err()).map(|e| e.to_string()).unwrap_or_default();
+                    tracing::warn!(date, error = %e, "host index halves at once failed; building them one after the other");
+                }
+            }
+        }
+        let built = match built {
+            Some(v) => Ok(v),
+            None => self
+                .write_index(&self.rt, date, &files, Role::Orig, &tmps[0])
+                .and_then(|o| Ok((o, self.write_index(&self.rt, date, &files, Role::Resp, &tmps[1])?))),
+        };
+        let ((orig_rows, orig_bytes), (resp_rows, resp_bytes)) = match built {
             Ok(v) => v,
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                for t in &tmps {
+                    let _ = fs::remove_file(t);
+                }
                 return Err(e);
             }
         };
-        let dst = dir.join(&name);
-        fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
+        let dsts = names.map(|n| dir.join(n));
+        for (tmp, dst) in tmps.iter().zip(&dsts) {
+            fs::rename(tmp, dst).map_err(|e| io(dst, e))?;
+        }
         // Older indexes of the day (other signatures) go.
-        for old in layout::data_files(&dir).into_iter().filter(|p| *p != dst) {
+        for old in layout::data_files(&dir).into_iter().filter(|p| !dsts.contains(p)) {
             let _ = fs::remove_file(old);
         }
         layout::sync_dir(&dir);
-        Ok(Some(Indexed { date: date.to_string(), hours: files.len(), rows, bytes }))
+        Ok(Some(Indexed {
+            date: date.to_string(),
+            hours: files.len(),
+            rows: orig_rows + resp_rows,
+            bytes: orig_bytes + resp_bytes,
+        }))
     }
 
-    fn write_index(&self, date: &str, files: &[(String, PathBuf)], tmp: &Path) -> Result<(u64, u64), WriterError> {
+    /// The responders' half on a thread of its own (with its own
+    /// executor), the originators' half on this one; both sorts draw on the
+    /// compactor's memory pool.
+    fn write_halves_at_once(&self, date: &str, files: &[(String, PathBuf)], tmps: &[PathBuf; 2]) -> (Written, Written) {
+        std::thread::scope(|s| {
+            let other = std::thread::Builder::new().name("host-index".into()).spawn_scoped(s, || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| WriterError::Io { path: tmps[1].clone(), source: e })?;
+                self.write_index(&rt, date, files, Role::Resp, &tmps[1])
+            });
+            let orig = self.write_index(&self.rt, date, files, Role::Orig, &tmps[0]);
+            let resp = match other {
+                Ok(t) => {
+                    t.join().unwrap_or_else(|_| Err(WriterError::Compaction("the host index thread panicked".into())))
+                }
+                Err(e) => Err(WriterError::Io { path: tmps[1].clone(), source: e }),
+            };
+            (orig, resp)
+        })
+    }
+
+    fn write_index(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        date: &str,
+        files: &[(String, PathBuf)],
+        role: Role,
+        tmp: &Path,
+    ) -> Written {
         let flows = Table::Flows.schema();
         let out = schema();
         let props = writer_props(Table::Flows, &self.cfg, Some(sorting_columns(&out, &[HOST, "ts"])));
         let f = File::create(tmp).map_err(|e| io(tmp, e))?;
         let mut w = ArrowWriter::try_new(f, out.clone(), Some(props))
             .map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;
-        let rows = self.rt.block_on(async {
+        let rows = rt.block_on(async {
             let mut day: Option<datafusion::dataframe::DataFrame> = None;
             for (hour, path) in files {
                 let opts = ParquetReadOptions::default().schema(&flows);
@@ -245,15 +371,14 @@ impl Compactor {
                 });
             }
             let Some(day) = day else { return Ok(0) };
-            let as_orig = day.clone().with_column(HOST, col("orig_h")).map_err(df_err)?;
-            // A flow from an address to itself is already there once.
-            let as_resp = day
-                .filter(col("resp_h").not_eq(col("orig_h")))
-                .and_then(|d| d.with_column(HOST, col("resp_h")))
-                .map_err(df_err)?;
+            let day = match role {
+                Role::Orig => day,
+                // A flow from an address to itself is in the other half.
+                Role::Resp => day.filter(col("resp_h").not_eq(col("orig_h"))).map_err(df_err)?,
+            };
             let names: Vec<Expr> = out.fields().iter().map(|f| col(f.name().as_str())).collect();
-            let all = as_orig
-                .union(as_resp)
+            let all = day
+                .with_column(HOST, col(role.column()))
                 .and_then(|d| d.select(names))
                 .and_then(|d| d.sort(vec![col(HOST).sort(true, false), col("ts").sort(true, false)]))
                 .map_err(df_err)?;
@@ -403,7 +528,7 @@ impl TableProvider for HostLookup {
         // Only the days the query's time bounds reach: their signatures are
         // checked and their files opened, not those of the whole history.
         let (from, to) = date_range(filters);
-        let indexes: Vec<(String, PathBuf)> = indexed_dates(&self.root)
+        let indexes: Vec<(String, [PathBuf; 2])> = indexed_dates(&self.root)
             .into_iter()
             .filter(|d| from.as_ref().is_none_or(|f| d >= f) && to.as_ref().is_none_or(|t| d <= t))
             .filter_map(|d| valid_index(&self.root, &d).map(|f| (d, f)))
@@ -434,8 +559,11 @@ impl TableProvider for HostLookup {
             read.insert(index_schema.index_of(n)?);
         }
         let read: Vec<usize> = read.into_iter().collect();
-        let urls =
-            indexes.iter().map(|(_, f)| ListingTableUrl::parse(f.display().to_string())).collect::<Result<Vec<_>>>()?;
+        let urls = indexes
+            .iter()
+            .flat_map(|(_, files)| files.iter())
+            .map(|f| ListingTableUrl::parse(f.display().to_string()))
+            .collect::<Result<Vec<_>>>()?;
         let format = ParquetFormat::default().with_metadata_size_hint(Some(METADATA_READ));
         let cfg = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".parquet"))
@@ -457,6 +585,17 @@ impl TableProvider for HostLookup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_day_whose_two_sorts_fit_the_pool_has_them_at_once() {
+        let pool = 256 << 20;
+        // The mixed capture's day; a day of the 100 M-row history.
+        assert!(halves_at_once(161_883, pool));
+        assert!(!halves_at_once(3_333_336, pool));
+        assert!(halves_at_once(3_333_336, 4 << 30));
+        assert!(!halves_at_once(9_600, 24 << 20));
+        assert!(halves_at_once(9_600, 32 << 20));
+    }
 
     #[test]
     fn a_host_lookup_is_recognised_in_either_order() {

@@ -1,5 +1,5 @@
-//! The host index: closed days get one file with every flow under both of
-//! its addresses; `orig_h = x OR resp_h = x` reads it where it matches the
+//! The host index: closed days get two files with every flow under both of
+//! its addresses (one per role); `orig_h = x OR resp_h = x` reads it where it matches the
 //! day's hours and gives exactly the rows the hours give; a day whose
 //! hours changed is read from its hours until it is indexed again;
 //! retention takes a day's index with its first hour.
@@ -7,7 +7,8 @@
 use std::fs;
 use std::path::Path;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::TimestampNanosecondType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::StreamExt;
 use tapstream_engine::records::Table;
@@ -95,8 +96,11 @@ fn closed_days_are_indexed_and_a_host_lookup_reads_them_with_the_same_answer() {
     // Both whole days and the third (over by the wall clock) are indexed.
     assert_eq!(hosts::indexed_dates(root), vec![DAY1, DAY2, "2026-11-03"]);
     for day in [DAY1, DAY2] {
-        let f = hosts::valid_index(root, day).expect("an index matching the day's hours");
-        assert!(f.file_name().unwrap().to_str().unwrap().starts_with("hosts-"));
+        let files = hosts::valid_index(root, day).expect("an index matching the day's hours");
+        for (f, role) in files.iter().zip(["-orig.parquet", "-resp.parquet"]) {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            assert!(name.starts_with("hosts-") && name.ends_with(role), "{name}");
+        }
     }
     // Every flow is there once under each address, a flow to itself once.
     let day_rows: u64 = rows(&query(
@@ -105,11 +109,11 @@ fn closed_days_are_indexed_and_a_host_lookup_reads_them_with_the_same_answer() {
     ))[0]
         .parse()
         .unwrap();
-    let meta = parquet::file::reader::SerializedFileReader::new(
-        fs::File::open(hosts::valid_index(root, DAY1).unwrap()).unwrap(),
-    )
-    .unwrap();
     use parquet::file::reader::FileReader;
+    let [orig_rows, resp_rows] = hosts::valid_index(root, DAY1).unwrap().map(|f| {
+        let meta = parquet::file::reader::SerializedFileReader::new(fs::File::open(f).unwrap()).unwrap();
+        meta.metadata().file_metadata().num_rows() as u64
+    });
     let self_flows: u64 = rows(&query(
         root,
         &format!(
@@ -118,17 +122,44 @@ fn closed_days_are_indexed_and_a_host_lookup_reads_them_with_the_same_answer() {
     ))[0]
         .parse()
         .unwrap();
-    assert_eq!(meta.metadata().file_metadata().num_rows() as u64, 2 * day_rows - self_flows);
+    assert_eq!(orig_rows, day_rows, "every flow under its originator");
+    assert_eq!(resp_rows, day_rows - self_flows, "every flow under its responder, once in all");
+    // Each file holds its role's address as `host`, sorted by it and then
+    // by time.
+    for (f, role) in hosts::valid_index(root, DAY1).unwrap().iter().zip(["orig_h", "resp_h"]) {
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut keys: Vec<(String, i64)> = Vec::new();
+        let mut self_in_file = 0;
+        for b in r {
+            let b = b.unwrap();
+            let text = |c: &str| b.column_by_name(c).unwrap().as_string::<i32>().clone();
+            let (host, own, orig, resp) = (text("host"), text(role), text("orig_h"), text("resp_h"));
+            let ts = b.column_by_name("ts").unwrap().as_primitive::<TimestampNanosecondType>().clone();
+            for i in 0..b.num_rows() {
+                assert_eq!(host.value(i), own.value(i), "{role}");
+                self_in_file += usize::from(orig.value(i) == resp.value(i));
+                keys.push((host.value(i).to_string(), ts.value(i)));
+            }
+        }
+        assert!(keys.is_sorted(), "{role}: sorted by host and then ts");
+        assert_eq!(self_in_file as u64, if role == "orig_h" { self_flows } else { 0 }, "{role}");
+    }
 
     let sql = lookup(HOST);
     assert!(plan(root, &sql).contains("hosts-"), "the lookup reads the index:\n{}", plan(root, &sql));
     // A range that starts on day 2 opens no index of day 1.
-    let day1_index = hosts::valid_index(root, DAY1).unwrap().file_name().unwrap().to_str().unwrap().to_string();
+    let day1_index = hosts::valid_index(root, DAY1).unwrap();
     let later = format!(
         "SELECT uid FROM flows WHERE ts >= TIMESTAMP '{DAY2}T00:00:00Z' AND (orig_h = '{HOST}' OR resp_h = '{HOST}')"
     );
     let p = plan(root, &later);
-    assert!(p.contains("hosts-") && !p.contains(&day1_index), "{p}");
+    assert!(p.contains("hosts-"), "{p}");
+    for f in &day1_index {
+        assert!(!p.contains(f.file_name().unwrap().to_str().unwrap()), "{p}");
+    }
     let got = rows(&query(root, &sql));
     let want = from_hours(root, &sql);
     assert_eq!(got, want);
@@ -189,8 +220,8 @@ fn a_day_whose_hours_changed_is_read_from_its_hours_until_it_is_indexed_again() 
     let again = c.index_day(DAY1).unwrap().expect("day 1 is indexed again");
     assert_eq!(again.hours, 24);
     let now = hosts::valid_index(root, DAY1).unwrap();
-    assert_ne!(now, before);
-    assert!(!before.exists(), "the old index is gone");
+    assert!(now.iter().all(|f| !before.contains(f)), "{now:?} {before:?}");
+    assert!(before.iter().all(|f| !f.exists()), "the old index is gone");
     assert_eq!(c.index_day(DAY1).unwrap(), None, "nothing to do for a matching index");
     assert_eq!(rows(&query(root, &sql)), got);
 }
@@ -200,8 +231,11 @@ fn retention_takes_a_days_index_with_its_first_hour_and_counts_it_in_the_budget(
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     history(root);
-    let index_bytes: u64 =
-        [DAY1, DAY2].iter().map(|d| fs::metadata(hosts::valid_index(root, d).unwrap()).unwrap().len()).sum();
+    let index_bytes: u64 = [DAY1, DAY2]
+        .iter()
+        .flat_map(|d| hosts::valid_index(root, d).unwrap())
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
     assert!(index_bytes > 0);
     // A budget just under what is there: the oldest hour goes, and day 1's
     // index with it.
@@ -251,4 +285,31 @@ fn an_unfinished_index_is_removed_on_start_and_a_missing_one_is_built() {
     w.write(Table::Flows, &s.batch(2400)).unwrap();
     w.close().unwrap();
     assert!(hosts::indexed_dates(d2.path()).is_empty());
+}
+
+#[test]
+fn half_an_index_is_not_used_and_the_day_is_indexed_again() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    history(root);
+    let [orig, resp] = hosts::valid_index(root, DAY1).unwrap();
+    // As a crash between the two renames would leave it, beside a one-file
+    // index of an older version.
+    fs::remove_file(&resp).unwrap();
+    let old = hosts::day_dir(root, DAY1).join("hosts-0123456789abcdef.parquet");
+    fs::copy(&orig, &old).unwrap();
+    assert_eq!(hosts::valid_index(root, DAY1), None);
+    let sql = lookup(HOST);
+    let p = plan(root, &sql);
+    assert!(!p.contains(orig.file_name().unwrap().to_str().unwrap()), "half an index is read:\n{p}");
+    assert_eq!(rows(&query(root, &sql)), from_hours(root, &sql));
+    // A memory cap too small for both halves' sorts at once (24 × 400
+    // flows): built one half after the other, to the same files.
+    let c =
+        Compactor::new(root, WriterConfig { compaction_memory_bytes: 24 << 20, ..WriterConfig::default() }).unwrap();
+    let again = c.index_day(DAY1).unwrap().expect("day 1 is indexed again");
+    assert_eq!(hosts::valid_index(root, DAY1), Some([orig, resp]));
+    assert!(!old.exists(), "an index of another shape goes");
+    assert!(again.rows > 0 && again.bytes > 0);
+    assert_eq!(rows(&query(root, &sql)), from_hours(root, &sql));
 }
