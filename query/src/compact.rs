@@ -129,8 +129,15 @@ impl Compactor {
         // One sort over all inputs, not a sort per input merged: DataFusion
         // 55 computes no order for a union of the host index's 48 sorted
         // inputs and then refuses its own merge plan (SanityCheckPlan).
-        let config =
-            SessionConfig::new().with_target_partitions(1).set_bool("datafusion.optimizer.repartition_sorts", false);
+        // No statistics gathered from the inputs, and so no order taken from
+        // their footers: DataFusion 55 reads a file's order from its first
+        // row group's `sorting_columns`, and a compacted hour cut in time
+        // slices declares (`orig_h`, `ts`) per row group, not for the file.
+        // Trusted, a sort by `orig_h` became a merge of unsorted inputs.
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .set_bool("datafusion.optimizer.repartition_sorts", false)
+            .set_bool("datafusion.execution.collect_statistics", false);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -77,9 +77,13 @@ fn plan(root: &Path, sql: &str) -> String {
 /// Two whole days and three hours of a third, written as the appliance
 /// writes them (compaction and the host index on).
 fn history(root: &Path) -> u64 {
+    history_with(root, WriterConfig::default())
+}
+
+fn history_with(root: &Path, cfg: WriterConfig) -> u64 {
     let per_hour = 400;
     let hours = 51;
-    let mut w = HourlyWriter::new(root, WriterConfig::default()).unwrap();
+    let mut w = HourlyWriter::new(root, cfg).unwrap();
     let mut s = FlowSynth::new(11, BASE_HOUR * HOUR_NS, per_hour);
     for _ in 0..hours {
         w.write(Table::Flows, &s.batch(per_hour as usize)).unwrap();
@@ -124,29 +128,7 @@ fn closed_days_are_indexed_and_a_host_lookup_reads_them_with_the_same_answer() {
         .unwrap();
     assert_eq!(orig_rows, day_rows, "every flow under its originator");
     assert_eq!(resp_rows, day_rows - self_flows, "every flow under its responder, once in all");
-    // Each file holds its role's address as `host`, sorted by it and then
-    // by time.
-    for (f, role) in hosts::valid_index(root, DAY1).unwrap().iter().zip(["orig_h", "resp_h"]) {
-        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(f).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        let mut keys: Vec<(String, i64)> = Vec::new();
-        let mut self_in_file = 0;
-        for b in r {
-            let b = b.unwrap();
-            let text = |c: &str| b.column_by_name(c).unwrap().as_string::<i32>().clone();
-            let (host, own, orig, resp) = (text("host"), text(role), text("orig_h"), text("resp_h"));
-            let ts = b.column_by_name("ts").unwrap().as_primitive::<TimestampNanosecondType>().clone();
-            for i in 0..b.num_rows() {
-                assert_eq!(host.value(i), own.value(i), "{role}");
-                self_in_file += usize::from(orig.value(i) == resp.value(i));
-                keys.push((host.value(i).to_string(), ts.value(i)));
-            }
-        }
-        assert!(keys.is_sorted(), "{role}: sorted by host and then ts");
-        assert_eq!(self_in_file as u64, if role == "orig_h" { self_flows } else { 0 }, "{role}");
-    }
+    assert_sorted_by_role(root, DAY1, self_flows);
 
     let sql = lookup(HOST);
     assert!(plan(root, &sql).contains("hosts-"), "the lookup reads the index:\n{}", plan(root, &sql));
@@ -312,4 +294,53 @@ fn half_an_index_is_not_used_and_the_day_is_indexed_again() {
     assert!(!old.exists(), "an index of another shape goes");
     assert!(again.rows > 0 && again.bytes > 0);
     assert_eq!(rows(&query(root, &sql)), from_hours(root, &sql));
+}
+
+/// Each index file of `day` holds its role's address as `host`, sorted by
+/// it and then by time; only the originators' file has the `self_flows`.
+fn assert_sorted_by_role(root: &Path, day: &str, self_flows: u64) {
+    for (f, role) in hosts::valid_index(root, day).unwrap().iter().zip(["orig_h", "resp_h"]) {
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut keys: Vec<(String, i64)> = Vec::new();
+        let mut self_in_file = 0;
+        for b in r {
+            let b = b.unwrap();
+            let text = |c: &str| b.column_by_name(c).unwrap().as_string::<i32>().clone();
+            let (host, own, orig, resp) = (text("host"), text(role), text("orig_h"), text("resp_h"));
+            let ts = b.column_by_name("ts").unwrap().as_primitive::<TimestampNanosecondType>().clone();
+            for i in 0..b.num_rows() {
+                assert_eq!(host.value(i), own.value(i), "{role}");
+                self_in_file += usize::from(orig.value(i) == resp.value(i));
+                keys.push((host.value(i).to_string(), ts.value(i)));
+            }
+        }
+        assert!(keys.is_sorted(), "{role}: sorted by host and then ts");
+        assert_eq!(self_in_file as u64, if role == "orig_h" { self_flows } else { 0 }, "{role}");
+    }
+}
+
+#[test]
+fn a_day_of_hours_cut_in_time_slices_is_indexed_in_order() {
+    // Hours compacted in slices of 128 rows: each row group is sorted by
+    // `orig_h`, the file is not (and its footer says so per row group).
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    history_with(root, WriterConfig { row_group_rows: 128, ..WriterConfig::default() });
+    assert_sorted_by_role(root, DAY1, self_flows(root, DAY1));
+    let sql = lookup(HOST);
+    assert_eq!(rows(&query(root, &sql)), from_hours(root, &sql));
+}
+
+fn self_flows(root: &Path, day: &str) -> u64 {
+    rows(&query(
+        root,
+        &format!(
+            "SELECT count(*) FROM flows WHERE ts >= TIMESTAMP '{day}T00:00:00Z' AND date = '{day}' AND orig_h = resp_h"
+        ),
+    ))[0]
+        .parse()
+        .unwrap()
 }
