@@ -15,9 +15,10 @@
 //! yields. In a day's index its flows are one run of rows in each file, so
 //! a lookup reads a row group or two of each per day.
 //!
-//! Two files rather than one so the two halves are sorted and encoded on
-//! two cores at once (a day's index is built right after its last hour is
-//! compacted, at the end of every file ingest), and each half's sort needs
+//! Two files rather than one so the two halves can be sorted and encoded
+//! on two cores at once when both sorts fit the compaction memory (a day's
+//! index is built right after its last hour is compacted, at the end of
+//! every file ingest; see `halves_at_once`), and each half's sort needs
 //! half the memory (the whole day's sort spilled at the default
 //! `compaction_memory_mb` even for a day of 160 000 flows).
 //!
