@@ -449,6 +449,7 @@ pub struct IngestArgs {
     /// Data directory for history.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Worker threads (default: `pipeline.workers` when set, else one per core).
     #[arg(long)]
     pub workers: Option<usize>,
     /// No progress bar.
@@ -484,6 +485,7 @@ pub struct FlowsArgs {
     /// Which log to print.
     #[arg(long, value_enum, default_value_t = LogKind::Conn)]
     pub log: LogKind,
+    /// Worker threads (default: `pipeline.workers` when set, else one per core).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Verify checksums as Zeek does by default (bad packets get history c/C).

@@ -408,9 +408,7 @@ pub(crate) fn print_summary(s: &RunSummary, w: &tapstream_query::WriterStats) {
 fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
     let data = a.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
     let mut pcfg = cfg.pipeline.clone();
-    if let Some(w) = a.workers {
-        pcfg.workers = w.max(1);
-    }
+    pcfg.workers = a.workers.unwrap_or(cfg.file_workers).max(1);
     if a.verify_checksums {
         pcfg.decode.verify_checksums = true;
     }
@@ -481,9 +479,7 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
 fn flows(cfg: Config, a: FlowsArgs) -> anyhow::Result<ExitCode> {
     let mut pcfg: PipelineConfig = cfg.pipeline.clone();
     pcfg.flow.active_timeout_ns = 0; // one record per connection, as Zeek
-    if let Some(w) = a.workers {
-        pcfg.workers = w.max(1);
-    }
+    pcfg.workers = a.workers.unwrap_or(cfg.file_workers).max(1);
     if a.verify_checksums {
         pcfg.decode.verify_checksums = true;
     }

@@ -753,6 +753,9 @@ pub struct RawDemo {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub pipeline: PipelineConfig,
+    /// Workers when reading capture files (`ingest`, `flows`):
+    /// `pipeline.workers` when set, else one per core.
+    pub file_workers: usize,
     pub writer: WriterConfig,
     pub data_dir: PathBuf,
     pub demo_seed: u64,
@@ -953,6 +956,12 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         secs("storage.flush_interval_secs", raw.storage.flush_interval_secs, Duration::from_secs(30), 0.1, 3600.0)?;
     let raw_rtc = raw.capture.run_to_completion.unwrap_or(false);
     let (capture, worker_cores) = capture(raw.capture, cores)?;
+    // Reading a file, the reader hashes most frames without decoding them
+    // (`quick_shard_hash`) and mostly waits: a worker per core.
+    let file_workers = match raw.pipeline.workers {
+        Some(_) => None,
+        None => Some(cores.clamp(1, 8)),
+    };
     let pipeline = PipelineConfig {
         // One core goes to the reader that feeds the workers.
         workers: range("pipeline.workers", raw.pipeline.workers, cores.saturating_sub(1).clamp(1, 8), 1, 256)?,
@@ -1009,6 +1018,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         plugins: crate::plugins::validate(raw.plugins)?,
         api: crate::serve::validate(raw.api)?,
         reports: reports(raw.reports)?,
+        file_workers: file_workers.unwrap_or(pipeline.workers),
         pipeline,
         writer,
         data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -1205,6 +1215,17 @@ mod tests {
         for bad in ["syn-flood:0@1+1", "nope:10@1+1", "syn-flood:10@1", "syn-flood:10@x+1"] {
             assert!(parse_attacks(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn files_get_a_worker_per_core_unless_workers_are_set() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let c = validate(RawConfig::default()).unwrap();
+        assert_eq!(c.file_workers, cores.clamp(1, 8));
+        assert_eq!(c.pipeline.workers, cores.saturating_sub(1).clamp(1, 8));
+        let raw: RawConfig = toml::from_str("[pipeline]\nworkers = 3\n").unwrap();
+        let c = validate(raw).unwrap();
+        assert_eq!((c.file_workers, c.pipeline.workers), (3, 3));
     }
 
     #[test]

@@ -22,7 +22,7 @@ const LIVE_GATHER: Duration = Duration::from_millis(1);
 const DEFRAG_SLOTS: usize = 64;
 /// Fragments of a datagram must arrive within this time.
 const DEFRAG_TIMEOUT_NS: u64 = 30_000_000_000;
-use crate::flow::key::shard_hashes;
+use crate::flow::key::{quick_shard_hash, shard_hashes};
 use crate::flow::{FlowConfig, FlowStats, FlowTracker};
 use crate::records::{Output, Sinks, Table};
 use crate::source::{Batch, Desc, Layers, PacketSource, Region, SourceError, SourceStats};
@@ -528,6 +528,9 @@ pub struct FeedReport {
     pub capture: Option<crate::source::CaptureStats>,
 }
 
+/// How many frames ahead of the one it shards the reader prefetches headers.
+const SHARD_AHEAD: usize = 6;
+
 /// Read `source` and shard it over the workers until it ends, fails, or
 /// `stop` is set. Returns the source's error, if any.
 fn feed(
@@ -574,13 +577,23 @@ fn feed(
             r => r,
         };
         let mut bytes = 0u64;
-        for d in &src_batch.descs {
+        for (i, d) in src_batch.descs.iter().enumerate() {
             bytes += d.wire_len as u64;
             if n == 1 {
                 sh.push(0, &region, *d);
                 continue;
             }
+            // Sharding reads each frame's headers: start loading them a few frames on.
+            if let Some(next) = src_batch.descs.get(i + SHARD_AHEAD) {
+                prefetch(src_batch_frame(&region, next));
+            }
             let frame = src_batch_frame(&region, d);
+            // Most frames are one plain TCP or UDP flow: hash them from their
+            // bytes; decode only the others.
+            if let Some(h) = quick_shard_hash(d.link, frame, &cfg.decode, cfg.flow.vlan_in_key) {
+                sh.push_split((h, h), &region, *d, None);
+                continue;
+            }
             decode(d.link, frame, &cfg.decode, &mut decoded);
             if Defrag::wants(&decoded) {
                 // Fragments lack ports: the reader reassembles, then shards the whole datagram.

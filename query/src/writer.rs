@@ -200,17 +200,34 @@ pub struct HourlyWriter {
     pub stats: WriterStats,
 }
 
-/// Writer properties of one table: zstd, page-level statistics (the page
-/// index), bloom filters on the address columns, and for compacted files
+/// Writer properties of one table's compacted files: zstd, page-level
+/// statistics (the page index), bloom filters on the address columns, and
 /// the declared sort order.
 pub fn writer_props(table: Table, cfg: &WriterConfig, sorting: Option<Vec<SortingColumn>>) -> WriterProperties {
     let level = ZstdLevel::try_new(cfg.zstd_level).unwrap_or_default();
+    column_props(table, cfg, Compression::ZSTD(level), true).set_sorting_columns(sorting).build()
+}
+
+/// Writer properties of a part file: what a compacted file has, but LZ4
+/// instead of zstd and no bloom filters. A part lives until its hour is
+/// compacted (read once, sorted and written again), so it is cheap to
+/// write and to read back rather than small: at the end of an ingest the
+/// hour's flows are encoded twice on the way to their one file.
+pub fn part_props(table: Table, cfg: &WriterConfig) -> WriterProperties {
+    column_props(table, cfg, Compression::LZ4_RAW, false).build()
+}
+
+fn column_props(
+    table: Table,
+    cfg: &WriterConfig,
+    compression: Compression,
+    bloom: bool,
+) -> parquet::file::properties::WriterPropertiesBuilder {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
+        .set_compression(compression)
         .set_max_row_group_row_count(Some(cfg.row_group_rows))
         .set_data_page_row_count_limit(cfg.page_rows)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(sorting);
+        .set_statistics_enabled(EnabledStatistics::Page);
     // Sized for a row group of distinct values; the writer folds each filter
     // down to what the values it saw need.
     let ndv = cfg.row_group_rows as u64;
@@ -226,14 +243,14 @@ pub fn writer_props(table: Table, cfg: &WriterConfig, sorting: Option<Vec<Sortin
             // Nearly every value distinct: a dictionary only adds a page.
             b = b.set_column_dictionary_enabled(c.clone(), false);
         }
-        if is_address_column(f.name()) {
+        if bloom && is_address_column(f.name()) {
             b = b
                 .set_column_bloom_filter_enabled(c.clone(), true)
                 .set_column_bloom_filter_fpp(c.clone(), 0.01)
                 .set_column_bloom_filter_max_ndv(c, ndv);
         }
     }
-    b.build()
+    b
 }
 
 /// Columns holding IP addresses (bloom-filtered: `WHERE orig_h = '…'`).
@@ -365,7 +382,7 @@ impl HourlyWriter {
         let n = next_part_number(&dir);
         let tmp = dir.join(format!(".part-{n:05}.parquet.tmp"));
         let f = File::create(&tmp).map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
-        let props = writer_props(table, &self.cfg, None);
+        let props = part_props(table, &self.cfg);
         let writer = ArrowWriter::try_new(f, batch.schema(), Some(props))
             .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
         Ok(OpenPart { writer, tmp, dir, rows: 0, opened: Instant::now() })

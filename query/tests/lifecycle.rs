@@ -790,3 +790,36 @@ fn conditions_are_tested_in_the_decoder_only_when_other_columns_are_read() {
     assert!(!plan.contains("FilterExec"), "tested in the decoder:\n{plan}");
     assert!(plan.contains("predicate=resp_p@"), "{plan}");
 }
+
+/// Every column chunk of a Parquet file: (compression, has a bloom filter).
+fn chunks(path: &Path) -> Vec<(parquet::basic::Compression, bool)> {
+    use parquet::file::reader::FileReader;
+    let r = parquet::file::reader::SerializedFileReader::new(fs::File::open(path).unwrap()).unwrap();
+    let md = r.metadata();
+    md.row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns().iter().map(|c| (c.compression(), c.bloom_filter_offset().is_some())))
+        .collect()
+}
+
+#[test]
+fn parts_are_written_to_be_read_back_soon_and_compacted_files_to_be_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    // One hour, still open (no record past its end): parts only.
+    let mut w = write_hours(root, small_parts(), BASE_HOUR, 1, 3000);
+    let hour = layout::hour_dir(root, Table::Flows, BASE_HOUR);
+    let parts = layout::data_files(&hour);
+    assert!(parts.len() >= 4, "parts of 700 rows: {parts:?}");
+    for p in &parts {
+        let c = chunks(p);
+        assert!(!c.is_empty());
+        assert!(c.iter().all(|&(z, _)| z == parquet::basic::Compression::LZ4_RAW), "{p:?}: {c:?}");
+        assert!(c.iter().all(|&(_, bloom)| !bloom), "{p:?}: no bloom filters in a part");
+    }
+    w.close().unwrap();
+    assert_eq!(count_files(&hour), (1, 1));
+    let c = chunks(&layout::data_files(&hour)[0]);
+    assert!(c.iter().all(|&(z, _)| matches!(z, parquet::basic::Compression::ZSTD(_))), "{c:?}");
+    assert!(c.iter().any(|&(_, bloom)| bloom), "the compacted file has its bloom filters");
+}
