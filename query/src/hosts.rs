@@ -402,7 +402,9 @@ impl Compactor {
     /// Index every closed day (ending at or before `now_ns`) that has
     /// compacted hours and no index matching them: a history written
     /// before the index existed, or a day whose rebuild was interrupted.
-    pub fn index_missing(&self, now_ns: i64) -> Vec<Result<Indexed, WriterError>> {
+    /// One day per step of the iterator, oldest first, so the caller can
+    /// report each as it is done (a month takes minutes).
+    pub fn index_missing(&self, now_ns: i64) -> impl Iterator<Item = Result<Indexed, WriterError>> + '_ {
         let today = now_ns.div_euclid(layout::HOUR_NS * 24);
         let mut days = BTreeSet::new();
         for h in layout::list_hours(&self.root, Table::Flows) {
@@ -411,7 +413,7 @@ impl Compactor {
                 days.insert(day);
             }
         }
-        days.into_iter().filter_map(|d| self.index_day(&date_of(d)).transpose()).collect()
+        days.into_iter().filter_map(|d| self.index_day(&date_of(d)).transpose())
     }
 }
 

@@ -270,6 +270,28 @@ fn an_unfinished_index_is_removed_on_start_and_a_missing_one_is_built() {
 }
 
 #[test]
+fn missing_indexes_are_built_one_day_per_step_oldest_first() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    history(root);
+    hosts::remove_day(root, DAY1).unwrap();
+    hosts::remove_day(root, DAY2).unwrap();
+    let c = Compactor::new(root, WriterConfig::default()).unwrap();
+    let later = (BASE_HOUR + 24 * 30) * HOUR_NS;
+    let mut days = c.index_missing(later);
+    // Each day is built when asked for, so each can be reported as it ends.
+    let first = days.next().expect("a day to index").unwrap();
+    assert_eq!(first.date, DAY1);
+    assert!(hosts::valid_index(root, DAY1).is_some());
+    assert_eq!(hosts::valid_index(root, DAY2), None, "day 2 waits for the next step");
+    let second = days.next().expect("day 2").unwrap();
+    assert_eq!(second.date, DAY2);
+    assert!(hosts::valid_index(root, DAY2).is_some());
+    // The third day kept its index: nothing more to do.
+    assert!(days.next().is_none());
+}
+
+#[test]
 fn half_an_index_is_not_used_and_the_day_is_indexed_again() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
