@@ -77,7 +77,7 @@ fn generate(data: &Path, rows: u64, days: i64, end_s: i64, seed: u64) {
     }
     // As the appliance does when a day closes: its host index. The day of
     // `end_s` is still open, so its hours stay unindexed.
-    let indexed = compactor.index_missing(end_s * 1_000_000_000);
+    let indexed: Vec<_> = compactor.index_missing(end_s * 1_000_000_000).collect();
     for r in &indexed {
         r.as_ref().expect("host index");
     }
@@ -124,7 +124,7 @@ fn main() {
             let data = Path::new(arg(1));
             let end: i64 = arg(2).parse().expect("END");
             let c = Compactor::new(data, WriterConfig::default()).expect("compactor");
-            let done = c.index_missing(end * 1_000_000_000);
+            let done: Vec<_> = c.index_missing(end * 1_000_000_000).collect();
             for r in &done {
                 r.as_ref().expect("host index");
             }
