@@ -61,7 +61,7 @@ use tapstream_engine::records::Table;
 use crate::compact::{COMPACT_PREFIX, Compactor, df_err, io, sorting_columns};
 use crate::layout;
 use crate::sql::{METADATA_READ, mentions_time, partition_bounds, ts_bound};
-use crate::writer::{WriterError, writer_props};
+use crate::writer::{WriterError, index_props};
 
 /// The index's directory under the data dir (hidden: no table lists it).
 pub const HOSTS_DIR: &str = ".hosts";
@@ -352,7 +352,7 @@ impl Compactor {
     ) -> Written {
         let flows = Table::Flows.schema();
         let out = schema();
-        let props = writer_props(Table::Flows, &self.cfg, Some(sorting_columns(&out, &[HOST, "ts"])));
+        let props = index_props(&self.cfg, sorting_columns(&out, &[HOST, "ts"]));
         let f = File::create(tmp).map_err(|e| io(tmp, e))?;
         let mut w = ArrowWriter::try_new(f, out.clone(), Some(props))
             .map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;

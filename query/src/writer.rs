@@ -208,6 +208,15 @@ pub fn writer_props(table: Table, cfg: &WriterConfig, sorting: Option<Vec<Sortin
     column_props(table, cfg, Compression::ZSTD(level), true).set_sorting_columns(sorting).build()
 }
 
+/// Writer properties of a host index file: those of a compacted `flows`
+/// file without bloom filters. Lookups find their rows by `host`, which the
+/// file is sorted by (row group statistics rule the rest out), never by
+/// `orig_h` or `resp_h`.
+pub fn index_props(cfg: &WriterConfig, sorting: Vec<SortingColumn>) -> WriterProperties {
+    let level = ZstdLevel::try_new(cfg.zstd_level).unwrap_or_default();
+    column_props(Table::Flows, cfg, Compression::ZSTD(level), false).set_sorting_columns(Some(sorting)).build()
+}
+
 /// Writer properties of a part file: what a compacted file has, but LZ4
 /// instead of zstd and no bloom filters. A part lives until its hour is
 /// compacted (read once, sorted and written again), so it is cheap to

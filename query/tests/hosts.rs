@@ -341,6 +341,11 @@ fn assert_sorted_by_role(root: &Path, day: &str, self_flows: u64) {
         }
         assert!(keys.is_sorted(), "{role}: sorted by host and then ts");
         assert_eq!(self_in_file as u64, if role == "orig_h" { self_flows } else { 0 }, "{role}");
+        // Found by `host` and its statistics: no bloom filters to write.
+        let md = parquet::file::reader::SerializedFileReader::new(fs::File::open(f).unwrap()).unwrap();
+        let md = parquet::file::reader::FileReader::metadata(&md);
+        let bloom = md.row_groups().iter().flat_map(|rg| rg.columns()).any(|c| c.bloom_filter_offset().is_some());
+        assert!(!bloom, "{role}: no bloom filters in the index");
     }
 }
 
