@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use tapstream_engine::decode::{DecodeConfig, Decoded, decode};
+use tapstream_engine::flow::key::{quick_shard_hash, shard_hashes};
 use tapstream_engine::pipeline::{PipelineConfig, Worker};
 use tapstream_engine::source::{Batch, CaptureFile, Desc, Layers, LinkType, PacketSource};
 
@@ -97,6 +98,9 @@ proptest! {
         let cfg = DecodeConfig { verify_checksums: verify, ..DecodeConfig::default() };
         let mut d = Decoded::default();
         decode(LinkType(LINKS[li]), &bytes, &cfg, &mut d);
+        if let Some(h) = quick_shard_hash(LinkType(LINKS[li]), &bytes, &cfg, false) {
+            prop_assert_eq!(shard_hashes(&d, false), Some((h, h)));
+        }
         let mut w = Worker::new(0, &small());
         w.packet(&desc(bytes.len(), LINKS[li], 1), &bytes);
         w.finish();
