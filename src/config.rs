@@ -958,10 +958,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
     let (capture, worker_cores) = capture(raw.capture, cores)?;
     // Reading a file, the reader hashes most frames without decoding them
     // (`quick_shard_hash`) and mostly waits: a worker per core.
-    let file_workers = match raw.pipeline.workers {
-        Some(_) => None,
-        None => Some(cores.clamp(1, 8)),
-    };
+    let workers_set = raw.pipeline.workers.is_some();
     let pipeline = PipelineConfig {
         // One core goes to the reader that feeds the workers.
         workers: range("pipeline.workers", raw.pipeline.workers, cores.saturating_sub(1).clamp(1, 8), 1, 256)?,
@@ -1018,7 +1015,7 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         plugins: crate::plugins::validate(raw.plugins)?,
         api: crate::serve::validate(raw.api)?,
         reports: reports(raw.reports)?,
-        file_workers: file_workers.unwrap_or(pipeline.workers),
+        file_workers: if workers_set { pipeline.workers } else { cores.clamp(1, 8) },
         pipeline,
         writer,
         data_dir: raw.storage.data_dir.unwrap_or_else(|| PathBuf::from("data")),

@@ -79,13 +79,16 @@ impl PacketKey {
     pub fn of_layer(l: &IpLayer, vlan: u16) -> PacketKey {
         let (sp, dp) = layer_ports(l);
         let proto = if l.proto == PROTO_ICMP6 { PROTO_ICMP6 } else { l.proto };
-        let src_first = (l.src, sp) <= (l.dst, dp);
-        let key = if src_first {
-            FlowKey { lo: l.src, hi: l.dst, lo_port: sp, hi_port: dp, proto, v6: l.v6, vlan }
-        } else {
-            FlowKey { lo: l.dst, hi: l.src, lo_port: dp, hi_port: sp, proto, v6: l.v6, vlan }
-        };
-        PacketKey { key, from_lo: src_first }
+        PacketKey::canonical((l.src, sp), (l.dst, dp), proto, l.v6, vlan)
+    }
+
+    /// The key of a packet from `src` to `dst` (address, port): the lower
+    /// endpoint first.
+    #[inline]
+    fn canonical(src: ([u8; 16], u16), dst: ([u8; 16], u16), proto: u8, v6: bool, vlan: u16) -> PacketKey {
+        let from_lo = src <= dst;
+        let ((lo, lo_port), (hi, hi_port)) = if from_lo { (src, dst) } else { (dst, src) };
+        PacketKey { key: FlowKey { lo, hi, lo_port, hi_port, proto, v6, vlan }, from_lo }
     }
 }
 
@@ -212,12 +215,7 @@ pub fn quick_shard_hash(link: LinkType, f: &[u8], cfg: &DecodeConfig, vlan_in_ke
         _ => return None,
     };
     let vlan = if vlan_in_key { vlan } else { 0 };
-    let key = if (src, sp) <= (dst, dp) {
-        FlowKey { lo: src, hi: dst, lo_port: sp, hi_port: dp, proto, v6, vlan }
-    } else {
-        FlowKey { lo: dst, hi: src, lo_port: dp, hi_port: sp, proto, v6, vlan }
-    };
-    Some(key.hash64())
+    Some(PacketKey::canonical((src, sp), (dst, dp), proto, v6, vlan).key.hash64())
 }
 
 #[cfg(test)]
