@@ -15,7 +15,8 @@ PACKETS=${1:-2000000}
 RUNS=${2:-5}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/target}"
 command -v vmtouch >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq vmtouch >/dev/null; }
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q
+# the api crate embeds the console: build it first
+[ -n "${SKIP_BUILD:-}" ] || { bash scripts/console.sh && cargo build --release -q; }
 TS="$CARGO_TARGET_DIR/release/tapstream"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tapstream-detect.XXXXXX")
 LOCK_PID=

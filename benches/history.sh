@@ -24,7 +24,8 @@ python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet duckdb
 # binary in the release profile, a long link); GEN_BIN names a `history`
 # bench binary already built (any profile: the files it writes are the same).
 IN_PROCESS=${IN_PROCESS:-1}
-[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q
+# the api crate embeds the console: build it first
+[ "${SKIP_BUILD:-0}" = 1 ] || { bash scripts/console.sh && cargo build --release -q; }
 DATA="${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/bench-history-$ROWS"
 if [ -n "${GEN_BIN:-}" ]; then
     BENCH=$GEN_BIN

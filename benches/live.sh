@@ -33,6 +33,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tap
 if ! command -v tcpdump >/dev/null || ! command -v ethtool >/dev/null || ! test -x /usr/bin/time; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump ethtool time >/dev/null
 fi
+bash scripts/console.sh # the api crate embeds the console
 cargo build --release -q
 TS="$CARGO_TARGET_DIR/release/tapstream"
 A=tsbench-a.$$; B=tsbench-b.$$

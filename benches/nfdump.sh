@@ -17,6 +17,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tap
 if ! command -v nfpcapd >/dev/null || ! command -v vmtouch >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nfdump vmtouch >/dev/null
 fi
+bash scripts/console.sh # the api crate embeds the console
 cargo build --release -q
 TS="$CARGO_TARGET_DIR/release/tapstream"
 PCAP=${1:-}
