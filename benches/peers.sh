@@ -8,17 +8,20 @@
 # in the page cache with vmtouch, then runs every tool RUNS times (default 5)
 # in rotation and prints the median wall time, packets/s, ratios and peak RSS.
 # CAPTURE=FILE uses that capture instead (PACKETS must then be its packet
-# count), e.g. one made by ../shared/tools/gen_pcap.py.
+# count), e.g. one made by ../shared/tools/gen_pcap.py. `cat` and the two
+# floor_* rows (benches/read_floor.c) are no peers: they show what merely
+# reading the file costs here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKETS=${1:-4000000}
 RUNS=${2:-5}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapstream/target}"
-if ! command -v nfpcapd >/dev/null || ! command -v softflowd >/dev/null || ! command -v vmtouch >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nfdump softflowd vmtouch time >/dev/null
+if ! command -v nfpcapd >/dev/null || ! command -v softflowd >/dev/null || ! command -v vmtouch >/dev/null || ! command -v gcc >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nfdump softflowd vmtouch time gcc >/dev/null
 fi
-bash scripts/console.sh # the api crate embeds the console
-cargo build --release -q
+# the api crate embeds the console: build it first (SKIP_BUILD=1 measures
+# the release binary already in the target dir)
+[ "${SKIP_BUILD:-0}" = 1 ] || { bash scripts/console.sh && cargo build --release -q; }
 TS="$CARGO_TARGET_DIR/release/tapstream"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tapstream-bench.XXXXXX")
 LOCK_PID=
@@ -45,8 +48,13 @@ run_nfpcapd() { rm -rf "$WORK/nf"; mkdir -p "$WORK/nf"; nfpcapd -r "$PCAP" -w "$
 # when the socket path is longer than about 12 characters: keep it short.
 run_softflowd() { rm -f /tmp/sf.ctl; softflowd -d -r "$PCAP" -n 127.0.0.1:9 -c /tmp/sf.ctl -p /tmp/sf.pid -m 262144 >/dev/null 2>&1 || true; }
 run_cat() { cat "$PCAP" >/dev/null; }
+# The floor under any reader of this file (benches/read_floor.c): walking
+# its record headers and the first bytes of each frame, nothing else.
+gcc -O2 -o "$WORK/read_floor" benches/read_floor.c
+run_floor_chain() { "$WORK/read_floor" "$PCAP" chain >/dev/null; }
+run_floor_stream() { "$WORK/read_floor" "$PCAP" stream >/dev/null; }
 
-TOOLS="tapstream nfpcapd softflowd cat"
+TOOLS="tapstream nfpcapd softflowd cat floor_chain floor_stream"
 declare -A TIMES RSS
 for t in $TOOLS; do TIMES[$t]=""; RSS[$t]=0; done
 for ((i = 0; i < RUNS; i++)); do

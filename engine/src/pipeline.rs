@@ -25,7 +25,7 @@ const DEFRAG_TIMEOUT_NS: u64 = 30_000_000_000;
 use crate::flow::key::{quick_shard_hash, shard_hashes};
 use crate::flow::{FlowConfig, FlowStats, FlowTracker};
 use crate::records::{Output, Sinks, Table};
-use crate::source::{Batch, Desc, Layers, PacketSource, Region, SourceError, SourceStats};
+use crate::source::{Batch, Desc, FrameView, Layers, PacketSource, Region, SourceError, SourceStats};
 use crate::stats::StatsAcc;
 
 /// Pipeline settings.
@@ -232,12 +232,13 @@ impl Worker {
         if let Some(p) = self.sinks.plugins.as_deref_mut() {
             p.refresh();
         }
+        let view = batch.view();
         for (i, d) in batch.descs.iter().enumerate() {
             // The headers of the frame a few packets on, into this core's cache.
             if let Some(next) = batch.descs.get(i + AHEAD) {
-                prefetch(batch.frame(next));
+                prefetch(view.frame(next));
             }
-            let frame = batch.frame(d);
+            let frame = view.frame(d);
             self.packet(d, frame);
         }
         self.record.end_batch();
@@ -577,6 +578,9 @@ fn feed(
             r => r,
         };
         let mut bytes = 0u64;
+        // A file's map is looked up once per batch, not once per frame
+        // (sources never put frames in a batch's aux).
+        let view = FrameView::of_region(&region);
         for (i, d) in src_batch.descs.iter().enumerate() {
             bytes += d.wire_len as u64;
             if n == 1 {
@@ -585,13 +589,14 @@ fn feed(
             }
             // Sharding reads each frame's headers: start loading them a few frames on.
             if let Some(next) = src_batch.descs.get(i + SHARD_AHEAD) {
-                prefetch(src_batch_frame(&region, next));
+                prefetch(view.frame(next));
             }
-            let frame = src_batch_frame(&region, d);
+            let frame = view.frame(d);
             // Most frames are one plain TCP or UDP flow: hash them from their
-            // bytes; decode only the others.
+            // bytes; decode only the others. (One hash for both layers: one
+            // descriptor, straight to its worker.)
             if let Some(h) = quick_shard_hash(d.link, frame, &cfg.decode, cfg.flow.vlan_in_key) {
-                sh.push_split((h, h), &region, *d, None);
+                sh.push(sh.worker_of(h), &region, Desc { layers: Layers::All, ..*d });
                 continue;
             }
             decode(d.link, frame, &cfg.decode, &mut decoded);
@@ -909,6 +914,14 @@ where
     summary
 }
 
+/// The worker, of `workers`, that owns a flow hash: the hash scaled to
+/// 0..workers by a multiplication (its high bits are as well mixed as its
+/// low ones). A division per packet cost more than hashing the key.
+#[inline]
+fn shard_of(hash: u64, workers: usize) -> usize {
+    ((hash as u128 * workers as u128) >> 64) as usize
+}
+
 fn src_batch_frame<'a>(region: &'a Region, d: &Desc) -> &'a [u8] {
     region.slice(d.offset as usize, d.caplen as usize)
 }
@@ -1014,7 +1027,7 @@ impl<'c> Sharder<'c> {
 
     #[inline]
     fn worker_of(&self, hash: u64) -> usize {
-        (hash % self.per.len() as u64) as usize
+        shard_of(hash, self.per.len())
     }
 
     /// Queue a packet for the workers owning its outer and inner flows: one
@@ -1087,14 +1100,13 @@ impl<'c> Sharder<'c> {
         let low = full.descs.iter().find(|d| !d.in_aux).map_or(u64::MAX, |d| d.offset);
         self.sent[w] += 1;
         self.pending[w].push_back((self.sent[w], low));
-        // Files: wait for the worker. With one worker, a full queue is
-        // waited out asleep until half of it is drained: blocked in `send`,
-        // this thread would be woken by the worker after every batch it
-        // takes, a futex call per batch on the busiest core. (With several
-        // workers the others must not starve meanwhile: plain `send`.)
-        if self.per.len() == 1 {
-            wait_for_room(&self.txs[w], Duration::from_millis(100));
-        }
+        // Files: wait for the worker. A full queue is waited out asleep
+        // until half of it is drained: blocked in `send`, this thread would
+        // be woken by the worker after every batch it takes, a futex call
+        // per batch on the busiest core. The other workers do not starve
+        // meanwhile: a nap is half a millisecond and a queue holds
+        // `queue_depth` batches.
+        wait_for_room(&self.txs[w], Duration::from_millis(100));
         let _ = self.txs[w].send(Msg::Batch(full));
     }
 
@@ -1196,9 +1208,63 @@ fn worker_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::wait_for_room;
+    use super::{PipelineConfig, Progress, run, shard_of, wait_for_room};
+    use crate::flow::key::FlowKey;
+    use crate::source::{SynthConfig, SynthSource};
     use crossbeam_channel::bounded;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
+
+    #[test]
+    fn flow_hashes_spread_evenly_over_every_worker() {
+        for workers in 1..=8 {
+            assert_eq!(shard_of(0, workers), 0);
+            assert_eq!(shard_of(u64::MAX, workers), workers - 1);
+            let mut counts = vec![0u32; workers];
+            // Real flow hashes: one per key, ports counting up.
+            for port in 0..40_000u16 {
+                let key = FlowKey {
+                    lo: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    hi: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    lo_port: port,
+                    hi_port: 443,
+                    proto: 6,
+                    v6: false,
+                    vlan: 0,
+                };
+                counts[shard_of(key.hash64(), workers)] += 1;
+            }
+            let even = 40_000 / workers as u32;
+            for (w, &c) in counts.iter().enumerate() {
+                assert!(c.abs_diff(even) < even / 20, "{workers} workers: worker {w} got {c} of 40000");
+            }
+        }
+    }
+
+    /// Several workers behind queues of one small batch: the reader waits
+    /// for each in turn and every packet and flow is counted once, as with
+    /// one worker.
+    #[test]
+    fn many_workers_behind_tiny_queues_lose_nothing() {
+        let go = |workers, queue_depth, batch_size| {
+            let cfg = PipelineConfig { workers, queue_depth, batch_size, ..PipelineConfig::default() };
+            let src = SynthSource::new(SynthConfig { seed: 3, packets: 20_000, ..SynthConfig::default() });
+            let (summary, err) =
+                run(src, &cfg, Arc::new(AtomicBool::new(false)), Arc::new(Progress::default()), |_| {});
+            assert!(err.is_none());
+            summary
+        };
+        let one = go(1, 128, 256);
+        assert_eq!(one.packets, 20_000);
+        for workers in [2, 3, 5] {
+            let many = go(workers, 1, 8);
+            assert_eq!((many.packets, many.bytes), (one.packets, one.bytes), "{workers} workers");
+            assert_eq!(many.flows.created, one.flows.created, "{workers} workers");
+            // Every record table but `stats`, which has a row per worker and second.
+            assert_eq!(many.rows_per_table[..5], one.rows_per_table[..5], "{workers} workers");
+        }
+    }
 
     #[test]
     fn a_full_queue_is_waited_out_until_half_drained() {

@@ -448,20 +448,25 @@ impl Decoder<'_, '_> {
     /// Decode the transport header of layer `idx`, whose bytes are `off..end`.
     fn transport(&mut self, idx: usize, off: usize, end: usize) {
         let f = self.frame;
-        let l = self.out.layers[idx];
-        if l.frag == Frag::Later {
+        // Only the fields it needs, not a copy of the whole layer (~110
+        // bytes, written field by field just before).
+        let (frag, proto, l4_len, v6) = {
+            let l = &self.out.layers[idx];
+            (l.frag, l.proto, l.l4_len, l.v6)
+        };
+        if frag == Frag::Later {
             return;
         }
         // For a first fragment, only the header is interpreted; payload
         // lengths come from the (unreassembled) fragment.
-        match l.proto {
+        match proto {
             PROTO_TCP => {
                 if end < off + 20 {
                     self.anomaly(Anomaly::TruncatedTcp);
                     return;
                 }
                 let hl = ((f[off + 12] >> 4) as usize) * 4;
-                if hl < 20 || (hl as u32) > l.l4_len {
+                if hl < 20 || (hl as u32) > l4_len {
                     self.anomaly(Anomaly::BadTcpHeaderLength);
                     return;
                 }
@@ -473,9 +478,9 @@ impl Decoder<'_, '_> {
                     self.anomaly(Anomaly::TcpSynWithRst);
                 }
                 let bad = self.cfg.verify_checksums
-                    && l.frag == Frag::None
-                    && off + l.l4_len as usize <= end
-                    && !checksum::l4_ok(&l, &f[off..off + l.l4_len as usize]);
+                    && frag == Frag::None
+                    && off + l4_len as usize <= end
+                    && !checksum::l4_ok(&self.out.layers[idx], &f[off..off + l4_len as usize]);
                 if bad {
                     self.anomaly(Anomaly::BadTcpChecksum);
                 }
@@ -488,7 +493,7 @@ impl Decoder<'_, '_> {
                 o.window = be16(f, off + 14).unwrap_or(0);
                 o.bad_checksum = bad;
                 o.l4_ok = true;
-                set_payload(o, off + hl, l.l4_len as usize - hl, end);
+                set_payload(o, off + hl, l4_len as usize - hl, end);
             }
             PROTO_UDP => {
                 if end < off + 8 {
@@ -496,18 +501,18 @@ impl Decoder<'_, '_> {
                     return;
                 }
                 let ulen = be16(f, off + 4).unwrap_or(0) as usize;
-                let claimed = if ulen < 8 || (l.frag == Frag::None && ulen > l.l4_len as usize) {
+                let claimed = if ulen < 8 || (frag == Frag::None && ulen > l4_len as usize) {
                     self.anomaly(Anomaly::BadUdpLength);
-                    l.l4_len as usize
+                    l4_len as usize
                 } else {
                     ulen
                 };
                 let ck = be16(f, off + 6).unwrap_or(0);
                 let bad = self.cfg.verify_checksums
-                    && l.frag == Frag::None
-                    && (ck != 0 || l.v6)
+                    && frag == Frag::None
+                    && (ck != 0 || v6)
                     && off + claimed <= end
-                    && !checksum::l4_ok(&l, &f[off..off + claimed]);
+                    && !checksum::l4_ok(&self.out.layers[idx], &f[off..off + claimed]);
                 if bad {
                     self.anomaly(Anomaly::BadUdpChecksum);
                 }
@@ -520,22 +525,22 @@ impl Decoder<'_, '_> {
                     o.l4_ok = true;
                     set_payload(o, off + 8, claimed.saturating_sub(8), end);
                 }
-                if !bad && self.cfg.tunnels && l.frag == Frag::None {
+                if !bad && self.cfg.tunnels && frag == Frag::None {
                     self.udp_tunnel(idx, sport, dport);
                 }
             }
             PROTO_ICMP | PROTO_ICMP6 => {
-                if (l.proto == PROTO_ICMP) == l.v6 {
+                if (proto == PROTO_ICMP) == v6 {
                     // ICMPv4 inside IPv6 or vice versa: still parse, it is what it is.
                 }
-                if end < off + 4 || l.l4_len < 4 {
+                if end < off + 4 || l4_len < 4 {
                     self.anomaly(Anomaly::TruncatedIcmp);
                     return;
                 }
                 let bad = self.cfg.verify_checksums
-                    && l.frag == Frag::None
-                    && off + l.l4_len as usize <= end
-                    && !checksum::l4_ok(&l, &f[off..off + l.l4_len as usize]);
+                    && frag == Frag::None
+                    && off + l4_len as usize <= end
+                    && !checksum::l4_ok(&self.out.layers[idx], &f[off..off + l4_len as usize]);
                 if bad {
                     self.anomaly(Anomaly::BadIcmpChecksum);
                 }
@@ -544,21 +549,21 @@ impl Decoder<'_, '_> {
                 o.icmp_code = f[off + 1];
                 o.bad_checksum = bad;
                 o.l4_ok = true;
-                let hdr = 8.min(l.l4_len as usize);
-                set_payload(o, off + hdr, l.l4_len as usize - hdr, end);
+                let hdr = 8.min(l4_len as usize);
+                set_payload(o, off + hdr, l4_len as usize - hdr, end);
             }
             4 | 41 if self.cfg.tunnels => {
                 let o = &mut self.out.layers[idx];
                 o.encap = Tunnel::IpInIp;
-                set_payload(o, off, l.l4_len as usize, end);
-                if l.proto == 4 { self.ipv4(off, end) } else { self.ipv6(off, end) }
+                set_payload(o, off, l4_len as usize, end);
+                if proto == 4 { self.ipv4(off, end) } else { self.ipv6(off, end) }
             }
             PROTO_GRE if self.cfg.tunnels => {
-                set_payload(&mut self.out.layers[idx], off, l.l4_len as usize, end);
+                set_payload(&mut self.out.layers[idx], off, l4_len as usize, end);
                 self.gre(idx, off, end);
             }
             _ => {
-                set_payload(&mut self.out.layers[idx], off, l.l4_len as usize, end);
+                set_payload(&mut self.out.layers[idx], off, l4_len as usize, end);
             }
         }
     }

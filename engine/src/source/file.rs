@@ -27,8 +27,6 @@ pub struct CaptureFile {
     mmap: Option<Arc<Mapped>>,
     /// Pages below this offset have been released.
     released: u64,
-    /// Page tables are filled up to this offset.
-    populated: u64,
     reader: Reader,
     stats: SourceStats,
     failed: bool,
@@ -100,7 +98,6 @@ impl CaptureFile {
             map,
             mmap: None,
             released: 0,
-            populated: 0,
             reader,
             stats: SourceStats::default(),
             failed: false,
@@ -124,35 +121,11 @@ impl CaptureFile {
     }
 }
 
-impl CaptureFile {
-    /// Fill the page tables a few MiB ahead of the read position
-    /// (MADV_POPULATE_READ), so the reader neither takes a page fault per
-    /// page nor has its cache prefetches dropped on unmapped pages.
-    fn populate_ahead(&mut self) {
-        const AHEAD: u64 = 8 << 20;
-        let Some(m) = &self.mmap else { return };
-        let len = m.0.len() as u64;
-        let pos = self.stats.position;
-        if self.populated >= len || self.populated > pos + AHEAD / 2 {
-            return;
-        }
-        let start = self.populated.max(pos & !4095);
-        let end = (start + AHEAD).min(len);
-        if m.0.advise_range(memmap2::Advice::PopulateRead, start as usize, (end - start) as usize).is_err() {
-            // Older kernels: no populate; faults will do it.
-            self.populated = len;
-            return;
-        }
-        self.populated = end;
-    }
-}
-
 impl PacketSource for CaptureFile {
     fn fill(&mut self, batch: &mut Batch, max: usize) -> Result<usize, SourceError> {
         if self.failed {
             return Ok(0);
         }
-        self.populate_ahead();
         batch.region = Region::Shared(self.map.clone());
         let data = (*self.map).as_ref();
         let before = batch.descs.len();

@@ -127,6 +127,16 @@ pub trait FrameArea: Send + Sync {
 }
 
 impl Region {
+    /// All of the memory, when it may be read whole (not AF_XDP frames).
+    #[inline]
+    pub fn whole(&self) -> Option<&[u8]> {
+        match self {
+            Region::Shared(a) => Some((**a).as_ref()),
+            Region::Owned(v) => Some(v),
+            Region::Frames(_) => None,
+        }
+    }
+
     /// The `len` bytes at `start` (empty when out of bounds).
     #[inline]
     pub fn slice(&self, start: usize, len: usize) -> &[u8] {
@@ -136,6 +146,34 @@ impl Region {
             Region::Frames(f) => return f.frame(start, len),
         };
         whole.get(start..start.saturating_add(len)).unwrap_or(&[])
+    }
+}
+
+/// [`Batch::frame`] without its per-frame dispatch on the region (a
+/// dynamic call, for a file's map): the memory is looked up once.
+pub struct FrameView<'a> {
+    whole: Option<&'a [u8]>,
+    aux: &'a [u8],
+    region: &'a Region,
+}
+
+impl<'a> FrameView<'a> {
+    /// The frames of `region` alone (descriptors outside any batch's aux).
+    #[inline]
+    pub fn of_region(region: &'a Region) -> FrameView<'a> {
+        FrameView { whole: region.whole(), aux: &[], region }
+    }
+
+    /// The captured bytes of descriptor `d`, as [`Batch::frame`].
+    #[inline]
+    pub fn frame(&self, d: &Desc) -> &'a [u8] {
+        let (start, len) = (d.offset as usize, d.caplen as usize);
+        let mem = match (d.in_aux, self.whole) {
+            (true, _) => self.aux,
+            (false, Some(w)) => w,
+            (false, None) => return self.region.slice(start, len),
+        };
+        mem.get(start..start.saturating_add(len)).unwrap_or(&[])
     }
 }
 
@@ -180,6 +218,12 @@ impl Batch {
         } else {
             self.region.slice(start, d.caplen as usize)
         }
+    }
+
+    /// The batch's memory looked up once, for reading many frames.
+    #[inline]
+    pub fn view(&self) -> FrameView<'_> {
+        FrameView { whole: self.region.whole(), aux: &self.aux, region: &self.region }
     }
 
     /// Iterate over (descriptor, bytes).
@@ -276,4 +320,51 @@ pub struct CaptureStats {
     pub rx_ring_full: u64,
     /// Times the kernel found the fill ring empty (no frame to write into).
     pub fill_ring_empty: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Batch, Desc, FrameView, Layers, LinkType, Region};
+    use std::sync::Arc;
+
+    fn desc(offset: u64, caplen: u32, in_aux: bool) -> Desc {
+        Desc {
+            offset,
+            caplen,
+            wire_len: caplen,
+            ts_ns: 0,
+            link: LinkType::ETHERNET,
+            iface: 0,
+            layers: Layers::All,
+            in_aux,
+        }
+    }
+
+    #[test]
+    fn a_frame_view_reads_what_the_batch_reads() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let descs = [
+            desc(0, 10, false),
+            desc(250, 6, false),
+            desc(250, 10, false),
+            desc(300, 1, false),
+            desc(2, 3, true),
+            desc(4, 9, true),
+        ];
+        for region in [Region::Shared(Arc::new(bytes.clone())), Region::Owned(bytes.clone())] {
+            let mut b = Batch::with_capacity(8);
+            b.region = region;
+            b.aux = vec![9, 8, 7, 6, 5];
+            b.descs.extend(descs);
+            let view = b.view();
+            for d in &b.descs {
+                assert_eq!(view.frame(d), b.frame(d), "{d:?}");
+            }
+            assert_eq!(view.frame(&descs[1]), &[250, 251, 252, 253, 254, 255]);
+            assert_eq!(view.frame(&descs[2]), &[] as &[u8], "past the end");
+            assert_eq!(view.frame(&descs[4]), &[7, 6, 5]);
+            let alone = FrameView::of_region(&b.region);
+            assert_eq!(alone.frame(&descs[0]), &bytes[..10]);
+        }
+    }
 }
