@@ -63,6 +63,14 @@ ip link add cap0 netns "$A" type veth peer name gen0 netns "$B"
 ip -n "$A" link set cap0 up; ip -n "$B" link set gen0 up
 ip netns exec "$A" ethtool -K cap0 gro on >/dev/null
 
+# The offered rates need the live-frame runner; a packet socket cannot
+# offer them. Some kernels refuse live-frame runs (a security policy): stop
+# with the generator's own error rather than measure the wrong thing.
+if ! ip netns exec "$B" "$TS" gen --iface gen0 --tx xdp-live --mix udp-flood --packets 1 >/dev/null; then
+    echo "benches/live.sh needs the kernel's XDP live-frame runner (see the error above)" >&2
+    exit 1
+fi
+
 txdrop() { ip -n "$B" -s -j link show gen0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["dropped"])'; }
 
 echo "machine: $(nproc) cores, $(uname -r); $PACKETS packets per run, $RUNS runs per tool and send fraction, one veth queue"

@@ -427,18 +427,28 @@ pub struct GenArgs {
     #[arg(long)]
     pub summary: Option<PathBuf>,
     /// How frames leave: `packet` (an AF_PACKET socket: exact accounting of
-    /// every frame) or `xdp-live` (the kernel's XDP live-frame runner, for
+    /// every frame), `xdp-live` (the kernel's XDP live-frame runner, for
     /// benchmarks: millions of frames/s, udp-flood only, spread over --flows
     /// source ports at random; frames the interface dropped on transmit are
-    /// reported as `tx_dropped`, not as sent).
-    #[arg(long, default_value = "packet")]
-    pub tx: String,
-    /// With `--tx xdp-live`: the share (0-1] of the runner's copies sent;
+    /// reported as `tx_dropped`, not as sent), or `auto` (xdp-live where it
+    /// can send the traffic asked and the kernel permits it, else packet,
+    /// with the reason logged). The report's `tx` says which sent.
+    #[arg(long, value_enum, default_value_t = GenTx::Packet)]
+    pub tx: GenTx,
+    /// With `--tx xdp-live` (or auto): the share (0-1] of the runner's copies sent;
     /// the rest are dropped in its program, so the stream thins evenly to a
     /// lower rate without gaps (for a search of the highest loss-free rate).
     /// --packets is then about what is sent; the report says exactly.
     #[arg(long, default_value_t = 1.0)]
     pub send_fraction: f64,
+}
+
+/// `gen --tx`: how the generator's frames leave.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum GenTx {
+    Packet,
+    XdpLive,
+    Auto,
 }
 
 #[derive(clap::Args, Debug)]

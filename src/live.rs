@@ -12,7 +12,7 @@ use tapstream_engine::live::traffic::{GenMix, PacketTx, TrafficGen, send_traffic
 use tapstream_engine::live::{self, InterfaceSpec};
 use tapstream_engine::pipeline::{self, FeedReport, FeedStatus, LiveSummary};
 
-use crate::cli::{GenArgs, RunArgs};
+use crate::cli::{GenArgs, GenTx, RunArgs};
 use crate::commands::{RunServices, stop_after, stop_flag};
 use crate::config::Config;
 
@@ -262,40 +262,43 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
     if !(a.send_fraction > 0.0 && a.send_fraction <= 1.0) {
         anyhow::bail!("--send-fraction must be above 0 and at most 1");
     }
-    if a.send_fraction < 1.0 && a.tx != "xdp-live" {
-        anyhow::bail!("--send-fraction needs --tx xdp-live");
+    let tx = a.tx;
+    if a.send_fraction < 1.0 && tx == GenTx::Packet {
+        anyhow::bail!("--send-fraction needs --tx xdp-live or auto");
     }
-    if a.vlan.is_some() && a.tx != "packet" {
+    if a.vlan.is_some() && tx == GenTx::XdpLive {
         anyhow::bail!("--vlan needs --tx packet");
+    }
+    if tx == GenTx::XdpLive && mix != GenMix::UdpFlood {
+        anyhow::bail!("--tx xdp-live sends udp-flood only");
     }
     if !(a.duration.is_finite() && a.duration > 0.0) && a.packets.is_none() {
         anyhow::bail!("--duration must be a positive number of seconds");
     }
-    let rep = match a.tx.as_str() {
-        "packet" => None,
-        "xdp-live" => {
-            if mix != GenMix::UdpFlood {
-                anyhow::bail!("--tx xdp-live sends udp-flood only");
-            }
-            let total = a.packets.unwrap_or((a.pps as f64 * a.duration).round() as u64);
-            Some(tapstream_engine::live::traffic::blast(
-                &a.iface,
-                a.flows,
-                a.client_net,
-                a.pps,
-                total,
-                a.send_fraction,
-            )?)
+    // `auto`: the live-frame runner where it can send this traffic and the
+    // kernel lets it, else a packet socket (the reason logged).
+    let live = match tx {
+        GenTx::Packet => false,
+        GenTx::XdpLive => true,
+        GenTx::Auto if mix != GenMix::UdpFlood || a.vlan.is_some() => {
+            tracing::info!(iface = %a.iface, "sending with a packet socket: the live-frame runner sends untagged udp-flood only");
+            false
         }
-        other => anyhow::bail!("--tx {other}: expected packet or xdp-live"),
+        GenTx::Auto => true,
     };
-    if let Some(rep) = rep {
-        let j = serde_json::to_string(&rep)?;
-        println!("{j}");
-        if let Some(p) = &a.summary {
-            std::fs::write(p, &j).with_context(|| format!("writing {}", p.display()))?;
+    if live {
+        let total = a.packets.unwrap_or((a.pps as f64 * a.duration).round() as u64);
+        match tapstream_engine::live::traffic::blast(&a.iface, a.flows, a.client_net, a.pps, total, a.send_fraction) {
+            Ok(rep) => return print_gen_report(&rep, a.summary.as_deref()),
+            Err(e @ tapstream_engine::live::LiveError::LiveFramesRefused { .. }) if tx == GenTx::Auto => {
+                tracing::warn!(
+                    reason = %tapstream_engine::live::describe(&e),
+                    "falling back to a packet socket: {total} frames at {} per second",
+                    a.pps
+                );
+            }
+            Err(e) => return Err(e.into()),
         }
-        return Ok(ExitCode::SUCCESS);
     }
     let tx = PacketTx::open(&a.iface)?;
     let rep = send_traffic(
@@ -310,9 +313,17 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
         a.packets,
     )
     .with_context(|| format!("sending on {}", a.iface))?;
-    let j = serde_json::to_string(&rep)?;
+    print_gen_report(&rep, a.summary.as_deref())
+}
+
+/// Print a generator report as JSON (and write it to `summary`).
+fn print_gen_report(
+    rep: &tapstream_engine::live::traffic::GenReport,
+    summary: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let j = serde_json::to_string(rep)?;
     println!("{j}");
-    if let Some(p) = &a.summary {
+    if let Some(p) = summary {
         std::fs::write(p, &j).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -364,22 +364,59 @@ fn overload_becomes_counted_drops_with_af_packet() {
 }
 
 /// `gen` arguments for the live-frame generator out of gen0: 100 flows.
-fn xdp_live_args<'a>(pps: &'a str, packets: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--iface", "gen0", "--tx", "xdp-live", "--mix", "udp-flood", "--flows", "100"];
+fn xdp_live_args<'a>(tx: &'a str, pps: &'a str, packets: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--iface", "gen0", "--tx", tx, "--mix", "udp-flood", "--flows", "100"];
     v.extend(["--pps", pps, "--packets", packets]);
     v.extend_from_slice(extra);
     v
 }
 
+/// `gen --tx xdp-live` out of gen0 (namespace 1), and its report. Some
+/// kernels refuse live-frame runs outright (EPERM from `BPF_PROG_TEST_RUN`
+/// with `BPF_F_TEST_XDP_LIVE_FRAMES`, whatever the privileges: a security
+/// policy). There the refusal must be the clear error that says what to do,
+/// nothing may have been sent, and the same run with `--tx auto` must fall
+/// back to a packet socket, say so in its report, and send what was asked;
+/// the caller's checks then hold for that run.
+fn live_frames_or_fallback(lab: &Lab, pps: &str, packets: &str, extra: &[&str]) -> Value {
+    let before = tx_packets(lab, "gen0");
+    let out = lab.cmd(1).arg(BIN).arg("gen").args(xdp_live_args("xdp-live", pps, packets, extra)).output().unwrap();
+    if out.status.success() {
+        let rep: Value = serde_json::from_slice(&out.stdout).expect("gen prints JSON");
+        assert_eq!(rep["tx"], "xdp-live", "{rep}");
+        return rep;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the kernel refused to run XDP live frames")
+            && err.contains("--tx packet")
+            && err.contains("--tx auto"),
+        "gen --tx xdp-live failed, and not because the kernel refuses live frames: {err}"
+    );
+    assert_eq!(tx_packets(lab, "gen0"), before, "a refused live-frame run sent frames: {err}");
+    eprintln!("this kernel refuses XDP live frames; checking --tx auto's fallback to a packet socket instead");
+    let rep = lab.gen_args(1, &xdp_live_args("auto", pps, packets, extra));
+    assert_eq!(rep["tx"], "packet", "{rep}");
+    assert_eq!(n(&rep, "packets"), packets.parse::<u64>().unwrap(), "{rep}");
+    rep
+}
+
+/// gen0's `tx_packets` counter, as namespace 1 sees it.
+fn tx_packets(lab: &Lab, iface: &str) -> u64 {
+    let out = lab.cmd(1).args(["cat", &format!("/sys/class/net/{iface}/statistics/tx_packets")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("tx_packets")
+}
+
 /// The benchmark's generator (`gen --tx xdp-live`, the kernel's live-frame
 /// runner) reports exactly what left the interface, paced: not faster than
-/// asked.
+/// asked. (Where the kernel refuses live frames: the clear refusal, and the
+/// same checks on `--tx auto`'s packet-socket fallback.)
 #[test]
 fn the_live_frame_generator_sends_what_it_reports_at_the_rate_asked() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 1);
     let cap = lab.capture(0, &["cap0"], &["--workers", "1"], None);
-    let sent = lab.gen_args(1, &xdp_live_args("200000", "100000", &[]));
+    let sent = live_frames_or_fallback(&lab, "200000", "100000", &[]);
     let (s, log, _) = cap.stop();
     // Frames the sending veth dropped (the receiving ring was full) are
     // reported apart, not as sent.
@@ -394,13 +431,15 @@ fn the_live_frame_generator_sends_what_it_reports_at_the_rate_asked() {
 
 /// With `--send-fraction` the live-frame runner drops the other copies in
 /// its program: about that share of its copies leave, evenly over the run,
-/// and the report counts exactly what left.
+/// and the report counts exactly what left. (Where the kernel refuses live
+/// frames: the clear refusal, and `--tx auto` sends about that many frames
+/// at the rate asked with a packet socket.)
 #[test]
 fn the_live_frame_generator_thins_its_stream_by_the_send_fraction() {
     let lab = Lab::new(2);
     lab.veth(0, "cap0", 1, "gen0", 1);
     let cap = lab.capture(0, &["cap0"], &["--workers", "1"], None);
-    let sent = lab.gen_args(1, &xdp_live_args("100000", "50000", &["--send-fraction", "0.25"]));
+    let sent = live_frames_or_fallback(&lab, "100000", "50000", &["--send-fraction", "0.25"]);
     let (s, log, _) = cap.stop();
     // 200 000 copies, each sent with probability 1/4: 50 000 expected,
     // standard deviation ~194; without the thinning all 200 000 would leave.
@@ -421,6 +460,19 @@ fn the_live_frame_generator_thins_its_stream_by_the_send_fraction() {
         assert!(!out.status.success(), "--send-fraction {bad} was accepted");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--send-fraction must be above 0"), "{out:?}");
     }
+    // A packet socket cannot thin a stream: asking it to is refused.
+    let out = lab
+        .cmd(1)
+        .arg(BIN)
+        .args(["gen", "--iface", "gen0", "--tx", "packet", "--mix", "udp-flood", "--send-fraction", "0.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--send-fraction needs"), "{out:?}");
+    // `auto` sends what the live-frame runner cannot (other mixes) with a
+    // packet socket, and says so.
+    let rep = lab.gen_args(1, &["--iface", "gen0", "--tx", "auto", "--mix", "web", "--pps", "1000", "--packets", "20"]);
+    assert_eq!(rep["tx"], "packet", "{rep}");
+    assert_eq!(n(&rep, "packets"), 20, "{rep}");
 }
 
 /// With `capture.rx_cores` the RX thread runs on its core and every other

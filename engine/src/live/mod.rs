@@ -37,6 +37,11 @@ pub enum LiveError {
     Memlock { iface: String, bytes: u64, source: io::Error },
     #[error("{iface} queue {queue}: binding the AF_XDP socket in {} mode failed", if *zero_copy { "zero-copy" } else { "copy" })]
     Bind { iface: String, queue: u32, zero_copy: bool, source: io::Error },
+    #[error(
+        "{iface}: the kernel refused to run XDP live frames (BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES); \
+         a security policy or the kernel's build forbids it on this machine: send with --tx packet, or --tx auto to fall back by itself"
+    )]
+    LiveFramesRefused { iface: String, source: io::Error },
     #[error("{context}")]
     Io { context: String, source: io::Error },
 }

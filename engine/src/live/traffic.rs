@@ -296,9 +296,22 @@ fn udp(buf: &mut Vec<u8>, s: &Session, from_client: bool, payload: &[u8]) {
     buf[start + 6..start + 8].copy_from_slice(&c.to_be_bytes());
 }
 
+/// How a generator run's frames left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxMethod {
+    /// An AF_PACKET socket, a frame per send.
+    #[default]
+    Packet,
+    /// The kernel's XDP live-frame runner.
+    XdpLive,
+}
+
 /// What a generator run sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct GenReport {
+    /// How the frames left.
+    pub tx: TxMethod,
     pub packets: u64,
     pub bytes: u64,
     pub flows: u64,
@@ -374,7 +387,14 @@ pub fn blast(
             (due - copies).min((step as u64).clamp(64, 1 << 20))
         };
         let n = n.min(u32::MAX as u64) as u32;
-        b.send(n).map_err(|e| super::LiveError::io(format!("{iface}: XDP live-frame run"), e))?;
+        b.send(n).map_err(|e| match e.raw_os_error() {
+            // Refused outright (nothing was sent): the kernel forbids the
+            // mode here, which a caller may answer by sending another way.
+            Some(libc::EPERM | libc::EACCES | libc::EOPNOTSUPP) if copies == 0 => {
+                super::LiveError::LiveFramesRefused { iface: iface.to_string(), source: e }
+            }
+            _ => super::LiveError::io(format!("{iface}: XDP live-frame run"), e),
+        })?;
         copies += n as u64;
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -383,6 +403,7 @@ pub fn blast(
     let packets = tx_counter(iface, "tx_packets")?.saturating_sub(sent_before);
     let dropped = tx_counter(iface, "tx_dropped")?.saturating_sub(dropped_before);
     Ok(GenReport {
+        tx: TxMethod::XdpLive,
         packets,
         bytes: packets * frame.len() as u64,
         flows: ports as u64,
