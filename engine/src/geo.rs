@@ -40,9 +40,43 @@ struct AsnRanges {
     v4: Vec<(u32, u32, u32, u32)>,
     v6: Vec<(u128, u128, u32, u32)>,
     orgs: Vec<String>,
+    /// `v4_first[p]`: how many of `v4` (sorted) start below the /16 `p`
+    /// (`p << 16`), for p in 0..=65536. A lookup then searches only the
+    /// ranges that start in its /16, and the one before them: a few
+    /// entries instead of a binary search over ~400 000 (19 steps, most of
+    /// them cache misses; it was 7 % of a worker's time on a capture of
+    /// many distinct addresses). Empty until [`AsnRanges::index`].
+    v4_first: Vec<u32>,
 }
 
 impl AsnRanges {
+    /// Sort the ranges and build the /16 index over them.
+    fn index(&mut self) {
+        self.v4.sort_unstable();
+        self.v6.sort_unstable();
+        let mut first = Vec::with_capacity((1 << 16) + 1);
+        let mut i = 0usize;
+        for p in 0..=(1u64 << 16) {
+            while i < self.v4.len() && (self.v4[i].0 as u64) < (p << 16) {
+                i += 1;
+            }
+            first.push(i as u32);
+        }
+        self.v4_first = first;
+    }
+
+    /// The (AS, organisation) of the range holding `x`.
+    #[inline]
+    fn find_v4(&self, x: u32) -> Option<(u32, u32)> {
+        let p = (x >> 16) as usize;
+        match (self.v4_first.get(p), self.v4_first.get(p + 1)) {
+            // Ranges from `hi` on start in a later /16, above `x`; of those
+            // before `lo`, only the last can still reach into this /16.
+            (Some(&lo), Some(&hi)) => find(&self.v4[(lo as usize).saturating_sub(1)..hi as usize], x),
+            _ => find(&self.v4, x),
+        }
+    }
+
     /// Add another file's ranges (their organisations after ours).
     fn append(&mut self, mut other: AsnRanges) {
         let base = self.orgs.len() as u32;
@@ -217,8 +251,7 @@ impl Geo {
                 g.asn_ranges.append(AsnIndex::load(p)?);
             }
         }
-        g.asn_ranges.v4.sort_unstable();
-        g.asn_ranges.v6.sort_unstable();
+        g.asn_ranges.index();
         Ok(g)
     }
 
@@ -256,7 +289,7 @@ impl Geo {
         let hit = if v6 {
             find(&self.asn_ranges.v6, u128::from_be_bytes(*a))
         } else {
-            find(&self.asn_ranges.v4, u32::from_be_bytes([a[0], a[1], a[2], a[3]]))
+            self.asn_ranges.find_v4(u32::from_be_bytes([a[0], a[1], a[2], a[3]]))
         };
         if let Some((n, o)) = hit {
             return Some((n, self.asn_ranges.orgs.get(o as usize).map_or("", String::as_str)));
@@ -365,6 +398,46 @@ mod tests {
         let mut a = [0u8; 16];
         a[..4].copy_from_slice(&s.parse::<Ipv4Addr>().unwrap().octets());
         a
+    }
+
+    proptest::proptest! {
+        /// The /16 index finds what a binary search over every range
+        /// finds, for any sorted, disjoint ranges (some spanning many /16s,
+        /// some ending or starting on a /16's edge) and any address.
+        #[test]
+        fn the_v4_prefix_index_finds_what_a_full_search_finds(
+            cuts in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..200),
+            gaps in proptest::collection::vec(proptest::prelude::any::<bool>(), 200),
+            probes in proptest::collection::vec(proptest::prelude::any::<u32>(), 200),
+        ) {
+            // Edges: random points, and /16 and /8 boundaries (and one
+            // below them), so ranges start and end exactly on an index edge.
+            let mut edges: Vec<u32> = cuts.iter().map(|&c| match c % 4 {
+                0 => c & 0xffff_0000,
+                1 => (c & 0xffff_0000).wrapping_sub(1),
+                2 => c & 0xff00_0000,
+                _ => c,
+            }).collect();
+            edges.extend([0, u32::MAX]);
+            edges.sort_unstable();
+            edges.dedup();
+            let mut r = AsnRanges::default();
+            for (i, w) in edges.windows(2).enumerate() {
+                // [w0, w1 - 1], some left out as gaps
+                if !gaps[i % gaps.len()] {
+                    r.v4.push((w[0], w[1] - 1, i as u32, 0));
+                }
+            }
+            r.index();
+            let mut xs = probes.clone();
+            for &(a, b, _, _) in &r.v4 {
+                xs.extend([a, b, a.wrapping_sub(1), b.wrapping_add(1)]);
+            }
+            xs.extend([0, u32::MAX, 0x0001_0000, 0xffff_0000, 0x0000_ffff]);
+            for x in xs {
+                proptest::prop_assert_eq!(r.find_v4(x), find(&r.v4, x), "{:#x}", x);
+            }
+        }
     }
 
     /// The ASN range files as ip-location-db writes them: quoted

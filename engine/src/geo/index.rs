@@ -143,6 +143,7 @@ fn decode(b: &[u8], want: Source) -> Option<AsnRanges> {
         v4: v4b.chunks_exact(V4).map(|c| (le32(c, 0), le32(c, 4), le32(c, 8), le32(c, 12))).collect(),
         v6: v6b.chunks_exact(V6).map(|c| (le128(c, 0), le128(c, 16), le32(c, 32), le32(c, 36))).collect(),
         orgs: Vec::with_capacity(norgs.min(b.len())),
+        v4_first: Vec::new(),
     };
     for _ in 0..norgs {
         let n = r.u32()? as usize;
