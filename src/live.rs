@@ -262,14 +262,14 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
     if !(a.send_fraction > 0.0 && a.send_fraction <= 1.0) {
         anyhow::bail!("--send-fraction must be above 0 and at most 1");
     }
-    let tx = a.tx;
-    if a.send_fraction < 1.0 && tx == GenTx::Packet {
+    let mode = a.tx;
+    if a.send_fraction < 1.0 && mode == GenTx::Packet {
         anyhow::bail!("--send-fraction needs --tx xdp-live or auto");
     }
-    if a.vlan.is_some() && tx == GenTx::XdpLive {
+    if a.vlan.is_some() && mode == GenTx::XdpLive {
         anyhow::bail!("--vlan needs --tx packet");
     }
-    if tx == GenTx::XdpLive && mix != GenMix::UdpFlood {
+    if mode == GenTx::XdpLive && mix != GenMix::UdpFlood {
         anyhow::bail!("--tx xdp-live sends udp-flood only");
     }
     if !(a.duration.is_finite() && a.duration > 0.0) && a.packets.is_none() {
@@ -277,7 +277,7 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
     }
     // `auto`: the live-frame runner where it can send this traffic and the
     // kernel lets it, else a packet socket (the reason logged).
-    let live = match tx {
+    let live = match mode {
         GenTx::Packet => false,
         GenTx::XdpLive => true,
         GenTx::Auto if mix != GenMix::UdpFlood || a.vlan.is_some() => {
@@ -290,7 +290,7 @@ pub fn generate(a: GenArgs) -> anyhow::Result<ExitCode> {
         let total = a.packets.unwrap_or((a.pps as f64 * a.duration).round() as u64);
         match tapstream_engine::live::traffic::blast(&a.iface, a.flows, a.client_net, a.pps, total, a.send_fraction) {
             Ok(rep) => return print_gen_report(&rep, a.summary.as_deref()),
-            Err(e @ tapstream_engine::live::LiveError::LiveFramesRefused { .. }) if tx == GenTx::Auto => {
+            Err(e @ tapstream_engine::live::LiveError::LiveFramesRefused { .. }) if mode == GenTx::Auto => {
                 tracing::warn!(
                     reason = %tapstream_engine::live::describe(&e),
                     "falling back to a packet socket: {total} frames at {} per second",

@@ -429,7 +429,7 @@ mod tests {
                 }
             }
             r.index();
-            let mut xs = probes.clone();
+            let mut xs = probes;
             for &(a, b, _, _) in &r.v4 {
                 xs.extend([a, b, a.wrapping_sub(1), b.wrapping_add(1)]);
             }
