@@ -191,15 +191,29 @@ pub(crate) fn stop_flag() -> Arc<AtomicBool> {
 use tapstream_query::SharedWriter;
 type SharedErrors = Arc<Mutex<Vec<String>>>;
 
+/// How a history writer takes rows (see `WriterConfig::hold_bytes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// Held in memory within the budget until a part would be committed:
+    /// an input that ends (an ingest) writes its hours once, compacted.
+    HeldUntilClose,
+    /// Streamed into part files as they come (a capture that runs on).
+    Streamed,
+}
+
 /// A sink that writes record batches into hourly Parquet; errors are kept.
 // The sink closure's type cannot be named, so the tuple stays inline.
 #[allow(clippy::type_complexity)]
 pub(crate) fn parquet_sink(
     data: &Path,
     cfg: &Config,
+    rows: Rows,
 ) -> anyhow::Result<(impl FnMut((Table, RecordBatch)) + Send + 'static, SharedWriter, SharedErrors)> {
-    let w =
-        HourlyWriter::new(data, cfg.writer.clone()).with_context(|| format!("opening data dir {}", data.display()))?;
+    let wcfg = match rows {
+        Rows::HeldUntilClose => cfg.writer.clone(),
+        Rows::Streamed => cfg.writer.clone().streaming(),
+    };
+    let w = HourlyWriter::new(data, wcfg).with_context(|| format!("opening data dir {}", data.display()))?;
     let writer = Arc::new(Mutex::new(Some(w)));
     let errors = Arc::new(Mutex::new(Vec::new()));
     // Commit part files on time even when no batch arrives to trigger it.
@@ -300,7 +314,7 @@ impl RunServices {
         pcfg: &mut PipelineConfig,
         stop: &Arc<AtomicBool>,
     ) -> anyhow::Result<(impl RecordSink, RunServices)> {
-        let (sink, writer, errors) = parquet_sink(data, cfg)?;
+        let (sink, writer, errors) = parquet_sink(data, cfg, Rows::Streamed)?;
         let retention = start_retention(data, cfg, &writer, stop)?;
         let recorder = crate::record::start(data, pcfg)?;
         let geo = cfg.geoip.open()?;
@@ -429,7 +443,7 @@ fn ingest(cfg: Config, a: IngestArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let total = src.len();
-        let (sink, writer, errors) = parquet_sink(&data, &cfg)?;
+        let (sink, writer, errors) = parquet_sink(&data, &cfg, Rows::HeldUntilClose)?;
         let progress = Arc::new(Progress::default());
         let done = Arc::new(AtomicBool::new(false));
         let bar_thread = (!a.quiet).then(|| {

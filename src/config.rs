@@ -983,6 +983,8 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
         geo: None,
         plugins: None,
     };
+    let compaction_memory_bytes =
+        range("storage.compaction_memory_mb", raw.storage.compaction_memory_mb, 256, 16, 1 << 20)? << 20;
     let writer = WriterConfig {
         max_rows_per_file: range("storage.max_rows_per_file", raw.storage.max_rows_per_file, 1_000_000, 1, 1 << 30)?,
         max_file_age: flush.mul_f64(0.45),
@@ -997,14 +999,11 @@ pub fn validate(raw: RawConfig) -> anyhow::Result<Config> {
             0.0,
             86_400.0,
         )?,
-        compaction_memory_bytes: range(
-            "storage.compaction_memory_mb",
-            raw.storage.compaction_memory_mb,
-            256,
-            16,
-            1 << 20,
-        )? << 20,
+        compaction_memory_bytes,
         host_index: raw.storage.host_index.unwrap_or(true),
+        // An ingest holds an hour's rows in half the sort's budget; a
+        // long-running capture streams (`WriterConfig::streaming`).
+        hold_bytes: compaction_memory_bytes / 2,
     };
     let retention = retention(&raw.retention)?;
     let detect = detect(raw.detect, raw.intel)?;

@@ -145,7 +145,7 @@ fn start_engine(
         pcfg.workers = w.max(1);
     }
     pcfg.drop_when_behind = true;
-    let (sink, writer, errors) = parquet_sink(data, &cfg)?;
+    let (sink, writer, errors) = parquet_sink(data, &cfg, crate::commands::Rows::Streamed)?;
     let shared_writer = writer.clone();
     // Uploaded captures are analysed into the same history, on at most two
     // workers, without the live traffic's detection, recording or plugins.

@@ -14,8 +14,10 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{SortOptions, take_record_batch};
 use arrow::datatypes::{DataType, TimestampNanosecondType};
+use arrow::row::{RowConverter, SortField};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, cast, col, lit};
@@ -216,45 +218,130 @@ impl Compactor {
             let df = df.sort(order).map_err(df_err)?;
             let mut stream = df.execute_stream().await.map_err(df_err)?;
             let mut rows = 0u64;
-            let mut current = None;
-            let parquet = |e| WriterError::Parquet { path: tmp.clone(), source: e };
+            let mut cut = SliceCut { slices: sliced.then_some(slices), ts_at, current: None };
             while let Some(b) = stream.next().await {
                 let b: RecordBatch = b.map_err(df_err)?;
                 rows += b.num_rows() as u64;
-                if !sliced {
-                    w.write(&b).map_err(parquet)?;
-                    continue;
-                }
-                // A row group ends where a slice does (`ts` is never null).
-                let ts = b.column(ts_at).as_primitive::<TimestampNanosecondType>();
-                let mut from = 0;
-                for (i, t) in ts.values().iter().enumerate() {
-                    let s = slices.of(*t);
-                    if current != Some(s) {
-                        if i > from {
-                            w.write(&b.slice(from, i - from)).map_err(parquet)?;
-                            from = i;
-                        }
-                        if current.is_some() {
-                            w.flush().map_err(parquet)?;
-                        }
-                        current = Some(s);
-                    }
-                }
-                if from < b.num_rows() {
-                    w.write(&b.slice(from, b.num_rows() - from)).map_err(parquet)?;
-                }
+                cut.write(&mut w, &b).map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
             }
             Ok::<_, WriterError>(rows)
         })?;
-        let f = w.into_inner().map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
-        f.sync_all().map_err(|e| io(&tmp, e))?;
-        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-        drop(f);
+        let bytes = finish(w, &tmp)?;
         let dst = staging.join(&name);
         fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
         Ok((name, rows, bytes))
     }
+
+    /// Write an hour that has no file yet as its one compacted file, from
+    /// rows held in memory (at most the writer's `hold_bytes`): sorted here
+    /// exactly as [`Compactor::compact`] sorts parts, without writing them
+    /// as parts and reading them back. The file is made under `.staging`
+    /// and renamed into the hour directory, so it appears whole. The caller
+    /// guarantees that nothing else writes or deletes this hour meanwhile.
+    pub fn write_sorted(&self, table: Table, hour: i64, batches: &[RecordBatch]) -> Result<Compacted, WriterError> {
+        let schema = table.schema();
+        if let Some(b) = batches.iter().find(|b| b.schema().fields() != schema.fields()) {
+            return Err(WriterError::Compaction(format!(
+                "rows held for {} do not have its columns: {:?}",
+                table.name(),
+                b.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+            )));
+        }
+        let all = arrow::compute::concat_batches(&schema, batches)?;
+        let rows = all.num_rows();
+        let ts_at = schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
+        let key = sort_key(table);
+        let slices = TimeSlices::for_hour(rows as u64, self.cfg.row_group_rows);
+        let sliced = key != ["ts"] && slices.count() > 1;
+        // The sort key as rows of bytes that compare as the columns do
+        // (ascending, nulls last, as the merge of parts sorts).
+        let ts = all.column(ts_at).as_primitive::<TimestampNanosecondType>();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(key.len() + 1);
+        if sliced {
+            cols.push(Arc::new(Int64Array::from_iter_values(ts.values().iter().map(|t| slices.of(*t)))));
+        }
+        for c in &key {
+            cols.push(all.column(schema.index_of(c).map_err(|e| WriterError::Compaction(e.to_string()))?).clone());
+        }
+        let order = SortOptions { descending: false, nulls_first: false };
+        let conv = RowConverter::new(
+            cols.iter().map(|c| SortField::new_with_options(c.data_type().clone(), order)).collect(),
+        )?;
+        let keys = conv.convert_columns(&cols)?;
+        drop(cols);
+        let mut idx: Vec<u32> = (0..rows as u32).collect();
+        idx.sort_unstable_by(|a, b| keys.row(*a as usize).cmp(&keys.row(*b as usize)));
+        drop(keys);
+        let sorted = take_record_batch(&all, &UInt32Array::from(idx))?;
+        drop(all);
+
+        let live = layout::hour_dir(&self.root, table, hour);
+        let staging = layout::scratch(&self.root, STAGING, table, hour).map_err(|e| io(&self.root, e))?;
+        fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
+        let r = (|| -> Result<u64, WriterError> {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+            let name = format!("{COMPACT_PREFIX}{now}.parquet");
+            let tmp = staging.join(&name);
+            let props = writer_props(table, &self.cfg, Some(sorting_columns(&schema, &key)));
+            let f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+            let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))
+                .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+            let mut cut = SliceCut { slices: sliced.then_some(slices), ts_at, current: None };
+            cut.write(&mut w, &sorted).map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+            let bytes = finish(w, &tmp)?;
+            fs::create_dir_all(&live).map_err(|e| io(&live, e))?;
+            let dst = live.join(&name);
+            fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
+            layout::sync_dir(&live);
+            if let Some(p) = live.parent() {
+                layout::sync_dir(p);
+            }
+            Ok(bytes)
+        })();
+        let _ = fs::remove_dir_all(&staging);
+        Ok(Compacted { files_in: 0, rows: rows as u64, bytes_in: 0, bytes_out: r? })
+    }
+}
+
+/// Writes sorted batches, ending a row group wherever a time slice ends
+/// (`slices`; `None` when the hour is not cut in slices).
+struct SliceCut {
+    slices: Option<TimeSlices>,
+    ts_at: usize,
+    current: Option<i64>,
+}
+
+impl SliceCut {
+    fn write(&mut self, w: &mut ArrowWriter<File>, b: &RecordBatch) -> Result<(), parquet::errors::ParquetError> {
+        let Some(slices) = self.slices else { return w.write(b) };
+        // `ts` is never null.
+        let ts = b.column(self.ts_at).as_primitive::<TimestampNanosecondType>();
+        let mut from = 0;
+        for (i, t) in ts.values().iter().enumerate() {
+            let s = slices.of(*t);
+            if self.current != Some(s) {
+                if i > from {
+                    w.write(&b.slice(from, i - from))?;
+                    from = i;
+                }
+                if self.current.is_some() {
+                    w.flush()?;
+                }
+                self.current = Some(s);
+            }
+        }
+        if from < b.num_rows() {
+            w.write(&b.slice(from, b.num_rows() - from))?;
+        }
+        Ok(())
+    }
+}
+
+/// Finish a file's footer and fsync it; its size.
+fn finish(w: ArrowWriter<File>, tmp: &Path) -> Result<u64, WriterError> {
+    let f = w.into_inner().map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;
+    f.sync_all().map_err(|e| io(tmp, e))?;
+    Ok(f.metadata().map(|m| m.len()).unwrap_or(0))
 }
 
 /// The footer's declaration that a file is sorted by `columns`, ascending.

@@ -67,6 +67,15 @@ pub struct WriterConfig {
     /// under both of its addresses, so one address's flows over weeks are
     /// read from a run of rows per day instead of every page of every hour.
     pub host_index: bool,
+    /// Memory (Arrow bytes, all open hours together) a part's rows may be
+    /// held in before its file is started. An hour whose rows are all still
+    /// held when the writer closes, and that has no file yet, is written
+    /// straight as its one sorted, compacted file: no part written, read
+    /// back and encoded again (an ingest of a capture that fits). Held rows
+    /// are committed exactly when a part would be (row cap, flush age), so
+    /// a crash loses no more; 0 streams every batch into its part file as
+    /// it comes (a long-running capture, which gains nothing from holding).
+    pub hold_bytes: usize,
 }
 
 impl Default for WriterConfig {
@@ -81,7 +90,15 @@ impl Default for WriterConfig {
             compaction_grace: Duration::from_secs(300),
             compaction_memory_bytes: 256 << 20,
             host_index: true,
+            hold_bytes: 128 << 20,
         }
+    }
+}
+
+impl WriterConfig {
+    /// The same, streaming every batch into its part file (no rows held).
+    pub fn streaming(self) -> WriterConfig {
+        WriterConfig { hold_bytes: 0, ..self }
     }
 }
 
@@ -92,6 +109,9 @@ pub struct WriterStats {
     pub bytes: u64,
     pub compactions: u64,
     pub compaction_errors: u64,
+    /// Hours written straight as their compacted file from held rows (no
+    /// part file; counted in `compactions` and `files` too).
+    pub held_hours: u64,
 }
 
 /// (table, hours since the epoch)
@@ -144,18 +164,28 @@ impl HourLocks {
     }
 }
 
+/// An hour's rows not yet in a file of their own.
 struct OpenPart {
-    writer: ArrowWriter<File>,
-    tmp: PathBuf,
+    state: PartState,
     dir: PathBuf,
     rows: usize,
     opened: Instant,
+}
+
+enum PartState {
+    /// Held in memory (within [`WriterConfig::hold_bytes`]), as written.
+    Held { batches: Vec<RecordBatch>, bytes: usize },
+    /// Streaming into a hidden part file, each batch sorted by `ts`.
+    Writing { writer: Box<ArrowWriter<File>>, tmp: PathBuf },
 }
 
 /// Work for the background thread.
 enum Job {
     /// Merge a closed hour's parts.
     Compact(PartKey),
+    /// Write an hour that has no file yet from the rows held for it: sorted
+    /// and compacted at once, or as a part file if that fails.
+    Write(PartKey, Vec<RecordBatch>),
     /// Build the host index of a closed day (days since the epoch).
     Index(i64),
 }
@@ -164,8 +194,21 @@ enum Job {
 /// indexes closed days).
 struct CompactionThread {
     jobs: std::sync::mpsc::Sender<Job>,
-    done: Arc<Mutex<(u64, u64)>>,
+    done: Arc<Mutex<LaneDone>>,
     handle: JoinHandle<()>,
+}
+
+/// What a compaction thread did, summed into [`WriterStats`] at close.
+#[derive(Default)]
+struct LaneDone {
+    compactions: u64,
+    held_hours: u64,
+    errors: u64,
+    /// Files written from held rows, and their bytes.
+    files: u64,
+    bytes: u64,
+    /// Held rows that could be written neither way.
+    lost: Option<WriterError>,
 }
 
 /// The two compaction threads. `flows` hours and the host index go to one,
@@ -197,6 +240,8 @@ pub struct HourlyWriter {
     newest_ns: i64,
     locks: Arc<HourLocks>,
     compactor: Option<Compaction>,
+    /// Arrow bytes held by every open hour together.
+    held_bytes: usize,
     pub stats: WriterStats,
 }
 
@@ -314,6 +359,7 @@ impl HourlyWriter {
             newest_ns: i64::MIN,
             locks,
             compactor,
+            held_bytes: 0,
             stats: WriterStats::default(),
         })
     }
@@ -323,35 +369,26 @@ impl HourlyWriter {
     }
 
     /// Write a batch of `table`, splitting it by hour; each piece is sorted
-    /// by `ts` before it is written.
+    /// by `ts` before it is written to a part file.
     pub fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<(), WriterError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let ts = batch
-            .column_by_name("ts")
-            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-            .ok_or(WriterError::NoTs(table.name()))?;
+        let ts = ts_of(table, batch)?;
         if let Some(max) = ts.values().iter().max() {
             self.newest_ns = self.newest_ns.max(*max);
         }
         let first = ts.value(0).div_euclid(HOUR_NS);
         let all_same = ts.values().iter().all(|v| v.div_euclid(HOUR_NS) == first);
         if all_same {
-            self.write_hour(table, first, &sort_by_ts(batch, ts)?)?;
+            self.write_hour(table, first, batch)?;
         } else {
             let mut hours: Vec<i64> = ts.values().iter().map(|v| v.div_euclid(HOUR_NS)).collect();
             hours.sort_unstable();
             hours.dedup();
             for h in hours {
                 let mask: BooleanArray = ts.values().iter().map(|v| Some(v.div_euclid(HOUR_NS) == h)).collect();
-                let part = filter_record_batch(batch, &mask)?;
-                let pts = part
-                    .column_by_name("ts")
-                    .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-                    .ok_or(WriterError::NoTs(table.name()))?;
-                let sorted = sort_by_ts(&part, pts)?;
-                self.write_hour(table, h, &sorted)?;
+                self.write_hour(table, h, &filter_record_batch(batch, &mask)?)?;
             }
         }
         self.close_aged()?;
@@ -360,21 +397,48 @@ impl HourlyWriter {
 
     fn write_hour(&mut self, table: Table, hour: i64, batch: &RecordBatch) -> Result<(), WriterError> {
         let key = (table, hour);
-        if !self.open.contains_key(&key) {
-            // Waits only if this (late) hour is being compacted or deleted.
-            self.locks.claim(key, Holder::Writer);
-            match self.open_part(table, hour, batch) {
-                Ok(part) => {
-                    self.open.insert(key, part);
-                }
-                Err(e) => {
-                    self.locks.release(key);
-                    return Err(e);
+        let p = match self.open.entry(key) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                // Waits only if this (late) hour is being compacted or deleted.
+                self.locks.claim(key, Holder::Writer);
+                e.insert(OpenPart {
+                    state: PartState::Held { batches: Vec::new(), bytes: 0 },
+                    dir: layout::hour_dir(&self.root, table, hour),
+                    rows: 0,
+                    opened: Instant::now(),
+                })
+            }
+        };
+        match &mut p.state {
+            PartState::Held { batches, bytes } => {
+                let size = batch.get_array_memory_size();
+                if self.compactor.is_some() && self.held_bytes + size <= self.cfg.hold_bytes {
+                    batches.push(batch.clone());
+                    *bytes += size;
+                    self.held_bytes += size;
+                } else {
+                    // Over the budget (or nothing to gain): the part file
+                    // starts with what was held.
+                    batches.push(batch.clone());
+                    match start_part(&p.dir, table, &self.cfg, batches) {
+                        Ok((writer, tmp)) => {
+                            self.held_bytes -= *bytes;
+                            p.state = PartState::Writing { writer, tmp };
+                        }
+                        Err(e) => {
+                            // What was held stays held; this batch is refused.
+                            batches.pop();
+                            return Err(e);
+                        }
+                    }
                 }
             }
+            PartState::Writing { writer, tmp } => {
+                let sorted = sort_by_ts(batch, ts_of(table, batch)?)?;
+                writer.write(&sorted).map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+            }
         }
-        let p = self.open.get_mut(&key).expect("just inserted");
-        p.writer.write(batch).map_err(|e| WriterError::Parquet { path: p.tmp.clone(), source: e })?;
         p.rows += batch.num_rows();
         self.stats.rows += batch.num_rows() as u64;
         if p.rows >= self.cfg.max_rows_per_file
@@ -385,44 +449,31 @@ impl HourlyWriter {
         Ok(())
     }
 
-    fn open_part(&self, table: Table, hour: i64, batch: &RecordBatch) -> Result<OpenPart, WriterError> {
-        let dir = layout::hour_dir(&self.root, table, hour);
-        fs::create_dir_all(&dir).map_err(|e| WriterError::Io { path: dir.clone(), source: e })?;
-        let n = next_part_number(&dir);
-        let tmp = dir.join(format!(".part-{n:05}.parquet.tmp"));
-        let f = File::create(&tmp).map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
-        let props = part_props(table, &self.cfg);
-        let writer = ArrowWriter::try_new(f, batch.schema(), Some(props))
-            .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
-        Ok(OpenPart { writer, tmp, dir, rows: 0, opened: Instant::now() })
-    }
-
     fn close_part(&mut self, key: PartKey, p: OpenPart) -> Result<(), WriterError> {
-        let r = self.finish_part(p);
+        let r = self.finish_part(key.0, p);
         self.locks.release(key);
-        if r.is_ok() {
+        if let Ok(Some(_)) = r {
             self.dirty.insert(key);
         }
-        r
+        r.map(|_| ())
     }
 
-    fn finish_part(&mut self, p: OpenPart) -> Result<(), WriterError> {
-        let OpenPart { writer, tmp, dir, .. } = p;
-        let f = writer.into_inner().map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
-        f.sync_all().map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        drop(f);
-        let name = tmp
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(|n| n.trim_start_matches('.').trim_end_matches(".tmp").to_string())
-            .unwrap_or_else(|| "part-00000.parquet".into());
-        let dst = dir.join(name);
-        fs::rename(&tmp, &dst).map_err(|e| WriterError::Io { path: dst.clone(), source: e })?;
-        layout::sync_dir(&dir);
+    /// Commit an open hour's rows as a part file (`None`: it had none).
+    fn finish_part(&mut self, table: Table, p: OpenPart) -> Result<Option<u64>, WriterError> {
+        let (writer, tmp) = match p.state {
+            PartState::Writing { writer, tmp } => (writer, tmp),
+            PartState::Held { batches, bytes } => {
+                self.held_bytes -= bytes;
+                if batches.is_empty() {
+                    return Ok(None);
+                }
+                start_part(&p.dir, table, &self.cfg, &batches)?
+            }
+        };
+        let len = finish_part_file(writer, tmp, &p.dir)?;
         self.stats.files += 1;
         self.stats.bytes += len;
-        Ok(())
+        Ok(Some(len))
     }
 
     /// Close part files older than the flush interval, and hand hours that
@@ -504,8 +555,12 @@ impl HourlyWriter {
         let keys: Vec<PartKey> = self.open.keys().copied().collect();
         let mut first_err = None;
         for k in keys {
-            if let Some(p) = self.open.remove(&k)
-                && let Err(e) = self.close_part(k, p)
+            let Some(p) = self.open.remove(&k) else { continue };
+            let p = match self.write_held(k, p) {
+                Ok(()) => continue,
+                Err(p) => p,
+            };
+            if let Err(e) = self.close_part(k, p)
                 && first_err.is_none()
             {
                 first_err = Some(e);
@@ -528,12 +583,48 @@ impl HourlyWriter {
             for c in [flows, other] {
                 drop(c.jobs);
                 let _ = c.handle.join();
-                let (n, errs) = *c.done.lock().unwrap_or_else(|p| p.into_inner());
-                self.stats.compactions += n;
-                self.stats.compaction_errors += errs;
+                let mut g = c.done.lock().unwrap_or_else(|p| p.into_inner());
+                self.stats.compactions += g.compactions;
+                self.stats.compaction_errors += g.errors;
+                self.stats.held_hours += g.held_hours;
+                self.stats.files += g.files;
+                self.stats.bytes += g.bytes;
+                if let Some(e) = g.lost.take() {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// At close: hand an hour whose rows are all held, and that has no
+    /// file yet, to its compaction thread to be written sorted and
+    /// compacted at once. `Err` gives the hour back to be committed as a
+    /// part file.
+    fn write_held(&mut self, key: PartKey, p: OpenPart) -> Result<(), OpenPart> {
+        let Some(c) = &self.compactor else { return Err(p) };
+        let PartState::Held { batches, bytes } = p.state else { return Err(p) };
+        if batches.is_empty() || !layout::data_files(&p.dir).is_empty() {
+            return Err(OpenPart { state: PartState::Held { batches, bytes }, ..p });
+        }
+        self.held_bytes -= bytes;
+        self.locks.release(key);
+        self.locks.claim(key, Holder::Compaction);
+        match c.lane(key.0).jobs.send(Job::Write(key, batches)) {
+            Ok(()) => {
+                if key.0 == Table::Flows {
+                    self.index_due.insert(key.1.div_euclid(24));
+                }
+                Ok(())
+            }
+            Err(std::sync::mpsc::SendError(job)) => {
+                let Job::Write(_, batches) = job else { unreachable!("the job just sent") };
+                self.locks.release(key);
+                self.locks.claim(key, Holder::Writer);
+                self.held_bytes += bytes;
+                Err(OpenPart { state: PartState::Held { batches, bytes }, ..p })
+            }
+        }
     }
 }
 
@@ -557,7 +648,7 @@ fn spawn_compactor(
 ) -> Result<CompactionThread, WriterError> {
     let root = compactor.root.clone();
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    let done = Arc::new(Mutex::new((0u64, 0u64)));
+    let done = Arc::new(Mutex::new(LaneDone::default()));
     let d = done.clone();
     let handle = std::thread::Builder::new()
         .name(name.into())
@@ -572,6 +663,12 @@ fn spawn_compactor(
             for job in rx {
                 let key = match job {
                     Job::Compact(key) => key,
+                    Job::Write(key, batches) => {
+                        write_held_hour(&compactor, key, &batches, &mut d.lock().unwrap_or_else(|p| p.into_inner()));
+                        drop(batches);
+                        locks.release(key);
+                        continue;
+                    }
                     Job::Index(day) => {
                         if let Some(r) = compactor.index_day(&crate::hosts::date_of(day)).transpose() {
                             log_indexed(r);
@@ -584,13 +681,13 @@ fn spawn_compactor(
                 let mut g = d.lock().unwrap_or_else(|p| p.into_inner());
                 match r {
                     Ok(Some(Compacted { files_in, rows, bytes_in, bytes_out })) => {
-                        g.0 += 1;
+                        g.compactions += 1;
                         let (date, hour) = layout::partition(key.1);
                         tracing::info!(table = key.0.name(), date, hour, files_in, rows, bytes_in, bytes_out, "compacted hour");
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        g.1 += 1;
+                        g.errors += 1;
                         tracing::error!(table = key.0.name(), error = %e, "compaction failed; the hour keeps its part files");
                     }
                 }
@@ -606,6 +703,92 @@ fn log_indexed(r: Result<crate::hosts::Indexed, WriterError>) {
             tracing::info!(date = i.date, hours = i.hours, rows = i.rows, bytes = i.bytes, "indexed the hosts of a day")
         }
         Err(e) => tracing::error!(error = %e, "host index failed; lookups of that day read its hours"),
+    }
+}
+
+fn ts_of(table: Table, batch: &RecordBatch) -> Result<&TimestampNanosecondArray, WriterError> {
+    batch
+        .column_by_name("ts")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or(WriterError::NoTs(table.name()))
+}
+
+/// Start a hidden part file under `dir` holding `batches` (each sorted by
+/// `ts`); on error nothing is left behind.
+fn start_part(
+    dir: &Path,
+    table: Table,
+    cfg: &WriterConfig,
+    batches: &[RecordBatch],
+) -> Result<(Box<ArrowWriter<File>>, PathBuf), WriterError> {
+    let Some(first) = batches.first() else { return Err(WriterError::Compaction("no rows to write".into())) };
+    fs::create_dir_all(dir).map_err(|e| WriterError::Io { path: dir.into(), source: e })?;
+    let n = next_part_number(dir);
+    let tmp = dir.join(format!(".part-{n:05}.parquet.tmp"));
+    let f = File::create(&tmp).map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
+    let r = (|| {
+        let mut w = ArrowWriter::try_new(f, first.schema(), Some(part_props(table, cfg)))
+            .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+        for b in batches {
+            let sorted = sort_by_ts(b, ts_of(table, b)?)?;
+            w.write(&sorted).map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+        }
+        Ok(w)
+    })();
+    match r {
+        Ok(w) => Ok((Box::new(w), tmp)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Finish a part file's footer, fsync it and rename it into place; its size.
+fn finish_part_file(writer: Box<ArrowWriter<File>>, tmp: PathBuf, dir: &Path) -> Result<u64, WriterError> {
+    let f = writer.into_inner().map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+    f.sync_all().map_err(|e| WriterError::Io { path: tmp.clone(), source: e })?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    drop(f);
+    let name = tmp
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.trim_start_matches('.').trim_end_matches(".tmp").to_string())
+        .unwrap_or_else(|| "part-00000.parquet".into());
+    let dst = dir.join(name);
+    fs::rename(&tmp, &dst).map_err(|e| WriterError::Io { path: dst.clone(), source: e })?;
+    layout::sync_dir(dir);
+    Ok(len)
+}
+
+/// A compaction thread's [`Job::Write`]: the held rows as the hour's one
+/// compacted file, or, if that fails, as a part file (compacted later).
+fn write_held_hour(compactor: &Compactor, key: PartKey, batches: &[RecordBatch], g: &mut LaneDone) {
+    let (date, hour) = layout::partition(key.1);
+    let table = key.0.name();
+    match compactor.write_sorted(key.0, key.1, batches) {
+        Ok(Compacted { rows, bytes_out, .. }) => {
+            g.compactions += 1;
+            g.held_hours += 1;
+            g.files += 1;
+            g.bytes += bytes_out;
+            tracing::info!(table, date, hour, rows, bytes_out, "wrote hour sorted and compacted");
+        }
+        Err(e) => {
+            g.errors += 1;
+            tracing::error!(table, date, hour, error = %e, "writing the hour compacted failed; writing it as a part file");
+            let dir = layout::hour_dir(&compactor.root, key.0, key.1);
+            match start_part(&dir, key.0, &compactor.cfg, batches).and_then(|(w, tmp)| finish_part_file(w, tmp, &dir)) {
+                Ok(len) => {
+                    g.files += 1;
+                    g.bytes += len;
+                }
+                Err(e) => {
+                    tracing::error!(table, date, hour, error = %e, "writing the hour's rows failed; they are lost");
+                    g.lost.get_or_insert(e);
+                }
+            }
+        }
     }
 }
 

@@ -823,3 +823,191 @@ fn parts_are_written_to_be_read_back_soon_and_compacted_files_to_be_kept() {
     assert!(c.iter().all(|&(z, _)| matches!(z, parquet::basic::Compression::ZSTD(_))), "{c:?}");
     assert!(c.iter().any(|&(_, bloom)| bloom), "the compacted file has its bloom filters");
 }
+
+/// A file's rows in order, its row groups' sizes and its footer's
+/// per-row-group sort declarations and bloom filter columns.
+fn file_layout(path: &Path) -> (RecordBatch, Vec<i64>, Vec<String>) {
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+        fs::File::open(path).unwrap(),
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
+    )
+    .unwrap();
+    let md = b.metadata().clone();
+    assert!(md.column_index().is_some() && md.offset_index().is_some(), "page index written: {}", path.display());
+    let schema = b.schema().clone();
+    let batches: Vec<RecordBatch> = b.build().unwrap().map(|b| b.unwrap()).collect();
+    let groups = md.row_groups().iter().map(|g| g.num_rows()).collect();
+    let descr = md.file_metadata().schema_descr();
+    let footer = md
+        .row_groups()
+        .iter()
+        .map(|g| {
+            let bloom: Vec<String> = (0..descr.num_columns())
+                .filter(|i| g.column(*i).bloom_filter_offset().is_some())
+                .map(|i| descr.column(i).name().to_string())
+                .collect();
+            format!("sorted {:?} bloom {bloom:?} codec {:?}", g.sorting_columns(), g.column(0).compression())
+        })
+        .collect();
+    (arrow::compute::concat_batches(&schema, &batches).unwrap(), groups, footer)
+}
+
+/// Every table's hours of `per_hour` rows, written in batches of 250 with
+/// `cfg`; (the writer's stats, each hour directory's files).
+fn write_all_tables(
+    root: &Path,
+    cfg: WriterConfig,
+    hours: i64,
+    per_hour: usize,
+) -> (tapstream_query::WriterStats, Vec<(Table, i64, Vec<std::path::PathBuf>)>) {
+    let mut w = write_hours(root, cfg, BASE_HOUR, hours, per_hour as u64);
+    for t in Table::ALL.into_iter().filter(|t| *t != Table::Flows) {
+        for h in 0..hours {
+            for _ in 0..per_hour / 250 {
+                w.write(t, &rows_of(t, BASE_HOUR + h, 250)).unwrap();
+            }
+        }
+    }
+    w.close().unwrap();
+    let mut dirs = Vec::new();
+    for t in Table::ALL {
+        for h in 0..hours {
+            dirs.push((t, h, layout::data_files(&layout::hour_dir(root, t, BASE_HOUR + h))));
+        }
+    }
+    (w.stats.clone(), dirs)
+}
+
+#[test]
+fn an_hour_held_until_close_is_written_once_as_compaction_would_write_it() {
+    // The same rows, streamed into part files that are then compacted, and
+    // held in memory until close and written once: the same file, row for
+    // row, row group for row group, footer for footer.
+    let cfg = WriterConfig { row_group_rows: 512, page_rows: 128, ..WriterConfig::default() };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (streamed, streamed_files) = write_all_tables(a.path(), cfg.clone().streaming(), 2, 3000);
+    let (held, held_files) = write_all_tables(b.path(), cfg, 2, 3000);
+    assert_eq!(streamed.rows, held.rows);
+    let hours = 2 * Table::COUNT as u64;
+    // Streamed: batches of 250 rows in parts, then one merge per hour.
+    assert_eq!((streamed.compactions, streamed.compaction_errors), (hours, 0));
+    assert_eq!(streamed.files, hours, "one part file per hour before its merge");
+    assert_eq!(streamed.held_hours, 0);
+    // Held: each hour's one file written straight, and no part file ever.
+    assert_eq!((held.compactions, held.compaction_errors), (hours, 0));
+    assert_eq!((held.files, held.held_hours), (hours, hours));
+    let on_disk: u64 = held_files.iter().flat_map(|(_, _, f)| f).map(|f| fs::metadata(f).unwrap().len()).sum();
+    assert_eq!(held.bytes, on_disk, "what was written is what is on disk: the compacted files");
+    for ((t, h, s), (_, _, hf)) in streamed_files.iter().zip(&held_files) {
+        assert_eq!((s.len(), hf.len()), (1, 1), "{} hour {h}: one file each", t.name());
+        assert!(hf[0].file_name().unwrap().to_str().unwrap().starts_with(COMPACT_PREFIX));
+        let (s_rows, s_groups, s_footer) = file_layout(&s[0]);
+        let (h_rows, h_groups, h_footer) = file_layout(&hf[0]);
+        assert_eq!(h_rows.num_rows(), 3000, "{} hour {h}", t.name());
+        assert_eq!(s_groups, h_groups, "{} hour {h}: row groups", t.name());
+        assert_eq!(s_footer, h_footer, "{} hour {h}: footers", t.name());
+        assert_eq!(s_rows, h_rows, "{} hour {h}: rows in the same order", t.name());
+        if *t == Table::Flows {
+            assert!(h_groups.len() >= 6, "flows hours are cut in time slices: {h_groups:?}");
+        }
+    }
+}
+
+#[test]
+fn held_rows_over_the_budget_stream_into_a_part_and_the_hour_is_merged() {
+    // A budget of a few batches: hours that outgrow it stream into part
+    // files, which are merged as usual; the end is the same.
+    let cfg = WriterConfig { row_group_rows: 512, page_rows: 128, ..WriterConfig::default() };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one_batch = FlowSynth::new(7, BASE_HOUR * HOUR_NS, 3000).batch(250).get_array_memory_size();
+    let tight = WriterConfig { hold_bytes: 4 * one_batch, ..cfg.clone() };
+    let (held, held_files) = write_all_tables(a.path(), tight, 1, 3000);
+    let (_, streamed_files) = write_all_tables(b.path(), cfg.streaming(), 1, 3000);
+    assert_eq!(held.compaction_errors, 0);
+    // Some hours outgrew the budget (the flows hour, the first written,
+    // at its fifth batch) and went through part files; some stayed held.
+    assert!((1..Table::COUNT as u64).contains(&held.held_hours), "{held:?}");
+    for ((t, _, s), (_, _, hf)) in streamed_files.iter().zip(&held_files) {
+        assert_eq!(count_files(hf[0].parent().unwrap()), (1, 1), "{}", t.name());
+        assert_eq!(file_layout(&s[0]).0, file_layout(&hf[0]).0, "{}: same rows, same order", t.name());
+    }
+}
+
+#[test]
+fn held_rows_are_committed_at_the_flush_age_like_a_part() {
+    // Holding changes when rows are encoded, never when they are committed.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = WriterConfig { max_file_age: Duration::ZERO, ..WriterConfig::default() };
+    let mut w = HourlyWriter::new(d.path(), cfg).unwrap();
+    let mut s = FlowSynth::new(7, BASE_HOUR * HOUR_NS, 3000);
+    w.write(Table::Flows, &s.batch(100)).unwrap();
+    let dir = layout::hour_dir(d.path(), Table::Flows, BASE_HOUR);
+    assert_eq!(count_files(&dir), (1, 0), "a part file, visible before close");
+    assert_eq!(parquet_rows(&layout::data_files(&dir)[0]).unwrap(), 100);
+    // The row cap too.
+    let d2 = tempfile::tempdir().unwrap();
+    let mut w2 =
+        HourlyWriter::new(d2.path(), WriterConfig { max_rows_per_file: 150, ..WriterConfig::default() }).unwrap();
+    w2.write(Table::Flows, &s.batch(100)).unwrap();
+    let dir2 = layout::hour_dir(d2.path(), Table::Flows, BASE_HOUR);
+    assert_eq!(count_files(&dir2), (0, 0), "held, as an open part file is unseen");
+    w2.write(Table::Flows, &s.batch(100)).unwrap();
+    assert_eq!(count_files(&dir2), (1, 0), "committed at the row cap");
+    w.close().unwrap();
+    w2.close().unwrap();
+    assert_eq!(count_files(&dir), (1, 1));
+    assert_eq!(count_files(&dir2), (1, 1));
+    assert_eq!(parquet_rows(&layout::data_files(&dir2)[0]).unwrap(), 200);
+}
+
+#[test]
+fn held_rows_an_hour_already_has_files_for_are_merged_with_them() {
+    // A second ingest into an hour that has its compacted file: the held
+    // rows become a part and the hour is merged again, nothing doubled.
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let hour = one_compacted_hour(root, 512, 1000);
+    let mut w = HourlyWriter::new(root, WriterConfig::default()).unwrap();
+    let mut s = FlowSynth::new(8, BASE_HOUR * HOUR_NS + 1, 1000);
+    w.write(Table::Flows, &s.batch(400)).unwrap();
+    w.close().unwrap();
+    assert_eq!(count_files(&hour), (1, 1));
+    assert_eq!(parquet_rows(&layout::data_files(&hour)[0]).unwrap(), 1400);
+    assert_eq!((w.stats.compactions, w.stats.compaction_errors, w.stats.files, w.stats.held_hours), (1, 0, 1, 0));
+}
+
+#[test]
+fn held_rows_that_cannot_be_written_compacted_are_kept_in_a_part_file() {
+    // Rows without the table's columns cannot be sorted by its key: the
+    // failure is counted and the rows land in a part file, none lost.
+    let d = tempfile::tempdir().unwrap();
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new(
+            "ts",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        arrow::datatypes::Field::new("v", DataType::Int64, false),
+    ]));
+    let t0 = BASE_HOUR * HOUR_NS;
+    let ts = TimestampNanosecondArray::from(vec![t0 + 5, t0 + 1, t0 + 3]).with_timezone("UTC");
+    let b = RecordBatch::try_new(
+        schema,
+        vec![std::sync::Arc::new(ts), std::sync::Arc::new(Int64Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    let mut w = HourlyWriter::new(d.path(), WriterConfig::default()).unwrap();
+    w.write(Table::Flows, &b).unwrap();
+    w.close().unwrap();
+    assert_eq!((w.stats.compactions, w.stats.compaction_errors, w.stats.files), (0, 1, 1));
+    let dir = layout::hour_dir(d.path(), Table::Flows, BASE_HOUR);
+    assert_eq!(count_files(&dir), (1, 0), "a part file");
+    let (rows, _, _) = file_layout(&layout::data_files(&dir)[0]);
+    let v = rows.column_by_name("v").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(v.values(), &[2, 3, 1], "every row, sorted by ts as parts are");
+    assert!(
+        !d.path().join(layout::STAGING).exists()
+            || fs::read_dir(d.path().join(layout::STAGING)).unwrap().next().is_none()
+    );
+}
