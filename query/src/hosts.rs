@@ -37,8 +37,10 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, StringArray, UInt32Array};
+use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
@@ -55,6 +57,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::ParquetReadOptions;
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha1::{Digest, Sha1};
 use tapstream_engine::records::Table;
 
@@ -243,6 +246,14 @@ fn halves_at_once(rows: u64, pool_bytes: usize) -> bool {
     2 * (rows * SORT_BYTES_PER_ROW + SORT_MERGE_RESERVATION) <= pool_bytes as u64
 }
 
+/// Whether a file's columns are exactly today's `flows` columns.
+pub fn has_flows_columns(path: &Path) -> bool {
+    File::open(path)
+        .ok()
+        .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+        .is_some_and(|b| b.schema().fields() == Table::Flows.schema().fields())
+}
+
 /// What each sort sets aside for its merge first (DataFusion's
 /// `sort_spill_reservation_bytes`, left at its default).
 const SORT_MERGE_RESERVATION: u64 = 10 << 20;
@@ -322,16 +333,27 @@ impl Compactor {
     /// The responders' half on a thread of its own (with its own
     /// executor), the originators' half on this one; both sorts draw on the
     /// compactor's memory pool.
+    /// Both halves fit in memory: each is sorted there (`write_index_held`)
+    /// unless a file's columns are not today's flows columns (an older
+    /// layout, which DataFusion's scan adapts).
     fn write_halves_at_once(&self, date: &str, files: &[(String, PathBuf)], tmps: &[PathBuf; 2]) -> (Written, Written) {
+        let held = files.iter().all(|(_, f)| has_flows_columns(f));
         std::thread::scope(|s| {
             let other = std::thread::Builder::new().name("host-index".into()).spawn_scoped(s, || {
+                if held {
+                    return self.write_index_held(date, files, Role::Resp, &tmps[1]);
+                }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| WriterError::Io { path: tmps[1].clone(), source: e })?;
                 self.write_index(&rt, date, files, Role::Resp, &tmps[1])
             });
-            let orig = self.write_index(&self.rt, date, files, Role::Orig, &tmps[0]);
+            let orig = if held {
+                self.write_index_held(date, files, Role::Orig, &tmps[0])
+            } else {
+                self.write_index(&self.rt, date, files, Role::Orig, &tmps[0])
+            };
             let resp = match other {
                 Ok(t) => {
                     t.join().unwrap_or_else(|_| Err(WriterError::Compaction("the host index thread panicked".into())))
@@ -397,6 +419,69 @@ impl Compactor {
         f.sync_all().map_err(|e| io(tmp, e))?;
         let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         Ok((rows, bytes))
+    }
+
+    /// One half of a day's index sorted in memory: the day's files read
+    /// whole, the role's rows sorted by (`host`, `ts`) as `arrow::row` keys
+    /// and taken in that order: the rows and order [`Self::write_index`]
+    /// writes, without DataFusion's per-batch sorts and merge. Only for a
+    /// day that [`halves_at_once`] says fits the memory pool.
+    fn write_index_held(&self, date: &str, files: &[(String, PathBuf)], role: Role, tmp: &Path) -> Written {
+        let out = schema();
+        let mut parts = Vec::new();
+        for (hour, path) in files {
+            let f = File::open(path).map_err(|e| io(path, e))?;
+            let parquet = |e| WriterError::Parquet { path: path.clone(), source: e };
+            let reader = ParquetRecordBatchReaderBuilder::try_new(f).map_err(parquet)?.with_batch_size(64 * 1024);
+            let hh = hour.trim_start_matches("hour=");
+            for b in reader.build().map_err(parquet)? {
+                let b = b?;
+                let b = match role {
+                    Role::Orig => b,
+                    // A flow from an address to itself is in the other half.
+                    Role::Resp => {
+                        let (o, r) = (b.column_by_name("orig_h"), b.column_by_name("resp_h"));
+                        let (Some(o), Some(r)) = (o, r) else {
+                            return Err(WriterError::Compaction(format!("{}: no orig_h/resp_h", path.display())));
+                        };
+                        let keep = arrow::compute::kernels::cmp::neq(r, o)?;
+                        arrow::compute::filter_record_batch(&b, &keep)?
+                    }
+                };
+                let n = b.num_rows();
+                let mut cols = b.columns().to_vec();
+                cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(date, n))));
+                cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(hh, n))));
+                let own = b
+                    .column_by_name(role.column())
+                    .ok_or_else(|| WriterError::Compaction(format!("{}: no {}", path.display(), role.column())))?
+                    .clone();
+                cols.push(own);
+                parts.push(RecordBatch::try_new(out.clone(), cols)?);
+            }
+        }
+        let all = arrow::compute::concat_batches(&out, &parts)?;
+        drop(parts);
+        let order = SortOptions { descending: false, nulls_first: false };
+        let keys = [all.column(out.index_of(HOST)?).clone(), all.column(out.index_of("ts")?).clone()];
+        let conv = RowConverter::new(
+            keys.iter().map(|c| SortField::new_with_options(c.data_type().clone(), order)).collect(),
+        )?;
+        let rows = conv.convert_columns(&keys)?;
+        let mut idx: Vec<u32> = (0..all.num_rows() as u32).collect();
+        idx.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+        drop(rows);
+        let sorted = arrow::compute::take_record_batch(&all, &UInt32Array::from(idx))?;
+        drop(all);
+        let props = index_props(&self.cfg, sorting_columns(&out, &[HOST, "ts"]));
+        let f = File::create(tmp).map_err(|e| io(tmp, e))?;
+        let parquet = |e| WriterError::Parquet { path: tmp.into(), source: e };
+        let mut w = ArrowWriter::try_new(f, out, Some(props)).map_err(parquet)?;
+        w.write(&sorted).map_err(parquet)?;
+        let f = w.into_inner().map_err(parquet)?;
+        f.sync_all().map_err(|e| io(tmp, e))?;
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok((sorted.num_rows() as u64, bytes))
     }
 
     /// Index every closed day (ending at or before `now_ns`) that has

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tapstream_engine::records::Table;
 use tapstream_query::compact::Compactor;
 use tapstream_query::hosts::{self, HOSTS_DIR};
-use tapstream_query::layout::HOUR_NS;
+use tapstream_query::layout::{self, HOUR_NS};
 use tapstream_query::retention::{RetentionPolicy, sweep};
 use tapstream_query::synth::FlowSynth;
 use tapstream_query::{Guardrails, History, HourLocks, HourlyWriter, WriterConfig};
@@ -370,4 +370,36 @@ fn self_flows(root: &Path, day: &str) -> u64 {
     ))[0]
         .parse()
         .unwrap()
+}
+
+/// Every row of a file, in order.
+fn file_rows(f: &Path) -> RecordBatch {
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(f).unwrap()).unwrap();
+    let schema = b.schema().clone();
+    let batches: Vec<RecordBatch> = b.build().unwrap().map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+#[test]
+fn a_day_that_fits_in_memory_is_indexed_there_with_the_rows_a_spilling_sort_writes() {
+    // The default pool holds both halves of these days: they are read
+    // whole and sorted in memory. A pool too small for that sorts with
+    // DataFusion, spilling, one half after the other. Same files.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    history_with(a.path(), WriterConfig { row_group_rows: 1024, ..WriterConfig::default() });
+    history_with(
+        b.path(),
+        WriterConfig { row_group_rows: 1024, compaction_memory_bytes: 24 << 20, ..WriterConfig::default() },
+    );
+    for day in [DAY1, DAY2] {
+        let hour = layout::data_files(&layout::hour_dir(a.path(), Table::Flows, BASE_HOUR))[0].clone();
+        assert!(hosts::has_flows_columns(&hour), "compacted hours have today's columns: the in-memory sort is used");
+        let (held, spilled) = (hosts::valid_index(a.path(), day).unwrap(), hosts::valid_index(b.path(), day).unwrap());
+        for (h, s) in held.iter().zip(&spilled) {
+            let (h_rows, s_rows) = (file_rows(h), file_rows(s));
+            assert!(h_rows.num_rows() > 9000, "{day}: a day's flows in {}", h.display());
+            assert_eq!(h_rows, s_rows, "{day}: {} and {}", h.display(), s.display());
+        }
+        assert_sorted_by_role(a.path(), day, self_flows(a.path(), day));
+    }
 }
