@@ -238,16 +238,49 @@ impl Compactor {
     /// as parts and reading them back. The file is made under `.staging`
     /// and renamed into the hour directory, so it appears whole. The caller
     /// guarantees that nothing else writes or deletes this hour meanwhile.
-    pub fn write_sorted(&self, table: Table, hour: i64, batches: &[RecordBatch]) -> Result<Compacted, WriterError> {
+    /// The rows are in memory about twice at most (the held batches give way
+    /// to one batch, then to it sorted); on error they are given back.
+    pub fn write_sorted(
+        &self,
+        table: Table,
+        hour: i64,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Compacted, (WriterError, Vec<RecordBatch>)> {
         let schema = table.schema();
         if let Some(b) = batches.iter().find(|b| b.schema().fields() != schema.fields()) {
-            return Err(WriterError::Compaction(format!(
+            let e = WriterError::Compaction(format!(
                 "rows held for {} do not have its columns: {:?}",
                 table.name(),
                 b.schema().fields().iter().map(|f| f.name()).collect::<Vec<_>>()
-            )));
+            ));
+            return Err((e, batches));
         }
-        let all = arrow::compute::concat_batches(&schema, batches)?;
+        let all = match arrow::compute::concat_batches(&schema, &batches) {
+            Ok(a) => a,
+            Err(e) => return Err((e.into(), batches)),
+        };
+        drop(batches);
+        let (sorted, slices) = match self.sort_hour(table, &all) {
+            Ok(v) => v,
+            Err(e) => return Err((e, vec![all])),
+        };
+        drop(all);
+        let staging = match layout::scratch(&self.root, STAGING, table, hour) {
+            Ok(s) => s,
+            Err(e) => return Err((io(&self.root, e), vec![sorted])),
+        };
+        let r = self.write_staged(table, hour, &sorted, slices, &staging);
+        let _ = fs::remove_dir_all(&staging);
+        match r {
+            Ok(bytes) => Ok(Compacted { files_in: 0, rows: sorted.num_rows() as u64, bytes_in: 0, bytes_out: bytes }),
+            Err(e) => Err((e, vec![sorted])),
+        }
+    }
+
+    /// An hour's rows in the order a compacted file holds them (and the
+    /// time slices its row groups are cut at, if it is cut).
+    fn sort_hour(&self, table: Table, all: &RecordBatch) -> Result<(RecordBatch, Option<TimeSlices>), WriterError> {
+        let schema = table.schema();
         let rows = all.num_rows();
         let ts_at = schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
         let key = sort_key(table);
@@ -272,34 +305,41 @@ impl Compactor {
         let mut idx: Vec<u32> = (0..rows as u32).collect();
         idx.sort_unstable_by(|a, b| keys.row(*a as usize).cmp(&keys.row(*b as usize)));
         drop(keys);
-        let sorted = take_record_batch(&all, &UInt32Array::from(idx))?;
-        drop(all);
+        Ok((take_record_batch(all, &UInt32Array::from(idx))?, sliced.then_some(slices)))
+    }
 
+    /// Write `sorted` as a compacted file under `staging`, fsync it and
+    /// rename it into the hour's directory; its size.
+    fn write_staged(
+        &self,
+        table: Table,
+        hour: i64,
+        sorted: &RecordBatch,
+        slices: Option<TimeSlices>,
+        staging: &Path,
+    ) -> Result<u64, WriterError> {
+        let schema = table.schema();
+        let ts_at = schema.index_of("ts").map_err(|_| WriterError::NoTs(table.name()))?;
+        fs::create_dir_all(staging).map_err(|e| io(staging, e))?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let name = format!("{COMPACT_PREFIX}{now}.parquet");
+        let tmp = staging.join(&name);
+        let props = writer_props(table, &self.cfg, Some(sorting_columns(&schema, &sort_key(table))));
+        let f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))
+            .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+        let mut cut = SliceCut { slices, ts_at, current: None };
+        cut.write(&mut w, sorted).map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
+        let bytes = finish(w, &tmp)?;
         let live = layout::hour_dir(&self.root, table, hour);
-        let staging = layout::scratch(&self.root, STAGING, table, hour).map_err(|e| io(&self.root, e))?;
-        fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
-        let r = (|| -> Result<u64, WriterError> {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-            let name = format!("{COMPACT_PREFIX}{now}.parquet");
-            let tmp = staging.join(&name);
-            let props = writer_props(table, &self.cfg, Some(sorting_columns(&schema, &key)));
-            let f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-            let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))
-                .map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
-            let mut cut = SliceCut { slices: sliced.then_some(slices), ts_at, current: None };
-            cut.write(&mut w, &sorted).map_err(|e| WriterError::Parquet { path: tmp.clone(), source: e })?;
-            let bytes = finish(w, &tmp)?;
-            fs::create_dir_all(&live).map_err(|e| io(&live, e))?;
-            let dst = live.join(&name);
-            fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
-            layout::sync_dir(&live);
-            if let Some(p) = live.parent() {
-                layout::sync_dir(p);
-            }
-            Ok(bytes)
-        })();
-        let _ = fs::remove_dir_all(&staging);
-        Ok(Compacted { files_in: 0, rows: rows as u64, bytes_in: 0, bytes_out: r? })
+        fs::create_dir_all(&live).map_err(|e| io(&live, e))?;
+        let dst = live.join(&name);
+        fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
+        layout::sync_dir(&live);
+        if let Some(p) = live.parent() {
+            layout::sync_dir(p);
+        }
+        Ok(bytes)
     }
 }
 

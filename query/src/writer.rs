@@ -664,8 +664,8 @@ fn spawn_compactor(
                 let key = match job {
                     Job::Compact(key) => key,
                     Job::Write(key, batches) => {
-                        write_held_hour(&compactor, key, &batches, &mut d.lock().unwrap_or_else(|p| p.into_inner()));
-                        drop(batches);
+                        // Nobody else takes `done` before the thread ends.
+                        write_held_hour(&compactor, key, batches, &mut d.lock().unwrap_or_else(|p| p.into_inner()));
                         locks.release(key);
                         continue;
                     }
@@ -763,7 +763,7 @@ fn finish_part_file(writer: Box<ArrowWriter<File>>, tmp: PathBuf, dir: &Path) ->
 
 /// A compaction thread's [`Job::Write`]: the held rows as the hour's one
 /// compacted file, or, if that fails, as a part file (compacted later).
-fn write_held_hour(compactor: &Compactor, key: PartKey, batches: &[RecordBatch], g: &mut LaneDone) {
+fn write_held_hour(compactor: &Compactor, key: PartKey, batches: Vec<RecordBatch>, g: &mut LaneDone) {
     let (date, hour) = layout::partition(key.1);
     let table = key.0.name();
     match compactor.write_sorted(key.0, key.1, batches) {
@@ -774,11 +774,12 @@ fn write_held_hour(compactor: &Compactor, key: PartKey, batches: &[RecordBatch],
             g.bytes += bytes_out;
             tracing::info!(table, date, hour, rows, bytes_out, "wrote hour sorted and compacted");
         }
-        Err(e) => {
+        Err((e, batches)) => {
             g.errors += 1;
             tracing::error!(table, date, hour, error = %e, "writing the hour compacted failed; writing it as a part file");
             let dir = layout::hour_dir(&compactor.root, key.0, key.1);
-            match start_part(&dir, key.0, &compactor.cfg, batches).and_then(|(w, tmp)| finish_part_file(w, tmp, &dir)) {
+            match start_part(&dir, key.0, &compactor.cfg, &batches).and_then(|(w, tmp)| finish_part_file(w, tmp, &dir))
+            {
                 Ok(len) => {
                     g.files += 1;
                     g.bytes += len;

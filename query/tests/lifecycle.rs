@@ -1011,3 +1011,35 @@ fn held_rows_that_cannot_be_written_compacted_are_kept_in_a_part_file() {
             || fs::read_dir(d.path().join(layout::STAGING)).unwrap().next().is_none()
     );
 }
+
+#[test]
+fn held_rows_whose_sorted_file_cannot_be_staged_are_kept_in_a_part_file() {
+    // The rows are sorted in one batch when the staging area turns out to
+    // be unusable (here a plain file where its directory belongs): that
+    // batch is written as a part file, nothing lost.
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join(layout::STAGING), b"not a directory").unwrap();
+    let mut w = HourlyWriter::new(d.path(), WriterConfig::default()).unwrap();
+    let mut s = FlowSynth::new(7, BASE_HOUR * HOUR_NS, 3000);
+    let rows = s.batch(700);
+    w.write(Table::Flows, &rows.slice(0, 300)).unwrap();
+    w.write(Table::Flows, &rows.slice(300, 400)).unwrap();
+    w.close().unwrap();
+    assert_eq!((w.stats.compactions, w.stats.compaction_errors, w.stats.files, w.stats.held_hours), (0, 1, 1, 0));
+    let dir = layout::hour_dir(d.path(), Table::Flows, BASE_HOUR);
+    assert_eq!(count_files(&dir), (1, 0), "a part file");
+    let (kept, _, _) = file_layout(&layout::data_files(&dir)[0]);
+    let ts = |b: &RecordBatch| {
+        let mut v = b
+            .column_by_name("ts")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .unwrap()
+            .values()
+            .to_vec();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(ts(&kept), ts(&rows), "every row");
+}
