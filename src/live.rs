@@ -174,7 +174,21 @@ pub fn run(cfg: Config, a: RunArgs, ifaces: Vec<String>) -> anyhow::Result<ExitC
     if let Some(every) = cfg.capture.stats_interval {
         spawn_stats_logger(names, status.clone(), every, stop.clone());
     }
-    eprintln!("ready: {} queue(s) on {}", sources.len(), ifaces.join(", "));
+    // Ready once every RX thread runs on its core (they start inside run_live).
+    let ready = format!("ready: {} queue(s) on {}", sources.len(), ifaces.join(", "));
+    let (feeds, stopped) = (status.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("ready".into())
+        .spawn(move || {
+            while !feeds.iter().all(|f| f.running.load(std::sync::atomic::Ordering::Acquire)) {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            eprintln!("{ready}");
+        })
+        .context("starting the readiness watch")?;
     let summary = pipeline::run_live(sources, &pcfg, &cfg.capture.rx_cores, stop.clone(), status, sink);
     // Detach the XDP programs (the kernel would too when we exit).
     drop(programs);

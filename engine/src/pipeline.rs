@@ -499,6 +499,9 @@ pub struct FeedStatus {
     /// The kernel's losses for this source (ring full, no free frame),
     /// refreshed about once a second.
     pub kernel_drops: AtomicU64,
+    /// Set once the feeder's thread runs, on its core if it has one (a
+    /// live capture is ready when every feeder's is).
+    pub running: AtomicBool,
 }
 
 /// Refresh a feeder's kernel-side counters at most once a second.
@@ -744,6 +747,7 @@ where
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
+                    st.running.store(true, Ordering::Release);
                     let mut sh = Sharder::new(&cfg, i as u16, source.is_live(), txs, ret, done);
                     let mut hist = batch_histogram();
                     let progress = Progress::default();
@@ -819,6 +823,7 @@ where
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
+                    st.running.store(true, Ordering::Release);
                     let mut w = Worker::new(i as u16, &cfg);
                     if let (Some(tx), Some(d)) = (detect_tx, &cfg.detect) {
                         w.attach_detect(tx, d.cfg.max_convs);
