@@ -296,16 +296,7 @@ impl Compactor {
         for c in &key {
             cols.push(all.column(schema.index_of(c).map_err(|e| WriterError::Compaction(e.to_string()))?).clone());
         }
-        let order = SortOptions { descending: false, nulls_first: false };
-        let conv = RowConverter::new(
-            cols.iter().map(|c| SortField::new_with_options(c.data_type().clone(), order)).collect(),
-        )?;
-        let keys = conv.convert_columns(&cols)?;
-        drop(cols);
-        let mut idx: Vec<u32> = (0..rows as u32).collect();
-        idx.sort_unstable_by(|a, b| keys.row(*a as usize).cmp(&keys.row(*b as usize)));
-        drop(keys);
-        Ok((take_record_batch(all, &UInt32Array::from(idx))?, sliced.then_some(slices)))
+        Ok((sort_by_keys(all, cols)?, sliced.then_some(slices)))
     }
 
     /// Write `sorted` as a compacted file under `staging`, fsync it and
@@ -377,8 +368,23 @@ impl SliceCut {
     }
 }
 
+/// `batch`'s rows ordered by `keys` (columns of it or derived from it,
+/// compared in turn, ascending, nulls last, as DataFusion's sort of
+/// `col.sort(true, false)` orders them), compared as `arrow::row` bytes.
+pub(crate) fn sort_by_keys(batch: &RecordBatch, keys: Vec<ArrayRef>) -> Result<RecordBatch, WriterError> {
+    let order = SortOptions { descending: false, nulls_first: false };
+    let conv =
+        RowConverter::new(keys.iter().map(|c| SortField::new_with_options(c.data_type().clone(), order)).collect())?;
+    let rows = conv.convert_columns(&keys)?;
+    drop(keys);
+    let mut idx: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    idx.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+    drop(rows);
+    Ok(take_record_batch(batch, &UInt32Array::from(idx))?)
+}
+
 /// Finish a file's footer and fsync it; its size.
-fn finish(w: ArrowWriter<File>, tmp: &Path) -> Result<u64, WriterError> {
+pub(crate) fn finish(w: ArrowWriter<File>, tmp: &Path) -> Result<u64, WriterError> {
     let f = w.into_inner().map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;
     f.sync_all().map_err(|e| io(tmp, e))?;
     Ok(f.metadata().map(|m| m.len()).unwrap_or(0))

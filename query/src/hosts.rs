@@ -37,10 +37,8 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, StringArray, UInt32Array};
-use arrow::compute::SortOptions;
+use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
@@ -61,7 +59,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha1::{Digest, Sha1};
 use tapstream_engine::records::Table;
 
-use crate::compact::{COMPACT_PREFIX, Compactor, df_err, io, sorting_columns};
+use crate::compact::{COMPACT_PREFIX, Compactor, df_err, finish, io, sort_by_keys, sorting_columns};
 use crate::layout;
 use crate::sql::{METADATA_READ, mentions_time, partition_bounds, ts_bound};
 use crate::writer::{WriterError, index_props};
@@ -330,12 +328,12 @@ impl Compactor {
         }))
     }
 
-    /// The responders' half on a thread of its own (with its own
-    /// executor), the originators' half on this one; both sorts draw on the
-    /// compactor's memory pool.
-    /// Both halves fit in memory: each is sorted there (`write_index_held`)
-    /// unless a file's columns are not today's flows columns (an older
-    /// layout, which DataFusion's scan adapts).
+    /// The responders' half on a thread of its own, the originators' half
+    /// on this one. Both fit in memory, so each is sorted there
+    /// ([`Self::write_index_held`]), unless a file's columns are not today's
+    /// flows columns (an older layout, which DataFusion's scan adapts: then
+    /// both sorts draw on the compactor's memory pool, with an executor
+    /// each).
     fn write_halves_at_once(&self, date: &str, files: &[(String, PathBuf)], tmps: &[PathBuf; 2]) -> (Written, Written) {
         let held = files.iter().all(|(_, f)| has_flows_columns(f));
         std::thread::scope(|s| {
@@ -415,10 +413,7 @@ impl Compactor {
             }
             Ok::<_, WriterError>(rows)
         })?;
-        let f = w.into_inner().map_err(|e| WriterError::Parquet { path: tmp.into(), source: e })?;
-        f.sync_all().map_err(|e| io(tmp, e))?;
-        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok((rows, bytes))
+        Ok((rows, finish(w, tmp)?))
     }
 
     /// One half of a day's index sorted in memory: the day's files read
@@ -462,26 +457,15 @@ impl Compactor {
         }
         let all = arrow::compute::concat_batches(&out, &parts)?;
         drop(parts);
-        let order = SortOptions { descending: false, nulls_first: false };
-        let keys = [all.column(out.index_of(HOST)?).clone(), all.column(out.index_of("ts")?).clone()];
-        let conv = RowConverter::new(
-            keys.iter().map(|c| SortField::new_with_options(c.data_type().clone(), order)).collect(),
-        )?;
-        let rows = conv.convert_columns(&keys)?;
-        let mut idx: Vec<u32> = (0..all.num_rows() as u32).collect();
-        idx.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
-        drop(rows);
-        let sorted = arrow::compute::take_record_batch(&all, &UInt32Array::from(idx))?;
+        let keys = vec![all.column(out.index_of(HOST)?).clone(), all.column(out.index_of("ts")?).clone()];
+        let sorted = sort_by_keys(&all, keys)?;
         drop(all);
         let props = index_props(&self.cfg, sorting_columns(&out, &[HOST, "ts"]));
         let f = File::create(tmp).map_err(|e| io(tmp, e))?;
         let parquet = |e| WriterError::Parquet { path: tmp.into(), source: e };
         let mut w = ArrowWriter::try_new(f, out, Some(props)).map_err(parquet)?;
         w.write(&sorted).map_err(parquet)?;
-        let f = w.into_inner().map_err(parquet)?;
-        f.sync_all().map_err(|e| io(tmp, e))?;
-        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok((sorted.num_rows() as u64, bytes))
+        Ok((sorted.num_rows() as u64, finish(w, tmp)?))
     }
 
     /// Index every closed day (ending at or before `now_ns`) that has

@@ -413,14 +413,13 @@ impl HourlyWriter {
         match &mut p.state {
             PartState::Held { batches, bytes } => {
                 let size = batch.get_array_memory_size();
+                batches.push(batch.clone());
                 if self.compactor.is_some() && self.held_bytes + size <= self.cfg.hold_bytes {
-                    batches.push(batch.clone());
                     *bytes += size;
                     self.held_bytes += size;
                 } else {
                     // Over the budget (or nothing to gain): the part file
                     // starts with what was held.
-                    batches.push(batch.clone());
                     match start_part(&p.dir, table, &self.cfg, batches) {
                         Ok((writer, tmp)) => {
                             self.held_bytes -= *bytes;
@@ -762,7 +761,9 @@ fn finish_part_file(writer: Box<ArrowWriter<File>>, tmp: PathBuf, dir: &Path) ->
 }
 
 /// A compaction thread's [`Job::Write`]: the held rows as the hour's one
-/// compacted file, or, if that fails, as a part file (compacted later).
+/// compacted file, or, if that fails, as a part file (which stays, as the
+/// parts of an hour whose compaction failed do, until rows for the hour
+/// come again).
 fn write_held_hour(compactor: &Compactor, key: PartKey, batches: Vec<RecordBatch>, g: &mut LaneDone) {
     let (date, hour) = layout::partition(key.1);
     let table = key.0.name();
