@@ -283,6 +283,9 @@ pub fn serve(cfg: Config, a: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::live::keep_housekeeping_off_packet_cores(&cfg);
     let data = a.engine.data.clone().unwrap_or_else(|| cfg.data_dir.clone());
     let api = api_config(&cfg, &data, a.listen);
+    // Before the store clears leftover uploads: they may be another
+    // appliance's, writing this data dir now. The history writer shares it.
+    let _dir_lock = tapstream_query::DataDirLock::acquire(&data)?;
     let prepared = Prepared::open(api.clone())
         .with_context(|| format!("opening the control-plane store in {}", data.display()))?;
     first_admin(&prepared)?;

@@ -82,6 +82,77 @@ fn writer_survives_kill_9_losing_at_most_one_flush_interval() {
     assert_eq!(pyarrow_rows(&data, "flows"), after);
 }
 
+/// A second process writing the same data dir would take the first one's
+/// open part files, compactions and uploads for a crashed run's leftovers
+/// and remove them: every writing command is refused while another holds
+/// the dir, naming it, and touches nothing.
+#[test]
+fn a_data_dir_has_one_writing_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(&cfg, "[demo]\npps = 2000\n").unwrap();
+    let data = dir.path().join("data");
+    let pcap = dir.path().join("s.pcap");
+    let o = bin().args(["synth", "--packets", "2000", "--seed", "5", "--out"]).arg(&pcap).output().unwrap();
+    assert!(o.status.success());
+    let csv = dir.path().join("f.csv");
+    std::fs::write(&csv, "ts,orig_h,orig_p,resp_h,resp_p,proto\n2026-01-01T00:00:00Z,10.0.0.1,1,10.0.0.2,2,tcp\n")
+        .unwrap();
+
+    let mut holder = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--duration", "120", "--data"])
+        .arg(&data)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = data.join(".writer.lock");
+    let me = format!("pid {} (", holder.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&lock).unwrap_or_default().starts_with(&me) {
+        assert!(Instant::now() < deadline, "the running appliance never took {}", lock.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What a writer at work has on disk and its restart would clear.
+    let hour = data.join("flows/date=2026-01-01/hour=00");
+    let work = [hour.join(".part-00042.parquet.tmp"), data.join(".staging/flows-x"), data.join("api/imports/upload-1")];
+    for w in &work {
+        std::fs::create_dir_all(w.parent().unwrap()).unwrap();
+        std::fs::write(w, b"in progress").unwrap();
+    }
+
+    let attempts: [Vec<&std::ffi::OsStr>; 4] = [
+        vec!["ingest".as_ref(), "--quiet".as_ref(), pcap.as_os_str()],
+        vec!["import".as_ref(), "flows".as_ref(), csv.as_os_str()],
+        vec!["run".as_ref(), "--duration".as_ref(), "2".as_ref()],
+        vec!["serve".as_ref(), "--duration".as_ref(), "2".as_ref(), "--listen".as_ref(), "127.0.0.1:0".as_ref()],
+    ];
+    for args in &attempts {
+        let o = bin().arg("--config").arg(&cfg).args(args).arg("--data").arg(&data).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} ran beside another writer: {err}");
+        assert!(
+            err.contains("is in use by pid") && err.contains(&me) && err.contains("run --duration 120"),
+            "{args:?}: {err}"
+        );
+        for w in &work {
+            assert!(w.exists(), "{args:?} removed {} of the running appliance", w.display());
+        }
+    }
+    // Reading is never refused.
+    sql(&data, "SELECT count(*) FROM flows");
+
+    let pid = holder.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(holder.wait().unwrap().success(), "the running appliance failed");
+    // Its lock went with it; its leftovers (the planted ones) are now a
+    // crashed run's, removed by the next writer.
+    let o = bin().args(["ingest", "--quiet", "--data"]).arg(&data).arg(&pcap).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!work[0].exists() && !work[1].exists(), "a crashed run's leftovers stay");
+}
+
 const FLOW_COLUMNS: &str = "ts, last_ts, uid, community_id, orig_h, orig_p, resp_h, resp_p, proto, ip_proto, service, \
      duration, orig_bytes, resp_bytes, conn_state, local_orig, local_resp, missed_bytes, history, orig_pkts, \
      orig_ip_bytes, resp_pkts, resp_ip_bytes, tunnel_parents, vlan, interface, orig_tcp_flags, resp_tcp_flags, record_kind, flow_start";

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compact;
+pub mod dirlock;
 pub mod export;
 pub mod flows;
 pub mod hosts;
@@ -19,5 +20,6 @@ pub mod topn;
 pub mod udf;
 pub mod writer;
 
+pub use dirlock::DataDirLock;
 pub use sql::{Guardrails, History, QueryError, QueryResult};
 pub use writer::{BatchSink, Holder, HourLocks, HourlyWriter, SharedWriter, WriterConfig, WriterError, WriterStats};

@@ -24,6 +24,7 @@ use parquet::schema::types::ColumnPath;
 use tapstream_engine::records::Table;
 
 use crate::compact::{Compacted, Compactor};
+use crate::dirlock::DataDirLock;
 use crate::layout::{self, HOUR_NS};
 
 const DAY_NS: i64 = 24 * HOUR_NS;
@@ -42,6 +43,11 @@ pub enum WriterError {
     Compaction(String),
     #[error("the history writer is closed (the appliance is shutting down)")]
     Closed,
+    #[error(
+        "data dir {} is in use by {holder}: stop it first, or send the file to its API (POST /api/import)",
+        root.display()
+    )]
+    InUse { root: PathBuf, holder: String },
 }
 
 #[derive(Clone, Debug)]
@@ -243,6 +249,8 @@ pub struct HourlyWriter {
     /// Arrow bytes held by every open hour together.
     held_bytes: usize,
     pub stats: WriterStats,
+    /// This process's claim on the data dir, held while the writer lives.
+    _dir_lock: Arc<DataDirLock>,
 }
 
 /// Writer properties of one table's compacted files: zstd, page-level
@@ -347,6 +355,9 @@ impl HourlyWriter {
     /// As [`HourlyWriter::new`], sharing hour claims with retention.
     pub fn with_locks(root: &Path, cfg: WriterConfig, locks: Arc<HourLocks>) -> Result<HourlyWriter, WriterError> {
         fs::create_dir_all(root).map_err(|e| WriterError::Io { path: root.into(), source: e })?;
+        // Before anything is removed: what looks left over may be another
+        // writer's work in progress.
+        let dir_lock = DataDirLock::acquire(root)?;
         layout::recover(root);
         crate::hosts::recover(root);
         let compactor = if cfg.compaction { Some(spawn_compaction(root, &cfg, locks.clone())?) } else { None };
@@ -361,6 +372,7 @@ impl HourlyWriter {
             compactor,
             held_bytes: 0,
             stats: WriterStats::default(),
+            _dir_lock: dir_lock,
         })
     }
 
@@ -631,17 +643,21 @@ fn spawn_compaction(root: &Path, cfg: &WriterConfig, locks: Arc<HourLocks>) -> R
     let runtime = Compactor::runtime(cfg)?;
     let flows = Compactor::with_runtime(root, cfg.clone(), runtime.clone())?;
     let other = Compactor::with_runtime(root, cfg.clone(), runtime)?;
+    let others: Vec<Table> = Table::ALL.into_iter().filter(|t| *t != Table::Flows).collect();
     Ok(Compaction {
-        flows: spawn_compactor(flows, "compactor", cfg.host_index, locks.clone())?,
-        other: spawn_compactor(other, "compactor-2", false, locks)?,
+        flows: spawn_compactor(flows, "compactor", vec![Table::Flows], cfg.host_index, locks.clone())?,
+        other: spawn_compactor(other, "compactor-2", others, false, locks)?,
     })
 }
 
-/// A compaction thread. `index_missing`: first index the closed days that
-/// have no host index yet (the flows thread, when the index is on).
+/// A compaction thread for `tables`. It starts with the hours an earlier
+/// run left with part files (killed before it compacted them, or their
+/// compaction failed), then, with `index_missing`, indexes the closed days
+/// that have no host index yet (the flows thread, when the index is on).
 fn spawn_compactor(
     compactor: Compactor,
     name: &str,
+    tables: Vec<Table>,
     index_missing: bool,
     locks: Arc<HourLocks>,
 ) -> Result<CompactionThread, WriterError> {
@@ -652,6 +668,22 @@ fn spawn_compactor(
     let handle = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+            let grace = compactor.cfg.compaction_grace.as_nanos() as i64;
+            for t in tables {
+                for h in layout::list_hours(&compactor.root, t) {
+                    let closed = now >= (h.hour + 1).saturating_mul(HOUR_NS).saturating_add(grace);
+                    // Held by this run's writer (rows for it again: it
+                    // hands the hour over itself once it closes) or by
+                    // retention (deleting it): not ours.
+                    if closed
+                        && crate::compact::needs_compaction(&h.path)
+                        && locks.try_claim((t, h.hour), Holder::Compaction)
+                    {
+                        compact_hour(&compactor, (t, h.hour), &locks, &d, "an earlier run's parts");
+                    }
+                }
+            }
             if index_missing {
                 // Days closed before this start that have no index yet.
                 let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
@@ -675,25 +707,41 @@ fn spawn_compactor(
                         continue;
                     }
                 };
-                let r = compactor.compact(key.0, key.1);
-                locks.release(key);
-                let mut g = d.lock().unwrap_or_else(|p| p.into_inner());
-                match r {
-                    Ok(Some(Compacted { files_in, rows, bytes_in, bytes_out })) => {
-                        g.compactions += 1;
-                        let (date, hour) = layout::partition(key.1);
-                        tracing::info!(table = key.0.name(), date, hour, files_in, rows, bytes_in, bytes_out, "compacted hour");
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        g.errors += 1;
-                        tracing::error!(table = key.0.name(), error = %e, "compaction failed; the hour keeps its part files");
-                    }
-                }
+                compact_hour(&compactor, key, &locks, &d, "closed");
             }
         })
         .map_err(|e| WriterError::Io { path: root, source: e })?;
     Ok(CompactionThread { jobs: tx, done, handle })
+}
+
+/// Compact an hour this thread has claimed, release it, count and log
+/// the outcome (`why`: what the hour was waiting for).
+fn compact_hour(compactor: &Compactor, key: PartKey, locks: &HourLocks, done: &Mutex<LaneDone>, why: &str) {
+    let r = compactor.compact(key.0, key.1);
+    locks.release(key);
+    let mut g = done.lock().unwrap_or_else(|p| p.into_inner());
+    let (date, hour) = layout::partition(key.1);
+    match r {
+        Ok(Some(Compacted { files_in, rows, bytes_in, bytes_out })) => {
+            g.compactions += 1;
+            tracing::info!(
+                table = key.0.name(),
+                date,
+                hour,
+                files_in,
+                rows,
+                bytes_in,
+                bytes_out,
+                why,
+                "compacted hour"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => {
+            g.errors += 1;
+            tracing::error!(table = key.0.name(), date, hour, error = %e, "compaction failed; the hour keeps its part files until it is compacted again (rows for it again, or the next start)");
+        }
+    }
 }
 
 fn log_indexed(r: Result<crate::hosts::Indexed, WriterError>) {
@@ -763,7 +811,7 @@ fn finish_part_file(writer: Box<ArrowWriter<File>>, tmp: PathBuf, dir: &Path) ->
 /// A compaction thread's [`Job::Write`]: the held rows as the hour's one
 /// compacted file, or, if that fails, as a part file (which stays, as the
 /// parts of an hour whose compaction failed do, until rows for the hour
-/// come again).
+/// come again or the next writer starts).
 fn write_held_hour(compactor: &Compactor, key: PartKey, batches: Vec<RecordBatch>, g: &mut LaneDone) {
     let (date, hour) = layout::partition(key.1);
     let table = key.0.name();

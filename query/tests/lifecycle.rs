@@ -315,6 +315,58 @@ fn late_rows_after_compaction_are_merged_again() {
     assert_eq!(parquet_rows(&layout::data_files(&dir)[0]).unwrap(), 2100);
 }
 
+/// An earlier run killed before it compacted its closed hours (or whose
+/// compaction failed) leaves them as part files: the next writer compacts
+/// them when it starts, and indexes their day, whatever rows it gets itself.
+/// An hour that has not closed by the wall clock, and one another holder
+/// has claimed, are left alone.
+#[test]
+fn the_next_start_compacts_the_hours_an_earlier_run_left_in_parts() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let parts_only = WriterConfig { compaction: false, ..small_parts() };
+    let now_hour =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64 / HOUR_NS;
+    let mut w = write_hours(root, parts_only, BASE_HOUR, 2, 1000);
+    for h in [BASE_HOUR, now_hour] {
+        for _ in 0..2 {
+            w.write(Table::Dns, &rows_of(Table::Dns, h, 300)).unwrap();
+        }
+    }
+    w.close().unwrap();
+    drop(w);
+    let flows = |h| layout::hour_dir(root, Table::Flows, h);
+    let dns = |h| layout::hour_dir(root, Table::Dns, h);
+    assert_eq!(count_files(&flows(BASE_HOUR)), (2, 0), "a run without compaction leaves parts");
+    assert_eq!(count_files(&dns(now_hour)).1, 0);
+    let date = tapstream_query::hosts::date_of(BASE_HOUR.div_euclid(24));
+    assert!(tapstream_query::hosts::valid_index(root, &date).is_none());
+
+    // The next writer: retention happens to hold the second flows hour.
+    let locks = std::sync::Arc::new(HourLocks::default());
+    assert!(locks.try_claim((Table::Flows, BASE_HOUR + 1), Holder::Retention));
+    let mut w = HourlyWriter::with_locks(root, small_parts(), locks.clone()).unwrap();
+    w.close().unwrap();
+    assert_eq!(count_files(&flows(BASE_HOUR)), (1, 1), "the earlier run's flows hour is compacted");
+    assert_eq!(parquet_rows(&layout::data_files(&flows(BASE_HOUR))[0]).unwrap(), 1000);
+    assert_eq!(count_files(&dns(BASE_HOUR)), (1, 1), "and its dns hour, on the other thread");
+    assert_eq!(parquet_rows(&layout::data_files(&dns(BASE_HOUR))[0]).unwrap(), 600);
+    assert_eq!(count_files(&flows(BASE_HOUR + 1)).1, 0, "an hour retention holds is not touched");
+    assert_eq!(count_files(&dns(now_hour)), (1, 0), "the hour still open by the wall clock is not touched");
+    assert_eq!((w.stats.compactions, w.stats.compaction_errors), (2, 0));
+    // The day is not indexed while one of its hours is still in parts.
+    assert!(tapstream_query::hosts::valid_index(root, &date).is_none());
+
+    // Once nobody holds it, the next start finishes the day and indexes it.
+    locks.release((Table::Flows, BASE_HOUR + 1));
+    drop(w);
+    let mut w = HourlyWriter::new(root, small_parts()).unwrap();
+    w.close().unwrap();
+    assert_eq!(count_files(&flows(BASE_HOUR + 1)), (1, 1));
+    assert_eq!(w.stats.compactions, 1);
+    assert!(tapstream_query::hosts::valid_index(root, &date).is_some(), "the day of the leftover hours is indexed");
+}
+
 /// `n` rows of `table` one second apart from the start of `hour`: every
 /// other column zero, or null where zero does not cast to its type.
 fn rows_of(table: Table, hour: i64, n: usize) -> RecordBatch {
