@@ -46,4 +46,8 @@ bash scripts/geoip.sh >/dev/null
 # AssemblyScript from npm); the plugin tests load them.
 bash scripts/build-plugins.sh >/dev/null
 test -d ../shared/corpus/zeek || { echo "missing ../shared/corpus (the golden captures)" >&2; exit 1; }
+# The fuzz targets are a workspace of their own (cargo fuzz builds them
+# with sanitizers); they must keep building against the engine, with their
+# lock file current.
+cargo check --quiet --locked --manifest-path fuzz/Cargo.toml --bins
 cargo test --workspace --all-targets
