@@ -545,6 +545,50 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// Compactions happen on background threads while the appliance runs; the
+/// metrics count them (and their failures) as they happen, not at shutdown.
+/// Here the work is an earlier run's: one hour left as a part file and one
+/// with an unreadable part, which the appliance's writer takes up at start.
+#[test]
+fn compactions_and_their_failures_show_in_the_metrics_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pcap = dir.path().join("s.pcap");
+    let o = common::bin().args(["synth", "--packets", "3000", "--seed", "4", "--out"]).arg(&pcap).output().unwrap();
+    assert!(o.status.success());
+    let o = common::bin().args(["ingest", "--quiet", "--data"]).arg(&data).arg(&pcap).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let compacted = |table: &str| {
+        common::walk(&data.join(table))
+            .into_iter()
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("compact-"))
+            .unwrap_or_else(|| panic!("no compacted {table} hour"))
+    };
+    // A flows hour as a killed run leaves it (a part, not compacted) ...
+    let flows = compacted("flows");
+    std::fs::rename(&flows, flows.with_file_name("part-00001.parquet")).unwrap();
+    // ... and a dns hour whose compaction must fail (a part that is no Parquet).
+    let dns = compacted("dns");
+    std::fs::write(dns.with_file_name("part-00009.parquet"), b"not parquet").unwrap();
+
+    let s = Server::start_in(&data, "", &["--pps", "100", "--workers", "1"]);
+    let admin = s.admin();
+    let text = wait_for(30, || {
+        let m = s.raw("GET", "/metrics", Some(&admin), None);
+        let text = m.body.as_str()?.to_string();
+        (metric(&text, "tapstream_history_compactions_total") >= 1.0
+            && metric(&text, "tapstream_history_compaction_errors_total") >= 1.0)
+            .then_some(text)
+    })
+    .unwrap_or_else(|| {
+        let m = s.raw("GET", "/metrics", Some(&admin), None);
+        panic!("no compaction counted while running:\n{}", m.body.as_str().unwrap_or_default())
+    });
+    assert_eq!(metric(&text, "tapstream_history_compactions_total"), 1.0, "{text}");
+    assert_eq!(metric(&text, "tapstream_history_compaction_errors_total"), 1.0, "{text}");
+    assert!(common::walk(flows.parent().unwrap()).iter().all(|p| !p.to_string_lossy().contains("part-")));
+}
+
 #[test]
 fn stream_metrics_performance_and_traffic_report_the_running_engine() {
     let s = Server::start("[storage]\nflush_interval_secs = 1\n", &["--pps", "1000", "--workers", "1"]);

@@ -217,6 +217,16 @@ struct LaneDone {
     lost: Option<WriterError>,
 }
 
+impl LaneDone {
+    fn add_to(&self, s: &mut WriterStats) {
+        s.compactions += self.compactions;
+        s.compaction_errors += self.errors;
+        s.held_hours += self.held_hours;
+        s.files += self.files;
+        s.bytes += self.bytes;
+    }
+}
+
 /// The two compaction threads. `flows` hours and the host index go to one,
 /// in the order they were handed over (a day's index reads its compacted
 /// flows hours); every other table's hours to the other, so at the end of
@@ -248,6 +258,8 @@ pub struct HourlyWriter {
     compactor: Option<Compaction>,
     /// Arrow bytes held by every open hour together.
     held_bytes: usize,
+    /// This thread's own counts; the compaction threads' are added when the
+    /// writer closes ([`Self::stats`] has them all at any time).
     pub stats: WriterStats,
     /// This process's claim on the data dir, held while the writer lives.
     _dir_lock: Arc<DataDirLock>,
@@ -560,6 +572,19 @@ impl HourlyWriter {
         }
     }
 
+    /// What the writer has done so far, with what its compaction threads
+    /// have done (folded into [`Self::stats`] only when it closes): what a
+    /// running appliance's metrics report.
+    pub fn stats(&self) -> WriterStats {
+        let mut s = self.stats.clone();
+        if let Some(c) = &self.compactor {
+            for lane in [&c.flows, &c.other] {
+                lane.done.lock().unwrap_or_else(|p| p.into_inner()).add_to(&mut s);
+            }
+        }
+        s
+    }
+
     /// Close every open part (shutdown / end of input), then compact every
     /// hour written and wait for the compactor.
     pub fn close(&mut self) -> Result<(), WriterError> {
@@ -595,11 +620,7 @@ impl HourlyWriter {
                 drop(c.jobs);
                 let _ = c.handle.join();
                 let mut g = c.done.lock().unwrap_or_else(|p| p.into_inner());
-                self.stats.compactions += g.compactions;
-                self.stats.compaction_errors += g.errors;
-                self.stats.held_hours += g.held_hours;
-                self.stats.files += g.files;
-                self.stats.bytes += g.bytes;
+                g.add_to(&mut self.stats);
                 if let Some(e) = g.lost.take() {
                     first_err.get_or_insert(e);
                 }

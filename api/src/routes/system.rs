@@ -127,7 +127,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoRes
         .engine
         .writer
         .as_ref()
-        .and_then(|w| w.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|w| w.stats.clone()))
+        .and_then(|w| w.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|w| w.stats()))
         .unwrap_or_default();
     metric("tapstream_history_rows_written_total", "counter", "Rows written to the history.", one(w.rows as f64));
     metric("tapstream_history_files_written_total", "counter", "Parquet files committed.", one(w.files as f64));
