@@ -218,6 +218,17 @@ struct LaneDone {
 }
 
 impl LaneDone {
+    fn absorb(&mut self, o: LaneDone) {
+        self.compactions += o.compactions;
+        self.held_hours += o.held_hours;
+        self.errors += o.errors;
+        self.files += o.files;
+        self.bytes += o.bytes;
+        if let Some(e) = o.lost {
+            self.lost.get_or_insert(e);
+        }
+    }
+
     fn add_to(&self, s: &mut WriterStats) {
         s.compactions += self.compactions;
         s.compaction_errors += self.errors;
@@ -716,8 +727,11 @@ fn spawn_compactor(
                 let key = match job {
                     Job::Compact(key) => key,
                     Job::Write(key, batches) => {
-                        // Nobody else takes `done` before the thread ends.
-                        write_held_hour(&compactor, key, batches, &mut d.lock().unwrap_or_else(|p| p.into_inner()));
+                        // Counted apart and added after: `done` is read by
+                        // `stats()` while the hour is written.
+                        let mut this = LaneDone::default();
+                        write_held_hour(&compactor, key, batches, &mut this);
+                        d.lock().unwrap_or_else(|p| p.into_inner()).absorb(this);
                         locks.release(key);
                         continue;
                     }
