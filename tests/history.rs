@@ -32,6 +32,18 @@ fn pyarrow_rows(data: &Path, table: &str) -> i64 {
     String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
 }
 
+/// `tapstream run` on demo traffic for up to two minutes, writing `data`.
+fn demo_run(cfg: &Path, data: &Path) -> std::process::Child {
+    bin()
+        .arg("--config")
+        .arg(cfg)
+        .args(["run", "--duration", "120", "--data"])
+        .arg(data)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn writer_survives_kill_9_losing_at_most_one_flush_interval() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,14 +51,7 @@ fn writer_survives_kill_9_losing_at_most_one_flush_interval() {
     let flush = 2.0;
     std::fs::write(&cfg, format!("[storage]\nflush_interval_secs = {flush}\n[demo]\npps = 3000\n")).unwrap();
     let data = dir.path().join("data");
-    let mut child = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["run", "--duration", "120", "--data"])
-        .arg(&data)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = demo_run(&cfg, &data);
     // Let it run a few flush intervals, so several parts are committed and
     // some are being written, then kill it with no chance to clean up.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -99,14 +104,7 @@ fn a_data_dir_has_one_writing_process_at_a_time() {
     std::fs::write(&csv, "ts,orig_h,orig_p,resp_h,resp_p,proto\n2026-01-01T00:00:00Z,10.0.0.1,1,10.0.0.2,2,tcp\n")
         .unwrap();
 
-    let mut holder = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["run", "--duration", "120", "--data"])
-        .arg(&data)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut holder = demo_run(&cfg, &data);
     let lock = data.join(".writer.lock");
     let me = format!("pid {} (", holder.id());
     let deadline = Instant::now() + Duration::from_secs(30);
